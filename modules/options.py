@@ -1,0 +1,79 @@
+"""User settings persisted in config.json, with A1111's key names."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+logger = logging.getLogger(__name__)
+
+
+class Options(BaseModel):
+    """Settings a user changes in the Settings tab (A1111 names, so config.json files carry over)."""
+
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+
+    sd_model_checkpoint: str = Field("", description="Checkpoint to load at start (title or file name)")
+    samples_save: bool = Field(True, description="Always save all generated images")
+    samples_format: str = Field("png", description="File format for images")
+    grid_save: bool = Field(True, description="Always save all generated image grids")
+    return_grid: bool = Field(True, description="Show grid in gallery")
+    outdir_samples: str = Field("", description="Output folder for images; if empty, per-tab folders")
+    outdir_txt2img_samples: str = Field("outputs/txt2img-images", description="Output folder for txt2img images")
+    outdir_img2img_samples: str = Field("outputs/img2img-images", description="Output folder for img2img images")
+    outdir_extras_samples: str = Field("outputs/extras-images", description="Output folder for extras images")
+    outdir_txt2img_grids: str = Field("outputs/txt2img-grids", description="Output folder for txt2img grids")
+    outdir_img2img_grids: str = Field("outputs/img2img-grids", description="Output folder for img2img grids")
+    save_to_dirs: bool = Field(True, description="Save images to a subdirectory per date")
+    live_previews_enable: bool = Field(True, description="Show live previews of the created image")
+    show_progress_every_n_steps: int = Field(5, ge=-1, le=32, description="Live preview every N sampling steps")
+    CLIP_stop_at_last_layers: int = Field(1, ge=1, le=12, description="Clip skip")
+    default_sampler: str = Field("DPM++ 2M", description="Default sampler")
+    default_scheduler: str = Field("Automatic", description="Default schedule type")
+    default_steps: int = Field(20, ge=1, le=150, description="Default sampling steps")
+    default_cfg_scale: float = Field(7.0, ge=1.0, le=30.0, description="Default CFG scale")
+    default_width: int = Field(512, ge=64, le=2048, multiple_of=8, description="Default width")
+    default_height: int = Field(512, ge=64, le=2048, multiple_of=8, description="Default height")
+    initial_noise_multiplier: float = Field(1.0, ge=0.0, le=1.5, description="Noise multiplier for img2img")
+
+    @classmethod
+    def load(cls, path: Path) -> Options:
+        """Read config.json; a missing file gives defaults, a broken one is reported and kept aside."""
+        if not path.exists():
+            return cls()
+        try:
+            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, ValidationError, OSError) as error:
+            logger.error("settings unreadable path=%s error=%s; using defaults", path, error)
+            return cls()
+
+    def save(self, path: Path) -> None:
+        """Write atomically, keeping keys this version does not know (extensions' settings)."""
+        existing: dict = {}
+        if path.exists():
+            try:
+                existing = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, OSError):
+                existing = {}
+        existing.update(self.model_dump())
+        write_json_atomic(path, existing)
+
+
+def write_json_atomic(path: Path, data: dict, mode: int | None = None) -> None:
+    """Write JSON through a temporary file and rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump(data, file, indent=4, ensure_ascii=False)
+        if mode is not None:
+            os.chmod(temp_name, mode)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,74 @@
+"""Where Easel reads and writes files: one immutable object built from the flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+INSTALL_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Folders and files under ``--data-dir`` (A1111 layout)."""
+
+    data_dir: Path
+    models_dir: Path
+    extra_ckpt_dirs: tuple[Path, ...] = ()
+    configs_dir: Path = INSTALL_DIR / "configs"
+
+    @classmethod
+    def create(
+        cls,
+        data_dir: Path | str | None = None,
+        models_dir: Path | str | None = None,
+        extra_ckpt_dirs: tuple[Path, ...] = (),
+    ) -> DataPaths:
+        data = Path(data_dir).resolve() if data_dir else INSTALL_DIR
+        models = Path(models_dir).resolve() if models_dir else data / "models"
+        return cls(data_dir=data, models_dir=models, extra_ckpt_dirs=tuple(extra_ckpt_dirs))
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.models_dir / "Stable-diffusion"
+
+    @property
+    def checkpoint_dirs(self) -> tuple[Path, ...]:
+        return (self.checkpoints_dir, *self.extra_ckpt_dirs)
+
+    @property
+    def lora_dir(self) -> Path:
+        return self.models_dir / "Lora"
+
+    @property
+    def vae_dir(self) -> Path:
+        return self.models_dir / "VAE"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.data_dir / "embeddings"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "config.json"
+
+    @property
+    def ui_config_file(self) -> Path:
+        return self.data_dir / "ui-config.json"
+
+    @property
+    def cache_file(self) -> Path:
+        return self.data_dir / "cache.json"
+
+    @property
+    def params_file(self) -> Path:
+        return self.data_dir / "params.txt"
+
+    def ensure(self) -> None:
+        """Create the folders a fresh install needs."""
+        for folder in (self.checkpoints_dir, self.lora_dir, self.vae_dir, self.embeddings_dir, self.outputs_dir):
+            folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,80 @@
+"""Typed, validated generation requests: what the UI and the API hand to processing."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_SIDE = 4096
+
+
+class ResizeMode(IntEnum):
+    """A1111's img2img resize modes (same numbers as its API)."""
+
+    JUST_RESIZE = 0
+    CROP_AND_RESIZE = 1
+    RESIZE_AND_FILL = 2
+
+
+class MaskedContent(IntEnum):
+    """A1111's ``inpainting_fill`` values."""
+
+    FILL = 0
+    ORIGINAL = 1
+    LATENT_NOISE = 2
+    LATENT_NOTHING = 3
+
+
+class GenerationRequest(BaseModel):
+    """Parameters shared by every task. Per-request overrides live here, never in global options."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int = Field(20, ge=1, le=150, description="Sampling steps")
+    sampler_name: str = Field("DPM++ 2M", description="Sampler, A1111 name or alias")
+    scheduler: str = Field("Automatic", description="Schedule type")
+    cfg_scale: float = Field(7.0, ge=0.0, le=100.0)
+    width: int = Field(512, ge=64, le=MAX_SIDE)
+    height: int = Field(512, ge=64, le=MAX_SIDE)
+    seed: int = Field(-1, ge=-1, le=2**32 - 1)
+    batch_size: int = Field(1, ge=1, le=64)
+    n_iter: int = Field(1, ge=1, le=1000, description="Batch count")
+    clip_skip: int = Field(1, ge=1, le=12)
+    checkpoint: str | None = Field(None, description="Checkpoint title for this request only")
+    save_images: bool = True
+    save_grid: bool = True
+    extra: dict[str, Any] = Field(default_factory=dict, description="Accepted but unsupported fields")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError(f"must be a multiple of 8 (got {value}); try {value - value % 8}")
+        return value
+
+
+class Txt2ImgRequest(GenerationRequest):
+    """Text to image."""
+
+
+class Img2ImgRequest(GenerationRequest):
+    """Image to image; with a mask it is inpainting."""
+
+    init_image: Image.Image
+    resize_mode: ResizeMode = ResizeMode.JUST_RESIZE
+    denoising_strength: float = Field(0.75, ge=0.0, le=1.0)
+    mask: Image.Image | None = None
+    mask_blur: int = Field(4, ge=0, le=64)
+    inpainting_fill: MaskedContent = MaskedContent.ORIGINAL
+    inpaint_full_res: bool = Field(False, description="Inpaint area: only masked")
+    inpaint_full_res_padding: int = Field(32, ge=0, le=256)
+    inpainting_mask_invert: bool = False
+
+    @property
+    def is_inpaint(self) -> bool:
+        return self.mask is not None
