@@ -1,0 +1,84 @@
+"""The application object built once in webui.py and passed down: options, models, the job service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from modules.backends.base import Backend
+from modules.backends.diffusers_backend import DiffusersBackend
+from modules.devices import Attention, MemoryPolicy
+from modules.generation import GenerationService
+from modules.models.hashing import HashCache
+from modules.models.manager import ModelManager
+from modules.models.registry import CheckpointRegistry
+from modules.options import Options
+from modules.paths import DataPaths
+from modules.processing.processing import ProcessingContext
+
+logger = logging.getLogger(__name__)
+
+
+def create_backend(name: str) -> Backend:
+    """The one place that maps ``--backend`` to an implementation."""
+    backends = {"diffusers": DiffusersBackend}
+    return backends[name]()
+
+
+def memory_policy_from_args(args: argparse.Namespace) -> MemoryPolicy:
+    attention = (Attention.XFORMERS if args.xformers else Attention.SPLIT if args.opt_split_attention
+                 else Attention.SDP)
+    return MemoryPolicy.from_flags(
+        use_cpu=args.use_cpu, device_id=args.device_id, precision=args.precision, no_half=args.no_half,
+        no_half_vae=args.no_half_vae, medvram=args.medvram, lowvram=args.lowvram, attention=attention,
+    )
+
+
+@dataclass
+class Application:
+    """Long-lived state, explicit: built once, handed to the UI and the API."""
+
+    args: argparse.Namespace
+    paths: DataPaths
+    options: Options
+    registry: CheckpointRegistry
+    model_manager: ModelManager
+    service: GenerationService
+    _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def create(cls, args: argparse.Namespace) -> Application:
+        paths = DataPaths.create(args.data_dir, args.models_dir, tuple(args.ckpt_dir))
+        paths.ensure()
+        options = Options.load(paths.config_file)
+        extra_files = (args.ckpt,) if args.ckpt else ()
+        registry = CheckpointRegistry(paths.checkpoint_dirs, HashCache(paths.cache_file), extra_files=extra_files)
+        registry.refresh()
+        policy = memory_policy_from_args(args)
+        manager = ModelManager(registry, policy, paths.configs_dir)
+        context = ProcessingContext(model_manager=manager, backend=create_backend(args.backend),
+                                    options=options, paths=paths)
+        service = GenerationService(context)
+        logger.info("application ready data_dir=%s checkpoints=%d %s", paths.data_dir,
+                    len(registry.checkpoints()), policy.describe())
+        return cls(args=args, paths=paths, options=options, registry=registry, model_manager=manager,
+                   service=service)
+
+    def initial_checkpoint(self) -> str | None:
+        """The checkpoint to load at start: --ckpt, else the saved setting, else the first one found."""
+        if self.args.ckpt:
+            return str(self.args.ckpt.stem)
+        if self.options.sd_model_checkpoint:
+            return self.options.sd_model_checkpoint
+        checkpoints = self.registry.checkpoints()
+        return checkpoints[0].title if checkpoints else None
+
+    def update_options(self, **changes: object) -> None:
+        """Validate, apply and persist settings changes (invalid values raise, nothing is half-applied)."""
+        with self._options_lock:
+            updated = self.options.model_validate({**self.options.model_dump(), **changes})
+            for key in changes:
+                setattr(self.options, key, getattr(updated, key))
+            self.options.save(self.paths.config_file)

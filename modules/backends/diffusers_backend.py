@@ -1,0 +1,133 @@
+"""The diffusers backend: runs a plan through the loaded model's task pipeline."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+from modules.backends.base import GenerationPlan
+from modules.models.manager import LoadedModel, Task
+from modules.processing.job import JobControl
+from modules.processing.preview import latents_to_preview
+from modules.processing.requests import MaskedContent
+from modules.samplers import build_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+class DiffusersBackend:
+    """Calls diffusers pipelines; the only hook it uses is ``callback_on_step_end``."""
+
+    name = "diffusers"
+
+    def generate(self, model: LoadedModel, plan: GenerationPlan, control: JobControl) -> list[Image.Image]:
+        pipeline = model.pipeline_for(plan.task)
+        # The documented way to swap a sampler; built from the checkpoint's own scheduler config each time.
+        pipeline.scheduler = build_scheduler(model.scheduler_config, plan.sampler_name, plan.schedule_type)
+        arguments = self._common_arguments(pipeline, plan, control)
+        if plan.task is Task.IMG2IMG and not model.is_inpainting:
+            arguments.update(image=plan.init_image, strength=plan.denoising_strength)
+        elif plan.task is not Task.TXT2IMG or model.is_inpainting:
+            arguments.update(self._inpaint_arguments(pipeline, plan, model.is_inpainting))
+        with torch.inference_mode():
+            output = pipeline(**arguments)
+        return list(output.images)
+
+    def _common_arguments(self, pipeline: DiffusionPipeline, plan: GenerationPlan,
+                          control: JobControl) -> dict[str, Any]:
+        device = pipeline._execution_device
+        generator_device = "cpu" if device.type == "mps" else device
+        generators = [torch.Generator(generator_device).manual_seed(seed) for seed in plan.seeds]
+        return {
+            "prompt": plan.prompts,
+            "negative_prompt": plan.negative_prompts,
+            "num_inference_steps": plan.steps,
+            "guidance_scale": plan.cfg_scale,
+            "width": plan.width,
+            "height": plan.height,
+            "generator": generators,
+            # diffusers counts skipped layers; A1111's "Clip skip 1" is the last layer.
+            "clip_skip": plan.clip_skip - 1 if plan.clip_skip > 1 else None,
+            "callback_on_step_end": StepCallback(control, plan.steps, self._is_xl(pipeline)),
+            "callback_on_step_end_tensor_inputs": ["latents"],
+            "output_type": "pil",
+        }
+
+    @staticmethod
+    def _is_xl(pipeline: DiffusionPipeline) -> bool:
+        return getattr(pipeline, "text_encoder_2", None) is not None
+
+    def _inpaint_arguments(self, pipeline: DiffusionPipeline, plan: GenerationPlan,
+                           nine_channel: bool) -> dict[str, Any]:
+        if plan.task is Task.TXT2IMG:
+            # txt2img on an inpainting checkpoint: the whole canvas is masked, as A1111 does.
+            blank = Image.new("RGB", (plan.width, plan.height), (127, 127, 127))
+            return {"image": blank, "mask_image": Image.new("L", blank.size, 255), "strength": 1.0}
+        image: Image.Image | torch.Tensor = plan.init_image
+        arguments: dict[str, Any] = {"mask_image": plan.mask, "strength": plan.denoising_strength}
+        if plan.masked_content in (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING):
+            latents = encode_image(pipeline, plan.init_image)
+            image = replace_masked_latents(latents, plan.mask, plan.masked_content, plan.seeds[0])
+            if nine_channel:
+                masked = masked_pixels(plan.init_image, plan.mask)
+                arguments["masked_image_latents"] = encode_image(pipeline, masked)
+        arguments["image"] = image
+        return arguments
+
+
+class StepCallback:
+    """Reports progress and previews, and stops the loop on interrupt or skip."""
+
+    def __init__(self, control: JobControl, steps: int, xl: bool) -> None:
+        self.control = control
+        self.steps = steps
+        self.xl = xl
+
+    def __call__(self, pipeline: DiffusionPipeline, step: int, timestep: Any, tensors: dict) -> dict:
+        done = step + 1
+        preview = None
+        every = self.control.preview_every_n_steps
+        if every > 0 and done % every == 0 and done < self.steps and "latents" in tensors:
+            preview = latents_to_preview(tensors["latents"], xl=self.xl)
+        self.control.step_done(done, preview)
+        if self.control.interrupted or self.control.skipped:
+            # diffusers' documented way to stop the denoising loop early; the current latents are decoded.
+            pipeline._interrupt = True
+        return tensors
+
+
+def encode_image(pipeline: DiffusionPipeline, image: Image.Image) -> torch.Tensor:
+    """VAE latents of an RGB image (distribution mode), scaled for the UNet."""
+    vae = pipeline.vae
+    pixels = pipeline.image_processor.preprocess(image).to(device=vae.device, dtype=vae.dtype)
+    with torch.inference_mode():
+        latents = vae.encode(pixels).latent_dist.mode()
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (latents - shift) * vae.config.scaling_factor
+
+
+def replace_masked_latents(latents: torch.Tensor, mask: Image.Image, content: MaskedContent,
+                           seed: int) -> torch.Tensor:
+    """A1111's "latent noise" / "latent nothing": the masked latent cells become noise or zero."""
+    height, width = latents.shape[-2:]
+    small = np.asarray(mask.convert("L").resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+    weight = torch.from_numpy(np.round(small / 255.0)).to(latents)[None, None]
+    if content is MaskedContent.LATENT_NOISE:
+        generator = torch.Generator("cpu").manual_seed(seed)
+        fill = torch.randn(latents.shape, generator=generator).to(latents)
+    else:
+        fill = torch.zeros_like(latents)
+    return latents * (1 - weight) + fill * weight
+
+
+def masked_pixels(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """The image with its masked area set to mid-gray, which is 0 after normalisation, as diffusers does."""
+    keep = np.asarray(mask.convert("L"), dtype=np.uint8) < 128
+    array = np.asarray(image.convert("RGB")).copy()
+    array[~keep] = 128
+    return Image.fromarray(array)

@@ -1,0 +1,60 @@
+"""Command-line flags (A1111 names). Builds the parser; parsing happens in webui.py only."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="webui.py", description="Easel: a Stable Diffusion web UI on diffusers")
+    server = parser.add_argument_group("server")
+    server.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 (your LAN) instead of 127.0.0.1")
+    server.add_argument("--server-name", default=None, help="host name or address to bind (overrides --listen)")
+    server.add_argument("--port", type=int, default=None, help="port (default 7860)")
+    server.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    server.add_argument("--gradio-auth", default=None, help='UI logins "user:pass[,user2:pass2]"')
+    server.add_argument("--gradio-auth-path", type=Path, default=None, help="file with logins, one or more per line")
+    server.add_argument("--subpath", default=None, help="serve under this URL path (reverse proxies)")
+    server.add_argument("--no-gradio-queue", action="store_true", help="accepted for A1111 compatibility (no effect)")
+
+    paths = parser.add_argument_group("folders")
+    paths.add_argument("--data-dir", type=Path, default=None, help="base folder for models, outputs and settings")
+    paths.add_argument("--models-dir", type=Path, default=None, help="models folder (default DATA_DIR/models)")
+    paths.add_argument("--ckpt", type=Path, default=None, help="checkpoint to load at start (file or folder)")
+    paths.add_argument("--ckpt-dir", type=Path, action="append", default=[], help="extra checkpoint folder")
+
+    device = parser.add_argument_group("device and memory")
+    device.add_argument("--backend", choices=("diffusers",), default="diffusers", help="generation backend")
+    device.add_argument("--use-cpu", nargs="+", default=[], help='"all" runs everything on the CPU')
+    device.add_argument("--device-id", type=int, default=None, help="CUDA device index")
+    device.add_argument("--precision", choices=("full", "half", "autocast"), default="autocast",
+                        help="full = float32; half/autocast = float16 on a GPU")
+    device.add_argument("--no-half", action="store_true", help="keep the model in float32")
+    device.add_argument("--no-half-vae", action="store_true", help="keep the VAE in float32")
+    device.add_argument("--medvram", action="store_true", help="model CPU offload + VAE slicing (GPU only)")
+    device.add_argument("--lowvram", action="store_true", help="sequential CPU offload + VAE tiling (GPU only)")
+    attention = device.add_mutually_exclusive_group()
+    attention.add_argument("--opt-sdp-attention", action="store_true", help="PyTorch SDP attention (default)")
+    attention.add_argument("--xformers", action="store_true", help="xformers attention, when installed")
+    attention.add_argument("--opt-split-attention", action="store_true", help="sliced attention (less memory)")
+    return parser
+
+
+def parse_auth(value: str | None, path: Path | None = None) -> list[tuple[str, str]]:
+    """Parse "u:p,u2:p2" (and lines of a file) into pairs; raises ValueError on a malformed entry."""
+    entries: list[str] = []
+    if value:
+        entries.extend(value.split(","))
+    if path is not None:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            entries.extend(line.split(","))
+    pairs = []
+    for entry in (item.strip() for item in entries):
+        if not entry:
+            continue
+        user, sep, password = entry.partition(":")
+        if not sep or not user:
+            raise ValueError(f"login entry must be user:password, got {entry.split(':')[0]!r}...")
+        pairs.append((user, password))
+    return pairs

@@ -1,0 +1,101 @@
+"""Device choice and the one memory policy every loaded pipeline goes through."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+class MemoryPreset(str, Enum):
+    NONE = "none"
+    MEDVRAM = "medvram"
+    LOWVRAM = "lowvram"
+
+
+class Attention(str, Enum):
+    SDP = "sdp"
+    XFORMERS = "xformers"
+    SPLIT = "split"
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    """Decides device, dtypes, offload and attention from the flags, in one place."""
+
+    device: torch.device
+    dtype: torch.dtype
+    vae_dtype: torch.dtype
+    preset: MemoryPreset = MemoryPreset.NONE
+    attention: Attention = Attention.SDP
+
+    @classmethod
+    def from_flags(
+        cls,
+        use_cpu: list[str],
+        device_id: int | None,
+        precision: str,
+        no_half: bool,
+        no_half_vae: bool,
+        medvram: bool,
+        lowvram: bool,
+        attention: Attention = Attention.SDP,
+    ) -> MemoryPolicy:
+        device = choose_device(use_cpu, device_id)
+        half = device.type == "cuda" and precision != "full" and not no_half
+        dtype = torch.float16 if half else torch.float32
+        vae_dtype = torch.float32 if no_half_vae else dtype
+        preset = MemoryPreset.LOWVRAM if lowvram else MemoryPreset.MEDVRAM if medvram else MemoryPreset.NONE
+        return cls(device=device, dtype=dtype, vae_dtype=vae_dtype, preset=preset, attention=attention)
+
+    @classmethod
+    def cpu(cls) -> MemoryPolicy:
+        return cls(device=torch.device("cpu"), dtype=torch.float32, vae_dtype=torch.float32)
+
+    @property
+    def has_accelerator(self) -> bool:
+        return self.device.type != "cpu"
+
+    def apply(self, pipeline) -> None:
+        """Move a freshly loaded pipeline to its device and apply the offload and attention choices."""
+        if self.vae_dtype != self.dtype and getattr(pipeline, "vae", None) is not None:
+            pipeline.vae.to(dtype=self.vae_dtype)
+        if self.preset is not MemoryPreset.NONE and not self.has_accelerator:
+            logger.info("memory preset=%s changes nothing on the CPU", self.preset.value)
+        if self.has_accelerator and self.preset is MemoryPreset.MEDVRAM:
+            pipeline.enable_model_cpu_offload(device=self.device)
+            pipeline.vae.enable_slicing()
+        elif self.has_accelerator and self.preset is MemoryPreset.LOWVRAM:
+            pipeline.enable_sequential_cpu_offload(device=self.device)
+            pipeline.vae.enable_tiling()
+        else:
+            pipeline.to(self.device)
+        self._apply_attention(pipeline)
+
+    def _apply_attention(self, pipeline) -> None:
+        if self.attention is Attention.XFORMERS:
+            try:
+                pipeline.enable_xformers_memory_efficient_attention()
+            except (ImportError, ModuleNotFoundError, ValueError) as error:
+                logger.warning("xformers unavailable error=%s; using SDP attention", error)
+        elif self.attention is Attention.SPLIT:
+            pipeline.enable_attention_slicing()
+
+    def describe(self) -> str:
+        return (f"device={self.device} dtype={str(self.dtype).removeprefix('torch.')} "
+                f"preset={self.preset.value} attention={self.attention.value}")
+
+
+def choose_device(use_cpu: list[str], device_id: int | None) -> torch.device:
+    """CUDA when present unless ``--use-cpu all``; MPS on Apple machines; else the CPU."""
+    if "all" in use_cpu or "sd" in use_cpu:
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", device_id or 0)
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

@@ -1,0 +1,164 @@
+"""One request -> images + infotext. Stages: model, sampler, seeds, inputs, generate, finish, save."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from modules.backends.base import Backend, GenerationPlan
+from modules.models.manager import LoadedModel, ModelManager, Task
+from modules.options import Options
+from modules.paths import DataPaths
+from modules.processing import infotext as infotext_module
+from modules.processing import saving
+from modules.processing.inputs import PreparedInputs, finish_images, prepare_inputs
+from modules.processing.job import JobControl
+from modules.processing.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
+from modules.samplers import SamplerError, infotext_schedule, resolve
+
+logger = logging.getLogger(__name__)
+
+VERSION = "Easel 0.1.0"
+MAX_RANDOM_SEED = 4294967294
+
+
+class ProcessingError(Exception):
+    """A request that cannot run; the message is shown to the user as it is."""
+
+
+@dataclass
+class ProcessingContext:
+    """What processing needs from the application: passed down, never global."""
+
+    model_manager: ModelManager
+    backend: Backend
+    options: Options
+    paths: DataPaths
+
+
+@dataclass
+class ProcessingResult:
+    images: list[Image.Image] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    saved_paths: list[Path] = field(default_factory=list)
+    grid: Image.Image | None = None
+    grid_path: Path | None = None
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+    parameters: dict[str, object] = field(default_factory=dict)
+
+
+def resolve_seeds(seed: int, count: int) -> list[int]:
+    """A1111: -1 draws a random seed; image i of the job uses seed + i."""
+    first = random.randrange(MAX_RANDOM_SEED) if seed == -1 else seed
+    return [first + index for index in range(count)]
+
+
+def task_of(request: GenerationRequest) -> Task:
+    if isinstance(request, Img2ImgRequest):
+        return Task.INPAINT if request.is_inpaint else Task.IMG2IMG
+    return Task.TXT2IMG
+
+
+def process(request: Txt2ImgRequest | Img2ImgRequest, context: ProcessingContext,
+            control: JobControl | None = None) -> ProcessingResult:
+    """Run a whole request (batch count x batch size) and save what the options say."""
+    control = control or JobControl(preview_every_n_steps=context.options.show_progress_every_n_steps)
+    model = context.model_manager.get(request.checkpoint)
+    try:
+        sampler, schedule = resolve(request.sampler_name, request.scheduler)
+    except SamplerError as error:
+        raise ProcessingError(str(error)) from error
+    task = task_of(request)
+    inputs = prepare_inputs(request)
+    seeds = resolve_seeds(request.seed, request.n_iter * request.batch_size)
+    result = ProcessingResult(notes=list(inputs.notes))
+    for iteration in range(request.n_iter):
+        if control.interrupted:
+            result.interrupted = True
+            break
+        batch_seeds = seeds[iteration * request.batch_size:(iteration + 1) * request.batch_size]
+        control.begin_image(iteration, request.n_iter, request.steps)
+        plan = make_plan(request, task, inputs, batch_seeds, sampler.name, schedule)
+        images = context.backend.generate(model, plan, control)
+        control.clear_skip()
+        images = finish_images(images, inputs)
+        for image, seed in zip(images, batch_seeds, strict=True):
+            text = build_infotext(request, model, sampler.name, infotext_schedule(sampler, schedule), seed)
+            result.images.append(image)
+            result.infotexts.append(text)
+            result.seeds.append(seed)
+            if request.save_images and context.options.samples_save:
+                folder = output_folder(context, task, grid=False)
+                result.saved_paths.append(saving.save_image(
+                    image, folder, seed, text, file_format=context.options.samples_format,
+                    date_subfolder=context.options.save_to_dirs))
+    result.interrupted = result.interrupted or control.interrupted
+    save_grid_if_wanted(request, context, task, result)
+    if result.infotexts:
+        saving.write_params_txt(context.paths.params_file, result.infotexts[0])
+    result.parameters = infotext_module.parse_infotext(result.infotexts[0]) if result.infotexts else {}
+    logger.info("job done task=%s images=%d interrupted=%s", task.value, len(result.images), result.interrupted)
+    return result
+
+
+def make_plan(request: GenerationRequest, task: Task, inputs: PreparedInputs, seeds: list[int],
+              sampler_name: str, schedule: str) -> GenerationPlan:
+    count = len(seeds)
+    return GenerationPlan(
+        task=task, prompts=[request.prompt] * count, negative_prompts=[request.negative_prompt] * count,
+        seeds=seeds, steps=request.steps, cfg_scale=request.cfg_scale,
+        width=inputs.width or request.width, height=inputs.height or request.height,
+        sampler_name=sampler_name, schedule_type=schedule, clip_skip=request.clip_skip,
+        init_image=inputs.init_image, mask=inputs.mask,
+        denoising_strength=getattr(request, "denoising_strength", 1.0),
+        masked_content=inputs.masked_content,
+    )
+
+
+def build_infotext(request: GenerationRequest, model: LoadedModel, sampler: str, schedule: str, seed: int) -> str:
+    parameters: dict[str, object] = {
+        "Steps": request.steps,
+        "Sampler": sampler,
+        "Schedule type": schedule,
+        "CFG scale": request.cfg_scale,
+        "Seed": seed,
+        "Size": f"{request.width}x{request.height}",
+        "Model hash": model.short_hash,
+        "Model": model.info.name.rsplit("/", 1)[-1],
+    }
+    if isinstance(request, Img2ImgRequest):
+        parameters["Denoising strength"] = request.denoising_strength
+        if request.is_inpaint:
+            parameters["Mask blur"] = request.mask_blur
+    if request.clip_skip > 1:
+        parameters["Clip skip"] = request.clip_skip
+    parameters["Version"] = VERSION
+    return infotext_module.create_infotext(request.prompt, request.negative_prompt, parameters)
+
+
+def output_folder(context: ProcessingContext, task: Task, grid: bool) -> Path:
+    options = context.options
+    if grid:
+        relative = options.outdir_txt2img_grids if task is Task.TXT2IMG else options.outdir_img2img_grids
+    elif options.outdir_samples:
+        relative = options.outdir_samples
+    else:
+        relative = options.outdir_txt2img_samples if task is Task.TXT2IMG else options.outdir_img2img_samples
+    return context.paths.data_dir / relative
+
+
+def save_grid_if_wanted(request: GenerationRequest, context: ProcessingContext, task: Task,
+                        result: ProcessingResult) -> None:
+    if len(result.images) < 2 or not (context.options.return_grid or context.options.grid_save):
+        return
+    result.grid = saving.make_grid(result.images)
+    if request.save_grid and context.options.grid_save:
+        folder = output_folder(context, task, grid=True)
+        result.grid_path = saving.save_grid(result.grid, folder, result.infotexts[0],
+                                            date_subfolder=context.options.save_to_dirs)
