@@ -1,0 +1,419 @@
+"""Infotext: the text A1111 stores with every image ("parameters"), written and read in A1111's exact format.
+
+Layout: ``PROMPT\\nNegative prompt: NEGATIVE\\nKey: value, Key: value, ...``. Parsing follows A1111's
+``parse_generation_parameters``: values stay strings (as A1111 keeps them), ``WxH`` values split into
+``Key-1`` / ``Key-2`` strings, and missing keys get A1111's defaults (a few of which are ints, as in A1111).
+``infotext_to_request_fields`` turns the parsed strings into typed request fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+PARAMETER_PATTERN = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+IMAGE_SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
+NEGATIVE_PROMPT_PREFIX = "Negative prompt:"
+
+# Keys written before any extra parameter, in A1111's order (processing.create_infotext).
+LEADING_KEYS: tuple[str, ...] = (
+    "Steps",
+    "Sampler",
+    "Schedule type",
+    "CFG scale",
+    "Image CFG scale",
+    "Seed",
+    "Face restoration",
+    "Size",
+    "Model hash",
+    "Model",
+    "VAE hash",
+    "VAE",
+    "Variation seed",
+    "Variation seed strength",
+    "Seed resize from",
+    "Denoising strength",
+    "Conditional mask weight",
+    "Clip skip",
+    "ENSD",
+    "Token merging ratio",
+    "Init image hash",
+    "RNG",
+    "Tiling",
+)
+# Keys written after the extra parameters.
+TRAILING_KEYS: tuple[str, ...] = ("Version", "User")
+
+# A1111's defaults for keys an infotext leaves out (parse_generation_parameters); types as A1111 has them.
+MISSING_KEY_DEFAULTS: Mapping[str, object] = MappingProxyType(
+    {
+        "Clip skip": "1",
+        "Hires resize-1": 0,
+        "Hires resize-2": 0,
+        "Hires sampler": "Use same sampler",
+        "Hires checkpoint": "Use same checkpoint",
+        "Hires prompt": "",
+        "Hires negative prompt": "",
+        "Mask mode": "Inpaint masked",
+        "Masked content": "original",
+        "Inpaint area": "Whole picture",
+        "Masked area padding": 32,
+        "RNG": "GPU",
+        "Schedule type": "Automatic",
+        "Schedule max sigma": 0,
+        "Schedule min sigma": 0,
+        "Schedule rho": 0,
+        "VAE Encoder": "Full",
+        "VAE Decoder": "Full",
+        "FP8 weight": "Disable",
+        "Emphasis": "Original",
+    }
+)
+
+EXIF_IFD_POINTER = 0x8769
+EXIF_USER_COMMENT = 0x9286
+USER_COMMENT_HEADER_SIZE = 8
+USER_COMMENT_UNICODE = b"UNICODE\x00"
+USER_COMMENT_ASCII = b"ASCII\x00\x00\x00"
+TIFF_LONG = 4
+TIFF_UNDEFINED = 7
+
+
+# --- writing ------------------------------------------------------------------------------------------------
+
+
+def quote_value(value: object) -> str:
+    """A value as A1111 writes it: JSON-quoted only when it holds a comma, a newline or a colon.
+
+    One addition: a value starting with a double quote is quoted too; A1111 would write it bare and then read it
+    back wrongly (its parser takes a leading quote as the start of a quoted value). A1111 reads ours correctly.
+    """
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text and not text.startswith('"'):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def order_parameters(parameters: Mapping[str, object]) -> dict[str, object]:
+    """Leading keys in A1111's order, then extra keys in the given order, then Version (and User)."""
+    ordered = {key: parameters[key] for key in LEADING_KEYS if key in parameters}
+    ordered.update(
+        (key, value) for key, value in parameters.items() if key not in LEADING_KEYS and key not in TRAILING_KEYS
+    )
+    ordered.update((key, parameters[key]) for key in TRAILING_KEYS if key in parameters)
+    return ordered
+
+
+def is_default_left_out(key: str, value: object) -> bool:
+    """A1111 writes Clip skip only above 1 and RNG only when it is not GPU."""
+    if key == "Clip skip":
+        try:
+            return int(str(value)) <= 1
+        except ValueError:
+            return False
+    return key == "RNG" and str(value) == "GPU"
+
+
+def create_infotext(prompt: str, negative_prompt: str, parameters: Mapping[str, object]) -> str:
+    """The infotext of one image: prompt, optional negative line, then ``Key: value`` pairs (None left out)."""
+    pairs = [
+        key if key == value else f"{key}: {quote_value(value)}"
+        for key, value in order_parameters(parameters).items()
+        if value is not None and not is_default_left_out(key, value)
+    ]
+    negative_line = f"\n{NEGATIVE_PROMPT_PREFIX} {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative_line}\n{', '.join(pairs)}".strip()
+
+
+@dataclass(frozen=True)
+class GenerationParameters:
+    """Typed fields of an infotext; ``as_mapping`` gives the mapping ``create_infotext`` takes."""
+
+    steps: int
+    sampler_name: str
+    cfg_scale: float
+    seed: int
+    width: int
+    height: int
+    scheduler: str | None = None
+    image_cfg_scale: float | None = None
+    face_restoration: str | None = None
+    model_hash: str | None = None
+    model_name: str | None = None
+    vae_hash: str | None = None
+    vae_name: str | None = None
+    subseed: int | None = None
+    subseed_strength: float = 0.0
+    seed_resize_from: tuple[int, int] | None = None
+    denoising_strength: float | None = None
+    conditional_mask_weight: float | None = None
+    clip_skip: int = 1
+    eta_noise_seed_delta: int = 0
+    token_merging_ratio: float = 0.0
+    init_image_hash: str | None = None
+    rng: str = "GPU"
+    tiling: bool = False
+    extra: Mapping[str, object] = field(default_factory=dict)
+    version: str | None = None
+
+    def as_mapping(self) -> dict[str, object]:
+        resize_from = self.seed_resize_from
+        has_variation = self.subseed_strength != 0
+        mapping: dict[str, object | None] = {
+            "Steps": self.steps,
+            "Sampler": self.sampler_name,
+            "Schedule type": self.scheduler,
+            "CFG scale": format_number(self.cfg_scale),
+            "Image CFG scale": format_number(self.image_cfg_scale),
+            "Seed": self.seed,
+            "Face restoration": self.face_restoration,
+            "Size": f"{self.width}x{self.height}",
+            "Model hash": self.model_hash,
+            "Model": self.model_name,
+            "VAE hash": self.vae_hash,
+            "VAE": self.vae_name,
+            "Variation seed": self.subseed if has_variation else None,
+            "Variation seed strength": format_number(self.subseed_strength) if has_variation else None,
+            "Seed resize from": None if not resize_from or min(resize_from) <= 0 else "x".join(map(str, resize_from)),
+            "Denoising strength": format_number(self.denoising_strength),
+            "Conditional mask weight": format_number(self.conditional_mask_weight),
+            "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
+            "ENSD": self.eta_noise_seed_delta or None,
+            "Token merging ratio": format_number(self.token_merging_ratio) if self.token_merging_ratio else None,
+            "Init image hash": self.init_image_hash,
+            "RNG": self.rng if self.rng != "GPU" else None,
+            "Tiling": "True" if self.tiling else None,
+        }
+        mapping.update(self.extra)
+        mapping["Version"] = self.version
+        return {key: value for key, value in mapping.items() if value is not None}
+
+
+def format_number(value: float | None) -> float | int | None:
+    """A whole float as an int (``CFG scale: 7`` as A1111's UI gives it), others unchanged; None stays None."""
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else value
+
+
+# --- reading ------------------------------------------------------------------------------------------------
+
+
+def unquote_value(text: str) -> str:
+    """Undo ``quote_value``; text that is not valid JSON is kept as it is (A1111 does the same)."""
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return value if isinstance(value, str) else text
+
+
+def split_prompt_lines(lines: list[str]) -> tuple[str, str]:
+    """Lines before ``Negative prompt:`` are the prompt, that line and the ones after the negative prompt."""
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    in_negative = False
+    for raw_line in lines:
+        line = raw_line.strip()
+        if line.startswith(NEGATIVE_PROMPT_PREFIX):
+            in_negative = True
+            line = line[len(NEGATIVE_PROMPT_PREFIX) :].strip()
+        (negative_lines if in_negative else prompt_lines).append(line)
+    return "\n".join(prompt_lines), "\n".join(negative_lines)
+
+
+def parse_parameter_line(line: str) -> dict[str, object]:
+    """``Key: value, ...`` pairs; quoted values unquoted; ``WxH`` values split into ``Key-1`` and ``Key-2``."""
+    result: dict[str, object] = {}
+    for key, raw_value in PARAMETER_PATTERN.findall(line):
+        value = unquote_value(raw_value)
+        size = IMAGE_SIZE_PATTERN.match(value)
+        if size is not None:
+            result[f"{key}-1"] = size.group(1)
+            result[f"{key}-2"] = size.group(2)
+        else:
+            result[key] = value
+    return result
+
+
+def parse_infotext(text: str) -> dict[str, object]:
+    """A1111's parse_generation_parameters: "Prompt", "Negative prompt" and every parameter, with defaults."""
+    *lines, last_line = text.strip().split("\n")
+    if len(PARAMETER_PATTERN.findall(last_line)) < 3:
+        lines.append(last_line)
+        last_line = ""
+    prompt, negative_prompt = split_prompt_lines(lines)
+    result: dict[str, object] = {"Prompt": prompt, "Negative prompt": negative_prompt}
+    result.update(parse_parameter_line(last_line))
+    apply_hypernetwork(result)
+    for key, default in MISSING_KEY_DEFAULTS.items():
+        result.setdefault(key, default)
+    restore_old_hires_fix(result)
+    apply_version_compatibility(result)
+    return result
+
+
+def apply_hypernetwork(result: dict[str, object]) -> None:
+    """Old infotexts name a hypernetwork in its own key; A1111 turns it into a prompt tag."""
+    hypernetwork = result.get("Hypernet")
+    if hypernetwork is not None:
+        strength = result.get("Hypernet strength", "1.0")
+        result["Prompt"] = f"{result['Prompt']}<hypernet:{hypernetwork}:{strength}>"
+
+
+def restore_old_hires_fix(result: dict[str, object]) -> None:
+    """Infotexts with the old "First pass size" give the first pass as Size and the final size as Hires resize."""
+    first_width, first_height = result.get("First pass size-1"), result.get("First pass size-2")
+    if first_width is None or first_height is None:
+        return
+    try:
+        first_width, first_height = int(str(first_width)), int(str(first_height))
+        width, height = int(str(result.get("Size-1", 512))), int(str(result.get("Size-2", 512)))
+    except ValueError:
+        return
+    if first_width == 0 or first_height == 0:
+        first_width, first_height = old_first_pass_size(width, height)
+    result.update({"Size-1": first_width, "Size-2": first_height, "Hires resize-1": width, "Hires resize-2": height})
+
+
+def old_first_pass_size(width: int, height: int) -> tuple[int, int]:
+    """The old hires fix's automatic first pass: about 512x512 pixels, sides rounded up to 64."""
+    scale = math.sqrt(512 * 512 / (width * height))
+    return math.ceil(scale * width / 64) * 64, math.ceil(scale * height / 64) * 64
+
+
+def parse_a1111_version(text: object) -> Version | None:
+    """A1111's Version field ("v1.10.1", "v1.7.0-225-g1234abc"); anything else gives None."""
+    if not isinstance(text, str):
+        return None
+    match = re.match(r"([^-]+-[^-]+)-.*", text)
+    try:
+        return Version(match.group(1) if match else text)
+    except InvalidVersion:
+        return None
+
+
+def apply_version_compatibility(result: dict[str, object]) -> None:
+    """Flags A1111 sets for images made by its older versions, so they can be reproduced."""
+    version = parse_a1111_version(result.get("Version"))
+    if version is None:
+        return
+    if version < Version("1.6.0") and "[" in str(result.get("Prompt", "")):
+        result["Old prompt editing timelines"] = True
+    if version < Version("1.6.0") and result.get("Sampler") in ("DDIM", "PLMS"):
+        result["Pad conds v0"] = True
+    if version < Version("v1.7.0-225"):
+        result["Downcast alphas_cumprod"] = True
+    if version < Version("1.8.0") and result.get("Refiner"):
+        result["Refiner switch by sampling steps"] = True
+
+
+# --- to request fields --------------------------------------------------------------------------------------
+
+
+def to_int(text: object) -> int:
+    return int(float(str(text)))
+
+
+def to_float(text: object) -> float:
+    return float(str(text))
+
+
+REQUEST_FIELDS: tuple[tuple[str, str, Callable[[object], Any]], ...] = (
+    ("Prompt", "prompt", str),
+    ("Negative prompt", "negative_prompt", str),
+    ("Steps", "steps", to_int),
+    ("Sampler", "sampler_name", str),
+    ("Schedule type", "scheduler", str),
+    ("CFG scale", "cfg_scale", to_float),
+    ("Seed", "seed", to_int),
+    ("Size-1", "width", to_int),
+    ("Size-2", "height", to_int),
+    ("Denoising strength", "denoising_strength", to_float),
+    ("Clip skip", "clip_skip", to_int),
+)
+
+
+def infotext_to_request_fields(parsed: Mapping[str, object]) -> dict[str, object]:
+    """Typed request fields (prompt, steps, sampler_name, ...) from ``parse_infotext``'s result.
+
+    Sampler names are kept raw (a legacy "DPM++ 2M Karras" is split by the samplers module). A value that does
+    not convert is left out and logged, as A1111's paste leaves such a field unchanged.
+    """
+    fields: dict[str, object] = {}
+    for infotext_key, field_name, convert in REQUEST_FIELDS:
+        if infotext_key not in parsed:
+            continue
+        try:
+            fields[field_name] = convert(parsed[infotext_key])
+        except (TypeError, ValueError, OverflowError):
+            logger.warning("infotext value ignored key=%s value=%r", infotext_key, parsed[infotext_key])
+    return fields
+
+
+# --- images -------------------------------------------------------------------------------------------------
+
+
+def encode_user_comment(text: str) -> bytes:
+    """EXIF UserComment as A1111 writes it (piexif's "unicode"): b"UNICODE\\0" then UTF-16 big-endian."""
+    return USER_COMMENT_UNICODE + text.encode("utf_16_be", errors="replace")
+
+
+def build_user_comment_exif(text: str) -> bytes:
+    """EXIF bytes (for ``Image.save(exif=...)``) holding only the infotext as UserComment, typed UNDEFINED.
+
+    Written by hand: Pillow's Exif writer types a bytes value it has no tag type for as BYTE, and readers such
+    as piexif (A1111) then refuse it. Layout as piexif writes it: big-endian TIFF header, IFD0 with one pointer
+    to the Exif IFD, which holds the one UserComment entry, then its data.
+    """
+    comment = encode_user_comment(text)
+    exif_ifd_offset = 8 + 2 + 12 + 4
+    comment_offset = exif_ifd_offset + 2 + 12 + 4
+    header = b"MM\x00\x2a" + struct.pack(">I", 8)
+    first_ifd = struct.pack(">HHHII", 1, EXIF_IFD_POINTER, TIFF_LONG, 1, exif_ifd_offset) + struct.pack(">I", 0)
+    exif_ifd = struct.pack(">HHHII", 1, EXIF_USER_COMMENT, TIFF_UNDEFINED, len(comment), comment_offset)
+    return b"Exif\x00\x00" + header + first_ifd + exif_ifd + struct.pack(">I", 0) + comment
+
+
+def decode_user_comment(data: bytes | str) -> str | None:
+    """Decode a UserComment: UNICODE (UTF-16, big- or little-endian, guessed from the zero bytes) or ASCII."""
+    if isinstance(data, str):
+        return data or None
+    header, body = data[:USER_COMMENT_HEADER_SIZE], data[USER_COMMENT_HEADER_SIZE:]
+    if header == USER_COMMENT_UNICODE:
+        if body[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            return body.decode("utf_16", errors="replace")
+        zeros_at_even, zeros_at_odd = body[0::2].count(0), body[1::2].count(0)
+        encoding = "utf_16_le" if zeros_at_odd > zeros_at_even else "utf_16_be"
+        return body.decode(encoding, errors="replace").rstrip("\x00") or None
+    if header == USER_COMMENT_ASCII:
+        return body.decode("ascii", errors="replace").rstrip("\x00") or None
+    return data.decode("utf_8", errors="ignore").rstrip("\x00") or None
+
+
+def read_infotext(image: Image.Image) -> str | None:
+    """The infotext of an image: PNG "parameters" text, else EXIF UserComment (JPEG/WEBP), else a GIF comment."""
+    parameters = image.info.get("parameters")
+    if isinstance(parameters, str) and parameters:
+        return parameters
+    user_comment = image.getexif().get_ifd(EXIF_IFD_POINTER).get(EXIF_USER_COMMENT)
+    if user_comment:
+        return decode_user_comment(user_comment)
+    comment = image.info.get("comment")
+    if isinstance(comment, bytes):
+        return comment.decode("utf_8", errors="ignore") or None
+    return comment or None
