@@ -1,0 +1,183 @@
+"""Checkpoint on disk -> diffusers pipeline, fully offline.
+
+Single files: the architecture is detected from the key shapes (or a ``<stem>.config/`` sidecar overrides
+it) and diffusers' ``from_single_file`` builds the pipeline with the matching config folder from configs/.
+A ``.ckpt``/``.pt`` is first opened by safe_load (``torch.load(weights_only=True)``, memory-mapped), which
+refuses pickles that would run code; diffusers then reads it again the same weights-only way.
+Diffusers folders load with ``from_pretrained(local_files_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+from diffusers import (
+    DiffusionPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
+
+from modules.models.detection import ModelArchitecture, detect_architecture, read_key_shapes
+from modules.models.errors import (
+    CheckpointLoadError,
+    CheckpointNotFoundError,
+    UnsupportedModelError,
+)
+from modules.models.registry import CheckpointInfo, is_diffusers_folder, sidecar_config_dir
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_CLASSES: MappingProxyType[str, type[DiffusionPipeline]] = MappingProxyType(
+    {
+        "StableDiffusionPipeline": StableDiffusionPipeline,
+        "StableDiffusionInpaintPipeline": StableDiffusionInpaintPipeline,
+        "StableDiffusionXLPipeline": StableDiffusionXLPipeline,
+    }
+)
+ARCHITECTURE_PIPELINES: MappingProxyType[ModelArchitecture, type[DiffusionPipeline]] = MappingProxyType(
+    {
+        ModelArchitecture.SD1: StableDiffusionPipeline,
+        ModelArchitecture.SD1_INPAINT: StableDiffusionInpaintPipeline,
+        ModelArchitecture.SD2_V: StableDiffusionPipeline,
+        ModelArchitecture.SDXL: StableDiffusionXLPipeline,
+    }
+)
+INPAINT_CHANNELS = 9
+LOAD_FAILURES = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, IndexError)
+
+
+def load_pipeline(
+    info: CheckpointInfo, configs_dir: Path, torch_dtype: torch.dtype = torch.float32
+) -> tuple[DiffusionPipeline, ModelArchitecture | None]:
+    """Load a listed checkpoint; the architecture is None for a non-standard model described by a sidecar."""
+    if not info.path.exists():
+        raise CheckpointNotFoundError(f"checkpoint {info.path} no longer exists; refresh the checkpoint list")
+    if info.kind == "diffusers":
+        pipeline, architecture = load_diffusers_folder(info.path, torch_dtype)
+    else:
+        pipeline, architecture = load_single_file(info.path, configs_dir, torch_dtype)
+    prepare_pipeline(pipeline)
+    logger.info(
+        "checkpoint loaded path=%s kind=%s architecture=%s pipeline=%s dtype=%s",
+        info.path,
+        info.kind,
+        architecture.value if architecture else "sidecar",
+        type(pipeline).__name__,
+        torch_dtype,
+    )
+    return pipeline, architecture
+
+
+def load_single_file(
+    path: Path, configs_dir: Path, torch_dtype: torch.dtype
+) -> tuple[DiffusionPipeline, ModelArchitecture | None]:
+    shapes = read_key_shapes(path)  # raises Corrupt/UnsafeCheckpointError before diffusers sees the file
+    sidecar = sidecar_config_dir(path)
+    if is_diffusers_folder(sidecar):
+        architecture = detect_or_none(shapes)
+        config_dir = sidecar
+        pipeline_class = pipeline_class_from_index(sidecar, unet_in_channels(shapes))
+    else:
+        architecture = detect_architecture(shapes)
+        config_dir = configs_dir / architecture.config_name
+        pipeline_class = ARCHITECTURE_PIPELINES[architecture]
+    if not is_diffusers_folder(config_dir):
+        raise CheckpointLoadError(f"model config folder {config_dir} is missing; reinstall configs/")
+    logger.info("loading single file path=%s config=%s pipeline=%s", path, config_dir, pipeline_class.__name__)
+    extra = safety_kwargs(pipeline_class)
+    try:
+        return pipeline_class.from_single_file(
+            str(path), config=str(config_dir), local_files_only=True, dtype=torch_dtype, **extra
+        ), architecture
+    except LOAD_FAILURES as error:
+        raise CheckpointLoadError(f"could not load {path} with config {config_dir.name}: {reason(error)}") from error
+
+
+def load_diffusers_folder(folder: Path, torch_dtype: torch.dtype) -> tuple[DiffusionPipeline, ModelArchitecture | None]:
+    unet_config = read_json(folder / "unet" / "config.json")
+    pipeline_class = pipeline_class_from_index(folder, unet_config.get("in_channels"))
+    architecture = architecture_from_unet_config(unet_config)
+    logger.info("loading diffusers folder path=%s pipeline=%s", folder, pipeline_class.__name__)
+    try:
+        pipeline = pipeline_class.from_pretrained(
+            folder, local_files_only=True, dtype=torch_dtype, **safety_kwargs(pipeline_class)
+        )
+    except LOAD_FAILURES as error:
+        raise CheckpointLoadError(f"could not load diffusers folder {folder}: {reason(error)}") from error
+    return pipeline, architecture
+
+
+def safety_kwargs(pipeline_class: type[DiffusionPipeline]) -> dict[str, object]:
+    """SD 1.x/2.x pipelines take a safety checker; Easel loads none (A1111 has none either)."""
+    if issubclass(pipeline_class, StableDiffusionXLPipeline):
+        return {}
+    return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+
+
+def prepare_pipeline(pipeline: DiffusionPipeline) -> None:
+    pipeline.set_progress_bar_config(disable=True)
+    if getattr(pipeline, "safety_checker", None) is not None:
+        pipeline.safety_checker = None
+
+
+def detect_or_none(shapes: dict[str, tuple[int, ...]]) -> ModelArchitecture | None:
+    """With a sidecar the key layout only informs: a non-standard size is fine."""
+    try:
+        return detect_architecture(shapes)
+    except UnsupportedModelError as error:
+        logger.info("sidecar config overrides detection reason=%s", error)
+        return None
+
+
+def unet_in_channels(shapes: dict[str, tuple[int, ...]]) -> int | None:
+    shape = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
+    return int(shape[1]) if shape else None
+
+
+def pipeline_class_from_index(folder: Path, in_channels: int | None) -> type[DiffusionPipeline]:
+    """The pipeline class named in model_index.json, the inpainting one for a 9-channel UNet."""
+    class_name = read_json(folder / "model_index.json").get("_class_name")
+    pipeline_class = PIPELINE_CLASSES.get(str(class_name))
+    if pipeline_class is None:
+        raise UnsupportedModelError(
+            f"{folder} is a {class_name}; Easel loads StableDiffusion, StableDiffusionInpaint and StableDiffusionXL"
+        )
+    if in_channels == INPAINT_CHANNELS and pipeline_class is StableDiffusionPipeline:
+        return StableDiffusionInpaintPipeline
+    return pipeline_class
+
+
+def architecture_from_unet_config(config: dict) -> ModelArchitecture | None:
+    """The standard architecture a diffusers UNet config describes, None for other sizes."""
+    width = config.get("cross_attention_dim")
+    channels = config.get("in_channels")
+    if width == 2048 and config.get("addition_embed_type") == "text_time" and channels == 4:
+        return ModelArchitecture.SDXL
+    if width == 1024 and channels == 4:
+        return ModelArchitecture.SD2_V
+    if width == 768:
+        return {4: ModelArchitecture.SD1, INPAINT_CHANNELS: ModelArchitecture.SD1_INPAINT}.get(channels)
+    return None
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise CheckpointLoadError(f"{path} is missing") from error
+    except (json.JSONDecodeError, OSError) as error:
+        raise CheckpointLoadError(f"{path} is unreadable: {error}") from error
+    if not isinstance(data, dict):
+        raise CheckpointLoadError(f"{path} is not a JSON object")
+    return data
+
+
+def reason(error: BaseException) -> str:
+    """One readable line: the exception type and the first line of its message."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else 'no details'}"
