@@ -406,13 +406,15 @@ def decode_user_comment(data: bytes | str) -> str | None:
 
 
 def read_infotext(image: Image.Image) -> str | None:
-    """The infotext of an image: PNG "parameters" text, else EXIF UserComment (JPEG/WEBP), else a GIF comment."""
+    """The infotext of an image: EXIF UserComment (JPEG/WEBP) if any, else the PNG "parameters" text, else a GIF
+    comment; the same precedence as A1111's read_info_from_image."""
+    user_comment = image.getexif().get_ifd(EXIF_IFD_POINTER).get(EXIF_USER_COMMENT)
+    decoded = decode_user_comment(user_comment) if user_comment else None
+    if decoded:
+        return decoded
     parameters = image.info.get("parameters")
     if isinstance(parameters, str) and parameters:
         return parameters
-    user_comment = image.getexif().get_ifd(EXIF_IFD_POINTER).get(EXIF_USER_COMMENT)
-    if user_comment:
-        return decode_user_comment(user_comment)
     comment = image.info.get("comment")
     if isinstance(comment, bytes):
         return comment.decode("utf_8", errors="ignore") or None
