@@ -1,0 +1,207 @@
+"""The Gradio app: top bar (checkpoint), the tabs, the "send to" links between them, and launching."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from modules.application import Application
+from modules.ui import checkpoints, handlers
+from modules.ui.common import GenerationTab, UiContext, fill_controls
+from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
+from modules.ui.png_info import PngInfoTab, create_png_info_tab
+from modules.ui.settings import create_settings_tab
+from modules.ui.txt2img import create_txt2img_tab
+from modules.ui.ui_config import UiConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PORT = 7860
+# Fields an infotext fills in the target tab ("send to", PNG Info).
+SENT_FIELDS: tuple[str, ...] = (
+    "prompt",
+    "negative_prompt",
+    "steps",
+    "sampler_name",
+    "scheduler",
+    "cfg_scale",
+    "seed",
+    "width",
+    "height",
+    "clip_skip",
+    "denoising_strength",
+)
+CSS = """
+.easel-status { padding: 0.4em 0.6em; border-radius: 6px; font-size: 0.9em; white-space: pre-wrap; }
+.easel-error { background: #fde8e8; color: #8a1c1c; border: 1px solid #f5b5b5; }
+.easel-note { background: #fff6db; color: #6b4e00; border: 1px solid #f0d890; }
+.easel-info { background: var(--block-background-fill); }
+#checkpoint_row { align-items: end; }
+"""
+
+
+def build_top_bar(application: Application) -> None:
+    with gr.Row(elem_id="checkpoint_row"):
+        dropdown = gr.Dropdown(
+            checkpoints.checkpoint_titles(application),
+            label="Stable Diffusion checkpoint",
+            value=checkpoints.current_title(application),
+            elem_id="setting_sd_model_checkpoint",
+            scale=4,
+            allow_custom_value=False,
+        )
+        refresh = gr.Button("Refresh", elem_id="refresh_checkpoints", scale=0, min_width=90, size="lg")
+        gr.Column(scale=6)
+    message = gr.Markdown(checkpoints.missing_checkpoint_message(application), elem_id="checkpoint_message")
+
+    def switch(title: str) -> tuple[Any, str]:
+        outcome = checkpoints.switch_checkpoint(application, title)
+        if outcome.error:
+            gr.Warning(outcome.error)
+        choices = checkpoints.checkpoint_titles(application)
+        return gr.update(choices=choices, value=outcome.title), outcome.error
+
+    def refresh_list() -> tuple[Any, str]:
+        application.registry.refresh()
+        titles = checkpoints.checkpoint_titles(application)
+        return (
+            gr.update(choices=titles, value=checkpoints.current_title(application)),
+            checkpoints.missing_checkpoint_message(application),
+        )
+
+    dropdown.input(switch, inputs=dropdown, outputs=[dropdown, message], api_visibility="private")
+    refresh.click(refresh_list, outputs=[dropdown, message], api_visibility="private")
+
+
+def selected_image(gallery: Sequence[Any] | None, state: dict[str, Any] | None) -> Image.Image | None:
+    """The selected gallery image (gradio gives (image, caption) pairs)."""
+    if not gallery:
+        return None
+    index = (state or {}).get("selected", 0)
+    item = gallery[index] if 0 <= index < len(gallery) else gallery[0]
+    return item[0] if isinstance(item, tuple | list) else item
+
+
+def image_value(target: GenerationTab, image: Image.Image | None) -> Any:
+    """The value for the target's image input: a plain image, or an editor value with no painted layer."""
+    if image is None or isinstance(target.image, gr.Image):
+        return image
+    return {"background": image, "layers": [], "composite": image}
+
+
+def sent_outputs(target: GenerationTab) -> list[Any]:
+    return [target.controls.components[name] for name in SENT_FIELDS if name in target.controls.components]
+
+
+def link_gallery(
+    source: GenerationTab, target: GenerationTab, button: gr.Button, tabs: gr.Tabs, target_id: str
+) -> None:
+    """ "Send to": the selected image and its parameters go to the target tab, which is shown."""
+
+    def send(gallery: list[Any] | None, state: dict[str, Any] | None) -> dict[Any, Any]:
+        image = selected_image(gallery, state)
+        if image is None:
+            gr.Warning("Nothing to send: generate an image first.")
+            return {}
+        index = (state or {}).get("selected", 0)
+        fields = handlers.fields_from_infotext(handlers.selected_infotext(state, index))
+        fields = {name: value for name, value in fields.items() if name in SENT_FIELDS}
+        return {
+            target.image: image_value(target, image),
+            tabs: gr.Tabs(selected=target_id),
+            **fill_controls(target.controls, fields),
+        }
+
+    button.click(
+        send,
+        inputs=[source.panel.gallery, source.panel.state],
+        outputs=[target.image, tabs, *sent_outputs(target)],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+
+
+def link_png_info(
+    png_info: PngInfoTab, target: GenerationTab, button: gr.Button, tabs: gr.Tabs, target_id: str
+) -> None:
+    with_image = target.image is not None
+
+    def send(image: Image.Image | None, text: str) -> dict[Any, Any]:
+        fields = {
+            name: value for name, value in handlers.fields_from_infotext(text or "").items() if name in SENT_FIELDS
+        }
+        updates: dict[Any, Any] = {tabs: gr.Tabs(selected=target_id), **fill_controls(target.controls, fields)}
+        if with_image and image is not None:
+            updates[target.image] = image_value(target, image)
+        return updates
+
+    outputs = [tabs, *sent_outputs(target), *([target.image] if with_image else [])]
+    button.click(
+        send,
+        inputs=[png_info.image, png_info.infotext],
+        outputs=outputs,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+
+
+def create_ui(application: Application) -> gr.Blocks:
+    """Build the whole UI (nothing is served yet)."""
+    context = UiContext(application=application, ui_config=UiConfig.load(application.paths.ui_config_file))
+    with gr.Blocks(title="Easel", analytics_enabled=False) as blocks:
+        build_top_bar(application)
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+                txt2img = create_txt2img_tab(context)
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                img2img = create_img2img_tab(context)
+            with gr.Tab("inpaint", id="inpaint", elem_id="tab_inpaint"):
+                inpaint = create_inpaint_tab(context)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+                png_info = create_png_info_tab()
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                create_settings_tab(application)
+        for source in (txt2img, img2img, inpaint):
+            link_gallery(source, img2img, source.panel.send_to_img2img, tabs, "img2img")
+            link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint")
+        link_png_info(png_info, txt2img, png_info.send_to_txt2img, tabs, "txt2img")
+        link_png_info(png_info, img2img, png_info.send_to_img2img, tabs, "img2img")
+    return blocks
+
+
+def launch_ui(
+    application: Application,
+    auth: list[tuple[str, str]] | None = None,
+    on_started: Sequence[Callable[[Any], None]] = (),
+) -> None:
+    """Serve the UI (blocks until the server stops). ``on_started`` get the FastAPI app (to add the API)."""
+    args = application.args
+    blocks = create_ui(application)
+    blocks.queue()
+    checkpoints.preload_checkpoint(application)
+    server_name = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
+    app, local_url, share_url = blocks.launch(
+        server_name=server_name,
+        server_port=args.port or DEFAULT_PORT,
+        share=args.share,
+        auth=auth or None,
+        root_path=args.subpath,
+        prevent_thread_lock=True,
+        show_error=False,
+        ssr_mode=False,
+        mcp_server=False,
+        footer_links=[],
+        css=CSS,
+        quiet=True,
+    )
+    for callback in on_started:
+        callback(app)
+    logger.info("ui serving url=%s share=%s auth=%s", local_url, share_url or "-", bool(auth))
+    try:
+        blocks.block_thread()
+    finally:
+        application.service.shutdown()

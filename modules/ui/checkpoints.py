@@ -1,0 +1,90 @@
+"""The checkpoint selector of the top bar: list, refresh, switch (through the job queue), and the no-model hint."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from modules.application import Application
+from modules.models.errors import ModelError
+from modules.ui.messages import error_message
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckpointSwitch:
+    """The outcome of a switch: the title now loaded (or None) and the error, if the switch failed."""
+
+    title: str | None
+    error: str = ""
+
+
+def checkpoint_titles(application: Application) -> list[str]:
+    return [info.title for info in application.registry.checkpoints()]
+
+
+def current_title(application: Application) -> str | None:
+    """The loaded checkpoint's title, else the one that will load at start; None when there is none."""
+    loaded = application.model_manager.current
+    wanted = str(loaded.info.path) if loaded is not None else application.initial_checkpoint()
+    if not wanted:
+        return None
+    for info in application.registry.checkpoints():
+        if loaded is not None and info.path == loaded.info.path:
+            return info.title
+    try:
+        return application.registry.find(wanted).title
+    except ModelError:
+        return None
+
+
+def missing_checkpoint_message(application: Application) -> str:
+    """Markdown telling what to do when no checkpoint exists; "" when there is one."""
+    if application.registry.checkpoints():
+        return ""
+    folders = ", ".join(f"`{folder}`" for folder in application.paths.checkpoint_dirs)
+    return (
+        "**No checkpoint found.** Put a Stable Diffusion checkpoint (a `.safetensors` file, or a diffusers "
+        f"folder with `model_index.json`) into {folders}, then press Refresh next to the checkpoint list. "
+        "Generating is not possible until then; the other tabs work."
+    )
+
+
+def switch_checkpoint(application: Application, title: str | None) -> CheckpointSwitch:
+    """Load ``title`` through the job queue (never during a generation) and remember it in config.json.
+
+    A failed load leaves the previous model loaded; the error message is returned, not raised."""
+    if not title:
+        return CheckpointSwitch(current_title(application), "Choose a checkpoint.")
+    manager = application.model_manager
+    try:
+        loaded = application.service.run_task(lambda: manager.load(title), kind="load-checkpoint")
+    except Exception as error:  # every failure is reported to the user; the previous model stays loaded
+        if not isinstance(error, ModelError):
+            logger.exception("checkpoint switch failed title=%s", title)
+        return CheckpointSwitch(current_title(application), f"Could not load {title}: {error_message(error)}")
+    new_title = current_title(application) or title
+    try:
+        application.update_options(sd_model_checkpoint=new_title)
+    except OSError as error:
+        logger.error("checkpoint setting not saved error=%s", error)
+    logger.info("checkpoint switched title=%s seconds=%.2f", new_title, loaded.load_seconds)
+    return CheckpointSwitch(new_title)
+
+
+def preload_checkpoint(application: Application) -> None:
+    """Queue the start checkpoint's load (first in the queue, so generations wait for it); failures are logged."""
+    title = current_title(application)
+    if title is None or application.model_manager.current is not None:
+        return
+    manager = application.model_manager
+    job = application.service.submit_task(lambda: manager.load(title), kind="load-checkpoint")
+
+    def report(future: Future) -> None:
+        error = future.exception()
+        if error is not None:
+            logger.error("start checkpoint not loaded title=%s error=%s", title, error_message(error))
+
+    job.future.add_done_callback(report)

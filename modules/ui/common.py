@@ -1,0 +1,337 @@
+"""Widgets every generation tab shares: prompt area, sampling controls, seed row, output panel, and their wiring."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from modules.application import Application
+from modules.processing.requests import Img2ImgRequest, Txt2ImgRequest
+from modules.samplers import SCHEDULE_TYPES, SamplerError, sampler_names, schedule_types_for
+from modules.ui import handlers
+from modules.ui.messages import error_message, status_html
+from modules.ui.ui_config import UiConfig, ui_key
+
+logger = logging.getLogger(__name__)
+
+RequestBuilder = Callable[[Mapping[str, Any]], Txt2ImgRequest | Img2ImgRequest]
+
+
+@dataclass
+class UiContext:
+    """What the tabs need: the application and the remembered control values."""
+
+    application: Application
+    ui_config: UiConfig
+
+    def initial(self, tab: str, label: str, default: object) -> object:
+        return self.ui_config.get(ui_key(tab, label), default)
+
+
+@dataclass
+class Controls:
+    """A tab's input controls by request-field name; the labelled ones are remembered in ui-config.json."""
+
+    tab: str
+    components: dict[str, gr.components.Component] = field(default_factory=dict)
+    remembered: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, component: gr.components.Component, remember: bool = True) -> Any:
+        self.components[name] = component
+        if remember and component.label:
+            self.remembered[name] = str(component.label)
+        return component
+
+    def values(self, data: Mapping[gr.components.Component, Any]) -> dict[str, Any]:
+        return {name: data[component] for name, component in self.components.items() if component in data}
+
+    def remembered_values(self, values: Mapping[str, Any]) -> dict[str, object]:
+        return {ui_key(self.tab, label): values[name] for name, label in self.remembered.items() if name in values}
+
+    def inputs(self) -> set[gr.components.Component]:
+        return set(self.components.values())
+
+
+def owner_of(request: gr.Request | None) -> str:
+    """The job owner: the login name when --gradio-auth is on, else "" (everyone shares one queue)."""
+    return (getattr(request, "username", None) or "") if request is not None else ""
+
+
+# --- layout -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PromptArea:
+    generate: gr.Button
+    interrupt: gr.Button
+    skip: gr.Button
+
+
+def build_prompt_area(context: UiContext, controls: Controls) -> PromptArea:
+    tab = controls.tab
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=6):
+            controls.add(
+                "prompt",
+                gr.Textbox(value=context.initial(tab, "Prompt", ""), label="Prompt", lines=3, elem_id=f"{tab}_prompt"),
+            )
+            controls.add(
+                "negative_prompt",
+                gr.Textbox(
+                    value=context.initial(tab, "Negative prompt", ""),
+                    label="Negative prompt",
+                    lines=2,
+                    elem_id=f"{tab}_neg_prompt",
+                ),
+            )
+        with gr.Column(scale=1, min_width=180):
+            generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate", size="lg")
+            with gr.Row():
+                interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", size="sm", variant="stop")
+                skip = gr.Button("Skip", elem_id=f"{tab}_skip", size="sm")
+    return PromptArea(generate=generate, interrupt=interrupt, skip=skip)
+
+
+def build_sampling_controls(context: UiContext, controls: Controls) -> None:
+    """Sampler, schedule type, steps, size, batch, CFG, CLIP skip (the seed row is separate)."""
+    tab, options = controls.tab, context.application.options
+    sampler = str(context.initial(tab, "Sampling method", options.default_sampler))
+    sampler = sampler if sampler in sampler_names() else sampler_names()[0]
+    with gr.Row():
+        controls.add(
+            "sampler_name",
+            gr.Dropdown(sampler_names(), value=sampler, label="Sampling method", elem_id=f"{tab}_sampling"),
+        )
+        schedules = safe_schedule_types(sampler)
+        schedule = str(context.initial(tab, "Schedule type", options.default_scheduler))
+        controls.add(
+            "scheduler",
+            gr.Dropdown(
+                schedules,
+                value=schedule if schedule in schedules else schedules[0],
+                label="Schedule type",
+                elem_id=f"{tab}_scheduler",
+            ),
+        )
+    add_slider(context, controls, "steps", "Sampling steps", options.default_steps, 1, 150, 1)
+    with gr.Row():
+        add_slider(context, controls, "width", "Width", options.default_width, 64, 2048, 8)
+        add_slider(context, controls, "height", "Height", options.default_height, 64, 2048, 8)
+    with gr.Row():
+        add_slider(context, controls, "n_iter", "Batch count", 1, 1, 100, 1)
+        add_slider(context, controls, "batch_size", "Batch size", 1, 1, 8, 1)
+    add_slider(context, controls, "cfg_scale", "CFG Scale", options.default_cfg_scale, 1.0, 30.0, 0.5)
+    controls.components["sampler_name"].change(
+        update_schedule_choices,
+        inputs=[controls.components["sampler_name"], controls.components["scheduler"]],
+        outputs=controls.components["scheduler"],
+        show_progress="hidden",
+        queue=False,
+    )
+
+
+def add_slider(
+    context: UiContext,
+    controls: Controls,
+    name: str,
+    label: str,
+    default: float,
+    minimum: float,
+    maximum: float,
+    step: float,
+) -> gr.Slider:
+    value = context.initial(controls.tab, label, default)
+    return controls.add(
+        name, gr.Slider(minimum, maximum, value=value, step=step, label=label, elem_id=f"{controls.tab}_{name}")
+    )
+
+
+def safe_schedule_types(sampler: str) -> list[str]:
+    try:
+        return schedule_types_for(sampler)
+    except SamplerError:
+        return list(SCHEDULE_TYPES)
+
+
+def update_schedule_choices(sampler: str, schedule: str) -> dict[str, Any]:
+    choices = safe_schedule_types(sampler)
+    return gr.update(choices=choices, value=schedule if schedule in choices else choices[0])
+
+
+@dataclass
+class SeedRow:
+    random: gr.Button
+    reuse: gr.Button
+
+
+def build_seed_row(context: UiContext, controls: Controls) -> SeedRow:
+    tab = controls.tab
+    with gr.Row(equal_height=True):
+        controls.add(
+            "seed",
+            gr.Number(
+                value=context.initial(tab, "Seed", -1), label="Seed", precision=0, elem_id=f"{tab}_seed", scale=4
+            ),
+        )
+        random = gr.Button("Random", elem_id=f"{tab}_random_seed", size="sm", scale=0, min_width=80)
+        reuse = gr.Button("Reuse", elem_id=f"{tab}_reuse_seed", size="sm", scale=0, min_width=80)
+    add_slider(
+        context, controls, "clip_skip", "Clip skip", context.application.options.CLIP_stop_at_last_layers, 1, 12, 1
+    )
+    return SeedRow(random=random, reuse=reuse)
+
+
+@dataclass
+class OutputPanel:
+    """Preview, gallery, send buttons, status and the selected image's infotext."""
+
+    tab: str
+    preview: gr.Image
+    gallery: gr.Gallery
+    status: gr.HTML
+    infotext: gr.Textbox
+    state: gr.State
+    send_to_img2img: gr.Button
+    send_to_inpaint: gr.Button
+
+    def outputs(self) -> list[gr.components.Component]:
+        return [self.preview, self.gallery, self.status, self.infotext, self.state]
+
+
+def build_output_panel(tab: str) -> OutputPanel:
+    with gr.Column(scale=1):
+        preview = gr.Image(
+            label="Preview", visible=False, interactive=False, elem_id=f"{tab}_preview", height=360, format="jpeg"
+        )
+        gallery = gr.Gallery(
+            label="Output",
+            show_label=False,
+            elem_id=f"{tab}_gallery",
+            columns=4,
+            height=420,
+            format="png",
+            type="pil",
+            interactive=False,
+            object_fit="contain",
+            preview=True,
+        )
+        with gr.Row():
+            send_to_img2img = gr.Button("Send to img2img", size="sm", elem_id=f"{tab}_send_to_img2img")
+            send_to_inpaint = gr.Button("Send to inpaint", size="sm", elem_id=f"{tab}_send_to_inpaint")
+        status = gr.HTML(elem_id=f"{tab}_status")
+        infotext = gr.Textbox(label="Generation info", lines=4, interactive=False, elem_id=f"{tab}_infotext")
+        state = gr.State({})
+    return OutputPanel(
+        tab=tab,
+        preview=preview,
+        gallery=gallery,
+        status=status,
+        infotext=infotext,
+        state=state,
+        send_to_img2img=send_to_img2img,
+        send_to_inpaint=send_to_inpaint,
+    )
+
+
+@dataclass
+class GenerationTab:
+    """A generation tab's controls and outputs, for the "send to" wiring between tabs."""
+
+    controls: Controls
+    panel: OutputPanel
+    image: gr.components.Component | None = None
+
+
+# --- wiring -------------------------------------------------------------------------------------------------------
+
+
+def run_generation(
+    context: UiContext,
+    controls: Controls,
+    build_request: RequestBuilder,
+    values: Mapping[str, Any],
+    owner: str,
+    panel: OutputPanel,
+) -> Iterator[dict[Any, Any]]:
+    """Build and submit the request, then stream progress and previews; errors end as a message."""
+    try:
+        request = build_request(values)
+    except Exception as error:  # the UI boundary: every failure becomes a message, the server keeps serving
+        if not isinstance(error, ValueError):
+            logger.exception("request not built tab=%s", controls.tab)
+        yield {panel.status: status_html(error_message(error), "error")}
+        return
+    context.ui_config.update(controls.remembered_values(values))
+    yield {panel.status: status_html("Submitting..."), panel.preview: gr.update(visible=True, value=None)}
+    for update in handlers.stream_job(context.application.service, request, owner):
+        if update.error is not None:
+            yield {panel.status: status_html(update.error, "error"), panel.preview: gr.update(visible=False)}
+        elif update.result is not None:
+            gallery = handlers.gallery_from_result(update.result, context.application.options.return_grid)
+            kind = "note" if update.result.notes or update.result.interrupted else "info"
+            yield {
+                panel.gallery: gallery.images,
+                panel.state: gallery.state(),
+                panel.infotext: gallery.infotexts[0] if gallery.infotexts else "",
+                panel.status: status_html(handlers.result_summary(update.result), kind),
+                panel.preview: gr.update(visible=False, value=None),
+            }
+        else:
+            progress: dict[Any, Any] = {panel.status: status_html(update.progress)}
+            if update.preview is not None:
+                progress[panel.preview] = update.preview
+            yield progress
+
+
+def wire_generation(
+    context: UiContext,
+    controls: Controls,
+    prompt: PromptArea,
+    seed_row: SeedRow,
+    panel: OutputPanel,
+    build_request: RequestBuilder,
+) -> None:
+    service = context.application.service
+
+    def generate(data: dict[Any, Any], request: gr.Request) -> Iterator[dict[Any, Any]]:
+        yield from run_generation(context, controls, build_request, controls.values(data), owner_of(request), panel)
+
+    def interrupt(request: gr.Request) -> None:
+        service.interrupt(owner_of(request))
+
+    def skip(request: gr.Request) -> None:
+        service.skip(owner_of(request))
+
+    def select_image(state: dict[str, Any], event: gr.SelectData) -> tuple[str, dict[str, Any]]:
+        index = event.index if isinstance(event.index, int) else 0
+        return handlers.selected_infotext(state, index), {**(state or {}), "selected": index}
+
+    prompt.generate.click(
+        generate,
+        inputs=controls.inputs(),
+        outputs=panel.outputs(),
+        show_progress="hidden",
+        concurrency_limit=None,
+        api_visibility="private",
+    )
+    prompt.interrupt.click(interrupt, show_progress="hidden", concurrency_limit=None, api_visibility="private")
+    prompt.skip.click(skip, show_progress="hidden", concurrency_limit=None, api_visibility="private")
+    panel.gallery.select(
+        select_image,
+        inputs=panel.state,
+        outputs=[panel.infotext, panel.state],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    seed = controls.components["seed"]
+    seed_row.random.click(lambda: -1, outputs=seed, show_progress="hidden", queue=False)
+    seed_row.reuse.click(handlers.selected_seed, inputs=panel.state, outputs=seed, show_progress="hidden", queue=False)
+
+
+def fill_controls(controls: Controls, fields: Mapping[str, Any]) -> dict[Any, Any]:
+    """Updates for the controls named in ``fields`` (values from an infotext)."""
+    return {controls.components[name]: value for name, value in fields.items() if name in controls.components}

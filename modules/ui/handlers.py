@@ -1,0 +1,267 @@
+"""What the UI's buttons do, as plain functions of values (no gradio here, so tests call them directly)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, ImageChops
+
+from modules.generation import GenerationService
+from modules.processing.infotext import infotext_to_request_fields, parse_infotext
+from modules.processing.inputs import outpaint_request
+from modules.processing.processing import ProcessingResult
+from modules.processing.requests import Img2ImgRequest, MaskedContent, ResizeMode, Txt2ImgRequest
+from modules.samplers import SamplerError, split_sampler_name
+from modules.ui.messages import InputError, error_message, progress_text
+
+logger = logging.getLogger(__name__)
+
+# Choice labels as A1111 shows them; the position is the request's enum value.
+RESIZE_MODES: tuple[str, ...] = ("Just resize", "Crop and resize", "Resize and fill")
+MASKED_CONTENT: tuple[str, ...] = ("fill", "original", "latent noise", "latent nothing")
+INPAINT_AREAS: tuple[str, ...] = ("Whole picture", "Only masked")
+MASK_MODES: tuple[str, ...] = ("Inpaint masked", "Inpaint not masked")
+
+COMMON_FIELDS: tuple[str, ...] = (
+    "prompt",
+    "negative_prompt",
+    "steps",
+    "sampler_name",
+    "scheduler",
+    "cfg_scale",
+    "width",
+    "height",
+    "seed",
+    "batch_size",
+    "n_iter",
+    "clip_skip",
+)
+IMG2IMG_FIELDS: tuple[str, ...] = (*COMMON_FIELDS, "denoising_strength")
+INPAINT_FIELDS: tuple[str, ...] = (*IMG2IMG_FIELDS, "mask_blur", "inpaint_full_res_padding")
+OUTPAINT_SIDES: tuple[str, ...] = ("outpaint_left", "outpaint_right", "outpaint_up", "outpaint_down")
+
+
+# --- requests from control values ----------------------------------------------------------------------------
+
+
+def pick_fields(values: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The request fields among the control values; numbers from sliders come as floats, ints stay ints."""
+    picked = {}
+    for name in names:
+        if name not in values or values[name] is None:
+            continue
+        value = values[name]
+        picked[name] = int(value) if isinstance(value, float) and value.is_integer() else value
+    return picked
+
+
+def choice_index(choices: Sequence[str], label: str, what: str) -> int:
+    if label not in choices:
+        raise InputError(f"{what}: {label!r} is not one of {', '.join(choices)}")
+    return choices.index(label)
+
+
+def build_txt2img_request(values: Mapping[str, Any]) -> Txt2ImgRequest:
+    return Txt2ImgRequest(**pick_fields(values, COMMON_FIELDS))
+
+
+def build_img2img_request(values: Mapping[str, Any]) -> Img2ImgRequest:
+    image = values.get("init_image")
+    if image is None:
+        raise InputError("Upload an image to start from (img2img needs an input image).")
+    return Img2ImgRequest(
+        **pick_fields(values, IMG2IMG_FIELDS),
+        init_image=image,
+        resize_mode=ResizeMode(choice_index(RESIZE_MODES, values.get("resize_mode", RESIZE_MODES[0]), "Resize mode")),
+    )
+
+
+def build_inpaint_request(values: Mapping[str, Any]) -> Img2ImgRequest:
+    """From the editor (image + painted mask) or an uploaded mask; outpaint sizes grow the canvas instead."""
+    image, painted = split_editor_value(values.get("editor"))
+    if image is None:
+        raise InputError("Upload an image into the inpaint editor first.")
+    uploaded = values.get("mask_upload")
+    mask = binary_mask(uploaded) if uploaded is not None else painted
+    grow = [int(values.get(side) or 0) for side in OUTPAINT_SIDES]
+    if mask is None and not any(grow):
+        raise InputError("Paint the area to change on the image (or upload a mask), or set an outpaint size.")
+    request = Img2ImgRequest(
+        **pick_fields(values, INPAINT_FIELDS),
+        init_image=image,
+        mask=mask,
+        resize_mode=ResizeMode(choice_index(RESIZE_MODES, values.get("resize_mode", RESIZE_MODES[0]), "Resize mode")),
+        inpainting_fill=MaskedContent(
+            choice_index(MASKED_CONTENT, values.get("inpainting_fill", "original"), "Masked content")
+        ),
+        inpaint_full_res=choice_index(INPAINT_AREAS, values.get("inpaint_area", INPAINT_AREAS[0]), "Inpaint area") == 1,
+        inpainting_mask_invert=choice_index(MASK_MODES, values.get("mask_mode", MASK_MODES[0]), "Mask mode") == 1,
+    )
+    if any(grow):
+        return outpaint_request(request, *grow)
+    return request
+
+
+# --- images from the editor and uploads ----------------------------------------------------------------------
+
+
+def split_editor_value(value: Mapping[str, Any] | None) -> tuple[Image.Image | None, Image.Image | None]:
+    """gr.ImageEditor's value {background, layers, composite} -> (image, mask painted on the layers or None)."""
+    if not value:
+        return None, None
+    background = value.get("background")
+    if background is None:
+        return None, None
+    return drop_opaque_alpha(background), mask_from_layers(value.get("layers") or [], background.size)
+
+
+def drop_opaque_alpha(image: Image.Image) -> Image.Image:
+    """The editor hands RGBA; an alpha that is opaque everywhere carries nothing, so RGB loses nothing.
+
+    Any real transparency is kept, so that processing converts it and says so."""
+    if image.mode == "RGBA" and image.getchannel("A").getextrema() == (255, 255):
+        return image.convert("RGB")
+    return image
+
+
+def mask_from_layers(layers: Sequence[Image.Image], size: tuple[int, int]) -> Image.Image | None:
+    """White where any layer was painted (alpha > 0); None when nothing was painted."""
+    mask = Image.new("L", size, 0)
+    for layer in layers:
+        alpha = layer.getchannel("A") if "A" in layer.getbands() else layer.convert("L")
+        if alpha.size != size:
+            alpha = alpha.resize(size, Image.Resampling.NEAREST)
+        mask = ImageChops.lighter(mask, alpha.point(lambda value: 255 if value > 0 else 0))
+    return mask if mask.getbbox() is not None else None
+
+
+def binary_mask(image: Image.Image) -> Image.Image:
+    """An uploaded mask as A1111 reads it: a transparent RGBA uses its alpha, anything else its luminance
+    (white = change). Other modes (16-bit, ...) go to processing as they are, which converts and notes it."""
+    if image.mode == "RGBA" and image.getchannel("A").getextrema() != (255, 255):
+        return image.getchannel("A").point(lambda value: 255 if value > 128 else 0)
+    if image.mode in ("RGB", "RGBA", "P", "LA"):
+        return image.convert("L")
+    return image
+
+
+# --- running a job ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GalleryResult:
+    """What the gallery shows, with the infotext and seed of each entry (the grid first, as A1111)."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+
+    def state(self) -> dict[str, Any]:
+        return {"infotexts": list(self.infotexts), "seeds": list(self.seeds), "selected": 0}
+
+
+def with_infotext(image: Image.Image, infotext: str) -> Image.Image:
+    """A copy carrying the infotext, so that the PNG the browser gets (and downloads) keeps it."""
+    copy = image.copy()
+    copy.info["parameters"] = infotext
+    return copy
+
+
+def gallery_from_result(result: ProcessingResult, show_grid: bool) -> GalleryResult:
+    gallery = GalleryResult()
+    if show_grid and result.grid is not None and result.infotexts:
+        gallery.images.append(with_infotext(result.grid, result.infotexts[0]))
+        gallery.infotexts.append(result.infotexts[0])
+        gallery.seeds.append(result.seeds[0])
+    for image, text, seed in zip(result.images, result.infotexts, result.seeds, strict=True):
+        gallery.images.append(with_infotext(image, text))
+        gallery.infotexts.append(text)
+        gallery.seeds.append(seed)
+    return gallery
+
+
+@dataclass
+class JobUpdate:
+    """One step of a running generation as the UI shows it. ``preview`` is None when it has not changed."""
+
+    progress: str = ""
+    preview: Image.Image | None = None
+    result: ProcessingResult | None = None
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None or self.error is not None
+
+
+def stream_job(
+    service: GenerationService, request: Txt2ImgRequest | Img2ImgRequest, owner: str, poll_seconds: float = 0.4
+) -> Iterator[JobUpdate]:
+    """Submit the request, then report progress and new previews until the job ends; the last update has the
+    result or the error message."""
+    job = service.submit(request, owner)
+    logger.info("ui job submitted id=%s owner=%s", job.id, owner or "-")
+    last_preview: Image.Image | None = None
+    while not job.done:
+        wait([job.future], timeout=poll_seconds)
+        if job.done:
+            break
+        snapshot = job.control.snapshot()
+        preview = snapshot.preview if snapshot.preview is not last_preview else None
+        last_preview = snapshot.preview
+        yield JobUpdate(progress=progress_text(snapshot, service.position(job)), preview=preview)
+    error = job.future.exception()
+    if error is not None:
+        yield JobUpdate(error=error_message(error))
+        return
+    yield JobUpdate(result=job.future.result())
+
+
+def result_summary(result: ProcessingResult) -> str:
+    lines = [
+        f"{len(result.images)} image{'s' if len(result.images) != 1 else ''}"
+        + (" (interrupted)" if result.interrupted else "")
+    ]
+    lines += [f"Note: {note}" for note in result.notes]
+    return "\n".join(lines)
+
+
+# --- gallery selection, seeds, infotext -----------------------------------------------------------------------
+
+
+def selected_infotext(state: Mapping[str, Any] | None, index: int) -> str:
+    infotexts = (state or {}).get("infotexts") or []
+    return infotexts[index] if 0 <= index < len(infotexts) else ""
+
+
+def selected_seed(state: Mapping[str, Any] | None, fallback: int = -1) -> int:
+    """The seed of the selected gallery image ("reuse seed"); ``fallback`` when nothing was made yet."""
+    state = state or {}
+    seeds = state.get("seeds") or []
+    index = state.get("selected", 0)
+    return int(seeds[index]) if 0 <= index < len(seeds) else fallback
+
+
+def fields_from_infotext(text: str) -> dict[str, Any]:
+    """Control values from an infotext: prompt, negative prompt, steps, sampler, schedule type, CFG, seed, size.
+
+    A legacy sampler name ("DPM++ 2M Karras") is split into sampler and schedule type; an unknown sampler is
+    left out (the control keeps its value), as A1111's paste does."""
+    if not text.strip():
+        return {}
+    fields = infotext_to_request_fields(parse_infotext(text))
+    if "sampler_name" in fields:
+        try:
+            spec, schedule = split_sampler_name(str(fields["sampler_name"]))
+        except SamplerError as error:
+            logger.warning("infotext sampler ignored error=%s", error)
+            fields.pop("sampler_name")
+        else:
+            fields["sampler_name"] = spec.name
+            if schedule is not None and fields.get("scheduler", "Automatic") == "Automatic":
+                fields["scheduler"] = schedule
+    return fields
