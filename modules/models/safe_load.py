@@ -59,8 +59,8 @@ def load_pickle_weights(path: Path) -> dict[str, torch.Tensor]:
         if WEIGHTS_ONLY_REFUSAL in str(error):
             raise UnsafeCheckpointError(path, refusal_reason(str(error))) from None
         raise CorruptCheckpointError(path, first_line(str(error))) from error
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise CorruptCheckpointError(path, first_line(str(error))) from error
+    except Exception as error:  # any failure to parse an untrusted file (IndexError, EOFError, ...) means damaged
+        raise CorruptCheckpointError(path, f"{type(error).__name__}: {first_line(str(error))}") from error
     return unwrap_state_dict(path, loaded)
 
 
