@@ -86,7 +86,7 @@ def build_inpaint_request(values: Mapping[str, Any]) -> Img2ImgRequest:
     if image is None:
         raise InputError("Upload an image into the inpaint editor first.")
     uploaded = values.get("mask_upload")
-    mask = binary_mask(uploaded) if uploaded is not None else painted
+    mask = uploaded if uploaded is not None else painted  # processing reads its alpha or grays, with a note
     grow = [int(values.get(side) or 0) for side in OUTPAINT_SIDES]
     if mask is None and not any(grow):
         raise InputError("Paint the area to change on the image (or upload a mask), or set an outpaint size.")
@@ -137,16 +137,6 @@ def mask_from_layers(layers: Sequence[Image.Image], size: tuple[int, int]) -> Im
             alpha = alpha.resize(size, Image.Resampling.NEAREST)
         mask = ImageChops.lighter(mask, alpha.point(lambda value: 255 if value > 0 else 0))
     return mask if mask.getbbox() is not None else None
-
-
-def binary_mask(image: Image.Image) -> Image.Image:
-    """An uploaded mask as A1111 reads it: a transparent RGBA uses its alpha, anything else its luminance
-    (white = change). Other modes (16-bit, ...) go to processing as they are, which converts and notes it."""
-    if image.mode == "RGBA" and image.getchannel("A").getextrema() != (255, 255):
-        return image.getchannel("A").point(lambda value: 255 if value > 128 else 0)
-    if image.mode in ("RGB", "RGBA", "P", "LA"):
-        return image.convert("L")
-    return image
 
 
 # --- running a job ------------------------------------------------------------------------------------------
