@@ -28,11 +28,16 @@ def create_backend(name: str) -> Backend:
 
 
 def memory_policy_from_args(args: argparse.Namespace) -> MemoryPolicy:
-    attention = (Attention.XFORMERS if args.xformers else Attention.SPLIT if args.opt_split_attention
-                 else Attention.SDP)
+    attention = Attention.XFORMERS if args.xformers else Attention.SPLIT if args.opt_split_attention else Attention.SDP
     return MemoryPolicy.from_flags(
-        use_cpu=args.use_cpu, device_id=args.device_id, precision=args.precision, no_half=args.no_half,
-        no_half_vae=args.no_half_vae, medvram=args.medvram, lowvram=args.lowvram, attention=attention,
+        use_cpu=args.use_cpu,
+        device_id=args.device_id,
+        precision=args.precision,
+        no_half=args.no_half,
+        no_half_vae=args.no_half_vae,
+        medvram=args.medvram,
+        lowvram=args.lowvram,
+        attention=attention,
     )
 
 
@@ -58,13 +63,17 @@ class Application:
         registry.refresh()
         policy = memory_policy_from_args(args)
         manager = ModelManager(registry, policy, paths.configs_dir)
-        context = ProcessingContext(model_manager=manager, backend=create_backend(args.backend),
-                                    options=options, paths=paths)
+        context = ProcessingContext(
+            model_manager=manager, backend=create_backend(args.backend), options=options, paths=paths
+        )
         service = GenerationService(context)
-        logger.info("application ready data_dir=%s checkpoints=%d %s", paths.data_dir,
-                    len(registry.checkpoints()), policy.describe())
-        return cls(args=args, paths=paths, options=options, registry=registry, model_manager=manager,
-                   service=service)
+        logger.info(
+            "application ready data_dir=%s checkpoints=%d %s",
+            paths.data_dir,
+            len(registry.checkpoints()),
+            policy.describe(),
+        )
+        return cls(args=args, paths=paths, options=options, registry=registry, model_manager=manager, service=service)
 
     def initial_checkpoint(self) -> str | None:
         """The checkpoint to load at start: --ckpt, else the saved setting, else the first one found."""

@@ -28,8 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--backend", choices=("diffusers",), default="diffusers", help="generation backend")
     device.add_argument("--use-cpu", nargs="+", default=[], help='"all" runs everything on the CPU')
     device.add_argument("--device-id", type=int, default=None, help="CUDA device index")
-    device.add_argument("--precision", choices=("full", "half", "autocast"), default="autocast",
-                        help="full = float32; half/autocast = float16 on a GPU")
+    device.add_argument(
+        "--precision",
+        choices=("full", "half", "autocast"),
+        default="autocast",
+        help="full = float32; half/autocast = float16 on a GPU",
+    )
     device.add_argument("--no-half", action="store_true", help="keep the model in float32")
     device.add_argument("--no-half-vae", action="store_true", help="keep the VAE in float32")
     device.add_argument("--medvram", action="store_true", help="model CPU offload + VAE slicing (GPU only)")

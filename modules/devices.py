@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import torch
 
 logger = logging.getLogger(__name__)
 
 
-class MemoryPreset(str, Enum):
+class MemoryPreset(StrEnum):
     NONE = "none"
     MEDVRAM = "medvram"
     LOWVRAM = "lowvram"
 
 
-class Attention(str, Enum):
+class Attention(StrEnum):
     SDP = "sdp"
     XFORMERS = "xformers"
     SPLIT = "split"
@@ -86,8 +86,10 @@ class MemoryPolicy:
             pipeline.enable_attention_slicing()
 
     def describe(self) -> str:
-        return (f"device={self.device} dtype={str(self.dtype).removeprefix('torch.')} "
-                f"preset={self.preset.value} attention={self.attention.value}")
+        return (
+            f"device={self.device} dtype={str(self.dtype).removeprefix('torch.')} "
+            f"preset={self.preset.value} attention={self.attention.value}"
+        )
 
 
 def choose_device(use_cpu: list[str], device_id: int | None) -> torch.device:

@@ -10,17 +10,17 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from modules.processing.job import JobControl
-from modules.processing.processing import ProcessingContext, ProcessingResult, process
+from modules.processing.processing import ProcessingContext, process
 from modules.processing.requests import Img2ImgRequest, Txt2ImgRequest
 
 logger = logging.getLogger(__name__)
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -54,8 +54,11 @@ class GenerationService:
         self._counter = itertools.count(1)
 
     def submit(self, request: Txt2ImgRequest | Img2ImgRequest, owner: str = "", job_id: str | None = None) -> Job:
-        control = JobControl(preview_every_n_steps=self.context.options.show_progress_every_n_steps
-                             if self.context.options.live_previews_enable else 0)
+        control = JobControl(
+            preview_every_n_steps=self.context.options.show_progress_every_n_steps
+            if self.context.options.live_previews_enable
+            else 0
+        )
         return self._submit(lambda: process(request, self.context, control), owner, "generate", control, job_id)
 
     def submit_task(self, function: Callable[[], Any], owner: str = "", kind: str = "task") -> Job:
@@ -65,10 +68,17 @@ class GenerationService:
     def run_task(self, function: Callable[[], Any], owner: str = "", kind: str = "task") -> Any:
         return self.submit_task(function, owner, kind).future.result()
 
-    def _submit(self, function: Callable[[], Any], owner: str, kind: str, control: JobControl,
-                job_id: str | None) -> Job:
-        job = Job(id=job_id or uuid.uuid4().hex, owner=owner, kind=kind, control=control,
-                  future=Future(), number=next(self._counter))
+    def _submit(
+        self, function: Callable[[], Any], owner: str, kind: str, control: JobControl, job_id: str | None
+    ) -> Job:
+        job = Job(
+            id=job_id or uuid.uuid4().hex,
+            owner=owner,
+            kind=kind,
+            control=control,
+            future=Future(),
+            number=next(self._counter),
+        )
         with self._lock:
             self._jobs[job.id] = job
         job.future = self._executor.submit(self._run, job, function)
@@ -103,8 +113,9 @@ class GenerationService:
 
     def pending(self) -> list[Job]:
         with self._lock:
-            return sorted((job for job in self._jobs.values() if job.state is JobState.QUEUED),
-                          key=lambda job: job.number)
+            return sorted(
+                (job for job in self._jobs.values() if job.state is JobState.QUEUED), key=lambda job: job.number
+            )
 
     def position(self, job: Job) -> int:
         """0 when running, else how many queued jobs are ahead (1-based)."""
@@ -121,8 +132,11 @@ class GenerationService:
     def _signal(self, action: str, owner: str, job_id: str | None, admin: bool) -> bool:
         """Interrupt/skip act on the caller's own job only (an admin may act on any)."""
         with self._lock:
-            candidates = [self._jobs[job_id]] if job_id in self._jobs else [
-                job for job in self._jobs.values() if job.state in (JobState.RUNNING, JobState.QUEUED)]
+            candidates = (
+                [self._jobs[job_id]]
+                if job_id in self._jobs
+                else [job for job in self._jobs.values() if job.state in (JobState.RUNNING, JobState.QUEUED)]
+            )
         for job in candidates:
             if job.future.done() or not (admin or job.owner == owner):
                 continue

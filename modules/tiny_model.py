@@ -13,8 +13,13 @@ import logging
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline
-from diffusers import UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    PNDMScheduler,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from modules.paths import INSTALL_DIR

@@ -37,3 +37,39 @@ def tiny_inpaint_pipeline():
     from modules.tiny_model import build_tiny_pipeline
 
     return build_tiny_pipeline(inpainting=True)
+
+
+def _make_context(data_dir: Path, inpainting: bool):
+    from modules.backends.diffusers_backend import DiffusersBackend
+    from modules.devices import MemoryPolicy
+    from modules.models.hashing import HashCache
+    from modules.models.manager import ModelManager
+    from modules.models.registry import CheckpointRegistry
+    from modules.options import Options
+    from modules.paths import DataPaths
+    from modules.processing.processing import ProcessingContext
+    from modules.tiny_model import build_tiny_pipeline, write_diffusers
+
+    paths = DataPaths.create(data_dir)
+    paths.ensure()
+    write_diffusers(build_tiny_pipeline(inpainting=inpainting), paths.checkpoints_dir / "tiny")
+    registry = CheckpointRegistry(paths.checkpoint_dirs, HashCache(paths.cache_file))
+    registry.refresh()
+    manager = ModelManager(registry, MemoryPolicy.cpu(), paths.configs_dir)
+    return ProcessingContext(model_manager=manager, backend=DiffusersBackend(), options=Options(), paths=paths)
+
+
+@pytest.fixture(scope="session")
+def context(tmp_path_factory):
+    """A processing context over a tiny diffusers-folder checkpoint in a temporary data dir."""
+    return _make_context(tmp_path_factory.mktemp("data"), inpainting=False)
+
+
+@pytest.fixture(scope="session")
+def manager(context):
+    return context.model_manager
+
+
+@pytest.fixture(scope="session")
+def inpaint_context(tmp_path_factory):
+    return _make_context(tmp_path_factory.mktemp("data-inpaint"), inpainting=True)

@@ -33,13 +33,14 @@ class DiffusersBackend:
         if plan.task is Task.IMG2IMG and not model.is_inpainting:
             arguments.update(image=plan.init_image, strength=plan.denoising_strength)
         elif plan.task is not Task.TXT2IMG or model.is_inpainting:
-            arguments.update(self._inpaint_arguments(pipeline, plan, model.is_inpainting))
+            arguments.update(self._inpaint_arguments(pipeline, plan))
         with torch.inference_mode():
             output = pipeline(**arguments)
         return list(output.images)
 
-    def _common_arguments(self, pipeline: DiffusionPipeline, plan: GenerationPlan,
-                          control: JobControl) -> dict[str, Any]:
+    def _common_arguments(
+        self, pipeline: DiffusionPipeline, plan: GenerationPlan, control: JobControl
+    ) -> dict[str, Any]:
         device = pipeline._execution_device
         generator_device = "cpu" if device.type == "mps" else device
         generators = [torch.Generator(generator_device).manual_seed(seed) for seed in plan.seeds]
@@ -62,8 +63,7 @@ class DiffusersBackend:
     def _is_xl(pipeline: DiffusionPipeline) -> bool:
         return getattr(pipeline, "text_encoder_2", None) is not None
 
-    def _inpaint_arguments(self, pipeline: DiffusionPipeline, plan: GenerationPlan,
-                           nine_channel: bool) -> dict[str, Any]:
+    def _inpaint_arguments(self, pipeline: DiffusionPipeline, plan: GenerationPlan) -> dict[str, Any]:
         if plan.task is Task.TXT2IMG:
             # txt2img on an inpainting checkpoint: the whole canvas is masked, as A1111 does.
             blank = Image.new("RGB", (plan.width, plan.height), (127, 127, 127))
@@ -73,9 +73,9 @@ class DiffusersBackend:
         if plan.masked_content in (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING):
             latents = encode_image(pipeline, plan.init_image)
             image = replace_masked_latents(latents, plan.mask, plan.masked_content, plan.seeds[0])
-            if nine_channel:
-                masked = masked_pixels(plan.init_image, plan.mask)
-                arguments["masked_image_latents"] = encode_image(pipeline, masked)
+            # With latents as `image`, diffusers needs the masked-image latents given (the 9-channel
+            # conditioning; a 4-channel pipeline computes but does not use them).
+            arguments["masked_image_latents"] = encode_image(pipeline, masked_pixels(plan.init_image, plan.mask))
         arguments["image"] = image
         return arguments
 
@@ -111,8 +111,7 @@ def encode_image(pipeline: DiffusionPipeline, image: Image.Image) -> torch.Tenso
     return (latents - shift) * vae.config.scaling_factor
 
 
-def replace_masked_latents(latents: torch.Tensor, mask: Image.Image, content: MaskedContent,
-                           seed: int) -> torch.Tensor:
+def replace_masked_latents(latents: torch.Tensor, mask: Image.Image, content: MaskedContent, seed: int) -> torch.Tensor:
     """A1111's "latent noise" / "latent nothing": the masked latent cells become noise or zero."""
     height, width = latents.shape[-2:]
     small = np.asarray(mask.convert("L").resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from modules.models.registry import CheckpointInfo, CheckpointRegistry
 logger = logging.getLogger(__name__)
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     INPAINT = "inpaint"
@@ -134,10 +134,21 @@ class ModelManager:
         pipeline.set_progress_bar_config(disable=True)
         seconds = time.perf_counter() - started
         sha256 = self.registry.hash_of(info)
-        logger.info("model loaded name=%s arch=%s seconds=%.2f %s", info.name,
-                    architecture.value if architecture else "sidecar", seconds, self.policy.describe())
-        return LoadedModel(info=info, pipeline=pipeline, architecture=architecture, sha256=sha256,
-                           scheduler_config=dict(pipeline.scheduler.config), load_seconds=seconds)
+        logger.info(
+            "model loaded name=%s arch=%s seconds=%.2f %s",
+            info.name,
+            architecture.value if architecture else "sidecar",
+            seconds,
+            self.policy.describe(),
+        )
+        return LoadedModel(
+            info=info,
+            pipeline=pipeline,
+            architecture=architecture,
+            sha256=sha256,
+            scheduler_config=dict(pipeline.scheduler.config),
+            load_seconds=seconds,
+        )
 
     def unload(self) -> None:
         """Free the loaded checkpoint (RAM and device memory)."""

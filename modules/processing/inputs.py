@@ -29,14 +29,13 @@ class PreparedInputs:
 def prepare_inputs(request: GenerationRequest) -> PreparedInputs:
     if not isinstance(request, Img2ImgRequest):
         return PreparedInputs()
-    init, note = images.to_rgb(request.init_image)
-    notes = [note] if note else []
+    init, conversion_notes = images.to_rgb(request.init_image)
+    notes = list(conversion_notes)
     if request.mask is None:
         resized = images.resize_image(init, request.resize_mode, request.width, request.height)
         return PreparedInputs(init_image=resized, notes=notes)
-    mask, mask_note = images.prepare_mask(request.mask, init.size, request.mask_blur, request.inpainting_mask_invert)
-    if mask_note:
-        notes.append(mask_note)
+    mask, mask_notes = images.prepare_mask(request.mask, init.size, request.mask_blur, request.inpainting_mask_invert)
+    notes.extend(mask_notes)
     if mask.getbbox() is None:
         notes.append("the mask is empty: nothing to inpaint, the image is processed as img2img")
     if request.inpaint_full_res and mask.getbbox() is not None:
@@ -44,7 +43,9 @@ def prepare_inputs(request: GenerationRequest) -> PreparedInputs:
     else:
         image = images.resize_image(init, request.resize_mode, request.width, request.height)
         mask = images.resize_image(mask, request.resize_mode, request.width, request.height)
-        prepared = PreparedInputs(init_image=image, mask=mask, overlay_original=image, overlay_mask=mask)
+        prepared = PreparedInputs(
+            init_image=image, mask=mask, overlay_original=image, overlay_mask=images.mask_for_overlay(mask)
+        )
     if request.inpainting_fill is MaskedContent.FILL:
         prepared.init_image = images.fill_masked(prepared.init_image, prepared.mask)
     prepared.masked_content = request.inpainting_fill
@@ -58,8 +59,13 @@ def _crop_to_mask(init: Image.Image, mask: Image.Image, request: Img2ImgRequest)
     size = (request.width, request.height)
     image = init.crop(box).resize(size, Image.Resampling.LANCZOS)
     crop_mask = mask.crop(box).resize(size, Image.Resampling.LANCZOS)
-    return PreparedInputs(init_image=image, mask=crop_mask, overlay_original=init, overlay_mask=mask,
-                          paste_box=tuple(box))
+    return PreparedInputs(
+        init_image=image,
+        mask=crop_mask,
+        overlay_original=init,
+        overlay_mask=images.mask_for_overlay(mask),
+        paste_box=tuple(box),
+    )
 
 
 def finish_images(generated: list[Image.Image], inputs: PreparedInputs) -> list[Image.Image]:
@@ -82,10 +88,17 @@ def outpaint_request(request: Img2ImgRequest, left: int, right: int, up: int, do
 
     The image is first brought to the request's size (its resize mode), so the canvas stays a multiple of 8.
     """
-    image, _ = images.to_rgb(request.init_image)
+    image = images.to_rgb(request.init_image).image
     image = images.resize_image(image, request.resize_mode, request.width, request.height)
     canvas, mask = images.expand_canvas(image, left, right, up, down)
     fields = dict(request)
-    fields.update(init_image=canvas, mask=mask, width=canvas.width, height=canvas.height,
-                  resize_mode=ResizeMode.JUST_RESIZE, inpaint_full_res=False, inpainting_mask_invert=False)
+    fields.update(
+        init_image=canvas,
+        mask=mask,
+        width=canvas.width,
+        height=canvas.height,
+        resize_mode=ResizeMode.JUST_RESIZE,
+        inpaint_full_res=False,
+        inpainting_mask_invert=False,
+    )
     return Img2ImgRequest(**fields)

@@ -55,8 +55,13 @@ class JobControl:
 
     def begin_image(self, job_no: int, job_count: int, steps: int) -> None:
         with self._lock:
-            self._progress = JobProgress(job_no=job_no, job_count=job_count, sampling_steps=steps,
-                                         progress=job_no / max(job_count, 1), preview=self._progress.preview)
+            self._progress = JobProgress(
+                job_no=job_no,
+                job_count=job_count,
+                sampling_steps=steps,
+                progress=job_no / max(job_count, 1),
+                preview=self._progress.preview,
+            )
 
     def step_done(self, step: int, preview: Image.Image | None = None) -> None:
         with self._lock:
@@ -65,8 +70,12 @@ class JobControl:
             elapsed = time.monotonic() - self.started_at
             eta = elapsed / fraction - elapsed if fraction > 0 else None
             self._progress = JobProgress(
-                job_no=current.job_no, job_count=current.job_count, sampling_step=step,
-                sampling_steps=current.sampling_steps, progress=min(fraction, 1.0), eta_seconds=eta,
+                job_no=current.job_no,
+                job_count=current.job_count,
+                sampling_step=step,
+                sampling_steps=current.sampling_steps,
+                progress=min(fraction, 1.0),
+                eta_seconds=eta,
                 textinfo=f"Image {current.job_no + 1}/{current.job_count}, step {step}/{current.sampling_steps}",
                 preview=preview if preview is not None else current.preview,
             )

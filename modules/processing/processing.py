@@ -65,8 +65,9 @@ def task_of(request: GenerationRequest) -> Task:
     return Task.TXT2IMG
 
 
-def process(request: Txt2ImgRequest | Img2ImgRequest, context: ProcessingContext,
-            control: JobControl | None = None) -> ProcessingResult:
+def process(
+    request: Txt2ImgRequest | Img2ImgRequest, context: ProcessingContext, control: JobControl | None = None
+) -> ProcessingResult:
     """Run a whole request (batch count x batch size) and save what the options say."""
     control = control or JobControl(preview_every_n_steps=context.options.show_progress_every_n_steps)
     model = context.model_manager.get(request.checkpoint)
@@ -82,7 +83,7 @@ def process(request: Txt2ImgRequest | Img2ImgRequest, context: ProcessingContext
         if control.interrupted:
             result.interrupted = True
             break
-        batch_seeds = seeds[iteration * request.batch_size:(iteration + 1) * request.batch_size]
+        batch_seeds = seeds[iteration * request.batch_size : (iteration + 1) * request.batch_size]
         control.begin_image(iteration, request.n_iter, request.steps)
         plan = make_plan(request, task, inputs, batch_seeds, sampler.name, schedule)
         images = context.backend.generate(model, plan, control)
@@ -95,9 +96,16 @@ def process(request: Txt2ImgRequest | Img2ImgRequest, context: ProcessingContext
             result.seeds.append(seed)
             if request.save_images and context.options.samples_save:
                 folder = output_folder(context, task, grid=False)
-                result.saved_paths.append(saving.save_image(
-                    image, folder, seed, text, file_format=context.options.samples_format,
-                    date_subfolder=context.options.save_to_dirs))
+                result.saved_paths.append(
+                    saving.save_image(
+                        image,
+                        folder,
+                        seed,
+                        text,
+                        file_format=context.options.samples_format,
+                        date_subfolder=context.options.save_to_dirs,
+                    )
+                )
     result.interrupted = result.interrupted or control.interrupted
     save_grid_if_wanted(request, context, task, result)
     if result.infotexts:
@@ -107,15 +115,24 @@ def process(request: Txt2ImgRequest | Img2ImgRequest, context: ProcessingContext
     return result
 
 
-def make_plan(request: GenerationRequest, task: Task, inputs: PreparedInputs, seeds: list[int],
-              sampler_name: str, schedule: str) -> GenerationPlan:
+def make_plan(
+    request: GenerationRequest, task: Task, inputs: PreparedInputs, seeds: list[int], sampler_name: str, schedule: str
+) -> GenerationPlan:
     count = len(seeds)
     return GenerationPlan(
-        task=task, prompts=[request.prompt] * count, negative_prompts=[request.negative_prompt] * count,
-        seeds=seeds, steps=request.steps, cfg_scale=request.cfg_scale,
-        width=inputs.width or request.width, height=inputs.height or request.height,
-        sampler_name=sampler_name, schedule_type=schedule, clip_skip=request.clip_skip,
-        init_image=inputs.init_image, mask=inputs.mask,
+        task=task,
+        prompts=[request.prompt] * count,
+        negative_prompts=[request.negative_prompt] * count,
+        seeds=seeds,
+        steps=request.steps,
+        cfg_scale=request.cfg_scale,
+        width=inputs.width or request.width,
+        height=inputs.height or request.height,
+        sampler_name=sampler_name,
+        schedule_type=schedule,
+        clip_skip=request.clip_skip,
+        init_image=inputs.init_image,
+        mask=inputs.mask,
         denoising_strength=getattr(request, "denoising_strength", 1.0),
         masked_content=inputs.masked_content,
     )
@@ -153,12 +170,14 @@ def output_folder(context: ProcessingContext, task: Task, grid: bool) -> Path:
     return context.paths.data_dir / relative
 
 
-def save_grid_if_wanted(request: GenerationRequest, context: ProcessingContext, task: Task,
-                        result: ProcessingResult) -> None:
+def save_grid_if_wanted(
+    request: GenerationRequest, context: ProcessingContext, task: Task, result: ProcessingResult
+) -> None:
     if len(result.images) < 2 or not (context.options.return_grid or context.options.grid_save):
         return
     result.grid = saving.make_grid(result.images)
     if request.save_grid and context.options.grid_save:
         folder = output_folder(context, task, grid=True)
-        result.grid_path = saving.save_grid(result.grid, folder, result.infotexts[0],
-                                            date_subfolder=context.options.save_to_dirs)
+        result.grid_path = saving.save_grid(
+            result.grid, folder, result.infotexts[0], date_subfolder=context.options.save_to_dirs
+        )
