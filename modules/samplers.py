@@ -21,8 +21,8 @@ scheduler class's default plus the options in this file. Measured against A1111'
   (under one training timestep; max 0.6 % relative in sigma).
 - DPM-Solver family (DPM++ 2M/2M SDE/2M SDE Heun/3M SDE/2S a, UniPC, DEIS): these classes space n + 1
   points and drop the last, so their "linspace" *is* SGM Uniform (0.17 % relative) and A1111's Uniform
-  has no equivalent there; it is not offered (a clear error), except for UniPC whose A1111 sampler
-  uses that very spacing ending at sigma_min (``final_sigmas_type="sigma_min"``).
+  has no equivalent there; it is not offered (a clear error). UniPC and DEIS offer only "Uniform": A1111's
+  UniPC time-uniform steps, which are that very spacing ending at sigma_min (``final_sigmas_type="sigma_min"``).
 - DDIM and PLMS: A1111 runs them on its own "uniform" DDIM discretization ``range(0, 1000, 1000 // n) + 1``,
   which is diffusers' "leading" spacing with ``steps_offset=1``.
 """
@@ -129,9 +129,10 @@ DPM_SINGLESTEP_SCHEDULES = MappingProxyType(
         "Beta": _frozen(use_beta_sigmas=True),
     }
 )
-UNIPC_SCHEDULES = MappingProxyType(
-    {"Uniform": _frozen(timestep_spacing="linspace", final_sigmas_type="sigma_min"), **DPM_SOLVER_SCHEDULES}
-)
+# A1111's UniPC ignores the schedule type: time-uniform steps ending at sigma_min. Only that is offered, and
+# it is also the only one diffusers' bh1 variant survives: with a zero final sigma (as Karras, Exponential,
+# Beta and SGM Uniform end) bh1 returns NaN (measured on diffusers 0.42.1).
+UNIPC_SCHEDULES = MappingProxyType({"Uniform": _frozen(timestep_spacing="linspace", final_sigmas_type="sigma_min")})
 DEIS_SCHEDULES = MappingProxyType({"Uniform": _frozen(timestep_spacing="linspace")})
 DDIM_SCHEDULES = MappingProxyType({"Uniform": _frozen(timestep_spacing="leading", steps_offset=1)})
 LCM_SCHEDULES = MappingProxyType({"Uniform": _frozen()})
