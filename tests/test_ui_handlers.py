@@ -162,6 +162,7 @@ def test_progress_text_for_queue_and_steps() -> None:
     assert progress_text(None, 1) == "In queue: next"
     assert progress_text(None, 3) == "In queue: 2 jobs ahead"
     assert progress_text(JobProgress(), 0).startswith("Starting")
+    assert progress_text(JobProgress(job_count=2, sampling_steps=4), 0) == "Image 1/2, step 0/4 - 0%"
     running = JobProgress(
         job_no=0,
         job_count=2,

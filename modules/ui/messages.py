@@ -80,7 +80,10 @@ def progress_text(progress: JobProgress | None, queue_position: int) -> str:
         return f"In queue: {ahead} job{'s' if ahead != 1 else ''} ahead" if ahead else "In queue: next"
     if progress is None or progress.sampling_steps == 0:
         return "Starting (loading the model when needed)..."
-    text = progress.textinfo or f"step {progress.sampling_step}/{progress.sampling_steps}"
+    text = progress.textinfo or (
+        f"Image {progress.job_no + 1}/{max(progress.job_count, 1)}, step {progress.sampling_step}/"
+        f"{progress.sampling_steps}"
+    )
     text += f" - {progress.progress * 100:.0f}%"
     if progress.eta_seconds is not None:
         text += f" - ETA {format_seconds(progress.eta_seconds)}"
