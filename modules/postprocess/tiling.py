@@ -10,6 +10,7 @@ added straight into the output: no 2-D weight buffer, and the weights sum to exa
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,12 +35,13 @@ class AxisTile:
 
 
 def plan_axis(length: int, tile_size: int, tile_overlap: int) -> list[AxisTile]:
-    """Tile starts along one axis: stride ``tile_size - tile_overlap``, the last tile flush with the edge."""
+    """Tiles along one axis, overlapping by at least ``tile_overlap``; the first and last flush with the edges."""
     if tile_size <= 0 or length <= tile_size:
         return [AxisTile(0, length, first=True, last=True)]
     overlap = min(max(tile_overlap, 0), tile_size // 2)
-    stride = tile_size - overlap
-    starts = [*range(0, length - tile_size, stride), length - tile_size]
+    count = math.ceil((length - overlap) / (tile_size - overlap))
+    # spread the tiles evenly: every overlap is at least ``overlap``, the last tile ends at the edge
+    starts = [round(index * (length - tile_size) / (count - 1)) for index in range(count)]
     return [
         AxisTile(start, tile_size, first=index == 0, last=index == len(starts) - 1)
         for index, start in enumerate(starts)

@@ -72,8 +72,10 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
-    array = tensor.squeeze(0).float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+def tensor_to_pil(tensor: torch.Tensor, in_place: bool = False) -> Image.Image:
+    """A (1, 3, H, W) tensor in [0, 1] as an RGB image; ``in_place`` reuses a float32 CPU tensor (saves a copy)."""
+    values = tensor.squeeze(0).to("cpu", torch.float32, copy=not in_place).clamp_(0, 1).mul_(255).round_()
+    array = values.to(torch.uint8).permute(1, 2, 0).numpy()
     return Image.fromarray(array, mode="RGB")
 
 
@@ -162,7 +164,8 @@ class UpscalerRegistry:
         """
         info = self.find(name)
         if info.kind == "builtin":
-            resample = BUILTIN_RESAMPLERS[info.name] or Image.Resampling.LANCZOS
+            resample = BUILTIN_RESAMPLERS[info.name]
+            resample = Image.Resampling.LANCZOS if resample is None else resample  # NEAREST is 0: no "or"
             return resize_image(image, target_size_for(image, scale, target_size), resample)
         descriptor = self.load_model(info, device)
         if scale is None and target_size is None:
@@ -211,7 +214,7 @@ class UpscalerRegistry:
                 tensor = tensor.to(descriptor.device, descriptor.dtype)
                 tensor = run_tiled(tensor, descriptor, tile_size, tile_overlap).clamp_(0, 1)
                 logger.debug("pass=%d/%d size=%dx%d", index + 1, passes, tensor.shape[-1], tensor.shape[-2])
-        return tensor_to_pil(tensor)
+            return tensor_to_pil(tensor, in_place=True)  # the output is the largest tensor of an upscale
 
     def _weight_files(self) -> list[Path]:
         files: list[Path] = []
