@@ -46,6 +46,7 @@ def generate(
     steps: int = 2,
     seed: int = 7,
     output_type: str = "np",
+    guidance_scale: float = 5.0,
 ) -> np.ndarray:
     """One 64x64 image (or its latents) on a from_pipe copy, so the session pipeline keeps its scheduler."""
     pipeline = type(tiny_pipeline).from_pipe(tiny_pipeline)
@@ -58,7 +59,7 @@ def generate(
         num_inference_steps=steps,
         height=64,
         width=64,
-        guidance_scale=5.0,
+        guidance_scale=guidance_scale,
         generator=torch.Generator("cpu").manual_seed(seed),
         output_type=output_type,
     )
@@ -68,7 +69,7 @@ def generate(
 @pytest.mark.parametrize(("sampler", "schedule"), COMBINATIONS)
 def test_every_sampler_and_schedule_gives_finite_latents(tiny_pipeline, prompt_embeds, sampler, schedule) -> None:
     # Latents, not decoded images, to keep the 70-odd runs cheap; the tests below decode real images.
-    latents = generate(tiny_pipeline, prompt_embeds, sampler, schedule, output_type="latent")
+    latents = generate(tiny_pipeline, prompt_embeds, sampler, schedule, output_type="latent", guidance_scale=1.0)
     assert latents.shape == (4, 8, 8)
     assert np.isfinite(latents).all()
     assert latents.std() > 0
@@ -122,7 +123,11 @@ def test_v_prediction_is_kept(sampler: str) -> None:
     config = read_scheduler_config("sd2-v")
     assert config["prediction_type"] == "v_prediction"
     assert build_scheduler(config, sampler).config.prediction_type == "v_prediction"
-    assert build_scheduler(read_scheduler_config("sd15"), sampler).config.prediction_type == "epsilon"
+
+
+def test_epsilon_is_the_default_prediction() -> None:
+    assert "prediction_type" not in read_scheduler_config("sd15")
+    assert build_scheduler(read_scheduler_config("sd15"), "Euler").config.prediction_type == "epsilon"
 
 
 @pytest.mark.parametrize("spec", samplers.SAMPLERS, ids=lambda spec: spec.name)
