@@ -73,6 +73,13 @@ def build_top_bar(application: Application) -> None:
             checkpoints.missing_checkpoint_message(application),
         )
 
+    def list_titles() -> Any:
+        # titles gain their hash once a checkpoint is loaded (A1111's "name [hash]")
+        return gr.update(
+            choices=checkpoints.checkpoint_titles(application), value=checkpoints.current_title(application)
+        )
+
+    dropdown.focus(list_titles, outputs=dropdown, show_progress="hidden", api_visibility="private")
     dropdown.input(switch, inputs=dropdown, outputs=[dropdown, message], api_visibility="private")
     refresh.click(refresh_list, outputs=[dropdown, message], api_visibility="private")
 
