@@ -58,7 +58,11 @@ class Application:
         paths = DataPaths.create(args.data_dir, args.models_dir, tuple(args.ckpt_dir))
         paths.ensure()
         options = Options.load(paths.config_file)
-        extra_files = (args.ckpt,) if args.ckpt else ()
+        extra_files: tuple = ()
+        if args.ckpt and not args.ckpt.exists():
+            logger.error("--ckpt path not found path=%s; starting without it", args.ckpt)
+        elif args.ckpt:
+            extra_files = (args.ckpt,)
         registry = CheckpointRegistry(paths.checkpoint_dirs, HashCache(paths.cache_file), extra_files=extra_files)
         registry.refresh()
         policy = memory_policy_from_args(args)
@@ -77,7 +81,7 @@ class Application:
 
     def initial_checkpoint(self) -> str | None:
         """The checkpoint to load at start: --ckpt, else the saved setting, else the first one found."""
-        if self.args.ckpt:
+        if self.args.ckpt and self.args.ckpt.exists():
             return str(self.args.ckpt.stem)
         if self.options.sd_model_checkpoint:
             return self.options.sd_model_checkpoint

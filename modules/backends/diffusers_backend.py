@@ -28,7 +28,9 @@ class DiffusersBackend:
     def generate(self, model: LoadedModel, plan: GenerationPlan, control: JobControl) -> list[Image.Image]:
         pipeline = model.pipeline_for(plan.task)
         # The documented way to swap a sampler; built from the checkpoint's own scheduler config each time.
-        pipeline.scheduler = build_scheduler(model.scheduler_config, plan.sampler_name, plan.schedule_type)
+        pipeline.scheduler = build_scheduler(
+            model.scheduler_config, plan.sampler_name, plan.schedule_type, noise_seed=plan.seeds[0]
+        )
         arguments = self._common_arguments(pipeline, plan, control)
         if plan.task is Task.IMG2IMG and not model.is_inpainting:
             arguments.update(image=plan.init_image, strength=plan.denoising_strength)
