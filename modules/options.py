@@ -39,7 +39,14 @@ class Options(BaseModel):
     default_cfg_scale: float = Field(7.0, ge=1.0, le=30.0, description="Default CFG scale")
     default_width: int = Field(512, ge=64, le=2048, multiple_of=8, description="Default width")
     default_height: int = Field(512, ge=64, le=2048, multiple_of=8, description="Default height")
+    face_restoration_model: str = Field("CodeFormer", description="Face restoration model (CodeFormer or GFPGAN)")
+    code_former_weight: float = Field(0.5, ge=0.0, le=1.0, description="CodeFormer weight (0 = most effect)")
+    face_restoration_visibility: float = Field(1.0, ge=0.0, le=1.0, description="Face restoration visibility")
+    ESRGAN_tile: int = Field(192, ge=0, le=512, description="Tile size for upscalers (0 = no tiling)")
+    ESRGAN_tile_overlap: int = Field(8, ge=0, le=48, description="Tile overlap for upscalers, in pixels")
     initial_noise_multiplier: float = Field(1.0, ge=0.0, le=1.5, description="Noise multiplier for img2img")
+    # Secret: left out of model_dump() (so out of the API and any dump), hidden from repr, written by save() only.
+    hf_token: str = Field("", description="Hugging Face token (gated or private models)", exclude=True, repr=False)
 
     @classmethod
     def load(cls, path: Path) -> Options:
@@ -61,7 +68,10 @@ class Options(BaseModel):
             except (json.JSONDecodeError, OSError):
                 existing = {}
         existing.update(self.model_dump())
-        write_json_atomic(path, existing)
+        existing.pop("hf_token", None)
+        if self.hf_token:
+            existing["hf_token"] = self.hf_token
+        write_json_atomic(path, existing, mode=0o600 if self.hf_token else None)
 
 
 def write_json_atomic(path: Path, data: dict, mode: int | None = None) -> None:

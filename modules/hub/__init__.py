@@ -1,0 +1,1 @@
+"""Hugging Face hub: search, file listings and downloads into Easel's model folders."""
