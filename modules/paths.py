@@ -33,8 +33,13 @@ class DataPaths:
         return self.models_dir / "Stable-diffusion"
 
     @property
+    def diffusers_dir(self) -> Path:
+        """A huggingface_hub cache of downloaded diffusers pipelines (models--org--name/snapshots/...)."""
+        return self.models_dir / "Diffusers"
+
+    @property
     def checkpoint_dirs(self) -> tuple[Path, ...]:
-        return (self.checkpoints_dir, *self.extra_ckpt_dirs)
+        return (self.checkpoints_dir, self.diffusers_dir, *self.extra_ckpt_dirs)
 
     @property
     def lora_dir(self) -> Path:

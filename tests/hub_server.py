@@ -3,7 +3,8 @@
 Serves from files the test registers: ``GET /api/models`` (search, tag filter, pipeline_tag, sort, limit),
 ``GET /api/models/{repo}`` (siblings with sizes), ``HEAD``/``GET /{repo}/resolve/{rev}/{file}`` with the
 headers huggingface_hub reads (X-Repo-Commit, ETag, Content-Length), Range requests (206), gated
-repositories (401/403 with X-Error-Code: GatedRepo), and a connection cut after N bytes, once per file.
+repositories (401/403 with X-Error-Code: GatedRepo), a connection cut after N bytes, once per file, and a stall
+(part of a file, then a wait for the test).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class FakeHub:
     repos: dict[str, FakeRepo] = field(default_factory=dict)
     valid_tokens: set[str] = field(default_factory=set)
     cut_after: dict[str, int] = field(default_factory=dict)
+    stall_after: dict[str, tuple[int, threading.Event]] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     url: str = ""
 
@@ -174,6 +176,12 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)  # the peer sees a body shorter than Content-Length
             return None
+        stall = self.hub.stall_after.pop(f"{repo_id}/{filename}", None)
+        if stall is not None:  # send part, wait until the test says go on, send the rest
+            self.wfile.write(data[start : start + stall[0]])
+            self.wfile.flush()
+            stall[1].wait(timeout=30)
+            start += stall[0]
         self.wfile.write(data[start:])
 
 

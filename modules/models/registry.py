@@ -22,6 +22,7 @@ LISTED_SUFFIXES = frozenset({".safetensors", ".ckpt", ".pt"})
 SIDECAR_SUFFIX = ".config"
 TITLE_HASH = re.compile(r"^(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]$")
 HEX = re.compile(r"^[0-9a-fA-F]{8,64}$")
+HUB_REPO_PREFIX = "models--"
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,9 @@ def scan_folder(root: Path) -> Iterator[CheckpointInfo]:
             child = folder / dirname
             if dirname.startswith(".") or is_sidecar_config(child):
                 continue
+            if dirname.startswith(HUB_REPO_PREFIX):
+                yield from scan_hub_repo(child)
+                continue  # a huggingface_hub cache entry (models/Diffusers) lists its snapshot
             if is_diffusers_folder(child):
                 yield describe(child, child.relative_to(root).as_posix())
                 continue  # a model folder is not searched further
@@ -96,6 +100,25 @@ def scan_folder(root: Path) -> Iterator[CheckpointInfo]:
             if filename.startswith(".") or child.suffix.lower() not in LISTED_SUFFIXES:
                 continue
             yield describe(child, child.relative_to(root).with_suffix("").as_posix())
+
+
+def scan_hub_repo(repo_dir: Path) -> Iterator[CheckpointInfo]:
+    """``models--org--name/snapshots/<commit>/`` of a huggingface_hub cache, listed as "org/name".
+
+    Only a snapshot with model_index.json counts (the downloader fetches it last, so a partial download is
+    never listed); with several, the newest. The size counts each blob once (fp16 aliases share blobs)."""
+    snapshots = [folder for folder in (repo_dir / "snapshots").glob("*") if is_diffusers_folder(folder)]
+    if not snapshots:
+        return
+    newest = max(snapshots, key=lambda folder: (folder / "model_index.json").lstat().st_mtime)
+    blobs = {item.resolve() for item in newest.rglob("*") if item.is_file()}
+    yield CheckpointInfo(
+        path=newest,
+        name=repo_dir.name.removeprefix(HUB_REPO_PREFIX).replace("--", "/", 1),
+        filename=newest.name,
+        kind="diffusers",
+        size_bytes=sum(blob.stat().st_size for blob in blobs),
+    )
 
 
 def describe_extra(path: Path) -> CheckpointInfo:
