@@ -1,0 +1,110 @@
+"""Feed scheduled conditioning (prompt editing, alternation) to a diffusers pipeline.
+
+diffusers' only hook inside the denoising loop is ``callback_on_step_end``; SD and SDXL pipelines
+accept ``prompt_embeds`` (and SDXL ``add_text_embeds``) back from it. With classifier-free guidance
+the pipeline has already concatenated ``[negative..., positive...]`` on the batch axis, so the
+callback returns that layout. Composable diffusion (AND) needs one noise prediction per part, which
+no diffusers pipeline call does: see ``conditioning.combine_composable_predictions``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from modules.prompts.conditioning import PromptConditioning, PromptEmbedding
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineEmbeddings:
+    """The embedding arguments of a diffusers SD / SDXL ``__call__`` (pooled ones None for SD)."""
+
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor | None
+    pooled_prompt_embeds: torch.Tensor | None = None
+    negative_pooled_prompt_embeds: torch.Tensor | None = None
+
+    def as_kwargs(self) -> dict[str, torch.Tensor]:
+        """Keyword arguments for the pipeline call (None values left out)."""
+        values = {
+            "prompt_embeds": self.prompt_embeds,
+            "negative_prompt_embeds": self.negative_prompt_embeds,
+            "pooled_prompt_embeds": self.pooled_prompt_embeds,
+            "negative_pooled_prompt_embeds": self.negative_pooled_prompt_embeds,
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+
+def _single_part(conditioning: PromptConditioning) -> None:
+    if conditioning.is_composable:
+        raise ValueError(
+            "AND prompts need one noise prediction per part; a plain diffusers pipeline call cannot do that "
+            "(use combine_composable_predictions in a denoising loop)"
+        )
+
+
+def _stack(embeddings: Sequence[PromptEmbedding]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    embeds = torch.cat([embedding.embeds for embedding in embeddings])
+    pooled = [embedding.pooled for embedding in embeddings]
+    return embeds, (torch.cat(pooled) if all(item is not None for item in pooled) else None)
+
+
+class ScheduledEmbeddings:
+    """Embeddings for every sampling step of a batch; also a ``callback_on_step_end`` for diffusers.
+
+    ``positives`` and ``negatives`` hold one conditioning per image of the batch, in batch order,
+    already aligned to one chunk count (``PromptEncoder.align``). Step numbers are 1-based:
+    ``a [b:3]`` uses ``a`` for steps 1-3.
+    """
+
+    def __init__(self, positives: Sequence[PromptConditioning], negatives: Sequence[PromptConditioning] | None) -> None:
+        if not positives or (negatives is not None and len(negatives) != len(positives)):
+            raise ValueError("need one positive (and one negative, if any) conditioning per image")
+        for conditioning in (*positives, *(negatives or ())):
+            _single_part(conditioning)
+        self.positives = tuple(positives)
+        self.negatives = tuple(negatives) if negatives is not None else None
+        self.switch_steps = sorted(
+            {step for item in (*self.positives, *(self.negatives or ())) for step in item.switch_steps()}
+        )
+
+    @property
+    def tensor_inputs(self) -> list[str]:
+        """What to pass as ``callback_on_step_end_tensor_inputs``."""
+        has_pooled = self.at_step(1).pooled_prompt_embeds is not None
+        return ["prompt_embeds", "add_text_embeds"] if has_pooled else ["prompt_embeds"]
+
+    def at_step(self, step: int) -> PipelineEmbeddings:
+        """The pipeline's embedding arguments for 1-based step ``step``."""
+        embeds, pooled = _stack([item.at_step(step)[0][0] for item in self.positives])
+        if self.negatives is None:
+            return PipelineEmbeddings(embeds, None, pooled, None)
+        negative_embeds, negative_pooled = _stack([item.at_step(step)[0][0] for item in self.negatives])
+        return PipelineEmbeddings(embeds, negative_embeds, pooled, negative_pooled)
+
+    def __call__(self, pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
+        """After 0-based ``step_index`` the next step is number ``step_index + 2``; switch if it changes."""
+        if step_index + 1 not in self.switch_steps:
+            return {}
+        embeddings = self.at_step(step_index + 2)
+        current = callback_kwargs["prompt_embeds"]
+        guided = embeddings.negative_prompt_embeds is not None and current.shape[0] == 2 * len(self.positives)
+        outputs: dict[str, torch.Tensor] = {}
+        if guided:
+            outputs["prompt_embeds"] = torch.cat([embeddings.negative_prompt_embeds, embeddings.prompt_embeds])
+        else:
+            outputs["prompt_embeds"] = embeddings.prompt_embeds
+        outputs["prompt_embeds"] = outputs["prompt_embeds"].to(current.device, current.dtype)
+        if embeddings.pooled_prompt_embeds is not None and "add_text_embeds" in callback_kwargs:
+            pooled = embeddings.pooled_prompt_embeds
+            if guided and embeddings.negative_pooled_prompt_embeds is not None:
+                pooled = torch.cat([embeddings.negative_pooled_prompt_embeds, pooled])
+            outputs["add_text_embeds"] = pooled.to(callback_kwargs["add_text_embeds"].device)
+        logger.debug("prompt schedule switched step=%d", step_index + 2)
+        return outputs
