@@ -1,7 +1,8 @@
-"""Easel: composition root. Parse flags, build the application, launch the UI."""
+"""Easel: composition root. Parse flags, build the application, serve the UI and the API on one server."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -23,18 +24,41 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
-        auth = parse_auth(args.gradio_auth, args.gradio_auth_path)
+        gradio_logins = tuple(parse_auth(args.gradio_auth, args.gradio_auth_path))
+        api_logins = tuple(parse_auth(args.api_auth))
     except (OSError, ValueError) as error:
-        logger.error("bad --gradio-auth: %s", error)
+        logger.error("bad --gradio-auth/--api-auth: %s", error)
         return 2
 
+    from modules import server
     from modules.application import Application
-    from modules.ui.app import launch_ui
+    from modules.ui.checkpoints import preload_checkpoint
+
+    try:
+        options = server.server_options_from_args(args, gradio_logins, api_logins)
+    except server.ServerConfigError as error:
+        logger.error("%s", error)
+        return 2
+    if args.share:
+        logger.warning("--share is not supported: Easel serves the UI and the API itself; use --listen on your LAN")
+    if args.admin_user and not api_logins and not gradio_logins:
+        logger.warning("--admin-user has no effect without --api-auth or --gradio-auth")
+    server.warn_about_exposure(options)
 
     application = Application.create(args)
-    if (args.listen or args.server_name) and not auth:
-        logger.warning("serving on the network without --gradio-auth: anyone on your LAN can use this UI")
-    launch_ui(application, auth=auth)
+    mount_ui = None
+    if options.ui:
+        from modules.ui.app import mount_ui as mount_gradio_ui
+
+        mount_ui = functools.partial(
+            mount_gradio_ui, application=application, auth=list(gradio_logins), max_file_size=options.max_body_bytes
+        )
+    app = server.create_app(application, options, mount_ui)
+    preload_checkpoint(application)
+    try:
+        server.serve(app, options)
+    finally:
+        application.service.shutdown()
     return 0
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import gradio as gr
@@ -20,7 +20,6 @@ from modules.ui.ui_config import UiConfig
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = 7860
 # Fields an infotext fills in the target tab ("send to", PNG Info).
 SENT_FIELDS: tuple[str, ...] = (
     "prompt",
@@ -180,35 +179,34 @@ def create_ui(application: Application) -> gr.Blocks:
     return blocks
 
 
-def launch_ui(
+def blocked_paths(application: Application) -> list[str]:
+    """Files gradio must never serve, whatever a request asks (settings, logins, models)."""
+    paths = application.paths
+    return [str(path) for path in (paths.models_dir, paths.config_file, paths.ui_config_file, paths.cache_file)]
+
+
+def mount_ui(
+    app: Any,
+    path: str,
     application: Application,
     auth: list[tuple[str, str]] | None = None,
-    on_started: Sequence[Callable[[Any], None]] = (),
-) -> None:
-    """Serve the UI (blocks until the server stops). ``on_started`` get the FastAPI app (to add the API)."""
-    args = application.args
+    max_file_size: int | None = None,
+) -> gr.Blocks:
+    """Build the UI and mount it on ``app`` (a FastAPI app served by modules.server) at ``path``."""
     blocks = create_ui(application)
     blocks.queue()
-    checkpoints.preload_checkpoint(application)
-    server_name = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
-    app, local_url, share_url = blocks.launch(
-        server_name=server_name,
-        server_port=args.port or DEFAULT_PORT,
-        share=args.share,
+    gr.mount_gradio_app(
+        app,
+        blocks,
+        path=path,
         auth=auth or None,
-        root_path=args.subpath,
-        prevent_thread_lock=True,
+        blocked_paths=blocked_paths(application),
         show_error=False,
+        max_file_size=max_file_size,
         ssr_mode=False,
         mcp_server=False,
         footer_links=[],
         css=CSS,
-        quiet=True,
     )
-    for callback in on_started:
-        callback(app)
-    logger.info("ui serving url=%s share=%s auth=%s", local_url, share_url or "-", bool(auth))
-    try:
-        blocks.block_thread()
-    finally:
-        application.service.shutdown()
+    logger.info("ui mounted path=%s auth=%s", path, bool(auth))
+    return blocks

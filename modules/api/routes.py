@@ -1,0 +1,165 @@
+"""The ``/sdapi/v1`` generation, progress, control and options routes, and ``/internal`` progress.
+
+Every generation goes through ``application.service`` (the queue the UI uses too), owned by the caller.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
+
+from modules.api import progress as progress_module
+from modules.api.auth import BasicAuth, Caller
+from modules.api.errors import ApiError
+from modules.api.images import ImageLimits, decode_image
+from modules.api.models import (
+    GenerationBody,
+    GenerationResponse,
+    Img2ImgBody,
+    InternalProgressBody,
+    InternalProgressResponse,
+    PendingTasksResponse,
+    PngInfoBody,
+    PngInfoResponse,
+    ProgressResponse,
+    Txt2ImgBody,
+)
+from modules.api.results import build_response
+from modules.api.translate import Translation, TranslationContext, translate_img2img, translate_txt2img
+from modules.application import Application
+from modules.processing.infotext import parse_infotext, read_infotext
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """API policy built from the flags: logins, admin, image limits."""
+
+    logins: tuple[tuple[str, str], ...] = ()
+    admin_user: str | None = None
+    limits: ImageLimits = field(default_factory=ImageLimits)
+
+
+def png_info(image_text: str, limits: ImageLimits) -> PngInfoResponse:
+    if not image_text.strip():
+        return PngInfoResponse(info="")
+    image = decode_image(image_text, limits, "image")
+    text = read_infotext(image) or ""
+    items = {key: value for key, value in image.info.items() if isinstance(value, str | int | float)}
+    items.pop("parameters", None)
+    return PngInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})
+
+
+class GenerationRoutes:
+    """txt2img, img2img, png-info, progress, interrupt, skip, options; and /internal progress."""
+
+    def __init__(self, application: Application, config: ApiConfig, auth: BasicAuth) -> None:
+        self.application = application
+        self.config = config
+        self.auth = auth
+
+    def translation_context(self) -> TranslationContext:
+        return TranslationContext(self.application.options, self.application.registry, self.config.limits)
+
+    async def run_generation(
+        self, body: GenerationBody, translation: Translation, caller: Caller
+    ) -> GenerationResponse:
+        service = self.application.service
+        job_id = body.force_task_id or None
+        existing = service.job(job_id) if job_id else None
+        if existing is not None and not existing.done:
+            raise ApiError(f"force_task_id {job_id!r} is already queued or running", status_code=409)
+        moment = datetime.now()
+        job = service.submit(translation.request, owner=caller.user, job_id=job_id)
+        logger.info("api job submitted id=%s owner=%s", job.id, caller.user or "-")
+        # shield: a client that goes away does not cancel a job the queue already holds
+        result = await asyncio.shield(asyncio.wrap_future(job.future))
+        return_grid = self.application.options.return_grid
+        return await run_in_threadpool(build_response, body, translation, result, moment, return_grid)
+
+    async def txt2img(self, body: Txt2ImgBody, caller: Caller) -> GenerationResponse:
+        translation = await run_in_threadpool(translate_txt2img, body, self.translation_context())
+        return await self.run_generation(body, translation, caller)
+
+    async def img2img(self, body: Img2ImgBody, caller: Caller) -> GenerationResponse:
+        translation = await run_in_threadpool(translate_img2img, body, self.translation_context())
+        return await self.run_generation(body, translation, caller)
+
+    def set_options(self, changes: dict[str, Any]) -> None:
+        """POST options: known keys are validated and saved; a checkpoint change loads it through the queue."""
+        application = self.application
+        known = {key: value for key, value in changes.items() if key in type(application.options).model_fields}
+        ignored = sorted(set(changes) - set(known))
+        if ignored:
+            logger.info("api options ignored keys=%s", ",".join(ignored))
+        checkpoint = known.get("sd_model_checkpoint")
+        if checkpoint:
+            info = application.registry.find(str(checkpoint))
+            manager = application.model_manager
+            loaded = application.service.run_task(lambda: manager.load(info), kind="load-checkpoint")
+            known["sd_model_checkpoint"] = loaded.info.title if loaded.info.sha256 else info.title
+        application.update_options(**known)
+
+    def router(self) -> APIRouter:
+        router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"], dependencies=[Depends(self.auth)])
+        CallerDep = Annotated[Caller, Depends(self.auth)]
+        service = self.application.service
+
+        @router.post("/txt2img", response_model=GenerationResponse)
+        async def txt2img(body: Txt2ImgBody, caller: CallerDep) -> GenerationResponse:
+            return await self.txt2img(body, caller)
+
+        @router.post("/img2img", response_model=GenerationResponse)
+        async def img2img(body: Img2ImgBody, caller: CallerDep) -> GenerationResponse:
+            return await self.img2img(body, caller)
+
+        @router.post("/png-info", response_model=PngInfoResponse)
+        def post_png_info(body: PngInfoBody) -> PngInfoResponse:
+            return png_info(body.image, self.config.limits)
+
+        @router.get("/progress", response_model=ProgressResponse)
+        def get_progress(caller: CallerDep, skip_current_image: Annotated[bool, Query()] = False) -> ProgressResponse:
+            return progress_module.progress_of(service, caller, include_image=not skip_current_image)
+
+        @router.post("/interrupt")
+        def interrupt(caller: CallerDep) -> dict:
+            service.interrupt(caller.user, admin=caller.admin)
+            return {}
+
+        @router.post("/skip")
+        def skip(caller: CallerDep) -> dict:
+            service.skip(caller.user, admin=caller.admin)
+            return {}
+
+        @router.get("/options")
+        def get_options() -> dict[str, Any]:
+            return self.application.options.model_dump()
+
+        @router.post("/options")
+        def post_options(changes: dict[str, Any]) -> None:
+            self.set_options(changes)
+
+        return router
+
+    def internal_router(self, auth: BasicAuth) -> APIRouter:
+        router = APIRouter(prefix="/internal", tags=["internal"], dependencies=[Depends(auth)])
+        service = self.application.service
+        CallerDep = Annotated[Caller, Depends(auth)]
+
+        @router.post("/progress", response_model=InternalProgressResponse)
+        def post_progress(body: InternalProgressBody, caller: CallerDep) -> InternalProgressResponse:
+            return progress_module.internal_progress(
+                service, caller, body.id_task, body.id_live_preview, body.live_preview
+            )
+
+        @router.get("/pending-tasks", response_model=PendingTasksResponse)
+        def pending_tasks(caller: CallerDep) -> PendingTasksResponse:
+            visible = [job.id for job in service.pending() if progress_module.may_see(job, caller)]
+            return PendingTasksResponse(size=len(visible), tasks=visible)
+
+        return router

@@ -1,0 +1,255 @@
+"""A1111 request bodies -> Easel's typed requests. Unsupported fields are listed, never silently pretended.
+
+``override_settings`` become fields of the one request (checkpoint, clip_skip, saving); the application's
+options are never changed by a generation request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from modules.api.errors import BadInputError
+from modules.api.images import ImageLimits, decode_image
+from modules.api.models import GenerationBody, Img2ImgBody, Txt2ImgBody
+from modules.models.registry import CheckpointRegistry
+from modules.options import Options
+from modules.processing.infotext import infotext_to_request_fields, parse_infotext
+from modules.processing.requests import GenerationRequest, Img2ImgRequest, MaskedContent, ResizeMode, Txt2ImgRequest
+from modules.samplers import AUTOMATIC, SamplerError, resolve
+
+logger = logging.getLogger(__name__)
+
+# override_settings values that ask for what Easel does anyway (no VAE override).
+NEUTRAL_OVERRIDES: Mapping[str, tuple[Any, ...]] = {
+    "sd_vae": ("Automatic", "None", "", None),
+    "sd_model_checkpoint": ("", None),
+}
+# Fields that are unsupported when they differ from these values (A1111's "off" values).
+NEUTRAL_VALUES: Mapping[str, tuple[Any, ...]] = {
+    "restore_faces": (None, False),
+    "tiling": (None, False),
+    "subseed_strength": (0, 0.0),
+    "eta": (None,),
+    "s_min_uncond": (None, 0, 0.0),
+    "s_churn": (None, 0, 0.0),
+    "s_tmin": (None, 0, 0.0),
+    "s_tmax": (None, 0, 0.0, float("inf")),
+    "s_noise": (None, 1, 1.0),
+    "script_name": (None, ""),
+    "refiner_checkpoint": (None, "", "None"),
+    "refiner_switch_at": (None,),
+    "styles": (None, []),
+    "alwayson_scripts": ({},),
+    "enable_hr": (False,),
+    "image_cfg_scale": (None,),
+    "initial_noise_multiplier": (None,),
+    "latent_mask": (None, ""),
+    "firstpass_image": (None, ""),
+}
+
+
+@dataclass(frozen=True)
+class TranslationContext:
+    """What translation reads: the options (defaults), the registry (checkpoint names), image limits."""
+
+    options: Options
+    registry: CheckpointRegistry
+    limits: ImageLimits = field(default_factory=ImageLimits)
+
+
+@dataclass
+class Translation:
+    request: Txt2ImgRequest | Img2ImgRequest
+    unsupported: list[str]
+    sampler_name: str
+    scheduler: str
+
+
+# Body fields passed on as they are when the typed request has a field of that name (hires fix, face restore).
+PASSED_FIELDS: tuple[str, ...] = (
+    "restore_faces",
+    "tiling",
+    "enable_hr",
+    "hr_scale",
+    "hr_resize_x",
+    "hr_resize_y",
+    "hr_upscaler",
+    "hr_second_pass_steps",
+    "hr_sampler_name",
+    "hr_scheduler",
+    "hr_prompt",
+    "hr_negative_prompt",
+    "hr_checkpoint_name",
+)
+HIRES_PREFIX = "hr_"
+
+
+def passed_fields(body: GenerationBody, request_class: type[GenerationRequest]) -> dict[str, Any]:
+    """The fields the request model supports, given and not None; hires ones only when hires fix is on."""
+    supported = request_class.model_fields
+    hires_on = bool(getattr(body, "enable_hr", False))
+    return {
+        name: getattr(body, name)
+        for name in PASSED_FIELDS
+        if name in supported
+        and name in type(body).model_fields
+        and getattr(body, name) is not None
+        and (hires_on or not name.startswith(HIRES_PREFIX))
+    }
+
+
+def unsupported_fields(body: GenerationBody, request_class: type[GenerationRequest]) -> list[str]:
+    """The given fields Easel does not act on (reported in the response's ``info``)."""
+    found = [
+        name
+        for name, neutral in NEUTRAL_VALUES.items()
+        if name in type(body).model_fields
+        and name not in request_class.model_fields
+        and getattr(body, name) not in neutral
+    ]
+    if body.seed_resize_from_h > 0 and body.seed_resize_from_w > 0:
+        found.append("seed_resize_from_h/seed_resize_from_w")
+    if isinstance(body, Img2ImgBody):
+        if body.init_images and len(body.init_images) > 1:
+            found.append("init_images (only the first image is used)")
+        if body.resize_mode == 3:
+            found.append("resize_mode 3 (latent upscale; resized as mode 0)")
+        if body.mask_blur is None and body.mask_blur_x != body.mask_blur_y:
+            found.append("mask_blur_x/mask_blur_y (one blur radius, mask_blur_x, is used)")
+    return found
+
+
+def apply_infotext(body: GenerationBody) -> tuple[GenerationBody, dict[str, Any]]:
+    """A1111's ``infotext`` field: its parameters fill the fields the body does not set itself."""
+    if not body.infotext:
+        return body, {}
+    parsed = infotext_to_request_fields(parse_infotext(body.infotext))
+    given = body.model_fields_set
+    updates = {name: value for name, value in parsed.items() if name in type(body).model_fields and name not in given}
+    extra = {name: value for name, value in parsed.items() if name not in type(body).model_fields}
+    return body.model_copy(update=updates), extra
+
+
+def apply_overrides(
+    fields: dict[str, Any], overrides: Mapping[str, Any], options: Options, registry: CheckpointRegistry
+) -> list[str]:
+    """Map override_settings onto request fields; returns the keys that had no effect (unsupported)."""
+    unsupported = []
+    for key, value in overrides.items():
+        if key in NEUTRAL_OVERRIDES and value in NEUTRAL_OVERRIDES[key]:
+            continue
+        if key == "sd_model_checkpoint":
+            fields["checkpoint"] = registry.find(str(value)).title  # CheckpointNotFoundError -> 404
+        elif key == "CLIP_stop_at_last_layers":
+            fields["clip_skip"] = value
+        elif key == "samples_save":
+            fields["save_images"] = fields["save_images"] and bool(value)
+        elif key == "grid_save":
+            fields["save_grid"] = fields["save_grid"] and bool(value)
+        elif key in type(options).model_fields and options.model_dump().get(key) == value:
+            continue  # the same value as the current setting: nothing to override
+        else:
+            unsupported.append(f"override_settings.{key}")
+    return unsupported
+
+
+def sampler_of(body: GenerationBody) -> tuple[str, str]:
+    """(sampler, schedule) as the client asked, checked now so that a bad name is a 400 before queueing."""
+    name = body.sampler_name or body.sampler_index or "Euler"
+    scheduler = body.scheduler or AUTOMATIC
+    try:
+        resolve(name, scheduler)
+    except SamplerError as error:
+        raise BadInputError(str(error)) from error
+    return name, scheduler
+
+
+def common_fields(body: GenerationBody, options: Options) -> dict[str, Any]:
+    save = body.save_images and not body.do_not_save_samples
+    return {
+        "prompt": body.prompt or "",
+        "negative_prompt": body.negative_prompt or "",
+        "steps": body.steps,
+        "cfg_scale": body.cfg_scale,
+        "width": body.width,
+        "height": body.height,
+        "seed": body.seed,
+        "batch_size": body.batch_size,
+        "n_iter": body.n_iter,
+        "clip_skip": options.CLIP_stop_at_last_layers,
+        "save_images": save,
+        "save_grid": save and not body.do_not_save_grid,
+    }
+
+
+def build_fields(
+    body: GenerationBody, context: TranslationContext, request_class: type[GenerationRequest]
+) -> tuple[dict[str, Any], list[str], str, str]:
+    body, infotext_extra = apply_infotext(body)
+    sampler_name, scheduler = sampler_of(body)
+    fields = common_fields(body, context.options)
+    fields.update(sampler_name=sampler_name, scheduler=scheduler, **passed_fields(body, request_class))
+    if isinstance(body, Txt2ImgBody) and body.enable_hr and body.denoising_strength is not None:
+        fields["denoising_strength"] = body.denoising_strength
+    overrides = dict(body.override_settings or {})
+    if "clip_skip" in infotext_extra:
+        overrides.setdefault("CLIP_stop_at_last_layers", infotext_extra["clip_skip"])
+    unsupported = unsupported_fields(body, request_class) + apply_overrides(
+        fields, overrides, context.options, context.registry
+    )
+    fields["extra"] = {"unsupported_fields": unsupported} if unsupported else {}
+    return fields, unsupported, sampler_name, scheduler
+
+
+def translate_txt2img(body: Txt2ImgBody, context: TranslationContext) -> Translation:
+    """A txt2img body -> a Txt2ImgRequest; raises BadInputError / ValidationError (400) on bad values."""
+    fields, unsupported, sampler_name, scheduler = build_fields(body, context, Txt2ImgRequest)
+    return Translation(Txt2ImgRequest(**fields), unsupported, sampler_name, scheduler)
+
+
+def decode_inputs(body: Img2ImgBody, limits: ImageLimits) -> tuple[Image.Image, Image.Image | None]:
+    if not body.init_images:
+        raise BadInputError("init_images: give at least one base64 image")
+    init_image = decode_image(body.init_images[0], limits, "init_images[0]")
+    mask = decode_image(body.mask, limits, "mask") if body.mask else None
+    return init_image, mask
+
+
+def enum_value(enum: Callable[[int], Any], value: int, field_name: str, choices: str) -> Any:
+    try:
+        return enum(value)
+    except ValueError as error:
+        raise BadInputError(f"{field_name}: must be one of {choices} (got {value})") from error
+
+
+def translate_img2img(body: Img2ImgBody, context: TranslationContext) -> Translation:
+    """An img2img body (init image, optional mask) -> an Img2ImgRequest; images are decoded here."""
+    fields, unsupported, sampler_name, scheduler = build_fields(body, context, Img2ImgRequest)
+    init_image, mask = decode_inputs(body, context.limits)
+    resize = 0 if body.resize_mode == 3 else body.resize_mode
+    fields.update(
+        init_image=init_image,
+        mask=mask,
+        resize_mode=enum_value(ResizeMode, resize, "resize_mode", "0, 1, 2, 3"),
+        denoising_strength=0.75 if body.denoising_strength is None else body.denoising_strength,
+        mask_blur=body.mask_blur if body.mask_blur is not None else body.mask_blur_x,
+        inpainting_fill=enum_value(MaskedContent, body.inpainting_fill, "inpainting_fill", "0, 1, 2, 3"),
+        inpaint_full_res=body.inpaint_full_res,
+        inpaint_full_res_padding=body.inpaint_full_res_padding,
+        inpainting_mask_invert=bool(body.inpainting_mask_invert),
+    )
+    return Translation(Img2ImgRequest(**fields), unsupported, sampler_name, scheduler)
+
+
+def request_parameters(body: GenerationBody) -> dict[str, Any]:
+    """The response's ``parameters``: the request with A1111's names (init images only when asked)."""
+    parameters = body.model_dump()
+    if isinstance(body, Img2ImgBody) and not body.include_init_images:
+        parameters["init_images"] = None
+        parameters["mask"] = None
+    return parameters

@@ -1,0 +1,208 @@
+"""One FastAPI app for everything: the API (``/sdapi/v1``, ``/internal``), the Gradio UI, CORS, limits, TLS.
+
+The UI is mounted by a callback from ``modules.ui`` (this module never imports gradio); uvicorn serves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from modules.api.auth import BasicAuth
+from modules.api.errors import install_error_handlers
+from modules.api.images import ImageLimits
+from modules.api.limits import ApiLog, BodySizeLimit
+from modules.api.routes import ApiConfig, GenerationRoutes
+from modules.api.routes_info import info_router
+from modules.application import Application
+
+logger = logging.getLogger(__name__)
+
+UI_PORT = 7860
+API_ONLY_PORT = 7861
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+Logins = tuple[tuple[str, str], ...]
+# mount_ui(app, path): adds the UI to the app at path (given by modules.ui.app, which owns gradio)
+MountUi = Callable[[FastAPI, str], None]
+
+
+class ServerConfigError(ValueError):
+    """Inconsistent serving flags (e.g. a TLS key without its certificate)."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How to serve: address, what to serve, who may use it, and the limits."""
+
+    host: str = "127.0.0.1"
+    port: int = UI_PORT
+    subpath: str = ""
+    api: bool = True
+    ui: bool = False
+    gradio_logins: Logins = ()
+    api_logins: Logins = ()
+    admin_user: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    cors_origin_regex: str | None = None
+    tls_keyfile: Path | None = None
+    tls_certfile: Path | None = None
+    api_log: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_certfile else "http"
+
+
+def normalize_subpath(subpath: str | None) -> str:
+    """ "easel", "/easel/" -> "/easel"; "" or "/" -> ""."""
+    cleaned = (subpath or "").strip().strip("/")
+    return f"/{cleaned}" if cleaned else ""
+
+
+def server_options_from_args(
+    args: argparse.Namespace, gradio_logins: Logins, api_logins: Logins, image_limits: ImageLimits | None = None
+) -> ServerOptions:
+    if bool(args.tls_keyfile) != bool(args.tls_certfile):
+        raise ServerConfigError("--tls-keyfile and --tls-certfile go together: give both or neither")
+    for path in (args.tls_keyfile, args.tls_certfile):
+        if path is not None and not Path(path).is_file():
+            raise ServerConfigError(f"TLS file not found: {path}")
+    origins = tuple(item.strip() for item in (args.cors_allow_origins or "").split(",") if item.strip())
+    return ServerOptions(
+        host=args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1"),
+        port=args.port or (API_ONLY_PORT if args.nowebui else UI_PORT),
+        subpath=normalize_subpath(args.subpath),
+        api=args.api or args.nowebui,
+        ui=not args.nowebui,
+        gradio_logins=gradio_logins,
+        api_logins=api_logins,
+        admin_user=args.admin_user,
+        cors_origins=origins,
+        cors_origin_regex=args.cors_allow_origins_regex,
+        tls_keyfile=args.tls_keyfile,
+        tls_certfile=args.tls_certfile,
+        api_log=args.api_log,
+        image_limits=image_limits or ImageLimits(),
+    )
+
+
+def warn_about_exposure(options: ServerOptions) -> list[str]:
+    """Warnings for serving beyond this machine without logins; logged, and returned for the UI."""
+    if options.host in ("127.0.0.1", "localhost", "::1"):
+        return []
+    warnings = []
+    if options.ui and not options.gradio_logins:
+        warnings.append("serving the UI on the network without --gradio-auth: anyone on your LAN can use it")
+    if options.api and not options.api_logins:
+        warnings.append("serving the API on the network without --api-auth: anyone on your LAN can use it")
+    for warning in warnings:
+        logger.warning("%s host=%s", warning, options.host)
+    return warnings
+
+
+def create_app(application: Application, options: ServerOptions, mount_ui: MountUi | None = None) -> FastAPI:
+    """The app: API routers (under the subpath), the UI at the subpath, error handlers and middleware."""
+    prefix = options.subpath
+    app = FastAPI(
+        title="Easel",
+        description="AUTOMATIC1111-compatible API",
+        docs_url=f"{prefix}/docs",
+        redoc_url=f"{prefix}/redoc",
+        openapi_url=f"{prefix}/openapi.json",
+    )
+    install_error_handlers(app)
+    api_auth = BasicAuth(logins=options.api_logins, admin_user=options.admin_user)
+    config = ApiConfig(logins=options.api_logins, admin_user=options.admin_user, limits=options.image_limits)
+    generation = GenerationRoutes(application, config, api_auth)
+    if options.api:
+        app.include_router(generation.router(), prefix=prefix)
+        app.include_router(info_router(application, api_auth, options.image_limits), prefix=prefix)
+    internal_auth = BasicAuth(logins=options.api_logins + options.gradio_logins, admin_user=options.admin_user)
+    app.include_router(generation.internal_router(internal_auth), prefix=prefix)
+    if mount_ui is not None and options.ui:
+        mount_ui(app, prefix or "/")
+    add_middleware(app, options)
+    return app
+
+
+def add_middleware(app: FastAPI, options: ServerOptions) -> None:
+    prefixes = (f"{options.subpath}/sdapi/", f"{options.subpath}/internal/")
+    app.add_middleware(BodySizeLimit, max_bytes=options.max_body_bytes, prefixes=prefixes)
+    if options.api_log:
+        app.add_middleware(ApiLog, prefixes=prefixes)
+    if options.cors_origins or options.cors_origin_regex:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(options.cors_origins),
+            allow_origin_regex=options.cors_origin_regex,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials=True,
+        )
+
+
+def uvicorn_config(app: FastAPI, options: ServerOptions) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        ssl_keyfile=str(options.tls_keyfile) if options.tls_keyfile else None,
+        ssl_certfile=str(options.tls_certfile) if options.tls_certfile else None,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        limit_concurrency=None,
+    )
+
+
+def serve(app: FastAPI, options: ServerOptions) -> None:
+    """Serve until Ctrl+C (blocks)."""
+    logger.info(
+        "serving url=%s://%s:%d%s/ api=%s ui=%s api_auth=%s ui_auth=%s",
+        options.scheme,
+        options.host,
+        options.port,
+        options.subpath,
+        options.api,
+        options.ui,
+        bool(options.api_logins),
+        bool(options.gradio_logins),
+    )
+    uvicorn.Server(uvicorn_config(app, options)).run()
+
+
+@dataclass
+class RunningServer:
+    """A server started in a thread (tests, benchmarks); ``stop()`` ends it."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+    url: str
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def start_in_thread(app: FastAPI, options: ServerOptions, start_timeout: float = 60.0) -> RunningServer:
+    """Start uvicorn in a daemon thread and wait until it accepts connections."""
+    server = uvicorn.Server(uvicorn_config(app, options))
+    thread = threading.Thread(target=server.run, name="easel-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"server did not start on {options.host}:{options.port}")
+        time.sleep(0.05)
+    url = f"{options.scheme}://{options.host}:{options.port}{options.subpath}"
+    return RunningServer(server=server, thread=thread, url=url)
