@@ -16,6 +16,7 @@ from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry
 from modules.options import Options
 from modules.paths import DataPaths
+from modules.postprocess.service import Postprocessor
 from modules.processing.processing import ProcessingContext
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Application:
     registry: CheckpointRegistry
     model_manager: ModelManager
     service: GenerationService
+    postprocessor: Postprocessor
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -67,8 +69,14 @@ class Application:
         registry.refresh()
         policy = memory_policy_from_args(args)
         manager = ModelManager(registry, policy, paths.configs_dir)
+        detector = paths.configs_dir / "face-detection" / "yunet.onnx"
+        postprocessor = Postprocessor(paths.models_dir, options, detector)
         context = ProcessingContext(
-            model_manager=manager, backend=create_backend(args.backend), options=options, paths=paths
+            model_manager=manager,
+            backend=create_backend(args.backend),
+            options=options,
+            paths=paths,
+            postprocessor=postprocessor,
         )
         service = GenerationService(context)
         logger.info(
@@ -77,7 +85,15 @@ class Application:
             len(registry.checkpoints()),
             policy.describe(),
         )
-        return cls(args=args, paths=paths, options=options, registry=registry, model_manager=manager, service=service)
+        return cls(
+            args=args,
+            paths=paths,
+            options=options,
+            registry=registry,
+            model_manager=manager,
+            service=service,
+            postprocessor=postprocessor,
+        )
 
     def initial_checkpoint(self) -> str | None:
         """The checkpoint to load at start: --ckpt, else the saved setting, else the first one found."""

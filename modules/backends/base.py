@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
 from PIL import Image
 
 from modules.models.manager import LoadedModel, Task
@@ -27,10 +28,11 @@ class GenerationPlan:
     sampler_name: str
     schedule_type: str
     clip_skip: int = 1
-    init_image: Image.Image | None = None
+    init_image: Image.Image | torch.Tensor | None = None
     mask: Image.Image | None = None
     denoising_strength: float = 1.0
     masked_content: MaskedContent = MaskedContent.ORIGINAL
+    output_latents: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -42,4 +44,12 @@ class Backend(Protocol):
 
     name: str
 
-    def generate(self, model: LoadedModel, plan: GenerationPlan, control: JobControl) -> list[Image.Image]: ...
+    def generate(
+        self, model: LoadedModel, plan: GenerationPlan, control: JobControl
+    ) -> list[Image.Image] | torch.Tensor:
+        """Images, or the final latents (a batch tensor) when ``plan.output_latents``."""
+        ...
+
+    def decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
+        """Decode latents returned by ``generate`` into images."""
+        ...

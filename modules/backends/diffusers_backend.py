@@ -25,7 +25,9 @@ class DiffusersBackend:
 
     name = "diffusers"
 
-    def generate(self, model: LoadedModel, plan: GenerationPlan, control: JobControl) -> list[Image.Image]:
+    def generate(
+        self, model: LoadedModel, plan: GenerationPlan, control: JobControl
+    ) -> list[Image.Image] | torch.Tensor:
         pipeline = model.pipeline_for(plan.task)
         # The documented way to swap a sampler; built from the checkpoint's own scheduler config each time.
         pipeline.scheduler = build_scheduler(
@@ -38,7 +40,16 @@ class DiffusersBackend:
             arguments.update(self._inpaint_arguments(pipeline, plan))
         with torch.inference_mode():
             output = pipeline(**arguments)
-        return list(output.images)
+        return output.images if plan.output_latents else list(output.images)
+
+    def decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
+        pipeline = model.pipeline
+        vae = pipeline.vae
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        with torch.inference_mode():
+            scaled = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor + shift
+            pixels = vae.decode(scaled, return_dict=False)[0]
+        return pipeline.image_processor.postprocess(pixels, output_type="pil")
 
     def _common_arguments(
         self, pipeline: DiffusionPipeline, plan: GenerationPlan, control: JobControl
@@ -58,7 +69,7 @@ class DiffusersBackend:
             "clip_skip": plan.clip_skip - 1 if plan.clip_skip > 1 else None,
             "callback_on_step_end": StepCallback(control, plan.steps, self._is_xl(pipeline)),
             "callback_on_step_end_tensor_inputs": ["latents"],
-            "output_type": "pil",
+            "output_type": "latent" if plan.output_latents else "pil",
         }
 
     @staticmethod

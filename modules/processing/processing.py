@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
@@ -13,8 +15,10 @@ from modules.backends.base import Backend, GenerationPlan
 from modules.models.manager import LoadedModel, ModelManager, Task
 from modules.options import Options
 from modules.paths import DataPaths
+from modules.postprocess.service import Postprocessor
 from modules.processing import infotext as infotext_module
 from modules.processing import saving
+from modules.processing.hires import HiresPass, hires_infotext, plan_hires, run_hires
 from modules.processing.inputs import PreparedInputs, finish_images, prepare_inputs
 from modules.processing.job import JobControl
 from modules.processing.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
@@ -38,6 +42,7 @@ class ProcessingContext:
     backend: Backend
     options: Options
     paths: DataPaths
+    postprocessor: Postprocessor | None = None
 
 
 @dataclass
@@ -73,6 +78,7 @@ def process(
     model = context.model_manager.get(request.checkpoint)
     try:
         sampler, schedule = resolve(request.sampler_name, request.scheduler)
+        hires = plan_hires(request, sampler.name) if is_hires(request) else None
     except SamplerError as error:
         raise ProcessingError(str(error)) from error
     task = task_of(request)
@@ -81,38 +87,102 @@ def process(
     result = ProcessingResult(notes=list(inputs.notes))
     for iteration in range(request.n_iter):
         if control.interrupted:
-            result.interrupted = True
             break
         batch_seeds = seeds[iteration * request.batch_size : (iteration + 1) * request.batch_size]
         control.begin_image(iteration, request.n_iter, request.steps)
         plan = make_plan(request, task, inputs, batch_seeds, sampler.name, schedule)
-        images = context.backend.generate(model, plan, control)
+        if hires is not None:
+            model = context.model_manager.get(model.info.name)
+            images = run_hires(
+                context.backend,
+                model,
+                partial(hires_model, context, request, model),
+                request,
+                plan,
+                hires,
+                control,
+                hires_upscaler(context),
+            )
+        else:
+            images = context.backend.generate(model, plan, control)
         control.clear_skip()
-        images = finish_images(images, inputs)
-        for image, seed in zip(images, batch_seeds, strict=True):
-            text = build_infotext(request, model, sampler.name, infotext_schedule(sampler, schedule), seed)
-            result.images.append(image)
-            result.infotexts.append(text)
-            result.seeds.append(seed)
-            if request.save_images and context.options.samples_save:
-                folder = output_folder(context, task, grid=False)
-                result.saved_paths.append(
-                    saving.save_image(
-                        image,
-                        folder,
-                        seed,
-                        text,
-                        file_format=context.options.samples_format,
-                        date_subfolder=context.options.save_to_dirs,
-                    )
-                )
-    result.interrupted = result.interrupted or control.interrupted
+        images = restore_faces_if_asked(request, context, finish_images(images, inputs))
+        infotext_of = partial(
+            build_infotext,
+            request,
+            model,
+            sampler.name,
+            infotext_schedule(sampler, schedule),
+            hires=hires,
+            face_restorer=face_restorer_name(request, context),
+        )
+        keep_images(request, context, task, result, images, batch_seeds, infotext_of)
+    if hires is not None and request.hr_checkpoint_name:
+        context.model_manager.get(model.info.name)
+    result.interrupted = control.interrupted
     save_grid_if_wanted(request, context, task, result)
     if result.infotexts:
         saving.write_params_txt(context.paths.params_file, result.infotexts[0])
     result.parameters = infotext_module.parse_infotext(result.infotexts[0]) if result.infotexts else {}
     logger.info("job done task=%s images=%d interrupted=%s", task.value, len(result.images), result.interrupted)
     return result
+
+
+def is_hires(request: GenerationRequest) -> bool:
+    return isinstance(request, Txt2ImgRequest) and request.enable_hr
+
+
+def hires_model(context: ProcessingContext, request: Txt2ImgRequest, model: LoadedModel) -> LoadedModel:
+    """The second pass's model: the hires checkpoint when one is chosen (loaded in place of the first)."""
+    return context.model_manager.get(request.hr_checkpoint_name) if request.hr_checkpoint_name else model
+
+
+def hires_upscaler(context: ProcessingContext):
+    return context.postprocessor.upscale if context.postprocessor is not None else None
+
+
+def face_restorer_name(request: GenerationRequest, context: ProcessingContext) -> str | None:
+    if not request.restore_faces:
+        return None
+    return context.options.face_restoration_model
+
+
+def restore_faces_if_asked(
+    request: GenerationRequest, context: ProcessingContext, images: list[Image.Image]
+) -> list[Image.Image]:
+    if not request.restore_faces:
+        return images
+    if context.postprocessor is None:
+        raise ProcessingError("face restoration is not available in this set-up")
+    return [context.postprocessor.restore_faces(image) for image in images]
+
+
+def keep_images(
+    request: GenerationRequest,
+    context: ProcessingContext,
+    task: Task,
+    result: ProcessingResult,
+    images: list[Image.Image],
+    seeds: list[int],
+    infotext_of: Callable[[int], str],
+) -> None:
+    """Record each image with its infotext, and save it when the request and the options say so."""
+    for image, seed in zip(images, seeds, strict=True):
+        text = infotext_of(seed)
+        result.images.append(image)
+        result.infotexts.append(text)
+        result.seeds.append(seed)
+        if request.save_images and context.options.samples_save:
+            result.saved_paths.append(
+                saving.save_image(
+                    image,
+                    output_folder(context, task, grid=False),
+                    seed,
+                    text,
+                    file_format=context.options.samples_format,
+                    date_subfolder=context.options.save_to_dirs,
+                )
+            )
 
 
 def make_plan(
@@ -138,13 +208,22 @@ def make_plan(
     )
 
 
-def build_infotext(request: GenerationRequest, model: LoadedModel, sampler: str, schedule: str, seed: int) -> str:
+def build_infotext(
+    request: GenerationRequest,
+    model: LoadedModel,
+    sampler: str,
+    schedule: str,
+    seed: int,
+    hires: HiresPass | None = None,
+    face_restorer: str | None = None,
+) -> str:
     parameters: dict[str, object] = {
         "Steps": request.steps,
         "Sampler": sampler,
         "Schedule type": schedule,
         "CFG scale": request.cfg_scale,
         "Seed": seed,
+        "Face restoration": face_restorer,
         "Size": f"{request.width}x{request.height}",
         "Model hash": model.short_hash,
         "Model": model.info.name.rsplit("/", 1)[-1],
@@ -153,8 +232,12 @@ def build_infotext(request: GenerationRequest, model: LoadedModel, sampler: str,
         parameters["Denoising strength"] = request.denoising_strength
         if request.is_inpaint:
             parameters["Mask blur"] = request.mask_blur
+    if hires is not None and isinstance(request, Txt2ImgRequest):
+        parameters["Denoising strength"] = request.denoising_strength
     if request.clip_skip > 1:
         parameters["Clip skip"] = request.clip_skip
+    if hires is not None and isinstance(request, Txt2ImgRequest):
+        parameters.update(hires_infotext(request, hires, sampler, schedule))
     parameters["Version"] = VERSION
     return infotext_module.create_infotext(request.prompt, request.negative_prompt, parameters)
 

@@ -46,6 +46,7 @@ class GenerationRequest(BaseModel):
     n_iter: int = Field(1, ge=1, le=1000, description="Batch count")
     clip_skip: int = Field(1, ge=1, le=12)
     checkpoint: str | None = Field(None, description="Checkpoint title for this request only")
+    restore_faces: bool = Field(False, description="Run the face restorer chosen in settings on each image")
     save_images: bool = True
     save_grid: bool = True
     extra: dict[str, Any] = Field(default_factory=dict, description="Accepted but unsupported fields")
@@ -59,7 +60,32 @@ class GenerationRequest(BaseModel):
 
 
 class Txt2ImgRequest(GenerationRequest):
-    """Text to image."""
+    """Text to image, with A1111's hires fix (a second img2img pass at a larger size)."""
+
+    enable_hr: bool = Field(False, description="Hires fix")
+    hr_scale: float = Field(2.0, ge=1.0, le=8.0, description="Upscale by")
+    hr_resize_x: int = Field(0, ge=0, le=MAX_SIDE, description="Resize width to (0: use the scale)")
+    hr_resize_y: int = Field(0, ge=0, le=MAX_SIDE, description="Resize height to (0: use the scale)")
+    hr_upscaler: str = Field("Latent", description="Latent mode or image upscaler name")
+    hr_second_pass_steps: int = Field(0, ge=0, le=150, description="Hires steps (0: same as the first pass)")
+    denoising_strength: float = Field(0.7, ge=0.0, le=1.0, description="Hires denoising strength")
+    hr_sampler_name: str | None = Field(None, description="Hires sampler (None: same sampler)")
+    hr_scheduler: str | None = Field(None, description="Hires schedule type (None: same)")
+    hr_prompt: str = Field("", description="Hires prompt (empty: same prompt)")
+    hr_negative_prompt: str = Field("", description="Hires negative prompt (empty: same)")
+    hr_checkpoint_name: str | None = Field(None, description="Hires checkpoint (None: same)")
+
+    def hires_size(self) -> tuple[int, int]:
+        """A1111's target size: "resize to" when set (one side 0 keeps the ratio), else "upscale by"."""
+        if self.hr_resize_x == 0 and self.hr_resize_y == 0:
+            width, height = int(self.width * self.hr_scale), int(self.height * self.hr_scale)
+        elif self.hr_resize_y == 0:
+            width, height = self.hr_resize_x, self.hr_resize_x * self.height // self.width
+        elif self.hr_resize_x == 0:
+            width, height = self.hr_resize_y * self.width // self.height, self.hr_resize_y
+        else:
+            width, height = self.hr_resize_x, self.hr_resize_y
+        return width - width % 8, height - height % 8
 
 
 class Img2ImgRequest(GenerationRequest):

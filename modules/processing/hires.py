@@ -1,0 +1,127 @@
+"""A1111's hires fix: first pass at the base size, upscale (latent or image), second pass as img2img."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import torch
+from PIL import Image
+
+from modules.backends.base import Backend, GenerationPlan
+from modules.models.manager import LoadedModel, Task
+from modules.postprocess.latent_upscale import is_latent_mode, upscale_latents
+from modules.processing.job import JobControl
+from modules.processing.requests import Txt2ImgRequest
+from modules.samplers import infotext_schedule, resolve
+
+logger = logging.getLogger(__name__)
+
+ImageUpscaler = Callable[[Image.Image, str, tuple[int, int]], Image.Image]
+
+
+@dataclasses.dataclass(frozen=True)
+class HiresPass:
+    """Everything the second pass needs, resolved once per request."""
+
+    width: int
+    height: int
+    steps: int
+    sampler_name: str
+    schedule_type: str
+    upscaler: str
+
+    @property
+    def latent(self) -> bool:
+        return is_latent_mode(self.upscaler)
+
+
+def plan_hires(request: Txt2ImgRequest, sampler_name: str) -> HiresPass:
+    width, height = request.hires_size()
+    hires_sampler, hires_schedule = resolve(
+        request.hr_sampler_name or sampler_name, request.hr_scheduler or request.scheduler
+    )
+    return HiresPass(
+        width=width,
+        height=height,
+        steps=request.hr_second_pass_steps or request.steps,
+        sampler_name=hires_sampler.name,
+        schedule_type=hires_schedule,
+        upscaler=request.hr_upscaler,
+    )
+
+
+def second_pass_steps(steps: int, denoising_strength: float) -> int:
+    """A1111 runs exactly ``steps`` steps of img2img: ask diffusers for steps / strength in total."""
+    return int(steps / min(denoising_strength, 0.999))
+
+
+def run_hires(
+    backend: Backend,
+    base_model: LoadedModel,
+    get_hires_model: Callable[[], LoadedModel],
+    request: Txt2ImgRequest,
+    first_plan: GenerationPlan,
+    hires: HiresPass,
+    control: JobControl,
+    upscale_image: ImageUpscaler | None,
+) -> list[Image.Image]:
+    """Both passes for one batch. Interrupt (or skip) during the first pass keeps the first pass's images."""
+    first = backend.generate(base_model, dataclasses.replace(first_plan, output_latents=hires.latent), control)
+    if control.interrupted or control.skipped:
+        return backend.decode(base_model, first) if hires.latent else first
+    init = upscale_first_pass(first, hires, upscale_image)
+    if request.denoising_strength == 0:
+        return backend.decode(base_model, init) if hires.latent else init
+    count = first_plan.batch_size
+    second_plan = dataclasses.replace(
+        first_plan,
+        task=Task.IMG2IMG,
+        prompts=[request.hr_prompt or request.prompt] * count,
+        negative_prompts=[request.hr_negative_prompt or request.negative_prompt] * count,
+        steps=second_pass_steps(hires.steps, request.denoising_strength),
+        width=hires.width,
+        height=hires.height,
+        sampler_name=hires.sampler_name,
+        schedule_type=hires.schedule_type,
+        init_image=init,
+        denoising_strength=request.denoising_strength,
+        output_latents=False,
+    )
+    control.begin_image(control.snapshot().job_no, control.snapshot().job_count, second_plan.steps)
+    return backend.generate(get_hires_model(), second_plan, control)
+
+
+def upscale_first_pass(
+    first: list[Image.Image] | torch.Tensor, hires: HiresPass, upscale_image: ImageUpscaler | None
+) -> list[Image.Image] | torch.Tensor:
+    if hires.latent:
+        return upscale_latents(first, hires.upscaler, hires.width, hires.height)
+    if upscale_image is None:
+        raise ValueError(f"image upscaler {hires.upscaler!r} is not available")
+    return [upscale_image(image, hires.upscaler, (hires.width, hires.height)) for image in first]
+
+
+def hires_infotext(request: Txt2ImgRequest, hires: HiresPass, sampler_name: str, schedule_type: str) -> dict:
+    """A1111's hires keys (Denoising strength is written by the caller)."""
+    parameters: dict[str, object] = {}
+    if request.hr_resize_x or request.hr_resize_y:
+        parameters["Hires resize"] = f"{hires.width}x{hires.height}"
+    else:
+        parameters["Hires upscale"] = request.hr_scale
+    if request.hr_second_pass_steps:
+        parameters["Hires steps"] = request.hr_second_pass_steps
+    parameters["Hires upscaler"] = request.hr_upscaler
+    if hires.sampler_name != sampler_name:
+        parameters["Hires sampler"] = hires.sampler_name
+    spec, _ = resolve(hires.sampler_name, hires.schedule_type)
+    if hires.schedule_type != schedule_type or hires.sampler_name != sampler_name:
+        parameters["Hires schedule type"] = infotext_schedule(spec, hires.schedule_type)
+    if request.hr_prompt and request.hr_prompt != request.prompt:
+        parameters["Hires prompt"] = request.hr_prompt
+    if request.hr_negative_prompt and request.hr_negative_prompt != request.negative_prompt:
+        parameters["Hires negative prompt"] = request.hr_negative_prompt
+    if request.hr_checkpoint_name:
+        parameters["Hires checkpoint"] = request.hr_checkpoint_name
+    return parameters

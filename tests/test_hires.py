@@ -1,0 +1,89 @@
+"""Hires fix on the tiny model: sizes, both upscaler paths, infotext round trip, interrupt keeps pass one."""
+
+from __future__ import annotations
+
+import pytest
+
+from modules.postprocess.service import Postprocessor
+from modules.processing.infotext import infotext_to_request_fields, parse_infotext
+from modules.processing.processing import ProcessingContext, process
+from modules.processing.requests import Txt2ImgRequest
+
+from .test_processing import StopAtStep, pixels
+
+
+@pytest.fixture(scope="module")
+def hires_context(context, tmp_path_factory):
+    postprocessor = Postprocessor(tmp_path_factory.mktemp("models"), context.options, context.paths.configs_dir)
+    return ProcessingContext(
+        model_manager=context.model_manager,
+        backend=context.backend,
+        options=context.options,
+        paths=context.paths,
+        postprocessor=postprocessor,
+    )
+
+
+def hires_request(**fields) -> Txt2ImgRequest:
+    base = {
+        "prompt": "a castle",
+        "steps": 2,
+        "width": 64,
+        "height": 64,
+        "seed": 3,
+        "sampler_name": "Euler",
+        "enable_hr": True,
+        "hr_scale": 1.5,
+        "denoising_strength": 0.5,
+        "save_images": False,
+    }
+    return Txt2ImgRequest(**{**base, **fields})
+
+
+@pytest.mark.parametrize("upscaler", ["Latent", "Latent (bicubic antialiased)", "Lanczos", "Nearest"])
+def test_hires_output_has_the_upscaled_size(hires_context, upscaler):
+    result = process(hires_request(hr_upscaler=upscaler), hires_context)
+    assert result.images[0].size == (96, 96)
+    parsed = parse_infotext(result.infotexts[0])
+    assert parsed["Hires upscaler"] == upscaler
+    assert parsed["Hires upscale"] == "1.5"
+    assert parsed["Size-1"] == "64", "Size stays the first pass size, as A1111 writes it"
+
+
+def test_hires_resize_to_and_overrides_round_trip(hires_context):
+    request = hires_request(
+        hr_resize_x=128,
+        hr_resize_y=0,
+        hr_second_pass_steps=3,
+        hr_sampler_name="DPM++ 2M",
+        hr_prompt="a castle, detailed",
+        hr_negative_prompt="fog",
+        hr_upscaler="Lanczos",
+    )
+    result = process(request, hires_context)
+    assert result.images[0].size == (128, 128)
+    parsed = parse_infotext(result.infotexts[0])
+    assert parsed["Hires resize-1"] == "128" and parsed["Hires resize-2"] == "128"
+    assert parsed["Hires steps"] == "3"
+    assert parsed["Hires sampler"] == "DPM++ 2M"
+    assert parsed["Hires prompt"] == "a castle, detailed"
+    assert parsed["Hires negative prompt"] == "fog"
+    assert parsed["Denoising strength"] == "0.5"
+    fields = infotext_to_request_fields(parsed)
+    assert fields["denoising_strength"] == 0.5 and fields["width"] == 64
+
+
+def test_hires_second_pass_changes_the_image(hires_context):
+    plain = process(hires_request(enable_hr=False), hires_context).images[0]
+    upscaled = process(hires_request(hr_upscaler="Nearest", denoising_strength=0.0), hires_context).images[0]
+    refined = process(hires_request(hr_upscaler="Nearest", denoising_strength=0.6), hires_context).images[0]
+    assert pixels(upscaled).shape == pixels(refined).shape == (96, 96, 3)
+    assert pixels(plain).shape == (64, 64, 3)
+    assert abs(pixels(upscaled) - pixels(refined)).mean() > 1.0
+
+
+def test_interrupt_during_the_first_pass_keeps_its_image(hires_context):
+    control = StopAtStep(1)
+    result = process(hires_request(steps=3), hires_context, control)
+    assert result.interrupted
+    assert result.images[0].size == (64, 64)
