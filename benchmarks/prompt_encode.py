@@ -1,7 +1,7 @@
 """Prompt encoding cost on the tiny model: a 300-token weighted prompt against a plain 75-token one,
 and the share of a whole tiny txt2img (20 steps, 64x64, CFG) spent encoding prompt and negative.
 
-``venv/bin/python -m benchmarks.prompt_encode [--runs 15] [--steps 20]``
+``venv/bin/python -m benchmarks.prompt_encode [--runs 15] [--steps 20] [--threads 1] [--device cpu]``
 
 Encoding is timed without the cache (it is cleared before each run); the parse (attention and
 schedules) is included. Prints medians only.
@@ -47,6 +47,8 @@ def median_seconds(function: Callable[[], object], runs: int) -> float:
     for _ in range(runs):
         start = time.perf_counter()
         function()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -55,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.prompt_encode", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared CPU)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    pipeline = build_tiny_pipeline()
+    torch.set_num_threads(args.threads)
+    pipeline = build_tiny_pipeline().to(args.device)
     encoder = PromptEncoder.for_pipeline(pipeline, model_key="tiny")
     plain, weighted = build_prompts(pipeline.tokenizer)
 
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             height=64,
             width=64,
             guidance_scale=7.0,
-            generator=torch.Generator().manual_seed(0),
+            generator=torch.Generator(args.device).manual_seed(0),
             output_type="np",
         )
 
