@@ -6,6 +6,7 @@ import gc
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
 
-from modules.devices import MemoryPolicy
+from modules.devices import MemoryPolicy, MemoryPreset
 from modules.models.detection import ModelArchitecture, detect_architecture, read_key_shapes
 from modules.models.errors import CheckpointNotFoundError, ModelError
 from modules.models.loader import load_pipeline
@@ -69,14 +70,21 @@ class LoadedModel:
 
 
 class ModelManager:
-    """Owns the one loaded checkpoint. Switching frees the previous; a failed load keeps it usable."""
+    """Owns the loaded checkpoint. Switching frees the previous (or keeps it in the RAM cache, ``--ckpt-cache``);
+    a failed load keeps the previous one usable."""
 
-    def __init__(self, registry: CheckpointRegistry, policy: MemoryPolicy, configs_dir: Path) -> None:
+    def __init__(
+        self, registry: CheckpointRegistry, policy: MemoryPolicy, configs_dir: Path, cache_size: int = 1
+    ) -> None:
         self.registry = registry
         self.policy = policy
         self.configs_dir = configs_dir
         self._current: LoadedModel | None = None
         self._lock = threading.RLock()
+        # --ckpt-cache N: the last N loaded checkpoints stay in CPU RAM (the current one included), LRU order.
+        self.cache_size = max(int(cache_size), 1)
+        self._ram_cache: OrderedDict[Path, LoadedModel] = OrderedDict()
+        self.disk_loads = 0  # checkpoints read from disk (the cache's hits do not count)
 
     @property
     def current(self) -> LoadedModel | None:
@@ -107,17 +115,64 @@ class ModelManager:
         """Load a checkpoint, freeing the current one; on failure the current one stays usable."""
         with self._lock:
             info = self.registry.find(checkpoint) if isinstance(checkpoint, str) else checkpoint
-            self._precheck(info)
+            cached = self._ram_cache.pop(info.path, None)  # taken out first: parking the current cannot evict it
+            if cached is None:
+                self._precheck(info)
             previous = self._current
-            self.unload()
+            self._park_current()
             try:
-                self._current = self._load_fresh(info)
+                self._current = self._restore(cached) if cached else self._load_fresh(info)
             except ModelError:
                 if previous is not None:
                     logger.warning("load failed path=%s; reloading previous=%s", info.path, previous.info.name)
-                    self._current = self._load_fresh(previous.info)
+                    parked = self._ram_cache.pop(previous.info.path, None)
+                    self._current = self._restore(parked) if parked else self._load_fresh(previous.info)
                 raise
             return self._current
+
+    def set_cache_size(self, size: int) -> None:
+        """Change ``--ckpt-cache`` at run time (Settings); extra cached checkpoints are freed at once."""
+        with self._lock:
+            self.cache_size = max(int(size), 1)
+            self._evict_over_limit()
+
+    def cached_names(self) -> list[str]:
+        """Checkpoints kept in RAM besides the current one, least recently used first."""
+        with self._lock:
+            return [model.info.name for model in self._ram_cache.values()]
+
+    def _park_current(self) -> None:
+        """Put the current model into the RAM cache (moved off the accelerator), or free it when the cache is off."""
+        if self._current is None:
+            return
+        if self.cache_size <= 1:
+            self.unload()
+            return
+        model, self._current = self._current, None
+        if self.policy.has_accelerator and self.policy.preset is MemoryPreset.NONE:
+            model.pipeline.to("cpu")
+        self._ram_cache[model.info.path] = model
+        self._ram_cache.move_to_end(model.info.path)
+        logger.info("model kept in RAM name=%s cached=%d", model.info.name, len(self._ram_cache))
+        self._evict_over_limit()
+
+    def _restore(self, model: LoadedModel) -> LoadedModel:
+        """A model from the RAM cache, back on the device (no disk read)."""
+        started = time.perf_counter()
+        if self.policy.has_accelerator and self.policy.preset is MemoryPreset.NONE:
+            model.pipeline.to(self.policy.device)
+        model.load_seconds = time.perf_counter() - started
+        logger.info("model taken from RAM cache name=%s seconds=%.3f", model.info.name, model.load_seconds)
+        return model
+
+    def _evict_over_limit(self) -> None:
+        evicted = False
+        while len(self._ram_cache) > self.cache_size - 1:
+            _, model = self._ram_cache.popitem(last=False)
+            logger.info("model evicted from RAM cache name=%s", model.info.name)
+            evicted = True
+        if evicted:
+            free_memory()
 
     def _precheck(self, info: CheckpointInfo) -> None:
         """Cheap checks (header and architecture) before the current model is freed."""
@@ -128,6 +183,7 @@ class ModelManager:
                 detect_architecture(shapes)
 
     def _load_fresh(self, info: CheckpointInfo) -> LoadedModel:
+        self.disk_loads += 1
         started = time.perf_counter()
         pipeline, architecture = load_pipeline(info, self.configs_dir, torch_dtype=self.policy.dtype)
         self.policy.apply(pipeline)
@@ -157,6 +213,10 @@ class ModelManager:
                 return
             logger.info("model unloaded name=%s", self._current.info.name)
             self._current = None
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            free_memory()
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
