@@ -53,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--opt-sdp-attention", action="store_true", help="PyTorch SDP attention (default)")
     attention.add_argument("--xformers", action="store_true", help="xformers attention, when installed")
     attention.add_argument("--opt-split-attention", action="store_true", help="sliced attention (less memory)")
+
+    models = parser.add_argument_group("models and downloads")
+    models.add_argument(
+        "--ckpt-cache", type=int, default=1, metavar="N", help="keep the last N loaded checkpoints in RAM (default 1)"
+    )
+    models.add_argument(
+        "--no-download-sd-model",
+        action="store_true",
+        help="do not download the default SD 1.5 model at first start when no checkpoint exists",
+    )
     return parser
 
 
