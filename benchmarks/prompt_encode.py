@@ -41,16 +41,19 @@ def build_prompts(tokenizer) -> tuple[str, str]:
     return plain, weighted
 
 
-def median_seconds(function: Callable[[], object], runs: int) -> float:
-    function()  # warm-up
-    times = []
+def interleaved_medians(functions: list[Callable[[], object]], runs: int) -> list[float]:
+    """Median seconds of each function, run in turn (A, B, A, B ...) so that load on a shared CPU hits all alike."""
+    for function in functions:
+        function()  # warm-up
+    times: list[list[float]] = [[] for _ in functions]
     for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for index, function in enumerate(functions):
+            start = time.perf_counter()
+            function()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[index].append(time.perf_counter() - start)
+    return [statistics.median(series) for series in times]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         encoder.cache.clear()
         return encoder.encode(text)
 
-    plain_s = median_seconds(lambda: encode_uncached(plain), args.runs)
-    weighted_s = median_seconds(lambda: encode_uncached(weighted), args.runs)
+    plain_s, weighted_s = interleaved_medians(
+        [lambda: encode_uncached(plain), lambda: encode_uncached(weighted)], args.runs
+    )
     print(f"encode plain 75 tokens: {plain_s * 1000:.2f} ms (median of {args.runs})")
     print(f"encode weighted ~300 tokens: {weighted_s * 1000:.2f} ms, ratio {weighted_s / plain_s:.2f}x")
 
@@ -92,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             output_type="np",
         )
 
-    encode_s = median_seconds(encode_pair, args.runs)
-    generate_s = median_seconds(generate, max(3, args.runs // 3))
+    encode_s, generate_s = interleaved_medians([encode_pair, generate], max(5, args.runs // 2))
     share = encode_s / (encode_s + generate_s)
     print(f"encode prompt+negative (300 + 20 tokens, padded to 4 chunks): {encode_s * 1000:.2f} ms")
     print(f"tiny txt2img {args.steps} steps 64x64 with prompt_embeds: {generate_s * 1000:.1f} ms")
