@@ -56,7 +56,7 @@ class ApiServer:
     def url(self) -> str:
         return self.running.url
 
-    def client(self, auth: tuple[str, str] | None | str = "default", timeout: float = 300.0) -> httpx.Client:
+    def client(self, auth: tuple[str, str] | str | None = "default", timeout: float = 300.0) -> httpx.Client:
         chosen = self.default_auth if auth == "default" else auth
         client = httpx.Client(base_url=self.url, auth=chosen, timeout=timeout)
         self.clients.append(client)

@@ -64,7 +64,10 @@ class GenerationRoutes:
         self.auth = auth
 
     def translation_context(self) -> TranslationContext:
-        return TranslationContext(self.application.options, self.application.registry, self.config.limits)
+        application = self.application
+        return TranslationContext(
+            application.options, application.registry, self.config.limits, application.initial_checkpoint()
+        )
 
     async def run_generation(
         self, body: GenerationBody, translation: Translation, caller: Caller

@@ -16,6 +16,7 @@ from PIL import Image
 from modules.api.errors import BadInputError
 from modules.api.images import ImageLimits, decode_image
 from modules.api.models import GenerationBody, Img2ImgBody, Txt2ImgBody
+from modules.models.errors import CheckpointNotFoundError
 from modules.models.registry import CheckpointRegistry
 from modules.options import Options
 from modules.processing.infotext import infotext_to_request_fields, parse_infotext
@@ -60,6 +61,17 @@ class TranslationContext:
     options: Options
     registry: CheckpointRegistry
     limits: ImageLimits = field(default_factory=ImageLimits)
+    default_checkpoint: str | None = None
+
+    def checkpoint_for_request(self) -> str | None:
+        """The setting's checkpoint (not whatever an earlier override left loaded); None when it is not found."""
+        if not self.default_checkpoint:
+            return None
+        try:
+            return self.registry.find(self.default_checkpoint).title
+        except CheckpointNotFoundError:
+            logger.warning("default checkpoint not found name=%s; using the loaded one", self.default_checkpoint)
+            return None
 
 
 @dataclass
@@ -193,6 +205,7 @@ def build_fields(
     body, infotext_extra = apply_infotext(body)
     sampler_name, scheduler = sampler_of(body)
     fields = common_fields(body, context.options)
+    fields["checkpoint"] = context.checkpoint_for_request()
     fields.update(sampler_name=sampler_name, scheduler=scheduler, **passed_fields(body, request_class))
     if isinstance(body, Txt2ImgBody) and body.enable_hr and body.denoising_strength is not None:
         fields["denoising_strength"] = body.denoising_strength
