@@ -68,6 +68,13 @@ def test_150_tokens_give_154_rows_and_differ_from_first_75(encoder: PromptEncode
     assert not torch.equal(embedding.embeds[:, 77:], encoder.encode("").embeds)  # ...and the tail is real
 
 
+def test_token_counter_follows_a1111(encoder: PromptEncoder) -> None:
+    assert encoder.count_tokens("") == (0, 75)
+    assert encoder.count_tokens("a (cat:1.3) <lora:x:1>") == (2, 75)
+    assert encoder.count_tokens("a [cat:very fluffy white cat:3] AND dog") == (5, 75)  # longest scheduled text
+    assert encoder.count_tokens("a BREAK b") == (76, 150)  # A1111 counts a closed chunk as 75
+
+
 def test_weight_one_is_exactly_plain(encoder: PromptEncoder) -> None:
     assert torch.equal(encoder.encode("(word:1.0)").embeds, encoder.encode("word").embeds)
     assert torch.equal(encoder.encode("a (cat:1.0), dog").embeds, encoder.encode("a cat, dog").embeds)

@@ -243,10 +243,18 @@ class PromptEncoder:
             embedding_tokens=part.embedding_tokens,
         )
 
-    def count_tokens(self, text: str) -> tuple[int, int]:
-        """A1111's token counter: (tokens used, limit), the limit growing 75, 150, ... with chunks."""
-        chunks = self.chunk_text(text)
-        used = CHUNK_LENGTH * (len(chunks) - 1) + chunks[-1].content_length
+    def count_tokens(self, prompt: str, steps: int = 20) -> tuple[int, int]:
+        """A1111's token counter: (tokens used, limit), the limit growing 75, 150, ... with chunks.
+
+        Like A1111, extra-network tags are left out and the longest text of any AND part at any step
+        of its schedule counts.
+        """
+        plan = plan_prompt(prompt, max(1, steps))
+        used = 0
+        for part in plan.sub_prompts:
+            for entry in part.schedule:
+                chunks = self.chunk_text(entry.text)
+                used = max(used, CHUNK_LENGTH * (len(chunks) - 1) + chunks[-1].content_length)
         return used, CHUNK_LENGTH * max(1, math.ceil(used / CHUNK_LENGTH))
 
     def encode(self, text: str, clip_skip: int = 1, emphasis: Emphasis = Emphasis.ORIGINAL) -> PromptEmbedding:
