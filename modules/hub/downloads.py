@@ -225,10 +225,15 @@ class DownloadManager:
         with self._lock:
             return self._jobs[job_id]
 
-    def cancel(self, job_id: str) -> None:
-        job = self.get(job_id)
+    def cancel(self, job_id: str) -> bool:
+        """Ask a job to stop (at its next chunk); False when no such job exists."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            return False
         job.cancel_event.set()
         logger.info("download cancel requested id=%s repo=%s", job.id, job.repo_id)
+        return True
 
     def start_pipeline(self, repo_id: str, fp16: bool = True, listing: RepoListing | None = None) -> DownloadJob:
         """Queue a diffusers pipeline download into models/Diffusers (hub cache)."""

@@ -13,6 +13,7 @@ from modules.application import Application
 from modules.ui import checkpoints, handlers
 from modules.ui.common import GenerationTab, UiContext, fill_controls
 from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
+from modules.ui.models_tab import create_models_tab
 from modules.ui.png_info import PngInfoTab, create_png_info_tab
 from modules.ui.settings import create_settings_tab
 from modules.ui.txt2img import create_txt2img_tab
@@ -169,6 +170,8 @@ def create_ui(application: Application) -> gr.Blocks:
                 inpaint = create_inpaint_tab(context)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png_info = create_png_info_tab()
+            with gr.Tab("Models", id="models", elem_id="tab_models"):
+                create_models_tab(application)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 create_settings_tab(application)
         for source in (txt2img, img2img, inpaint):

@@ -15,11 +15,13 @@ from modules.options import Options
 from modules.processing.saving import IMAGE_FORMATS
 from modules.samplers import SCHEDULE_TYPES, sampler_names
 from modules.ui.messages import status_html
+from modules.ui.models_tab import create_token_settings
 
 logger = logging.getLogger(__name__)
 
 # Shown elsewhere (the checkpoint dropdown of the top bar).
-HIDDEN_OPTIONS = frozenset({"sd_model_checkpoint"})
+# hf_token has its own password field (modules/ui/models_tab.py create_token_settings).
+HIDDEN_OPTIONS = frozenset({"sd_model_checkpoint", "hf_token"})
 
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Saving images and grids", ("samples_save", "samples_format", "grid_save", "return_grid", "save_to_dirs")),
@@ -124,3 +126,4 @@ def create_settings_tab(application: Application) -> None:
         return apply_settings(application, {components[component]: value for component, value in data.items()})
 
     apply.click(apply_values, inputs=set(components), outputs=status, show_progress="hidden", api_visibility="private")
+    create_token_settings(application)

@@ -1,0 +1,217 @@
+"""The Models tab: search the Hugging Face hub, list a repository's files, download, watch progress, cancel.
+
+Also the Hugging Face token field of the Settings tab (a password box; the stored token never reaches the browser).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from modules.application import Application
+from modules.hub.client import HubClient, ModelSummary, RepoListing, SearchKind, SortKey
+from modules.hub.downloads import DownloadManager, DownloadState, format_bytes
+from modules.hub.errors import HubError
+from modules.hub.files import FileKind, guess_file_kind, is_weight
+from modules.hub.startup import create_download_manager
+from modules.ui.messages import status_html
+
+logger = logging.getLogger(__name__)
+
+SEARCH_HEADERS = ["id", "pipeline or type", "downloads", "likes", "modified", "gated"]
+FILE_HEADERS = ["file", "size"]
+ACTIVE_STATES = frozenset({DownloadState.QUEUED, DownloadState.RUNNING})
+
+
+@dataclass
+class ModelsTab:
+    downloads: DownloadManager
+    client: HubClient
+
+
+def search_table(client: HubClient, query: str, kind: str, sort: str, page: int) -> tuple[list[list[Any]], str]:
+    """Rows for the search table and a status line (errors as sentences)."""
+    try:
+        rows = client.search(query or "", SearchKind(kind), SortKey(sort), int(page or 0))
+    except HubError as error:
+        return [], status_html(str(error), "error")
+    if not rows:
+        return [], status_html("No model found on this page.", "note")
+    return [summary_row(row) for row in rows], status_html(f"{len(rows)} models (page {int(page or 0) + 1}).")
+
+
+def summary_row(row: ModelSummary) -> list[Any]:
+    modified = row.last_modified.strftime("%Y-%m-%d") if row.last_modified else ""
+    return [row.id, row.kind, row.downloads, row.likes, modified, "yes" if row.gated else ""]
+
+
+def files_table(listing: RepoListing) -> tuple[list[list[Any]], str]:
+    rows = [[item.path, format_bytes(item.size)] for item in listing.files]
+    kind = "diffusers pipeline" if listing.is_diffusers_pipeline else "single files"
+    gated = " (gated: a token with access is needed)" if listing.gated else ""
+    return rows, f"{listing.repo_id}: {len(rows)} files, {format_bytes(listing.total_bytes)} in all, {kind}{gated}"
+
+
+def progress_html(downloads: DownloadManager) -> str:
+    """One line per download (newest first), with a bar."""
+    lines = []
+    for job in reversed(downloads.jobs()):
+        status = job.status()
+        kind = "error" if status.state is DownloadState.FAILED else "info"
+        bar = f'<progress value="{status.fraction:.3f}" max="1" style="width:100%"></progress>'
+        lines.append(status_html(f"[{status.id}] {status.describe()}", kind) + bar)
+    return "".join(lines) or status_html("No downloads yet.")
+
+
+def active_job_ids(downloads: DownloadManager) -> list[str]:
+    return [job.id for job in downloads.jobs() if job.status().state in ACTIVE_STATES]
+
+
+def start_download(tab: ModelsTab, repo_id: str, as_pipeline: bool, fp16: bool, chosen: list[str], kind: str) -> str:
+    repo_id = (repo_id or "").strip()
+    if not repo_id:
+        return status_html("Enter or select a repository first.", "note")
+    try:
+        listing = tab.client.list_files(repo_id)
+        if as_pipeline:
+            job = tab.downloads.start_pipeline(repo_id, fp16=fp16, listing=listing)
+        else:
+            if not chosen:
+                return status_html("Choose the files to download.", "note")
+            job = tab.downloads.start_files(repo_id, [(path, FileKind(kind)) for path in chosen], listing=listing)
+    except HubError as error:
+        return status_html(str(error), "error")
+    return status_html(f"Download started: {job.description} ({format_bytes(job.total_bytes)}).")
+
+
+def build_search(tab: ModelsTab) -> tuple[gr.Dataframe, gr.Textbox]:
+    with gr.Row():
+        query = gr.Textbox(label="Search the Hugging Face hub", elem_id="models_query", scale=4)
+        kind = gr.Dropdown([item.value for item in SearchKind], value=SearchKind.DIFFUSERS.value, label="Type")
+        sort = gr.Dropdown([item.value for item in SortKey], value=SortKey.DOWNLOADS.value, label="Sort by")
+        page = gr.Number(0, label="Page", precision=0, minimum=0, elem_id="models_page", scale=0, min_width=80)
+        search = gr.Button("Search", variant="primary", elem_id="models_search", scale=0, min_width=100)
+    status = gr.HTML(elem_id="models_search_status")
+    table = gr.Dataframe(headers=SEARCH_HEADERS, interactive=False, elem_id="models_table", max_height=400)
+    repo = gr.Textbox(label="Repository", placeholder="org/name (click a row above)", elem_id="models_repo")
+
+    def run(query_text: str, kind_value: str, sort_value: str, page_value: float) -> tuple[Any, str]:
+        rows, message = search_table(tab.client, query_text, kind_value, sort_value, int(page_value or 0))
+        return gr.update(value=rows or None, headers=SEARCH_HEADERS), message
+
+    def pick(event: gr.SelectData) -> str:
+        return str(event.row_value[0]) if event.row_value else ""
+
+    for trigger in (search.click, query.submit):
+        trigger(run, [query, kind, sort, page], [table, status], api_visibility="private")
+    table.select(pick, None, repo, api_visibility="private")
+    return table, repo
+
+
+def build_files(tab: ModelsTab, repo: gr.Textbox) -> None:
+    with gr.Row():
+        show = gr.Button("Show files", elem_id="models_show_files", scale=0, min_width=120)
+        summary = gr.HTML(elem_id="models_files_summary")
+    files = gr.Dataframe(headers=FILE_HEADERS, interactive=False, elem_id="models_files", max_height=300)
+    with gr.Row():
+        as_pipeline = gr.Checkbox(
+            True, label="Download as diffusers pipeline (safetensors only)", elem_id="models_pipe"
+        )
+        fp16 = gr.Checkbox(True, label="fp16 variant when present", elem_id="models_fp16")
+    chosen = gr.CheckboxGroup([], label="Single files to download", elem_id="models_chosen")
+    kind = gr.Dropdown([item.value for item in FileKind], value=FileKind.CHECKPOINT.value, label="Save as")
+    download = gr.Button("Download", variant="primary", elem_id="models_download")
+    started = gr.HTML(elem_id="models_download_status")
+
+    def list_repo(repo_id: str) -> tuple[Any, str, Any, Any, Any]:
+        try:
+            listing = tab.client.list_files((repo_id or "").strip())
+        except HubError as error:
+            return None, status_html(str(error), "error"), gr.update(choices=[], value=[]), gr.update(), gr.update()
+        rows, text = files_table(listing)
+        weights = [item.path for item in listing.files if is_weight(item.path)]
+        guessed = guess_file_kind(weights[0]) if weights else FileKind.CHECKPOINT
+        return (
+            rows,
+            status_html(text),
+            gr.update(choices=weights, value=[]),
+            gr.update(value=listing.is_diffusers_pipeline),
+            gr.update(value=guessed.value),
+        )
+
+    show.click(list_repo, repo, [files, summary, chosen, as_pipeline, kind], api_visibility="private")
+    download.click(
+        lambda *values: start_download(tab, *values),
+        [repo, as_pipeline, fp16, chosen, kind],
+        started,
+        api_visibility="private",
+    )
+
+
+def build_progress(tab: ModelsTab) -> None:
+    progress = gr.HTML(progress_html(tab.downloads), elem_id="models_progress")
+    with gr.Row():
+        job = gr.Dropdown([], label="Running download", elem_id="models_job", allow_custom_value=True, scale=3)
+        cancel = gr.Button("Cancel download", variant="stop", elem_id="models_cancel", scale=0, min_width=150)
+    timer = gr.Timer(1.0)
+
+    def tick(selected: str | None) -> tuple[str, Any]:
+        ids = active_job_ids(tab.downloads)
+        return progress_html(tab.downloads), gr.update(choices=ids, value=selected if selected in ids else None)
+
+    def cancel_job(selected: str | None) -> str:
+        if selected:
+            tab.downloads.cancel(selected)
+        return progress_html(tab.downloads)
+
+    timer.tick(tick, job, [progress, job], show_progress="hidden", api_visibility="private")
+    cancel.click(cancel_job, job, progress, api_visibility="private")
+
+
+def create_models_tab(application: Application, downloads: DownloadManager | None = None) -> ModelsTab:
+    """Build the tab; finished downloads refresh the checkpoint list (the dropdown shows them when opened)."""
+    downloads = downloads or create_download_manager(application)
+    tab = ModelsTab(downloads=downloads, client=downloads.client)
+    gr.Markdown(
+        "Search the Hugging Face hub and download into `models/` (diffusers pipelines into `models/Diffusers`). "
+        "Gated models need a token: Settings > Hugging Face token, or the `HF_TOKEN` environment variable."
+    )
+    _, repo = build_search(tab)
+    build_files(tab, repo)
+    build_progress(tab)
+    return tab
+
+
+def token_state_text(application: Application) -> str:
+    if application.options.hf_token:
+        return "A token is saved in config.json (readable only by you)."
+    return "No token saved; HF_TOKEN or a saved `hf auth login` is used when present."
+
+
+def save_token(application: Application, token: str) -> tuple[str, str]:
+    """Store (or, when empty, clear) the token; the value is never echoed or logged."""
+    try:
+        application.update_options(hf_token=(token or "").strip())
+    except OSError as error:
+        return "", status_html(f"Token not saved to config.json: {error}", "error")
+    logger.info("hugging face token %s", "saved" if token.strip() else "cleared")
+    return "", status_html(token_state_text(application))
+
+
+def create_token_settings(application: Application) -> None:
+    """The Settings tab's token field: a password box that starts empty (the saved token is never sent back)."""
+    with gr.Accordion("Hugging Face", open=True):
+        token = gr.Textbox(
+            "",
+            label="Hugging Face token (for gated or private models)",
+            type="password",
+            placeholder="hf_... (leave empty and save to clear)",
+            elem_id="setting_hf_token",
+        )
+        with gr.Row():
+            save = gr.Button("Save token", elem_id="settings_hf_token_save", scale=0, min_width=140)
+            state = gr.HTML(status_html(token_state_text(application)), elem_id="settings_hf_token_state")
+    save.click(lambda value: save_token(application, value), token, [token, state], api_visibility="private")
