@@ -22,10 +22,6 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class BodyTooLargeError(Exception):
-    pass
-
-
 async def send_413(send: Send, limit: int) -> None:
     message = f"request body is larger than the limit of {limit} bytes"
     payload = json.dumps(error_body("PayloadTooLargeError", message, message)).encode()
@@ -63,27 +59,35 @@ class BodySizeLimit:
             await send_413(send, self.max_bytes)
             return
         received = 0
-        started = False
+        started = rejected = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLargeError
+                    # answer 413 now; the app sees a client that went away (its own answer is dropped)
+                    rejected = True
+                    if not started:
+                        await send_413(send, self.max_bytes)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if rejected:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLargeError:
-            if not started:
-                await send_413(send, self.max_bytes)
+        except Exception:
+            if not rejected:
+                raise
 
 
 class ApiLog:
