@@ -83,3 +83,18 @@ def test_models_tab_handlers_show_rows_progress_and_errors(tmp_path, tiny_files)
         assert "Download started" in gated
         assert "this model is gated: accept its license at" in progress_html(downloads)
     assert [info.name for info in application.registry.checkpoints()] == ["org/tiny"]
+
+
+def test_save_loaded_checkpoint_as_a_folder_from_the_tab(tmp_path):
+    from modules.tiny_model import build_tiny_pipeline, write_diffusers
+    from modules.ui.models_tab import save_loaded_as
+
+    application = make_application(tmp_path)
+    write_diffusers(build_tiny_pipeline(seed=9), application.paths.checkpoints_dir / "tiny")
+    application.registry.refresh()
+    assert "No checkpoint is loaded" in save_loaded_as(application, "copy", False)
+    application.model_manager.load("tiny")
+    assert "Saved tiny" in save_loaded_as(application, "copy.safetensors", True)
+    assert "copy.safetensors" in [info.relative_name for info in application.registry.checkpoints()]
+    assert "already exists" in save_loaded_as(application, "copy.safetensors", True)
+    application.service.shutdown()

@@ -17,6 +17,8 @@ from modules.hub.downloads import DownloadManager, DownloadState, format_bytes
 from modules.hub.errors import HubError
 from modules.hub.files import FileKind, guess_file_kind, is_weight
 from modules.hub.startup import create_download_manager
+from modules.models.convert import save_as
+from modules.models.errors import ModelError
 from modules.ui.messages import status_html
 
 logger = logging.getLogger(__name__)
@@ -171,6 +173,35 @@ def build_progress(tab: ModelsTab) -> None:
     cancel.click(cancel_job, job, progress, api_visibility="private")
 
 
+def save_loaded_as(application: Application, name: str, fp16: bool) -> str:
+    """Write the loaded checkpoint into models/Stable-diffusion (x.safetensors: single file, x: folder)."""
+    name = (name or "").strip()
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return status_html("Give a plain name: x.safetensors for one file, or x for a diffusers folder.", "note")
+    loaded = application.model_manager.current
+    if loaded is None:
+        return status_html("No checkpoint is loaded.", "note")
+    target = application.paths.checkpoints_dir / name
+    try:
+        application.service.run_task(lambda: save_as(loaded.pipeline, target, fp16=fp16), kind="save-checkpoint")
+    except (ModelError, OSError, ValueError) as error:
+        return status_html(f"Not saved: {error}", "error")
+    application.registry.refresh()
+    return status_html(f"Saved {loaded.info.name} as {target}.")
+
+
+def build_save_as(application: Application) -> None:
+    with gr.Accordion("Save the loaded checkpoint as", open=False):
+        with gr.Row():
+            name = gr.Textbox(
+                label="Name (x.safetensors: single file, x: diffusers folder)", elem_id="models_save_name"
+            )
+            fp16 = gr.Checkbox(False, label="fp16", elem_id="models_save_fp16", scale=0, min_width=80)
+            save = gr.Button("Save", elem_id="models_save", scale=0, min_width=100)
+        result = gr.HTML(elem_id="models_save_status")
+    save.click(lambda *values: save_loaded_as(application, *values), [name, fp16], result, api_visibility="private")
+
+
 def create_models_tab(application: Application, downloads: DownloadManager | None = None) -> ModelsTab:
     """Build the tab; finished downloads refresh the checkpoint list (the dropdown shows them when opened)."""
     downloads = downloads or create_download_manager(application)
@@ -182,6 +213,7 @@ def create_models_tab(application: Application, downloads: DownloadManager | Non
     _, repo = build_search(tab)
     build_files(tab, repo)
     build_progress(tab)
+    build_save_as(application)
     return tab
 
 
