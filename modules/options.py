@@ -7,6 +7,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,6 +40,9 @@ class Options(BaseModel):
     default_cfg_scale: float = Field(7.0, ge=1.0, le=30.0, description="Default CFG scale")
     default_width: int = Field(512, ge=64, le=2048, multiple_of=8, description="Default width")
     default_height: int = Field(512, ge=64, le=2048, multiple_of=8, description="Default height")
+    emphasis: Literal["Original", "No norm", "None"] = Field(
+        "Original", description="Emphasis: how (word:1.3) weights act on the text encoder's output"
+    )
     face_restoration_model: str = Field("CodeFormer", description="Face restoration model (CodeFormer or GFPGAN)")
     code_former_weight: float = Field(0.5, ge=0.0, le=1.0, description="CodeFormer weight (0 = most effect)")
     face_restoration_visibility: float = Field(1.0, ge=0.0, le=1.0, description="Face restoration visibility")

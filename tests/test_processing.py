@@ -112,7 +112,7 @@ def test_equals_plain_diffusers_call(context, manager):
 def test_infotext_is_saved_in_png_and_parses_back(context):
     request = txt2img(
         save_images=True,
-        prompt="a (red) fox, 3:2",
+        prompt="a (red) fox, 3:2 ratio",
         cfg_scale=7.5,
         clip_skip=2,
         sampler_name="DPM++ 2M",
@@ -123,7 +123,7 @@ def test_infotext_is_saved_in_png_and_parses_back(context):
     text = read_infotext(saved)
     assert text == result.infotexts[0]
     parsed = parse_infotext(text)
-    assert parsed["Prompt"] == "a (red) fox, 3:2"
+    assert parsed["Prompt"] == "a (red) fox, 3:2 ratio"
     assert parsed["Negative prompt"] == "blurry"
     assert parsed["Steps"] == "3" and parsed["Sampler"] == "DPM++ 2M" and parsed["CFG scale"] == "7.5"
     assert parsed["Seed"] == "1234" and parsed["Size-1"] == "64" and parsed["Size-2"] == "64"

@@ -13,6 +13,10 @@ from modules.processing.job import JobControl
 from modules.processing.requests import MaskedContent
 
 
+class BackendError(ValueError):
+    """A plan the backend cannot run; the message is for the user."""
+
+
 @dataclass(frozen=True)
 class GenerationPlan:
     """One batch for the backend: everything resolved (seeds, sizes, images already prepared)."""
@@ -33,6 +37,7 @@ class GenerationPlan:
     denoising_strength: float = 1.0
     masked_content: MaskedContent = MaskedContent.ORIGINAL
     output_latents: bool = False
+    emphasis: str = "Original"
 
     @property
     def batch_size(self) -> int:

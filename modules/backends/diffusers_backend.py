@@ -10,11 +10,13 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from modules.backends.base import GenerationPlan
+from modules.backends.base import BackendError, GenerationPlan
 from modules.models.manager import LoadedModel, Task
 from modules.processing.job import JobControl
 from modules.processing.preview import latents_to_preview
 from modules.processing.requests import MaskedContent
+from modules.prompts.conditioning import Emphasis
+from modules.prompts.step_switching import ScheduledEmbeddings
 from modules.samplers import build_scheduler
 
 logger = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ class DiffusersBackend:
         pipeline.scheduler = build_scheduler(
             model.scheduler_config, plan.sampler_name, plan.schedule_type, noise_seed=plan.seeds[0]
         )
-        arguments = self._common_arguments(pipeline, plan, control)
+        arguments = self._common_arguments(pipeline, plan, control, self._embeddings(model, plan))
         if plan.task is Task.IMG2IMG and not model.is_inpainting:
             arguments.update(image=plan.init_image, strength=plan.denoising_strength)
         elif plan.task is not Task.TXT2IMG or model.is_inpainting:
@@ -51,24 +53,44 @@ class DiffusersBackend:
             pixels = vae.decode(scaled, return_dict=False)[0]
         return pipeline.image_processor.postprocess(pixels, output_type="pil")
 
+    def _embeddings(self, model: LoadedModel, plan: GenerationPlan) -> ScheduledEmbeddings:
+        """A1111 prompt semantics: weights, unlimited length, BREAK, prompt editing; one entry per image."""
+        encoder = model.prompt_encoder
+        steps = steps_run(plan)
+        emphasis = Emphasis(plan.emphasis)
+        positives, negatives = [], []
+        for prompt, negative in zip(plan.prompts, plan.negative_prompts, strict=True):
+            positive = encoder.encode_conditioning(prompt, steps, clip_skip=plan.clip_skip, emphasis=emphasis)
+            if positive.is_composable:
+                raise BackendError("AND (composable diffusion) is not supported yet; remove AND from the prompt")
+            negative_conditioning = encoder.encode_conditioning(
+                negative, steps, clip_skip=plan.clip_skip, emphasis=emphasis, split_and=False
+            )
+            aligned = encoder.align([positive, negative_conditioning], clip_skip=plan.clip_skip)
+            positives.append(aligned[0])
+            negatives.append(aligned[1])
+        chunk_counts = {item.chunk_count for item in (*positives, *negatives)}
+        if len(chunk_counts) > 1:
+            aligned = encoder.align([*positives, *negatives], clip_skip=plan.clip_skip)
+            positives, negatives = aligned[: len(positives)], aligned[len(positives) :]
+        return ScheduledEmbeddings(positives, negatives)
+
     def _common_arguments(
-        self, pipeline: DiffusionPipeline, plan: GenerationPlan, control: JobControl
+        self, pipeline: DiffusionPipeline, plan: GenerationPlan, control: JobControl, embeddings: ScheduledEmbeddings
     ) -> dict[str, Any]:
         device = pipeline._execution_device
         generator_device = "cpu" if device.type == "mps" else device
         generators = [torch.Generator(generator_device).manual_seed(seed) for seed in plan.seeds]
         return {
-            "prompt": plan.prompts,
-            "negative_prompt": plan.negative_prompts,
+            **embeddings.at_step(1).as_kwargs(),
             "num_inference_steps": plan.steps,
             "guidance_scale": plan.cfg_scale,
             "width": plan.width,
             "height": plan.height,
             "generator": generators,
-            # diffusers counts skipped layers; A1111's "Clip skip 1" is the last layer.
-            "clip_skip": plan.clip_skip - 1 if plan.clip_skip > 1 else None,
-            "callback_on_step_end": StepCallback(control, plan.steps, self._is_xl(pipeline)),
-            "callback_on_step_end_tensor_inputs": ["latents"],
+            # CLIP skip is applied by the prompt encoder (A1111's numbering: 1 is the last layer).
+            "callback_on_step_end": StepCallback(control, plan.steps, self._is_xl(pipeline), embeddings),
+            "callback_on_step_end_tensor_inputs": ["latents", *embeddings.tensor_inputs],
             "output_type": "latent" if plan.output_latents else "pil",
         }
 
@@ -96,10 +118,11 @@ class DiffusersBackend:
 class StepCallback:
     """Reports progress and previews, and stops the loop on interrupt or skip."""
 
-    def __init__(self, control: JobControl, steps: int, xl: bool) -> None:
+    def __init__(self, control: JobControl, steps: int, xl: bool, embeddings: ScheduledEmbeddings) -> None:
         self.control = control
         self.steps = steps
         self.xl = xl
+        self.embeddings = embeddings
 
     def __call__(self, pipeline: DiffusionPipeline, step: int, timestep: Any, tensors: dict) -> dict:
         done = step + 1
@@ -111,7 +134,15 @@ class StepCallback:
         if self.control.interrupted or self.control.skipped:
             # diffusers' documented way to stop the denoising loop early; the current latents are decoded.
             pipeline._interrupt = True
-        return tensors
+        # Prompt editing and alternation: new embeddings for the next step, when the schedule says so.
+        return self.embeddings(pipeline, step, timestep, tensors)
+
+
+def steps_run(plan: GenerationPlan) -> int:
+    """Denoising steps a pipeline call runs: img2img runs int(steps * strength), as diffusers does."""
+    if plan.task is Task.TXT2IMG:
+        return plan.steps
+    return max(1, min(int(plan.steps * plan.denoising_strength), plan.steps))
 
 
 def encode_image(pipeline: DiffusionPipeline, image: Image.Image) -> torch.Tensor:

@@ -20,6 +20,7 @@ from modules.models.detection import ModelArchitecture, detect_architecture, rea
 from modules.models.errors import CheckpointNotFoundError, ModelError
 from modules.models.loader import load_pipeline
 from modules.models.registry import CheckpointInfo, CheckpointRegistry
+from modules.prompts.conditioning import PromptEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,14 @@ class LoadedModel:
     scheduler_config: dict[str, Any]
     load_seconds: float
     _task_pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict, repr=False)
+    _prompt_encoder: PromptEncoder | None = field(default=None, repr=False)
+
+    @property
+    def prompt_encoder(self) -> PromptEncoder:
+        """The prompt encoder of this model (its cache is per model, shared by every task pipeline)."""
+        if self._prompt_encoder is None:
+            self._prompt_encoder = PromptEncoder.for_pipeline(self.pipeline, model_key=self.sha256)
+        return self._prompt_encoder
 
     @property
     def is_inpainting(self) -> bool:

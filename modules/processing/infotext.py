@@ -362,6 +362,44 @@ def infotext_to_request_fields(parsed: Mapping[str, object]) -> dict[str, object
             fields[field_name] = convert(parsed[infotext_key])
         except (TypeError, ValueError, OverflowError):
             logger.warning("infotext value ignored key=%s value=%r", infotext_key, parsed[infotext_key])
+    if "Face restoration" in parsed:
+        fields["restore_faces"] = True
+    fields.update(hires_request_fields(parsed))
+    return fields
+
+
+# Hires keys -> Txt2ImgRequest fields; a "Use same ..." value (A1111's default) leaves the field out (None: same).
+HIRES_REQUEST_FIELDS: tuple[tuple[str, str, Callable[[object], Any]], ...] = (
+    ("Hires upscale", "hr_scale", to_float),
+    ("Hires resize-1", "hr_resize_x", to_int),
+    ("Hires resize-2", "hr_resize_y", to_int),
+    ("Hires upscaler", "hr_upscaler", str),
+    ("Hires steps", "hr_second_pass_steps", to_int),
+    ("Hires sampler", "hr_sampler_name", str),
+    ("Hires schedule type", "hr_scheduler", str),
+    ("Hires prompt", "hr_prompt", str),
+    ("Hires negative prompt", "hr_negative_prompt", str),
+    ("Hires checkpoint", "hr_checkpoint_name", str),
+)
+SAME_AS_FIRST_PASS = frozenset({"Use same sampler", "Use same scheduler", "Use same checkpoint"})
+
+
+def hires_request_fields(parsed: Mapping[str, object]) -> dict[str, object]:
+    """enable_hr and the hires fields, only when the infotext has a hires pass ("Hires upscale", "Hires upscaler"
+    or a non-zero "Hires resize"; A1111 also counts the resize default of 0, which turns any img2img infotext
+    with a denoising strength into a hires one)."""
+    resized = any(str(parsed.get(key, 0)) not in {"0", ""} for key in ("Hires resize-1", "Hires resize-2"))
+    if "Hires upscale" not in parsed and "Hires upscaler" not in parsed and not resized:
+        return {}
+    fields: dict[str, object] = {"enable_hr": True, "hr_second_pass_steps": 0}
+    for infotext_key, field_name, convert in HIRES_REQUEST_FIELDS:
+        value = parsed.get(infotext_key)
+        if value is None or value in SAME_AS_FIRST_PASS:
+            continue
+        try:
+            fields[field_name] = convert(value)
+        except (TypeError, ValueError, OverflowError):
+            logger.warning("infotext value ignored key=%s value=%r", infotext_key, value)
     return fields
 
 

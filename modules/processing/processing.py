@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from modules.backends.base import Backend, GenerationPlan
+from modules.backends.base import Backend, BackendError, GenerationPlan
 from modules.models.manager import LoadedModel, ModelManager, Task
 from modules.options import Options
 from modules.paths import DataPaths
@@ -83,6 +83,7 @@ def process(
         raise ProcessingError(str(error)) from error
     task = task_of(request)
     inputs = prepare_inputs(request)
+    emphasis = context.options.emphasis
     seeds = resolve_seeds(request.seed, request.n_iter * request.batch_size)
     result = ProcessingResult(notes=list(inputs.notes))
     for iteration in range(request.n_iter):
@@ -90,21 +91,10 @@ def process(
             break
         batch_seeds = seeds[iteration * request.batch_size : (iteration + 1) * request.batch_size]
         control.begin_image(iteration, request.n_iter, request.steps)
-        plan = make_plan(request, task, inputs, batch_seeds, sampler.name, schedule)
+        plan = make_plan(request, task, inputs, batch_seeds, sampler.name, schedule, emphasis)
         if hires is not None:
             model = context.model_manager.get(model.info.name)
-            images = run_hires(
-                context.backend,
-                model,
-                partial(hires_model, context, request, model),
-                request,
-                plan,
-                hires,
-                control,
-                hires_upscaler(context),
-            )
-        else:
-            images = context.backend.generate(model, plan, control)
+        images = generate_batch(context, model, request, plan, hires, control)
         control.clear_skip()
         images = restore_faces_if_asked(request, context, finish_images(images, inputs))
         infotext_of = partial(
@@ -115,6 +105,7 @@ def process(
             infotext_schedule(sampler, schedule),
             hires=hires,
             face_restorer=face_restorer_name(request, context),
+            emphasis=emphasis,
         )
         keep_images(request, context, task, result, images, batch_seeds, infotext_of)
     if hires is not None and request.hr_checkpoint_name:
@@ -126,6 +117,32 @@ def process(
     result.parameters = infotext_module.parse_infotext(result.infotexts[0]) if result.infotexts else {}
     logger.info("job done task=%s images=%d interrupted=%s", task.value, len(result.images), result.interrupted)
     return result
+
+
+def generate_batch(
+    context: ProcessingContext,
+    model: LoadedModel,
+    request: GenerationRequest,
+    plan: GenerationPlan,
+    hires: HiresPass | None,
+    control: JobControl,
+) -> list[Image.Image]:
+    """One batch through the backend (both passes with hires fix); backend refusals become user messages."""
+    try:
+        if hires is None:
+            return context.backend.generate(model, plan, control)
+        return run_hires(
+            context.backend,
+            model,
+            partial(hires_model, context, request, model),
+            request,
+            plan,
+            hires,
+            control,
+            hires_upscaler(context),
+        )
+    except BackendError as error:
+        raise ProcessingError(str(error)) from error
 
 
 def is_hires(request: GenerationRequest) -> bool:
@@ -186,7 +203,13 @@ def keep_images(
 
 
 def make_plan(
-    request: GenerationRequest, task: Task, inputs: PreparedInputs, seeds: list[int], sampler_name: str, schedule: str
+    request: GenerationRequest,
+    task: Task,
+    inputs: PreparedInputs,
+    seeds: list[int],
+    sampler_name: str,
+    schedule: str,
+    emphasis: str = "Original",
 ) -> GenerationPlan:
     count = len(seeds)
     return GenerationPlan(
@@ -203,8 +226,9 @@ def make_plan(
         clip_skip=request.clip_skip,
         init_image=inputs.init_image,
         mask=inputs.mask,
-        denoising_strength=getattr(request, "denoising_strength", 1.0),
+        denoising_strength=request.denoising_strength if isinstance(request, Img2ImgRequest) else 1.0,
         masked_content=inputs.masked_content,
+        emphasis=emphasis,
     )
 
 
@@ -216,6 +240,7 @@ def build_infotext(
     seed: int,
     hires: HiresPass | None = None,
     face_restorer: str | None = None,
+    emphasis: str = "Original",
 ) -> str:
     parameters: dict[str, object] = {
         "Steps": request.steps,
@@ -238,6 +263,8 @@ def build_infotext(
         parameters["Clip skip"] = request.clip_skip
     if hires is not None and isinstance(request, Txt2ImgRequest):
         parameters.update(hires_infotext(request, hires, sampler, schedule))
+    if emphasis != "Original":
+        parameters["Emphasis"] = emphasis
     parameters["Version"] = VERSION
     return infotext_module.create_infotext(request.prompt, request.negative_prompt, parameters)
 
