@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from modules import server
     from modules.application import Application
+    from modules.hub.startup import prepare_models
     from modules.ui.checkpoints import preload_checkpoint
 
     try:
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     server.warn_about_exposure(options)
 
     application = Application.create(args)
+    application.downloads = prepare_models(application)
     mount_ui = None
     if options.ui:
         from modules.ui.app import mount_ui as mount_gradio_ui

@@ -11,6 +11,7 @@ from modules.backends.base import Backend
 from modules.backends.diffusers_backend import DiffusersBackend
 from modules.devices import Attention, MemoryPolicy
 from modules.generation import GenerationService
+from modules.hub.downloads import DownloadManager
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry
@@ -53,6 +54,7 @@ class Application:
     model_manager: ModelManager
     service: GenerationService
     postprocessor: Postprocessor
+    downloads: DownloadManager | None = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
