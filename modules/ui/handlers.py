@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import wait
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from PIL import Image, ImageChops
@@ -39,6 +40,32 @@ COMMON_FIELDS: tuple[str, ...] = (
     "batch_size",
     "n_iter",
     "clip_skip",
+    "restore_faces",
+)
+# txt2img's hires fix controls (A1111's labels in the comments of txt2img.py); "Use same ..." choices mean None.
+HIRES_FIELDS: tuple[str, ...] = (
+    "enable_hr",
+    "hr_upscaler",
+    "hr_second_pass_steps",
+    "denoising_strength",
+    "hr_scale",
+    "hr_resize_x",
+    "hr_resize_y",
+    "hr_checkpoint_name",
+    "hr_sampler_name",
+    "hr_scheduler",
+    "hr_prompt",
+    "hr_negative_prompt",
+)
+USE_SAME_CHECKPOINT = "Use same checkpoint"
+USE_SAME_SAMPLER = "Use same sampler"
+USE_SAME_SCHEDULER = "Use same scheduler"
+SAME_CHOICES = MappingProxyType(
+    {
+        "hr_checkpoint_name": USE_SAME_CHECKPOINT,
+        "hr_sampler_name": USE_SAME_SAMPLER,
+        "hr_scheduler": USE_SAME_SCHEDULER,
+    }
 )
 IMG2IMG_FIELDS: tuple[str, ...] = (*COMMON_FIELDS, "denoising_strength")
 INPAINT_FIELDS: tuple[str, ...] = (*IMG2IMG_FIELDS, "mask_blur", "inpaint_full_res_padding")
@@ -66,7 +93,11 @@ def choice_index(choices: Sequence[str], label: str, what: str) -> int:
 
 
 def build_txt2img_request(values: Mapping[str, Any]) -> Txt2ImgRequest:
-    return Txt2ImgRequest(**pick_fields(values, COMMON_FIELDS))
+    fields = pick_fields(values, (*COMMON_FIELDS, *HIRES_FIELDS))
+    for name, same in SAME_CHOICES.items():
+        if fields.get(name) in {same, ""}:
+            fields[name] = None
+    return Txt2ImgRequest(**fields)
 
 
 def build_img2img_request(values: Mapping[str, Any]) -> Img2ImgRequest:
@@ -237,21 +268,37 @@ def selected_seed(state: Mapping[str, Any] | None, fallback: int = -1) -> int:
 
 
 def fields_from_infotext(text: str) -> dict[str, Any]:
-    """Control values from an infotext: prompt, negative prompt, steps, sampler, schedule type, CFG, seed, size.
+    """Control values from an infotext: prompt, negative prompt, steps, sampler, schedule type, CFG, seed, size,
+    restore faces and the hires fix controls (off when the infotext has no hires pass; "Use same ..." choices).
 
     A legacy sampler name ("DPM++ 2M Karras") is split into sampler and schedule type; an unknown sampler is
     left out (the control keeps its value), as A1111's paste does."""
     if not text.strip():
         return {}
     fields = infotext_to_request_fields(parse_infotext(text))
-    if "sampler_name" in fields:
-        try:
-            spec, schedule = split_sampler_name(str(fields["sampler_name"]))
-        except SamplerError as error:
-            logger.warning("infotext sampler ignored error=%s", error)
-            fields.pop("sampler_name")
-        else:
-            fields["sampler_name"] = spec.name
-            if schedule is not None and fields.get("scheduler", "Automatic") == "Automatic":
-                fields["scheduler"] = schedule
+    split_legacy_sampler(fields, "sampler_name", "scheduler")
+    fields.setdefault("restore_faces", False)
+    fields.setdefault("enable_hr", False)
+    if fields["enable_hr"]:
+        split_legacy_sampler(fields, "hr_sampler_name", "hr_scheduler")
+        for name, first_pass in (("hr_sampler_name", "sampler_name"), ("hr_scheduler", "scheduler")):
+            if name in fields and fields[name] == fields.get(first_pass):  # A1111: the same as the first pass
+                fields[name] = SAME_CHOICES[name]
+        for name, same in SAME_CHOICES.items():
+            fields.setdefault(name, same)
     return fields
+
+
+def split_legacy_sampler(fields: dict[str, Any], sampler_field: str, schedule_field: str) -> None:
+    """ "DPM++ 2M Karras" -> sampler "DPM++ 2M", schedule type "Karras" (when none is given); unknown: left out."""
+    if sampler_field not in fields:
+        return
+    try:
+        spec, schedule = split_sampler_name(str(fields[sampler_field]))
+    except SamplerError as error:
+        logger.warning("infotext sampler ignored field=%s error=%s", sampler_field, error)
+        fields.pop(sampler_field)
+        return
+    fields[sampler_field] = spec.name
+    if schedule is not None and fields.get(schedule_field, "Automatic") in {"Automatic", USE_SAME_SCHEDULER}:
+        fields[schedule_field] = schedule
