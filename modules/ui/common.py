@@ -97,7 +97,7 @@ def build_prompt_area(context: UiContext, controls: Controls) -> PromptArea:
 
 
 def build_sampling_controls(context: UiContext, controls: Controls) -> None:
-    """Sampler, schedule type, steps, size, batch, CFG, CLIP skip (the seed row is separate)."""
+    """Sampler, schedule type, steps, size, batch, CFG, restore faces (the seed row is separate)."""
     tab, options = controls.tab, context.application.options
     sampler = str(context.initial(tab, "Sampling method", options.default_sampler))
     sampler = sampler if sampler in sampler_names() else sampler_names()[0]
@@ -125,6 +125,7 @@ def build_sampling_controls(context: UiContext, controls: Controls) -> None:
         add_slider(context, controls, "n_iter", "Batch count", 1, 1, 100, 1)
         add_slider(context, controls, "batch_size", "Batch size", 1, 1, 8, 1)
     add_slider(context, controls, "cfg_scale", "CFG Scale", options.default_cfg_scale, 1.0, 30.0, 0.5)
+    add_checkbox(context, controls, "restore_faces", "Restore faces", False)
     controls.components["sampler_name"].change(
         update_schedule_choices,
         inputs=[controls.components["sampler_name"], controls.components["scheduler"]],
@@ -148,6 +149,11 @@ def add_slider(
     return controls.add(
         name, gr.Slider(minimum, maximum, value=value, step=step, label=label, elem_id=f"{controls.tab}_{name}")
     )
+
+
+def add_checkbox(context: UiContext, controls: Controls, name: str, label: str, default: bool) -> gr.Checkbox:
+    value = bool(context.initial(controls.tab, label, default))
+    return controls.add(name, gr.Checkbox(value=value, label=label, elem_id=f"{controls.tab}_{name}"))
 
 
 def safe_schedule_types(sampler: str) -> list[str]:
