@@ -12,6 +12,7 @@ from PIL import Image
 from modules.application import Application
 from modules.ui import checkpoints, handlers
 from modules.ui.common import GenerationTab, UiContext, fill_controls
+from modules.ui.extras import create_extras_tab
 from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
 from modules.ui.models_tab import create_models_tab
 from modules.ui.png_info import PngInfoTab, create_png_info_tab
@@ -34,6 +35,8 @@ SENT_FIELDS: tuple[str, ...] = (
     "height",
     "clip_skip",
     "denoising_strength",
+    "restore_faces",
+    *handlers.HIRES_FIELDS,
 )
 CSS = """
 .easel-status { padding: 0.4em 0.6em; border-radius: 6px; font-size: 0.9em; white-space: pre-wrap; }
@@ -168,10 +171,12 @@ def create_ui(application: Application) -> gr.Blocks:
                 img2img = create_img2img_tab(context)
             with gr.Tab("inpaint", id="inpaint", elem_id="tab_inpaint"):
                 inpaint = create_inpaint_tab(context)
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                create_extras_tab(application)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png_info = create_png_info_tab()
             with gr.Tab("Models", id="models", elem_id="tab_models"):
-                create_models_tab(application)
+                create_models_tab(application, application.downloads)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 create_settings_tab(application)
         for source in (txt2img, img2img, inpaint):
