@@ -103,7 +103,7 @@ def upscale_first_pass(
     return [upscale_image(image, hires.upscaler, (hires.width, hires.height)) for image in first]
 
 
-def hires_infotext(request: Txt2ImgRequest, hires: HiresPass, sampler_name: str, schedule_type: str) -> dict:
+def hires_infotext(request: Txt2ImgRequest, hires: HiresPass, sampler_name: str) -> dict:
     """A1111's hires keys (Denoising strength is written by the caller)."""
     parameters: dict[str, object] = {}
     if request.hr_resize_x or request.hr_resize_y:
@@ -115,8 +115,8 @@ def hires_infotext(request: Txt2ImgRequest, hires: HiresPass, sampler_name: str,
     parameters["Hires upscaler"] = request.hr_upscaler
     if hires.sampler_name != sampler_name:
         parameters["Hires sampler"] = hires.sampler_name
-    spec, _ = resolve(hires.sampler_name, hires.schedule_type)
-    if hires.schedule_type != schedule_type or hires.sampler_name != sampler_name:
+    if request.hr_scheduler and request.hr_scheduler != request.scheduler:
+        spec, _ = resolve(hires.sampler_name, hires.schedule_type)
         parameters["Hires schedule type"] = infotext_schedule(spec, hires.schedule_type)
     if request.hr_prompt and request.hr_prompt != request.prompt:
         parameters["Hires prompt"] = request.hr_prompt

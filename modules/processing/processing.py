@@ -262,7 +262,7 @@ def build_infotext(
     if request.clip_skip > 1:
         parameters["Clip skip"] = request.clip_skip
     if hires is not None and isinstance(request, Txt2ImgRequest):
-        parameters.update(hires_infotext(request, hires, sampler, schedule))
+        parameters.update(hires_infotext(request, hires, sampler))
     if emphasis != "Original":
         parameters["Emphasis"] = emphasis
     parameters["Version"] = VERSION
