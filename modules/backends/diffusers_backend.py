@@ -11,15 +11,18 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from modules.backends.base import BackendError, GenerationPlan
+from modules.backends.composable import ComposableGuidance, composable_pipeline
 from modules.models.manager import LoadedModel, Task
 from modules.processing.job import JobControl
 from modules.processing.preview import latents_to_preview
 from modules.processing.requests import MaskedContent
-from modules.prompts.conditioning import Emphasis
+from modules.prompts.conditioning import Emphasis, PromptConditioning
 from modules.prompts.step_switching import ScheduledEmbeddings
 from modules.samplers import build_scheduler
 
 logger = logging.getLogger(__name__)
+
+StepHook = ScheduledEmbeddings | ComposableGuidance
 
 
 class DiffusersBackend:
@@ -30,12 +33,22 @@ class DiffusersBackend:
     def generate(
         self, model: LoadedModel, plan: GenerationPlan, control: JobControl
     ) -> list[Image.Image] | torch.Tensor:
+        positives, negatives = self._encode_prompts(model, plan)
         pipeline = model.pipeline_for(plan.task)
+        if any(conditioning.is_composable for conditioning in positives):
+            if plan.cfg_scale <= 1:
+                raise BackendError("AND prompts need classifier-free guidance: set CFG scale above 1")
+            pipeline, guidance = composable_pipeline(pipeline, positives, negatives)
+            embeddings = guidance.initial_embeddings()
+        else:
+            guidance = ScheduledEmbeddings(positives, negatives)
+            embeddings = guidance.at_step(1)
         # The documented way to swap a sampler; built from the checkpoint's own scheduler config each time.
         pipeline.scheduler = build_scheduler(
             model.scheduler_config, plan.sampler_name, plan.schedule_type, noise_seed=plan.seeds[0]
         )
-        arguments = self._common_arguments(pipeline, plan, control, self._embeddings(model, plan))
+        arguments = self._common_arguments(pipeline, plan, control, guidance)
+        arguments.update(embeddings.as_kwargs())
         if plan.task is Task.IMG2IMG and not model.is_inpainting:
             arguments.update(image=plan.init_image, strength=plan.denoising_strength)
         elif plan.task is not Task.TXT2IMG or model.is_inpainting:
@@ -53,16 +66,16 @@ class DiffusersBackend:
             pixels = vae.decode(scaled, return_dict=False)[0]
         return pipeline.image_processor.postprocess(pixels, output_type="pil")
 
-    def _embeddings(self, model: LoadedModel, plan: GenerationPlan) -> ScheduledEmbeddings:
-        """A1111 prompt semantics: weights, unlimited length, BREAK, prompt editing; one entry per image."""
+    def _encode_prompts(
+        self, model: LoadedModel, plan: GenerationPlan
+    ) -> tuple[list[PromptConditioning], list[PromptConditioning]]:
+        """A1111 prompt semantics (weights, unlimited length, BREAK, prompt editing, AND); one entry per image."""
         encoder = model.prompt_encoder
         steps = steps_run(plan)
         emphasis = Emphasis(plan.emphasis)
         positives, negatives = [], []
         for prompt, negative in zip(plan.prompts, plan.negative_prompts, strict=True):
             positive = encoder.encode_conditioning(prompt, steps, clip_skip=plan.clip_skip, emphasis=emphasis)
-            if positive.is_composable:
-                raise BackendError("AND (composable diffusion) is not supported yet; remove AND from the prompt")
             negative_conditioning = encoder.encode_conditioning(
                 negative, steps, clip_skip=plan.clip_skip, emphasis=emphasis, split_and=False
             )
@@ -73,24 +86,23 @@ class DiffusersBackend:
         if len(chunk_counts) > 1:
             aligned = encoder.align([*positives, *negatives], clip_skip=plan.clip_skip)
             positives, negatives = aligned[: len(positives)], aligned[len(positives) :]
-        return ScheduledEmbeddings(positives, negatives)
+        return positives, negatives
 
     def _common_arguments(
-        self, pipeline: DiffusionPipeline, plan: GenerationPlan, control: JobControl, embeddings: ScheduledEmbeddings
+        self, pipeline: DiffusionPipeline, plan: GenerationPlan, control: JobControl, guidance: StepHook
     ) -> dict[str, Any]:
         device = pipeline._execution_device
         generator_device = "cpu" if device.type == "mps" else device
         generators = [torch.Generator(generator_device).manual_seed(seed) for seed in plan.seeds]
         return {
-            **embeddings.at_step(1).as_kwargs(),
             "num_inference_steps": plan.steps,
             "guidance_scale": plan.cfg_scale,
             "width": plan.width,
             "height": plan.height,
             "generator": generators,
             # CLIP skip is applied by the prompt encoder (A1111's numbering: 1 is the last layer).
-            "callback_on_step_end": StepCallback(control, plan.steps, self._is_xl(pipeline), embeddings),
-            "callback_on_step_end_tensor_inputs": ["latents", *embeddings.tensor_inputs],
+            "callback_on_step_end": StepCallback(control, plan.steps, self._is_xl(pipeline), guidance),
+            "callback_on_step_end_tensor_inputs": ["latents", *guidance.tensor_inputs],
             "output_type": "latent" if plan.output_latents else "pil",
         }
 
@@ -118,11 +130,11 @@ class DiffusersBackend:
 class StepCallback:
     """Reports progress and previews, and stops the loop on interrupt or skip."""
 
-    def __init__(self, control: JobControl, steps: int, xl: bool, embeddings: ScheduledEmbeddings) -> None:
+    def __init__(self, control: JobControl, steps: int, xl: bool, guidance: StepHook) -> None:
         self.control = control
         self.steps = steps
         self.xl = xl
-        self.embeddings = embeddings
+        self.guidance = guidance
 
     def __call__(self, pipeline: DiffusionPipeline, step: int, timestep: Any, tensors: dict) -> dict:
         done = step + 1
@@ -135,7 +147,7 @@ class StepCallback:
             # diffusers' documented way to stop the denoising loop early; the current latents are decoded.
             pipeline._interrupt = True
         # Prompt editing and alternation: new embeddings for the next step, when the schedule says so.
-        return self.embeddings(pipeline, step, timestep, tensors)
+        return self.guidance(pipeline, step, timestep, tensors)
 
 
 def steps_run(plan: GenerationPlan) -> int:
