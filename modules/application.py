@@ -59,7 +59,7 @@ class Application:
 
     @classmethod
     def create(cls, args: argparse.Namespace) -> Application:
-        paths = DataPaths.create(args.data_dir, args.models_dir, tuple(args.ckpt_dir))
+        paths = DataPaths.create(args.data_dir, args.models_dir, tuple(args.ckpt_dir), args.styles_file)
         paths.ensure()
         options = Options.load(paths.config_file)
         extra_files: tuple = ()

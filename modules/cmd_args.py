@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--models-dir", type=Path, default=None, help="models folder (default DATA_DIR/models)")
     paths.add_argument("--ckpt", type=Path, default=None, help="checkpoint to load at start (file or folder)")
     paths.add_argument("--ckpt-dir", type=Path, action="append", default=[], help="extra checkpoint folder")
+    paths.add_argument("--styles-file", type=Path, default=None, help="styles file (default DATA_DIR/styles.csv)")
 
     device = parser.add_argument_group("device and memory")
     device.add_argument("--backend", choices=("diffusers",), default="diffusers", help="generation backend")

@@ -16,6 +16,7 @@ class DataPaths:
     models_dir: Path
     extra_ckpt_dirs: tuple[Path, ...] = ()
     configs_dir: Path = INSTALL_DIR / "configs"
+    styles_path: Path | None = None  # --styles-file; None: DATA_DIR/styles.csv
 
     @classmethod
     def create(
@@ -23,10 +24,12 @@ class DataPaths:
         data_dir: Path | str | None = None,
         models_dir: Path | str | None = None,
         extra_ckpt_dirs: tuple[Path, ...] = (),
+        styles_file: Path | str | None = None,
     ) -> DataPaths:
         data = Path(data_dir).resolve() if data_dir else INSTALL_DIR
         models = Path(models_dir).resolve() if models_dir else data / "models"
-        return cls(data_dir=data, models_dir=models, extra_ckpt_dirs=tuple(extra_ckpt_dirs))
+        styles = Path(styles_file).resolve() if styles_file else None
+        return cls(data_dir=data, models_dir=models, extra_ckpt_dirs=tuple(extra_ckpt_dirs), styles_path=styles)
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -68,6 +71,10 @@ class DataPaths:
     @property
     def cache_file(self) -> Path:
         return self.data_dir / "cache.json"
+
+    @property
+    def styles_file(self) -> Path:
+        return self.styles_path or self.data_dir / "styles.csv"
 
     @property
     def params_file(self) -> Path:

@@ -22,6 +22,7 @@ from modules.processing.hires import HiresPass, hires_infotext, plan_hires, run_
 from modules.processing.inputs import PreparedInputs, finish_images, prepare_inputs
 from modules.processing.job import JobControl
 from modules.processing.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
+from modules.prompts.styles import StyleDatabase, StyleError
 from modules.samplers import SamplerError, infotext_schedule, resolve
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def process(
     request: Txt2ImgRequest | Img2ImgRequest, context: ProcessingContext, control: JobControl | None = None
 ) -> ProcessingResult:
     """Run a whole request (batch count x batch size) and save what the options say."""
+    request = apply_styles(request, context)
     control = control or JobControl(preview_every_n_steps=context.options.show_progress_every_n_steps)
     model = context.model_manager.get(request.checkpoint)
     try:
@@ -117,6 +119,32 @@ def process(
     result.parameters = infotext_module.parse_infotext(result.infotexts[0]) if result.infotexts else {}
     logger.info("job done task=%s images=%d interrupted=%s", task.value, len(result.images), result.interrupted)
     return result
+
+
+def apply_styles(
+    request: Txt2ImgRequest | Img2ImgRequest, context: ProcessingContext
+) -> Txt2ImgRequest | Img2ImgRequest:
+    """A1111: the chosen styles go into the prompts first, so the infotext holds the final prompts (pasting it
+    back finds the styles again); hires prompts that are set get them too. An unknown style is an error."""
+    if not request.styles:
+        return request
+    try:
+        styles = StyleDatabase.load(context.paths.styles_file)
+        update = {
+            "prompt": styles.apply_styles_to_prompt(request.prompt, request.styles),
+            "negative_prompt": styles.apply_negative_styles_to_prompt(request.negative_prompt, request.styles),
+            "styles": [],
+        }
+        if isinstance(request, Txt2ImgRequest) and request.hr_prompt:
+            update["hr_prompt"] = styles.apply_styles_to_prompt(request.hr_prompt, request.styles)
+        if isinstance(request, Txt2ImgRequest) and request.hr_negative_prompt:
+            update["hr_negative_prompt"] = styles.apply_negative_styles_to_prompt(
+                request.hr_negative_prompt, request.styles
+            )
+    except StyleError as error:
+        raise ProcessingError(str(error)) from error
+    logger.info("styles applied styles=%s", ",".join(request.styles))
+    return request.model_copy(update=update)
 
 
 def generate_batch(

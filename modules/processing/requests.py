@@ -35,6 +35,7 @@ class GenerationRequest(BaseModel):
 
     prompt: str = ""
     negative_prompt: str = ""
+    styles: list[str] = Field(default_factory=list, description="styles.csv styles applied to the prompts")
     steps: int = Field(20, ge=1, le=150, description="Sampling steps")
     sampler_name: str = Field("DPM++ 2M", description="Sampler, A1111 name or alias")
     scheduler: str = Field("Automatic", description="Schedule type")
