@@ -46,6 +46,11 @@ class Options(BaseModel):
     face_restoration_model: str = Field("CodeFormer", description="Face restoration model (CodeFormer or GFPGAN)")
     code_former_weight: float = Field(0.5, ge=0.0, le=1.0, description="CodeFormer weight (0 = most effect)")
     face_restoration_visibility: float = Field(1.0, ge=0.0, le=1.0, description="Face restoration visibility")
+    face_detector: Literal["YuNet", "RetinaFace"] = Field(
+        "YuNet",
+        description="Face detector for face restoration (RetinaFace reads "
+        "detection_mobilenet0.25_Final.pth from models/GFPGAN or models/face-detection)",
+    )
     ESRGAN_tile: int = Field(192, ge=0, le=512, description="Tile size for upscalers (0 = no tiling)")
     ESRGAN_tile_overlap: int = Field(8, ge=0, le=48, description="Tile overlap for upscalers, in pixels")
     initial_noise_multiplier: float = Field(1.0, ge=0.0, le=1.5, description="Noise multiplier for img2img")

@@ -96,3 +96,22 @@ def test_file_that_needs_code_to_unpickle_is_refused(tmp_path: Path) -> None:
 def test_missing_weights_name_the_expected_path(tmp_path: Path) -> None:
     with pytest.raises(FaceModelMissingError, match=str(tmp_path / "detection_mobilenet0.25_Final.pth")):
         RetinaFaceDetector(tmp_path / "detection_mobilenet0.25_Final.pth")
+
+
+def test_setting_chooses_retinaface_from_the_a1111_folder(weights: Path, tmp_path: Path) -> None:
+    from modules.options import Options
+    from modules.postprocess.face_detection import YuNetFaceDetector
+    from modules.postprocess.service import Postprocessor
+
+    yunet = tmp_path / "yunet.onnx"
+    yunet.write_bytes(b"")
+    postprocessor = Postprocessor(tmp_path / "models", Options(), yunet)
+    assert isinstance(postprocessor.create_face_detector(), YuNetFaceDetector)
+    postprocessor.options.face_detector = "RetinaFace"
+    with pytest.raises(FaceModelMissingError, match="GFPGAN"):
+        postprocessor.create_face_detector()
+    target = tmp_path / "models" / "GFPGAN" / "detection_mobilenet0.25_Final.pth"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(weights.read_bytes())
+    detector = postprocessor.create_face_detector()
+    assert isinstance(detector, RetinaFaceDetector) and detector.model_path == target

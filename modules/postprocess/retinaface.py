@@ -24,11 +24,12 @@ from PIL import Image
 from torch import nn
 from torchvision.ops import nms
 
-from modules.postprocess.face_detection import DetectedFace, require_file
+from modules.postprocess.face_detection import DetectedFace, FaceModelMissingError, require_file
 
 logger = logging.getLogger(__name__)
 
-RETINAFACE_FILE_NAME = "detection_mobilenet0.25_Final.pth"
+RETINAFACE_FILE_NAME = "detection_mobilenet0.25_Final.pth"  # facexlib's name; A1111 keeps it in models/GFPGAN
+RETINAFACE_FOLDERS = ("GFPGAN", "face-detection")
 BGR_MEAN = (104.0, 117.0, 123.0)  # the network was trained on BGR pixels in 0..255 minus this mean
 
 
@@ -217,6 +218,17 @@ def decode_landmarks(offsets: torch.Tensor, priors: torch.Tensor, variances: tup
     """Landmark offsets (anchors, 10) to five (x, y) points as fractions of the image, shape (anchors, 5, 2)."""
     points = offsets.view(-1, 5, 2)
     return priors[:, None, :2] + points * variances[0] * priors[:, None, 2:]
+
+
+def find_retinaface_model(models_dir: Path) -> Path:
+    """facexlib's RetinaFace file in models/GFPGAN (where A1111 keeps it) or models/face-detection."""
+    candidates = [models_dir / folder / RETINAFACE_FILE_NAME for folder in RETINAFACE_FOLDERS]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FaceModelMissingError(
+        f"RetinaFace detector weights are missing: put {RETINAFACE_FILE_NAME} at {candidates[0]} or {candidates[1]}"
+    )
 
 
 def load_retinaface_state(path: Path) -> dict[str, torch.Tensor]:

@@ -9,8 +9,9 @@ from pathlib import Path
 from PIL import Image
 
 from modules.options import Options
-from modules.postprocess.face_detection import YuNetFaceDetector
+from modules.postprocess.face_detection import FaceDetector, YuNetFaceDetector
 from modules.postprocess.face_restore import FaceRestorer, find_face_restore_model
+from modules.postprocess.retinaface import RetinaFaceDetector, find_retinaface_model
 from modules.postprocess.upscalers import UpscalerRegistry
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class Postprocessor:
         self.detector_model = detector_model
         folders = [models_dir / name for name in UPSCALER_FOLDERS] + list(extra_upscaler_folders)
         self.upscalers = UpscalerRegistry(folders)
-        self._restorers: dict[str, FaceRestorer] = {}
+        self._restorers: dict[tuple[str, str], FaceRestorer] = {}
         self._lock = threading.Lock()
 
     def upscale(self, image: Image.Image, upscaler: str, size: tuple[int, int]) -> Image.Image:
@@ -55,13 +56,19 @@ class Postprocessor:
     def face_restorer(self, name: str) -> FaceRestorer:
         if name not in FACE_RESTORERS:
             raise ValueError(f"unknown face restorer {name!r}; choose {' or '.join(FACE_RESTORERS)}")
+        key = (name, self.options.face_detector)
         with self._lock:
-            if name not in self._restorers:
+            if key not in self._restorers:
                 path = find_face_restore_model(name, self.models_dir)
-                detector = YuNetFaceDetector(self.detector_model)
-                self._restorers[name] = FaceRestorer.from_file(path, detector)
-                logger.info("face restorer loaded name=%s path=%s", name, path)
-            return self._restorers[name]
+                self._restorers[key] = FaceRestorer.from_file(path, self.create_face_detector())
+                logger.info("face restorer loaded name=%s detector=%s path=%s", name, key[1], path)
+            return self._restorers[key]
+
+    def create_face_detector(self) -> FaceDetector:
+        """The detector the setting names: YuNet, or RetinaFace from facexlib's file (an error says where it goes)."""
+        if self.options.face_detector == "RetinaFace":
+            return RetinaFaceDetector(find_retinaface_model(self.models_dir))
+        return YuNetFaceDetector(self.detector_model)
 
     def restore_faces(
         self,
