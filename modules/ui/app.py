@@ -10,12 +10,14 @@ import gradio as gr
 from PIL import Image
 
 from modules.application import Application
+from modules.prompts.styles import StyleDatabase
 from modules.ui import checkpoints, handlers
 from modules.ui.common import GenerationTab, UiContext, fill_controls
 from modules.ui.extras import create_extras_tab
 from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
 from modules.ui.models_tab import create_models_tab
 from modules.ui.png_info import PngInfoTab, create_png_info_tab
+from modules.ui.prompt_tools import with_pasted_styles
 from modules.ui.settings import create_settings_tab
 from modules.ui.txt2img import create_txt2img_tab
 from modules.ui.ui_config import UiConfig
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 SENT_FIELDS: tuple[str, ...] = (
     "prompt",
     "negative_prompt",
+    "styles",
     "steps",
     "sampler_name",
     "scheduler",
@@ -107,8 +110,21 @@ def sent_outputs(target: GenerationTab) -> list[Any]:
     return [target.controls.components[name] for name in SENT_FIELDS if name in target.controls.components]
 
 
+def pasted_fields(text: str, styles: StyleDatabase | None) -> dict[str, Any]:
+    """The fields an infotext sends; with a style database, the styles found in its prompts are selected."""
+    fields = handlers.fields_from_infotext(text)
+    if styles is not None:
+        fields = with_pasted_styles(styles, fields)
+    return {name: value for name, value in fields.items() if name in SENT_FIELDS}
+
+
 def link_gallery(
-    source: GenerationTab, target: GenerationTab, button: gr.Button, tabs: gr.Tabs, target_id: str
+    source: GenerationTab,
+    target: GenerationTab,
+    button: gr.Button,
+    tabs: gr.Tabs,
+    target_id: str,
+    styles: StyleDatabase | None = None,
 ) -> None:
     """ "Send to": the selected image and its parameters go to the target tab, which is shown."""
 
@@ -118,8 +134,7 @@ def link_gallery(
             gr.Warning("Nothing to send: generate an image first.")
             return {}
         index = (state or {}).get("selected", 0)
-        fields = handlers.fields_from_infotext(handlers.selected_infotext(state, index))
-        fields = {name: value for name, value in fields.items() if name in SENT_FIELDS}
+        fields = pasted_fields(handlers.selected_infotext(state, index), styles)
         return {
             target.image: image_value(target, image),
             tabs: gr.Tabs(selected=target_id),
@@ -136,14 +151,17 @@ def link_gallery(
 
 
 def link_png_info(
-    png_info: PngInfoTab, target: GenerationTab, button: gr.Button, tabs: gr.Tabs, target_id: str
+    png_info: PngInfoTab,
+    target: GenerationTab,
+    button: gr.Button,
+    tabs: gr.Tabs,
+    target_id: str,
+    styles: StyleDatabase | None = None,
 ) -> None:
     with_image = target.image is not None
 
     def send(image: Image.Image | None, text: str) -> dict[Any, Any]:
-        fields = {
-            name: value for name, value in handlers.fields_from_infotext(text or "").items() if name in SENT_FIELDS
-        }
+        fields = pasted_fields(text or "", styles)
         updates: dict[Any, Any] = {tabs: gr.Tabs(selected=target_id), **fill_controls(target.controls, fields)}
         if with_image and image is not None:
             updates[target.image] = image_value(target, image)
@@ -180,10 +198,10 @@ def create_ui(application: Application) -> gr.Blocks:
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 create_settings_tab(application)
         for source in (txt2img, img2img, inpaint):
-            link_gallery(source, img2img, source.panel.send_to_img2img, tabs, "img2img")
-            link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint")
-        link_png_info(png_info, txt2img, png_info.send_to_txt2img, tabs, "txt2img")
-        link_png_info(png_info, img2img, png_info.send_to_img2img, tabs, "img2img")
+            link_gallery(source, img2img, source.panel.send_to_img2img, tabs, "img2img", context.styles)
+            link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint", context.styles)
+        link_png_info(png_info, txt2img, png_info.send_to_txt2img, tabs, "txt2img", context.styles)
+        link_png_info(png_info, img2img, png_info.send_to_img2img, tabs, "img2img", context.styles)
     return blocks
 
 

@@ -11,9 +11,18 @@ import gradio as gr
 
 from modules.application import Application
 from modules.processing.requests import Img2ImgRequest, Txt2ImgRequest
+from modules.prompts.styles import StyleDatabase
 from modules.samplers import SCHEDULE_TYPES, SamplerError, sampler_names, schedule_types_for
 from modules.ui import handlers
 from modules.ui.messages import error_message, status_html
+from modules.ui.prompt_tools import TokenCounter
+from modules.ui.prompt_widgets import (
+    PromptTools,
+    build_counter,
+    build_style_editor,
+    build_styles_dropdown,
+    wire_prompt_tools,
+)
 from modules.ui.ui_config import UiConfig, ui_key
 
 logger = logging.getLogger(__name__)
@@ -23,10 +32,17 @@ RequestBuilder = Callable[[Mapping[str, Any]], Txt2ImgRequest | Img2ImgRequest]
 
 @dataclass
 class UiContext:
-    """What the tabs need: the application and the remembered control values."""
+    """What the tabs need: the application, the remembered control values, styles and the token counter."""
 
     application: Application
     ui_config: UiConfig
+    styles: StyleDatabase = field(init=False)
+    token_counter: TokenCounter = field(init=False)
+
+    def __post_init__(self) -> None:
+        paths = self.application.paths
+        self.styles = StyleDatabase.load(paths.styles_file)
+        self.token_counter = TokenCounter(self.application.model_manager, paths.configs_dir / "sd15" / "tokenizer")
 
     def initial(self, tab: str, label: str, default: object) -> object:
         return self.ui_config.get(ui_key(tab, label), default)
@@ -69,17 +85,19 @@ class PromptArea:
     generate: gr.Button
     interrupt: gr.Button
     skip: gr.Button
+    tools: PromptTools
 
 
 def build_prompt_area(context: UiContext, controls: Controls) -> PromptArea:
     tab = controls.tab
     with gr.Row(equal_height=False):
         with gr.Column(scale=6):
-            controls.add(
+            prompt = controls.add(
                 "prompt",
                 gr.Textbox(value=context.initial(tab, "Prompt", ""), label="Prompt", lines=3, elem_id=f"{tab}_prompt"),
             )
-            controls.add(
+            prompt_counter = build_counter(context, f"{tab}_token_counter", prompt.value)
+            negative = controls.add(
                 "negative_prompt",
                 gr.Textbox(
                     value=context.initial(tab, "Negative prompt", ""),
@@ -88,12 +106,16 @@ def build_prompt_area(context: UiContext, controls: Controls) -> PromptArea:
                     elem_id=f"{tab}_neg_prompt",
                 ),
             )
+            negative_counter = build_counter(context, f"{tab}_negative_token_counter", negative.value)
         with gr.Column(scale=1, min_width=180):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{tab}_generate", size="lg")
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", size="sm", variant="stop")
                 skip = gr.Button("Skip", elem_id=f"{tab}_skip", size="sm")
-    return PromptArea(generate=generate, interrupt=interrupt, skip=skip)
+            styles, apply, refresh = build_styles_dropdown(context, controls)
+    editor = build_style_editor(context, tab)
+    tools = PromptTools(prompt_counter, negative_counter, styles, apply, refresh, editor)
+    return PromptArea(generate=generate, interrupt=interrupt, skip=skip, tools=tools)
 
 
 def build_sampling_controls(context: UiContext, controls: Controls) -> None:
@@ -333,6 +355,7 @@ def wire_generation(
         show_progress="hidden",
         api_visibility="private",
     )
+    wire_prompt_tools(context, controls, prompt.tools)
     seed = controls.components["seed"]
     seed_row.random.click(lambda: -1, outputs=seed, show_progress="hidden", queue=False)
     seed_row.reuse.click(handlers.selected_seed, inputs=panel.state, outputs=seed, show_progress="hidden", queue=False)

@@ -30,6 +30,7 @@ MASK_MODES: tuple[str, ...] = ("Inpaint masked", "Inpaint not masked")
 COMMON_FIELDS: tuple[str, ...] = (
     "prompt",
     "negative_prompt",
+    "styles",
     "steps",
     "sampler_name",
     "scheduler",
