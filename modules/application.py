@@ -15,6 +15,7 @@ from modules.hub.downloads import DownloadManager
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry
+from modules.networks.service import Networks, build_networks
 from modules.options import Options
 from modules.paths import DataPaths
 from modules.postprocess.service import Postprocessor
@@ -55,6 +56,7 @@ class Application:
     service: GenerationService
     postprocessor: Postprocessor
     downloads: DownloadManager | None = None
+    networks: Networks | None = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -73,12 +75,14 @@ class Application:
         manager = ModelManager(registry, policy, paths.configs_dir)
         detector = paths.configs_dir / "face-detection" / "yunet.onnx"
         postprocessor = Postprocessor(paths.models_dir, options, detector)
+        networks = build_networks(paths, args, HashCache(paths.cache_file), lambda: options.sd_vae)
         context = ProcessingContext(
             model_manager=manager,
             backend=create_backend(args.backend),
             options=options,
             paths=paths,
             postprocessor=postprocessor,
+            networks=networks,
         )
         service = GenerationService(context)
         logger.info(
@@ -95,6 +99,7 @@ class Application:
             model_manager=manager,
             service=service,
             postprocessor=postprocessor,
+            networks=networks,
         )
 
     def initial_checkpoint(self) -> str | None:

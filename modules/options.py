@@ -33,6 +33,7 @@ class Options(BaseModel):
     save_to_dirs: bool = Field(True, description="Save images to a subdirectory per date")
     live_previews_enable: bool = Field(True, description="Show live previews of the created image")
     show_progress_every_n_steps: int = Field(5, ge=-1, le=32, description="Live preview every N sampling steps")
+    sd_vae: str = Field("Automatic", description="SD VAE: Automatic, None, or a file from models/VAE")
     CLIP_stop_at_last_layers: int = Field(1, ge=1, le=12, description="Clip skip")
     default_sampler: str = Field("DPM++ 2M", description="Default sampler")
     default_scheduler: str = Field("Automatic", description="Default schedule type")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -13,6 +14,7 @@ from PIL import Image
 
 from modules.backends.base import Backend, BackendError, GenerationPlan
 from modules.models.manager import LoadedModel, ModelManager, Task
+from modules.networks.service import AppliedNetworks, Networks
 from modules.options import Options
 from modules.paths import DataPaths
 from modules.postprocess.service import Postprocessor
@@ -44,6 +46,7 @@ class ProcessingContext:
     options: Options
     paths: DataPaths
     postprocessor: Postprocessor | None = None
+    networks: Networks | None = None  # LoRA / embeddings / VAE choice (modules/networks)
 
 
 @dataclass
@@ -96,7 +99,9 @@ def process(
         plan = make_plan(request, task, inputs, batch_seeds, sampler.name, schedule, emphasis)
         if hires is not None:
             model = context.model_manager.get(model.info.name)
-        images = generate_batch(context, model, request, plan, hires, control)
+        with networks_applied(context, model, plan) as networks:
+            images = generate_batch(context, model, request, plan, hires, control)
+        result.notes.extend(note for note in networks.notes if note not in result.notes)
         control.clear_skip()
         images = restore_faces_if_asked(request, context, finish_images(images, inputs))
         infotext_of = partial(
@@ -108,6 +113,7 @@ def process(
             hires=hires,
             face_restorer=face_restorer_name(request, context),
             emphasis=emphasis,
+            extra_parameters=networks.infotext,
         )
         keep_images(request, context, task, result, images, batch_seeds, infotext_of)
     if hires is not None and request.hr_checkpoint_name:
@@ -145,6 +151,15 @@ def apply_styles(
         raise ProcessingError(str(error)) from error
     logger.info("styles applied styles=%s", ",".join(request.styles))
     return request.model_copy(update=update)
+
+
+def networks_applied(
+    context: ProcessingContext, model: LoadedModel, plan: GenerationPlan
+) -> AbstractContextManager[AppliedNetworks]:
+    """VAE, embeddings and the prompt's LoRA tags for one batch; LoRA deltas are removed on exit."""
+    if context.networks is None:
+        return nullcontext(AppliedNetworks())
+    return context.networks.applied(model, plan.prompts, plan.negative_prompts)
 
 
 def generate_batch(
@@ -269,6 +284,7 @@ def build_infotext(
     hires: HiresPass | None = None,
     face_restorer: str | None = None,
     emphasis: str = "Original",
+    extra_parameters: Mapping[str, object] | None = None,
 ) -> str:
     parameters: dict[str, object] = {
         "Steps": request.steps,
@@ -293,6 +309,7 @@ def build_infotext(
         parameters.update(hires_infotext(request, hires, sampler))
     if emphasis != "Original":
         parameters["Emphasis"] = emphasis
+    parameters.update(extra_parameters or {})
     parameters["Version"] = VERSION
     return infotext_module.create_infotext(request.prompt, request.negative_prompt, parameters)
 
