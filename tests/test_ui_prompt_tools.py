@@ -16,6 +16,7 @@ from modules.ui.prompt_tools import TokenCounter
 
 REPO = Path(__file__).resolve().parent.parent
 TOKENIZER = REPO / "configs" / "sd15" / "tokenizer"
+COUNTER_NAMES = ("token_counter", "negative_token_counter")
 
 
 @pytest.fixture
@@ -128,3 +129,10 @@ def test_every_generation_tab_has_styles_and_counters(tmp_path: Path) -> None:
         assert by_id[f"{tab}_negative_token_counter"].value == "0/75"
         for button in ("style_apply", "style_refresh", "style_create", "style_save", "style_delete"):
             assert isinstance(by_id[f"{tab}_{button}"], gr.Button)
+    counters = {by_id[f"{tab}_{name}"] for tab in ("txt2img", "img2img", "inpaint") for name in COUNTER_NAMES}
+    counting = [fn for fn in blocks.fns.values() if set(fn.outputs) & counters]
+    assert len(counting) == 6
+    for fn in counting:  # answered at once beside generation jobs; keystrokes during a count collapse into one
+        assert fn.queue is False
+        assert fn.trigger_mode == "always_last"
+        assert [event for _, event in fn.targets] == ["change"]

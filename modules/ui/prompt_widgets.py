@@ -62,7 +62,15 @@ def build_styles_dropdown(context: UiContext, controls: Controls) -> tuple[gr.Dr
     selected = prompt_tools.known_styles(context.styles, remembered if isinstance(remembered, list) else [])
     styles = controls.add(
         "styles",
-        gr.Dropdown(context.styles.names(), value=selected, multiselect=True, label="Styles", elem_id=f"{tab}_styles"),
+        gr.Dropdown(
+            context.styles.names(),
+            value=selected,
+            multiselect=True,
+            label="Styles",
+            # a style deleted in another tab stays selectable here; generating then names it in a clear error
+            allow_custom_value=True,
+            elem_id=f"{tab}_styles",
+        ),
     )
     with gr.Row():
         apply = gr.Button("Apply styles", size="sm", elem_id=f"{tab}_style_apply", min_width=60)
@@ -149,12 +157,13 @@ def wire_styles(context: UiContext, controls: Controls, tools: PromptTools) -> N
     def refresh(selected: list[str]) -> dict:
         return outcome_updates(editor, styles, prompt_tools.reload_styles(database), selected)
 
-    def list_choices(selected: list[str]) -> Any:
-        return gr.update(choices=database.names(), value=prompt_tools.known_styles(database, selected))
+    def list_choices() -> Any:
+        # choices only: setting the value here could undo an option the user clicks while this is answered
+        return gr.update(choices=database.names())
 
     tools.apply.click(apply, inputs=[prompt, negative, styles], outputs=[prompt, negative, styles], **QUICK)
     tools.refresh.click(refresh, inputs=styles, outputs=changed, **QUICK)
-    styles.focus(list_choices, inputs=styles, outputs=styles, **QUICK)
+    styles.focus(list_choices, outputs=styles, **QUICK)
     editor.editing.focus(lambda: gr.update(choices=database.names()), outputs=editor.editing, **QUICK)
     editor.editing.input(
         lambda name: prompt_tools.style_fields(database, name),
