@@ -203,6 +203,10 @@ class NetworkRegistry:
             self._metadata[key] = found
         return found
 
+    def cached_metadata(self, entry: NetworkEntry) -> NetworkMetadata | None:
+        """Metadata already read (never reads a file): lets a search look into descriptions for free."""
+        return self._metadata.get((entry.path, entry.mtime))
+
     def file_sha256(self, entry: NetworkEntry) -> str:
         """The full-file sha256 (TI hashes, VAE hash), cached in cache.json."""
         if self.hash_cache is None:

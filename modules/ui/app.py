@@ -13,6 +13,7 @@ from modules.application import Application
 from modules.prompts.styles import StyleDatabase
 from modules.ui import checkpoints, handlers
 from modules.ui.common import GenerationTab, UiContext, fill_controls
+from modules.ui.extra_networks import create_extra_networks_tab
 from modules.ui.extras import create_extras_tab
 from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
 from modules.ui.models_tab import create_models_tab
@@ -191,6 +192,8 @@ def create_ui(application: Application) -> gr.Blocks:
                 inpaint = create_inpaint_tab(context)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 create_extras_tab(application)
+            with gr.Tab("Extra Networks", id="extra_networks", elem_id="tab_extra_networks") as extra_networks_tab:
+                create_extra_networks_tab(application, extra_networks_tab)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png_info = create_png_info_tab()
             with gr.Tab("Models", id="models", elem_id="tab_models"):

@@ -1,0 +1,52 @@
+"""The Extra Networks tab in a real browser: cards shown, search filters them, a LoRA card fills the prompt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors.torch import save_file
+
+from tests.test_browser import CHROMIUM_ARGS, chromium_path, screenshot, server  # noqa: F401 (fixture)
+from tests.test_networks_lora import kohya_lora
+
+pytestmark = pytest.mark.browser
+
+
+def add_loras(data_dir: Path) -> None:
+    lora_dir = data_dir / "models" / "Lora"
+    (lora_dir / "people").mkdir(parents=True, exist_ok=True)
+    save_file(kohya_lora(), str(lora_dir / "alpha_style.safetensors"), metadata={"ss_output_name": "alpha_style"})
+    save_file(kohya_lora(seed=4), str(lora_dir / "people" / "beta_face.safetensors"))
+    (lora_dir / "people" / "beta_face.json").write_text('{"description": "a face LoRA", "activation text": "betaface"}')
+
+
+def test_extra_networks_tab(server: tuple[str, Path]) -> None:  # noqa: F811
+    executable = chromium_path()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    url, data_dir = server
+    add_loras(data_dir)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector("#txt2img_generate", timeout=60_000)
+            page.locator("#txt2img_prompt textarea").fill("a castle")
+            page.get_by_role("tab", name="Extra Networks").click()
+            cards = page.locator("#extra_networks_cards .easel-card")
+            sync_api.expect(cards).to_have_count(2, timeout=30_000)
+            sync_api.expect(page.locator("#extra_networks_cards")).to_contain_text("a face LoRA")
+            screenshot(page, "extra-networks.png")
+
+            search = page.locator("#extra_networks_search textarea, #extra_networks_search input").first
+            search.fill("beta")
+            search.press("Enter")
+            sync_api.expect(cards).to_have_count(1, timeout=30_000)
+            sync_api.expect(cards.first).to_contain_text("beta_face")
+
+            cards.first.click()
+            prompt = page.locator("#txt2img_prompt textarea")
+            sync_api.expect(prompt).to_have_value("a castle <lora:beta_face:1>", timeout=10_000)
+        finally:
+            browser.close()
