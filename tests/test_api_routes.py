@@ -187,14 +187,13 @@ def test_unsupported_fields_are_reported_not_pretended(client: httpx.Client) -> 
             "subseed_strength": 0.5,
             "alwayson_scripts": {"controlnet": {"args": []}},
             "script_name": "x/y/z plot",
-            "styles": ["cinematic"],
             "override_settings": {"eta_noise_seed_delta": 31337},
             "some_future_field": 1,
             **SMALL,
         },
     )
     unsupported = info_of(response)["unsupported_fields"]
-    for name in ("tiling", "subseed_strength", "alwayson_scripts", "script_name", "styles"):
+    for name in ("tiling", "subseed_strength", "alwayson_scripts", "script_name"):
         assert name in unsupported
     assert "override_settings.eta_noise_seed_delta" in unsupported
     assert not any("some_future_field" in name for name in unsupported)

@@ -84,6 +84,7 @@ class Translation:
 
 # Body fields passed on as they are when the typed request has a field of that name (hires fix, face restore).
 PASSED_FIELDS: tuple[str, ...] = (
+    "styles",
     "restore_faces",
     "tiling",
     "enable_hr",
