@@ -130,13 +130,12 @@ class GenerationService:
         return self._signal("skip", owner, job_id, admin)
 
     def _signal(self, action: str, owner: str, job_id: str | None, admin: bool) -> bool:
-        """Interrupt/skip act on the caller's own job only (an admin may act on any)."""
+        """Interrupt/skip act on the caller's own running job (an admin's on any), or on the job named by id."""
         with self._lock:
-            candidates = (
-                [self._jobs[job_id]]
-                if job_id in self._jobs
-                else [job for job in self._jobs.values() if job.state in (JobState.RUNNING, JobState.QUEUED)]
-            )
+            if job_id is not None:
+                candidates = [self._jobs[job_id]] if job_id in self._jobs else []
+            else:
+                candidates = [job for job in self._jobs.values() if job.state is JobState.RUNNING]
         for job in candidates:
             if job.future.done() or not (admin or job.owner == owner):
                 continue

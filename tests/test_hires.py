@@ -6,7 +6,7 @@ import pytest
 
 from modules.postprocess.service import Postprocessor
 from modules.processing.infotext import infotext_to_request_fields, parse_infotext
-from modules.processing.processing import ProcessingContext, process
+from modules.processing.processing import ProcessingContext, ProcessingError, process
 from modules.processing.requests import Txt2ImgRequest
 
 from .test_processing import StopAtStep, pixels
@@ -87,3 +87,13 @@ def test_interrupt_during_the_first_pass_keeps_its_image(hires_context):
     result = process(hires_request(steps=3), hires_context, control)
     assert result.interrupted
     assert result.images[0].size == (64, 64)
+
+
+def test_unknown_hires_upscaler_is_a_clear_error_before_sampling(hires_context):
+    with pytest.raises(ProcessingError, match="unknown hires upscaler"):
+        process(hires_request(hr_upscaler="No Such Upscaler"), hires_context)
+
+
+def test_restore_faces_without_weights_is_a_clear_error(hires_context):
+    with pytest.raises(ProcessingError, match="face restoration failed"):
+        process(hires_request(enable_hr=False, restore_faces=True), hires_context)

@@ -86,6 +86,7 @@ def process(
         hires = plan_hires(request, sampler.name) if is_hires(request) else None
     except SamplerError as error:
         raise ProcessingError(str(error)) from error
+    check_hires_upscaler(context, hires)
     task = task_of(request)
     inputs = prepare_inputs(request)
     emphasis = context.options.emphasis
@@ -214,7 +215,24 @@ def restore_faces_if_asked(
         return images
     if context.postprocessor is None:
         raise ProcessingError("face restoration is not available in this set-up")
-    return [context.postprocessor.restore_faces(image) for image in images]
+    try:
+        return [context.postprocessor.restore_faces(image) for image in images]
+    except (FileNotFoundError, ValueError) as error:  # missing weights (offline), unreadable or unknown model
+        raise ProcessingError(f"face restoration failed: {error}") from error
+
+
+def check_hires_upscaler(context: ProcessingContext, hires: HiresPass | None) -> None:
+    """An unknown or unusable image upscaler is reported before any sampling starts."""
+    if hires is None or hires.latent:
+        return
+    if context.postprocessor is None:
+        raise ProcessingError(f"upscaler {hires.upscaler!r} is not available in this set-up")
+    try:
+        info = context.postprocessor.upscalers.find(hires.upscaler)
+    except KeyError as error:
+        raise ProcessingError(f"unknown hires upscaler {hires.upscaler!r}") from error
+    if not info.supported:
+        raise ProcessingError(f"hires upscaler {hires.upscaler!r} cannot be used: {info.reason}")
 
 
 def keep_images(
