@@ -55,6 +55,10 @@ class Options(BaseModel):
     ESRGAN_tile: int = Field(192, ge=0, le=512, description="Tile size for upscalers (0 = no tiling)")
     ESRGAN_tile_overlap: int = Field(8, ge=0, le=48, description="Tile overlap for upscalers, in pixels")
     initial_noise_multiplier: float = Field(1.0, ge=0.0, le=1.5, description="Noise multiplier for img2img")
+    api_enable_requests: bool = Field(
+        False, description="API: fetch input images given as http:// or https:// URLs (never local addresses)"
+    )
+    api_max_body_mb: int = Field(64, ge=1, le=4096, description="API: largest request body, in MB (larger: 413)")
     # Secret: left out of model_dump() (so out of the API and any dump), hidden from repr, written by save() only.
     hf_token: str = Field("", description="Hugging Face token (gated or private models)", exclude=True, repr=False)
 

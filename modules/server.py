@@ -9,9 +9,10 @@ import argparse
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import uvicorn
 from fastapi import FastAPI
@@ -29,10 +30,17 @@ logger = logging.getLogger(__name__)
 
 UI_PORT = 7860
 API_ONLY_PORT = 7861
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+MEGABYTE = 1024 * 1024
 Logins = tuple[tuple[str, str], ...]
-# mount_ui(app, path): adds the UI to the app at path (given by modules.ui.app, which owns gradio)
-MountUi = Callable[[FastAPI, str], None]
+
+
+class MountUi(Protocol):
+    """Adds the UI to the app at ``path`` (given by modules.ui.app, which owns gradio), with the exposure
+    warnings to show and the upload size limit."""
+
+    def __call__(
+        self, app: FastAPI, path: str, *, warnings: Sequence[str] = (), max_file_size: int | None = None
+    ) -> None: ...
 
 
 class ServerConfigError(ValueError):
@@ -56,7 +64,7 @@ class ServerOptions:
     tls_keyfile: Path | None = None
     tls_certfile: Path | None = None
     api_log: bool = False
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_body_bytes: int | None = None  # None: the api_max_body_mb setting, read per request
     image_limits: ImageLimits = field(default_factory=ImageLimits)
 
     @property
@@ -97,8 +105,8 @@ def server_options_from_args(
     )
 
 
-def warn_about_exposure(options: ServerOptions) -> list[str]:
-    """Warnings for serving beyond this machine without logins; logged, and returned for the UI."""
+def exposure_warnings(options: ServerOptions) -> list[str]:
+    """Warnings for serving beyond this machine without logins (not logged; the UI shows them)."""
     if options.host in ("127.0.0.1", "localhost", "::1"):
         return []
     warnings = []
@@ -106,9 +114,23 @@ def warn_about_exposure(options: ServerOptions) -> list[str]:
         warnings.append("serving the UI on the network without --gradio-auth: anyone on your LAN can use it")
     if options.api and not options.api_logins:
         warnings.append("serving the API on the network without --api-auth: anyone on your LAN can use it")
+    return warnings
+
+
+def warn_about_exposure(options: ServerOptions) -> list[str]:
+    """Warnings for serving beyond this machine without logins; logged, and returned for the UI."""
+    warnings = exposure_warnings(options)
     for warning in warnings:
         logger.warning("%s host=%s", warning, options.host)
     return warnings
+
+
+def body_limit(application: Application, options: ServerOptions) -> Callable[[], int]:
+    """The request body limit in bytes: the flag-given one, else the ``api_max_body_mb`` setting (live)."""
+    if options.max_body_bytes is not None:
+        fixed = options.max_body_bytes
+        return lambda: fixed
+    return lambda: application.options.api_max_body_mb * MEGABYTE
 
 
 def create_app(application: Application, options: ServerOptions, mount_ui: MountUi | None = None) -> FastAPI:
@@ -127,18 +149,19 @@ def create_app(application: Application, options: ServerOptions, mount_ui: Mount
     generation = GenerationRoutes(application, config, api_auth)
     if options.api:
         app.include_router(generation.router(), prefix=prefix)
-        app.include_router(info_router(application, api_auth, options.image_limits), prefix=prefix)
+        app.include_router(info_router(application, api_auth, generation.limits), prefix=prefix)
     internal_auth = BasicAuth(logins=options.api_logins + options.gradio_logins, admin_user=options.admin_user)
     app.include_router(generation.internal_router(internal_auth), prefix=prefix)
+    limit = body_limit(application, options)
     if mount_ui is not None and options.ui:
-        mount_ui(app, prefix or "/")
-    add_middleware(app, options)
+        mount_ui(app, prefix or "/", warnings=exposure_warnings(options), max_file_size=limit())
+    add_middleware(app, options, limit)
     return app
 
 
-def add_middleware(app: FastAPI, options: ServerOptions) -> None:
+def add_middleware(app: FastAPI, options: ServerOptions, limit: Callable[[], int]) -> None:
     prefixes = (f"{options.subpath}/sdapi/", f"{options.subpath}/internal/")
-    app.add_middleware(BodySizeLimit, max_bytes=options.max_body_bytes, prefixes=prefixes)
+    app.add_middleware(BodySizeLimit, max_bytes=limit, prefixes=prefixes)
     if options.api_log:
         app.add_middleware(ApiLog, prefixes=prefixes)
     if options.cors_origins or options.cors_origin_regex:

@@ -9,13 +9,14 @@ import ipaddress
 import logging
 import socket
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import httpx
 from PIL import Image, UnidentifiedImageError
 
 from modules.api.errors import BadInputError, PayloadTooLargeError
+from modules.options import Options
 from modules.processing.saving import save_options
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,14 @@ class ImageLimits:
     max_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 8192 * 8192
     allow_urls: bool = False
+
+
+def limits_with_options(limits: ImageLimits, options: Options) -> ImageLimits:
+    """The limits for one request: URLs are fetched when the limits allow them or the ``api_enable_requests``
+    setting does (read per request, so a change in Settings or POST /options applies at once)."""
+    if options.api_enable_requests and not limits.allow_urls:
+        return replace(limits, allow_urls=True)
+    return limits
 
 
 def strip_data_uri(text: str) -> str:

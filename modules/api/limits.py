@@ -36,9 +36,11 @@ async def send_413(send: Send, limit: int) -> None:
 
 
 class BodySizeLimit:
-    """413 for bodies over ``max_bytes`` on paths starting with one of ``prefixes`` (by header, then by count)."""
+    """413 for bodies over ``max_bytes`` on paths starting with one of ``prefixes`` (by header, then by count).
 
-    def __init__(self, app: App, max_bytes: int, prefixes: tuple[str, ...]) -> None:
+    ``max_bytes`` may be a function, asked once per request (a limit that follows a setting)."""
+
+    def __init__(self, app: App, max_bytes: int | Callable[[], int], prefixes: tuple[str, ...]) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.prefixes = prefixes
@@ -53,10 +55,11 @@ class BodySizeLimit:
         if not self.applies(scope):
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes() if callable(self.max_bytes) else self.max_bytes
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await send_413(send, self.max_bytes)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await send_413(send, limit)
             return
         received = 0
         started = rejected = False
@@ -68,11 +71,11 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # answer 413 now; the app sees a client that went away (its own answer is dropped)
                     rejected = True
                     if not started:
-                        await send_413(send, self.max_bytes)
+                        await send_413(send, limit)
                     return {"type": "http.disconnect"}
             return message
 

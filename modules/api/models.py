@@ -219,9 +219,24 @@ class PromptStyleItem(ApiModel):
     negative_prompt: str | None = None
 
 
+class LoraItem(ApiModel):
+    name: str
+    alias: str
+    path: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EmbeddingItem(ApiModel):
+    step: int | None = Field(None, description="Training steps, when the file says")
+    sd_checkpoint: str | None = Field(None, description="Hash of the checkpoint it was trained on, when the file says")
+    sd_checkpoint_name: str | None = Field(None, description="Name of that checkpoint, when the file says")
+    shape: int = Field(description="Length of each vector (SDXL: both encoders' widths added, as A1111)")
+    vectors: int = Field(description="Number of vectors")
+
+
 class EmbeddingsResponse(ApiModel):
-    loaded: dict[str, Any] = Field(default_factory=dict)
-    skipped: dict[str, Any] = Field(default_factory=dict)
+    loaded: dict[str, EmbeddingItem] = Field(default_factory=dict, description="Usable with the loaded model")
+    skipped: dict[str, EmbeddingItem] = Field(default_factory=dict, description="Not usable with the loaded model")
 
 
 class ScriptsList(ApiModel):

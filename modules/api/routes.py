@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from modules.api import progress as progress_module
 from modules.api.auth import BasicAuth, Caller
 from modules.api.errors import ApiError
-from modules.api.images import ImageLimits, decode_image
+from modules.api.images import ImageLimits, decode_image, limits_with_options
 from modules.api.models import (
     GenerationBody,
     GenerationResponse,
@@ -63,10 +63,14 @@ class GenerationRoutes:
         self.config = config
         self.auth = auth
 
+    def limits(self) -> ImageLimits:
+        """The image limits of this request (URL fetching follows the ``api_enable_requests`` setting)."""
+        return limits_with_options(self.config.limits, self.application.options)
+
     def translation_context(self) -> TranslationContext:
         application = self.application
         return TranslationContext(
-            application.options, application.registry, self.config.limits, application.initial_checkpoint()
+            application.options, application.registry, self.limits(), application.initial_checkpoint()
         )
 
     async def run_generation(
@@ -123,7 +127,7 @@ class GenerationRoutes:
 
         @router.post("/png-info", response_model=PngInfoResponse)
         def post_png_info(body: PngInfoBody) -> PngInfoResponse:
-            return png_info(body.image, self.config.limits)
+            return png_info(body.image, self.limits())
 
         @router.get("/progress", response_model=ProgressResponse)
         def get_progress(caller: CallerDep, skip_current_image: Annotated[bool, Query()] = False) -> ProgressResponse:

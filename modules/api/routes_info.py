@@ -1,7 +1,7 @@
-"""The ``/sdapi/v1`` listing, refresh and model routes, and the extras (upscale) routes.
+"""The ``/sdapi/v1`` listing, refresh and model routes, and the extras (upscale, face restore) routes.
 
-Features Easel has not built yet (VAE choice, LoRA, embeddings, styles, face restore in generation,
-hires fix, scripts, extensions) answer with A1111's shapes and the truthful content: empty lists.
+Lists come from Easel's registries (modules/api/lists.py). Features Easel has not built yet (hypernetworks,
+scripts, extensions) answer with A1111's shapes and the truthful content: empty lists.
 """
 
 from __future__ import annotations
@@ -9,28 +9,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 import torch
 from fastapi import APIRouter, Depends
-from PIL import Image
 
+from modules.api import lists
 from modules.api.auth import BasicAuth
 from modules.api.errors import BadInputError
-from modules.api.images import ImageLimits, decode_image, encode_png
+from modules.api.extras import ExtrasRoutes
+from modules.api.images import ImageLimits
 from modules.api.models import (
     CheckpointItem,
     EmbeddingsResponse,
     ExtensionItem,
     ExtrasBatchImagesBody,
     ExtrasBatchImagesResponse,
-    ExtrasBody,
     ExtrasSingleImageBody,
     ExtrasSingleImageResponse,
     FaceRestorerItem,
     LatentUpscaleModeItem,
+    LoraItem,
     PromptStyleItem,
     RealesrganItem,
     SamplerItem,
@@ -46,9 +48,7 @@ from modules.samplers import SAMPLERS, SCHEDULE_ALIASES, SCHEDULE_TYPES
 logger = logging.getLogger(__name__)
 
 SECRET_FLAGS = frozenset({"api_auth", "gradio_auth"})
-# The upscalers that need no model file (A1111 always lists these); PIL does the work.
-BUILTIN_UPSCALERS = {"None": None, "Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
-MAX_UPSCALE_SIDE = 8192
+ImageLimitsSource = Callable[[], ImageLimits]  # the limits for this request (they follow the settings)
 
 
 def command_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,58 +115,11 @@ def memory() -> dict[str, Any]:
     return result
 
 
-def upscale_target(image: Image.Image, body: ExtrasBody) -> tuple[int, int]:
-    if body.resize_mode == 1:
-        size = (body.upscaling_resize_w, body.upscaling_resize_h)
-    elif body.resize_mode == 0:
-        size = (round(image.width * body.upscaling_resize), round(image.height * body.upscaling_resize))
-    else:
-        raise BadInputError(f"resize_mode: must be 0 (scale by) or 1 (scale to) (got {body.resize_mode})")
-    if not (1 <= size[0] <= MAX_UPSCALE_SIDE and 1 <= size[1] <= MAX_UPSCALE_SIDE):
-        raise BadInputError(f"upscaled size {size[0]}x{size[1]} is outside 1..{MAX_UPSCALE_SIDE} pixels per side")
-    return size
-
-
-def upscale(image: Image.Image, body: ExtrasBody) -> tuple[Image.Image, list[str]]:
-    """A1111's extras upscale with the built-in upscalers; the features not built are reported, not faked."""
-    for name in (body.upscaler_1, body.upscaler_2):
-        if name not in BUILTIN_UPSCALERS:
-            raise BadInputError(f"upscaler {name!r} not found; available: {', '.join(BUILTIN_UPSCALERS)}")
-    notes = []
-    if body.gfpgan_visibility > 0 or body.codeformer_visibility > 0:
-        notes.append("face restoration in extras is not supported yet (gfpgan/codeformer_visibility ignored)")
-    if body.upscaler_2 != "None" and body.extras_upscaler_2_visibility > 0:
-        notes.append("a second upscaler is not supported yet (upscaler_2 ignored)")
-    resample = BUILTIN_UPSCALERS[body.upscaler_1]
-    if resample is None:
-        return image, notes
-    width, height = upscale_target(image, body)
-    if body.resize_mode == 1 and body.upscaling_crop:
-        scale = max(width / image.width, height / image.height)
-        scaled = image.resize((round(image.width * scale), round(image.height * scale)), resample)
-        left, top = (scaled.width - width) // 2, (scaled.height - height) // 2
-        return scaled.crop((left, top, left + width, top + height)), notes
-    return image.resize((width, height), resample), notes
-
-
-def extras_single(body: ExtrasSingleImageBody, limits: ImageLimits) -> ExtrasSingleImageResponse:
-    image = decode_image(body.image, limits, "image")
-    result, notes = upscale(image.convert("RGB"), body)
-    return ExtrasSingleImageResponse(html_info="<br>".join(notes), image=encode_png(result))
-
-
-def extras_batch(body: ExtrasBatchImagesBody, limits: ImageLimits) -> ExtrasBatchImagesResponse:
-    images, all_notes = [], []
-    for index, item in enumerate(body.imageList):
-        result, notes = upscale(decode_image(item.data, limits, f"imageList[{index}]").convert("RGB"), body)
-        images.append(encode_png(result))
-        all_notes.extend(note for note in notes if note not in all_notes)
-    return ExtrasBatchImagesResponse(html_info="<br>".join(all_notes), images=images)
-
-
-def info_router(application: Application, auth: BasicAuth, limits: ImageLimits) -> APIRouter:
+def info_router(application: Application, auth: BasicAuth, limits: ImageLimitsSource) -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"], dependencies=[Depends(auth)])
     service, manager, registry = application.service, application.model_manager, application.registry
+    add_list_routes(router, application)
+    add_refresh_routes(router, application)
 
     @router.get("/cmd-flags")
     def cmd_flags() -> dict[str, Any]:
@@ -180,46 +133,13 @@ def info_router(application: Application, auth: BasicAuth, limits: ImageLimits) 
     def get_schedulers() -> list[SchedulerItem]:
         return schedulers()
 
-    @router.get("/upscalers", response_model=list[UpscalerItem])
-    def upscalers() -> list[UpscalerItem]:
-        return [UpscalerItem(name=name, scale=4 if name == "None" else 2) for name in BUILTIN_UPSCALERS]
-
     @router.get("/sd-models", response_model=list[CheckpointItem])
     def sd_models() -> list[CheckpointItem]:
         return [checkpoint_item(info) for info in registry.checkpoints()]
 
-    empty_lists: dict[str, type] = {
-        "/latent-upscale-modes": LatentUpscaleModeItem,
-        "/sd-vae": VaeItem,
-        "/hypernetworks": dict,
-        "/face-restorers": FaceRestorerItem,
-        "/realesrgan-models": RealesrganItem,
-        "/prompt-styles": PromptStyleItem,
-        "/loras": dict,
-        "/script-info": dict,
-        "/extensions": ExtensionItem,
-    }
-    for path, item in empty_lists.items():
-        router.add_api_route(path, lambda: [], methods=["GET"], response_model=list[item], name=path.strip("/"))
-
-    @router.get("/embeddings", response_model=EmbeddingsResponse)
-    def embeddings() -> EmbeddingsResponse:
-        return EmbeddingsResponse()
-
-    @router.get("/scripts", response_model=ScriptsList)
-    def scripts() -> ScriptsList:
-        return ScriptsList()
-
     @router.get("/memory")
     def get_memory() -> dict[str, Any]:
         return memory()
-
-    @router.post("/refresh-checkpoints")
-    def refresh_checkpoints() -> None:
-        registry.refresh()
-
-    for path in ("/refresh-loras", "/refresh-embeddings", "/refresh-vae"):
-        router.add_api_route(path, lambda: None, methods=["POST"], name=path.strip("/"))
 
     @router.post("/unload-checkpoint")
     async def unload_checkpoint() -> None:
@@ -232,12 +152,78 @@ def info_router(application: Application, auth: BasicAuth, limits: ImageLimits) 
             raise BadInputError("no checkpoint to load: put one into models/Stable-diffusion")
         await asyncio.wrap_future(service.submit_task(lambda: manager.load(wanted), kind="load-checkpoint").future)
 
+    extras = ExtrasRoutes(application)
+
     @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse)
     def extra_single_image(body: ExtrasSingleImageBody) -> ExtrasSingleImageResponse:
-        return extras_single(body, limits)
+        return extras.single(body, limits())
 
     @router.post("/extra-batch-images", response_model=ExtrasBatchImagesResponse)
     def extra_batch_images(body: ExtrasBatchImagesBody) -> ExtrasBatchImagesResponse:
-        return extras_batch(body, limits)
+        return extras.batch(body, limits())
 
     return router
+
+
+def add_list_routes(router: APIRouter, application: Application) -> None:
+    """The GET listings: real content from the registries; empty lists for what Easel does not have."""
+
+    @router.get("/upscalers", response_model=list[UpscalerItem])
+    def upscalers() -> list[UpscalerItem]:
+        return lists.upscalers(application)
+
+    @router.get("/realesrgan-models", response_model=list[RealesrganItem])
+    def realesrgan_models() -> list[RealesrganItem]:
+        return lists.realesrgan_models(application)
+
+    @router.get("/latent-upscale-modes", response_model=list[LatentUpscaleModeItem])
+    def latent_upscale_modes() -> list[LatentUpscaleModeItem]:
+        return lists.latent_upscale_modes()
+
+    @router.get("/face-restorers", response_model=list[FaceRestorerItem])
+    def face_restorers() -> list[FaceRestorerItem]:
+        return lists.face_restorers(application)
+
+    @router.get("/prompt-styles", response_model=list[PromptStyleItem])
+    def prompt_styles() -> list[PromptStyleItem]:
+        return lists.prompt_styles(application)
+
+    @router.get("/loras", response_model=list[LoraItem])
+    def loras() -> list[LoraItem]:
+        return lists.loras(application)
+
+    @router.get("/sd-vae", response_model=list[VaeItem])
+    def sd_vae() -> list[VaeItem]:
+        return lists.vaes(application)
+
+    @router.get("/embeddings", response_model=EmbeddingsResponse)
+    def embeddings() -> EmbeddingsResponse:
+        return lists.embeddings(application)
+
+    @router.get("/scripts", response_model=ScriptsList)
+    def scripts() -> ScriptsList:
+        return ScriptsList()
+
+    empty_lists: dict[str, type] = {"/hypernetworks": dict, "/script-info": dict, "/extensions": ExtensionItem}
+    for path, item in empty_lists.items():
+        router.add_api_route(path, lambda: [], methods=["GET"], response_model=list[item], name=path.strip("/"))
+
+
+def add_refresh_routes(router: APIRouter, application: Application) -> None:
+    """Rescan the folders (A1111 answers null)."""
+
+    @router.post("/refresh-checkpoints")
+    def refresh_checkpoints() -> None:
+        application.registry.refresh()
+
+    @router.post("/refresh-loras")
+    def refresh_loras() -> None:
+        lists.require_networks(application).registry.refresh(["lora"])
+
+    @router.post("/refresh-embeddings")
+    def refresh_embeddings() -> None:
+        lists.require_networks(application).registry.refresh(["embedding"])
+
+    @router.post("/refresh-vae")
+    def refresh_vae() -> None:
+        lists.require_networks(application).registry.refresh(["vae"])

@@ -25,9 +25,11 @@ from modules.samplers import AUTOMATIC, SamplerError, resolve
 
 logger = logging.getLogger(__name__)
 
-# override_settings values that ask for what Easel does anyway (no VAE override).
+# override_settings values that ask for nothing. sd_vae is neutral only when it equals the current "SD VAE"
+# setting (the generic rule below): the VAE is chosen per model, not per request, so another value is reported
+# as unsupported rather than applied to the shared model or the setting.
 NEUTRAL_OVERRIDES: Mapping[str, tuple[Any, ...]] = {
-    "sd_vae": ("Automatic", "None", "", None),
+    "sd_vae": ("", None),
     "sd_model_checkpoint": ("", None),
 }
 # Fields that are unsupported when they differ from these values (A1111's "off" values).
