@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -10,6 +11,7 @@ import gradio as gr
 from PIL import Image
 
 from modules.application import Application
+from modules.models.errors import ModelError
 from modules.prompts.styles import StyleDatabase
 from modules.ui import checkpoints, handlers
 from modules.ui.common import GenerationTab, UiContext, fill_controls
@@ -47,11 +49,32 @@ CSS = """
 .easel-error { background: #fde8e8; color: #8a1c1c; border: 1px solid #f5b5b5; }
 .easel-note { background: #fff6db; color: #6b4e00; border: 1px solid #f0d890; }
 .easel-info { background: var(--block-background-fill); }
+#exposure_warning { padding: 0.4em 0.8em; border-radius: 6px; font-weight: 600; }
+#exposure_warning { background: #fde8e8; color: #8a1c1c; border: 1px solid #f5b5b5; }
 #checkpoint_row { align-items: end; }
 """
 
 
-def build_top_bar(application: Application) -> None:
+def kept_choice(application: Application, selected: str | None) -> str | None:
+    """The dropdown's own choice (its title refreshed: it gains a hash once loaded), not whatever another client
+    (an API override) loaded since; the loaded or start checkpoint when nothing valid is selected."""
+    if selected:
+        try:
+            return application.registry.find(selected).title
+        except ModelError:
+            logger.info("selected checkpoint gone title=%s", selected)
+    return checkpoints.current_title(application)
+
+
+def exposure_banner(warnings: Sequence[str]) -> None:
+    """A visible banner for --listen without logins (modules.server.exposure_warnings gives the texts)."""
+    if warnings:
+        lines = "<br>".join(f"⚠ {html.escape(warning)}" for warning in warnings)
+        gr.HTML(f"<div>{lines}</div>", elem_id="exposure_warning")
+
+
+def build_top_bar(application: Application) -> gr.Dropdown:
+    """The checkpoint dropdown; its value goes with every generation request of this browser session."""
     with gr.Row(elem_id="checkpoint_row"):
         dropdown = gr.Dropdown(
             checkpoints.checkpoint_titles(application),
@@ -72,23 +95,22 @@ def build_top_bar(application: Application) -> None:
         choices = checkpoints.checkpoint_titles(application)
         return gr.update(choices=choices, value=outcome.title), outcome.error
 
-    def refresh_list() -> tuple[Any, str]:
+    def refresh_list(selected: str | None) -> tuple[Any, str]:
         application.registry.refresh()
         titles = checkpoints.checkpoint_titles(application)
         return (
-            gr.update(choices=titles, value=checkpoints.current_title(application)),
+            gr.update(choices=titles, value=kept_choice(application, selected)),
             checkpoints.missing_checkpoint_message(application),
         )
 
-    def list_titles() -> Any:
+    def list_titles(selected: str | None) -> Any:
         # titles gain their hash once a checkpoint is loaded (A1111's "name [hash]")
-        return gr.update(
-            choices=checkpoints.checkpoint_titles(application), value=checkpoints.current_title(application)
-        )
+        return gr.update(choices=checkpoints.checkpoint_titles(application), value=kept_choice(application, selected))
 
-    dropdown.focus(list_titles, outputs=dropdown, show_progress="hidden", api_visibility="private")
+    dropdown.focus(list_titles, inputs=dropdown, outputs=dropdown, show_progress="hidden", api_visibility="private")
     dropdown.input(switch, inputs=dropdown, outputs=[dropdown, message], api_visibility="private")
-    refresh.click(refresh_list, outputs=[dropdown, message], api_visibility="private")
+    refresh.click(refresh_list, inputs=dropdown, outputs=[dropdown, message], api_visibility="private")
+    return dropdown
 
 
 def selected_image(gallery: Sequence[Any] | None, state: dict[str, Any] | None) -> Image.Image | None:
@@ -178,11 +200,12 @@ def link_png_info(
     )
 
 
-def create_ui(application: Application) -> gr.Blocks:
-    """Build the whole UI (nothing is served yet)."""
+def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Blocks:
+    """Build the whole UI (nothing is served yet); ``warnings`` are shown in a banner at the top."""
     context = UiContext(application=application, ui_config=UiConfig.load(application.paths.ui_config_file))
     with gr.Blocks(title="Easel", analytics_enabled=False) as blocks:
-        build_top_bar(application)
+        exposure_banner(warnings)
+        context.checkpoint = build_top_bar(application)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 txt2img = create_txt2img_tab(context)
@@ -220,9 +243,10 @@ def mount_ui(
     application: Application,
     auth: list[tuple[str, str]] | None = None,
     max_file_size: int | None = None,
+    warnings: Sequence[str] = (),
 ) -> gr.Blocks:
     """Build the UI and mount it on ``app`` (a FastAPI app served by modules.server) at ``path``."""
-    blocks = create_ui(application)
+    blocks = create_ui(application, warnings)
     blocks.queue()
     gr.mount_gradio_app(
         app,

@@ -32,10 +32,14 @@ RequestBuilder = Callable[[Mapping[str, Any]], Txt2ImgRequest | Img2ImgRequest]
 
 @dataclass
 class UiContext:
-    """What the tabs need: the application, the remembered control values, styles and the token counter."""
+    """What the tabs need: the application, the remembered control values, styles and the token counter.
+
+    ``checkpoint`` is the top bar's dropdown: its value goes into every generation request, so the UI uses the
+    checkpoint it shows even when an API request loaded another one meanwhile."""
 
     application: Application
     ui_config: UiConfig
+    checkpoint: gr.Dropdown | None = None
     styles: StyleDatabase = field(init=False)
     token_counter: TokenCounter = field(init=False)
 
@@ -324,6 +328,8 @@ def wire_generation(
     build_request: RequestBuilder,
 ) -> None:
     service = context.application.service
+    if context.checkpoint is not None:
+        controls.add("checkpoint", context.checkpoint, remember=False)
 
     def generate(data: dict[Any, Any], request: gr.Request) -> Iterator[dict[Any, Any]]:
         yield from run_generation(context, controls, build_request, controls.values(data), owner_of(request), panel)

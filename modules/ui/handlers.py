@@ -28,6 +28,7 @@ INPAINT_AREAS: tuple[str, ...] = ("Whole picture", "Only masked")
 MASK_MODES: tuple[str, ...] = ("Inpaint masked", "Inpaint not masked")
 
 COMMON_FIELDS: tuple[str, ...] = (
+    "checkpoint",  # the top bar's choice (None: whatever is loaded)
     "prompt",
     "negative_prompt",
     "styles",
