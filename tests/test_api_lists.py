@@ -201,3 +201,14 @@ def test_api_settings_image_urls_and_body_limit(client: httpx.Client, server: Ap
     finally:
         application.update_options(api_enable_requests=False, api_max_body_mb=64)
     assert client.post("/sdapi/v1/png-info", json={"image": "A" * (1024 * 1024 + 10)}).status_code != 413
+
+
+def test_sd_vae_override_is_reported_unless_it_is_the_setting(client: httpx.Client) -> None:
+    def unsupported(vae: str) -> list[str]:
+        body = {"prompt": "a fox", **SMALL, "override_settings": {"sd_vae": vae}}
+        response = client.post("/sdapi/v1/txt2img", json=body)
+        assert response.status_code == 200, response.text
+        return json.loads(response.json()["info"]).get("unsupported_fields", [])
+
+    assert "override_settings.sd_vae" in unsupported("other-vae.safetensors")
+    assert "override_settings.sd_vae" not in unsupported("Automatic")  # the current setting: nothing to override
