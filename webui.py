@@ -52,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.ui:
         from modules.ui.app import mount_ui as mount_gradio_ui
 
-        mount_ui = functools.partial(
-            mount_gradio_ui, application=application, auth=list(gradio_logins), max_file_size=options.max_body_bytes
-        )
+        mount_ui = functools.partial(mount_gradio_ui, application=application, auth=list(gradio_logins))
     app = server.create_app(application, options, mount_ui)
     preload_checkpoint(application)
     try:

@@ -97,3 +97,17 @@ def test_unknown_hires_upscaler_is_a_clear_error_before_sampling(hires_context):
 def test_restore_faces_without_weights_is_a_clear_error(hires_context):
     with pytest.raises(ProcessingError, match="face restoration failed"):
         process(hires_request(enable_hr=False, restore_faces=True), hires_context)
+
+
+def test_prompt_editing_spans_both_passes(hires_context):
+    # "when" between 1 and 2 is a fraction of the hires steps (A1111): the first pass sees "castle" only.
+    first_pass_only = process(hires_request(enable_hr=False, prompt="a castle"), hires_context).images[0]
+    edited = process(hires_request(enable_hr=False, prompt="a [castle:tower:1.5]"), hires_context).images[0]
+    assert (pixels(first_pass_only) == pixels(edited)).all()
+    fields = {"hr_second_pass_steps": 4, "denoising_strength": 0.9, "cfg_scale": 12.0}
+    # Step 2 of 2 base steps: the first pass is all "castle", the whole hires pass "tower".
+    result = process(hires_request(prompt="a [castle:tower:2]", **fields), hires_context)
+    expected = process(hires_request(prompt="a castle", hr_prompt="a tower", **fields), hires_context)
+    plain = process(hires_request(prompt="a castle", **fields), hires_context)
+    assert (pixels(result.images[0]) == pixels(expected.images[0])).all()
+    assert abs(pixels(result.images[0]) - pixels(plain.images[0])).mean() > 0.1

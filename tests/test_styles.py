@@ -68,7 +68,7 @@ def test_a1111_cleanup_of_commas_and_spaces() -> None:
 
 def test_unknown_style_is_a_clear_error(styles_path: Path) -> None:
     database = StyleDatabase.load(styles_path)
-    with pytest.raises(UnknownStyleError, match="Unknown style 'Nope'.*Cinematic, Oil, Sharp"):
+    with pytest.raises(UnknownStyleError, match=r"Unknown style 'Nope'.*Cinematic, Oil, Sharp"):
         database.apply_styles_to_prompt("a fox", ["Nope"])
 
 

@@ -38,6 +38,7 @@ class GenerationPlan:
     masked_content: MaskedContent = MaskedContent.ORIGINAL
     output_latents: bool = False
     emphasis: str = "Original"
+    hires_base_steps: int | None = None  # set on a hires second pass: prompt schedules span both passes
 
     @property
     def batch_size(self) -> int:

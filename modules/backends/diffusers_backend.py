@@ -71,13 +71,17 @@ class DiffusersBackend:
     ) -> tuple[list[PromptConditioning], list[PromptConditioning]]:
         """A1111 prompt semantics (weights, unlimited length, BREAK, prompt editing, AND); one entry per image."""
         encoder = model.prompt_encoder
+        # A1111: a hires pass reads the schedule with the base steps and its own step count.
         steps = steps_run(plan)
+        base_steps, hires_steps = (plan.hires_base_steps, steps) if plan.hires_base_steps else (steps, None)
         emphasis = Emphasis(plan.emphasis)
         positives, negatives = [], []
         for prompt, negative in zip(plan.prompts, plan.negative_prompts, strict=True):
-            positive = encoder.encode_conditioning(prompt, steps, clip_skip=plan.clip_skip, emphasis=emphasis)
+            positive = encoder.encode_conditioning(
+                prompt, base_steps, hires_steps, clip_skip=plan.clip_skip, emphasis=emphasis
+            )
             negative_conditioning = encoder.encode_conditioning(
-                negative, steps, clip_skip=plan.clip_skip, emphasis=emphasis, split_and=False
+                negative, base_steps, hires_steps, clip_skip=plan.clip_skip, emphasis=emphasis, split_and=False
             )
             aligned = encoder.align([positive, negative_conditioning], clip_skip=plan.clip_skip)
             positives.append(aligned[0])

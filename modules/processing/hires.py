@@ -88,6 +88,7 @@ def run_hires(
         init_image=init,
         denoising_strength=request.denoising_strength,
         output_latents=False,
+        hires_base_steps=first_plan.steps,
     )
     control.begin_image(control.snapshot().job_no, control.snapshot().job_count, second_plan.steps)
     return backend.generate(get_hires_model(), second_plan, control)
