@@ -47,7 +47,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         context = build_context(Path(folder))
         model = context.model_manager.get()
@@ -83,16 +86,19 @@ def main() -> None:
 
         run_plain()
         run_easel()
-        easel_times, plain_times = [], []
+        times: dict[object, list[float]] = {run_easel: [], run_plain: []}
+        cpu_times: dict[object, list[float]] = {run_easel: [], run_plain: []}
         for index in range(args.runs):
             order = (run_easel, run_plain) if index % 2 == 0 else (run_plain, run_easel)
             for function in order:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 function()
-                elapsed = time.perf_counter() - started
-                (easel_times if function is run_easel else plain_times).append(elapsed)
-        easel_median = statistics.median(easel_times)
-        plain_median = statistics.median(plain_times)
+                times[function].append(time.perf_counter() - started)
+                cpu_times[function].append(time.process_time() - cpu_started)
+        easel_median = statistics.median(times[run_easel])
+        plain_median = statistics.median(times[run_plain])
+        easel_cpu = statistics.median(cpu_times[run_easel])
+        plain_cpu = statistics.median(cpu_times[run_plain])
         print(
             f"tiny model, {args.size}x{args.size}, {args.steps} steps, Euler a, {args.runs} interleaved runs, "
             f"torch threads {torch.get_num_threads()}"
@@ -100,6 +106,10 @@ def main() -> None:
         print(f"plain diffusers median: {plain_median * 1000:.1f} ms")
         print(f"easel txt2img median:   {easel_median * 1000:.1f} ms")
         print(f"ratio easel/diffusers:  {easel_median / plain_median:.3f} (target <= 1.02)")
+        print(
+            f"CPU time medians: plain {plain_cpu * 1000:.1f} ms, easel {easel_cpu * 1000:.1f} ms, "
+            f"ratio {easel_cpu / plain_cpu:.3f} (steadier than wall time on a shared machine)"
+        )
 
 
 if __name__ == "__main__":
