@@ -141,6 +141,12 @@ def test_search_download_and_pick_the_model_in_the_browser(
             progress = page.locator("#models_progress")
             expect(progress).to_contain_text(f"{REPO_ID} (diffusers): running", timeout=30_000)
             expect(progress.locator("progress")).to_have_count(1)
+            # The first bytes may land a poll after "running" shows: wait for them, then check the bar is partial.
+            page.wait_for_function(
+                "() => { const bar = document.querySelector('#models_progress progress');"
+                " return bar !== null && parseFloat(bar.value) > 0; }",
+                timeout=30_000,
+            )
             assert 0.0 < progress_fraction(page) < 1.0, "the stalled download shows a partial bar"
             assert re.search(r"\d+(\.\d+)? [KM]?B / \d+(\.\d+)? [KM]?B \(\d+%\)", progress.inner_text())
             screenshot(page, "models-download-running.png")
