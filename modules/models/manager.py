@@ -56,6 +56,16 @@ class LoadedModel:
         return self.pipeline.unet.config.in_channels == 9
 
     @property
+    def weights_bytes(self) -> int:
+        """Memory held by the model's weights and buffers (every component), in bytes."""
+        total = 0
+        for component in self.pipeline.components.values():
+            if isinstance(component, torch.nn.Module):
+                tensors = [*component.parameters(), *component.buffers()]
+                total += sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+        return total
+
+    @property
     def short_hash(self) -> str:
         return self.sha256[:10]
 

@@ -19,6 +19,7 @@ from modules.hub.files import FileKind, guess_file_kind, is_weight
 from modules.hub.startup import create_download_manager
 from modules.models.convert import save_as
 from modules.models.errors import ModelError
+from modules.models.inventory import checkpoint_rows
 from modules.ui.messages import status_html
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,75 @@ def build_save_as(application: Application) -> None:
     save.click(lambda *values: save_loaded_as(application, *values), [name, fp16], result, api_visibility="private")
 
 
+CHECKPOINT_HEADERS = ["checkpoint", "kind", "size", "hash", "architecture"]
+
+
+def checkpoint_table(application: Application, refresh: bool = False) -> list[list[Any]]:
+    if refresh:
+        application.registry.refresh()
+    return [
+        [row.name, row.kind, format_bytes(row.size_bytes), row.short_hash or "(on load)", row.architecture]
+        for row in checkpoint_rows(application.registry)
+    ]
+
+
+def loaded_status(application: Application) -> str:
+    loaded = application.model_manager.current
+    if loaded is None:
+        return status_html("No checkpoint is loaded.", "note")
+    architecture = loaded.architecture.display_name if loaded.architecture else "sidecar config"
+    return status_html(
+        f"Loaded {loaded.info.name} [{loaded.short_hash}] ({architecture}) in {loaded.load_seconds:.2f} s; "
+        f"weights {format_bytes(loaded.weights_bytes)} on {application.model_manager.policy.device}."
+    )
+
+
+def unload_checkpoint(application: Application) -> str:
+    application.service.run_task(application.model_manager.unload, kind="unload-checkpoint")
+    return loaded_status(application)
+
+
+def reload_checkpoint(application: Application) -> str:
+    """Load the current checkpoint again from disk (after it changed there, say)."""
+    loaded = application.model_manager.current
+    if loaded is None:
+        return status_html("No checkpoint is loaded.", "note")
+    manager = application.model_manager
+
+    def reload() -> None:
+        manager.unload()
+        manager.load(loaded.info.name)
+
+    try:
+        application.service.run_task(reload, kind="reload-checkpoint")
+    except (ModelError, OSError) as error:
+        return status_html(f"Not reloaded: {error}", "error")
+    return loaded_status(application)
+
+
+def build_checkpoints(application: Application) -> None:
+    with gr.Accordion("Checkpoints", open=True):
+        table = gr.Dataframe(
+            value=lambda: checkpoint_table(application),
+            headers=CHECKPOINT_HEADERS,
+            interactive=False,
+            elem_id="models_checkpoints",
+        )
+        with gr.Row():
+            refresh = gr.Button("Refresh", elem_id="models_checkpoints_refresh", scale=0, min_width=100)
+            unload = gr.Button("Unload", elem_id="models_unload", scale=0, min_width=100)
+            reload = gr.Button("Reload", elem_id="models_reload", scale=0, min_width=100)
+        status = gr.HTML(value=lambda: loaded_status(application), elem_id="models_loaded_status")
+    refresh.click(
+        lambda: (checkpoint_table(application, refresh=True), loaded_status(application)),
+        None,
+        [table, status],
+        api_visibility="private",
+    )
+    unload.click(lambda: unload_checkpoint(application), None, status, api_visibility="private")
+    reload.click(lambda: reload_checkpoint(application), None, status, api_visibility="private")
+
+
 def create_models_tab(application: Application, downloads: DownloadManager | None = None) -> ModelsTab:
     """Build the tab; finished downloads refresh the checkpoint list (the dropdown shows them when opened)."""
     downloads = downloads or create_download_manager(application)
@@ -210,6 +280,7 @@ def create_models_tab(application: Application, downloads: DownloadManager | Non
         "Search the Hugging Face hub and download into `models/` (diffusers pipelines into `models/Diffusers`). "
         "Gated models need a token: Settings > Hugging Face token, or the `HF_TOKEN` environment variable."
     )
+    build_checkpoints(application)
     _, repo = build_search(tab)
     build_files(tab, repo)
     build_progress(tab)

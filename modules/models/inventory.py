@@ -1,0 +1,54 @@
+"""What the Models tab lists about each checkpoint: name, kind, size, hash (when known), architecture."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from modules.models.detection import detect_architecture, read_key_shapes
+from modules.models.errors import ModelError
+from modules.models.loader import architecture_from_unet_config, read_json
+from modules.models.registry import CheckpointInfo, CheckpointRegistry, sidecar_config_dir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    name: str
+    kind: str
+    size_bytes: int
+    short_hash: str
+    architecture: str
+
+
+def describe_architecture(info: CheckpointInfo) -> str:
+    """Read from the safetensors header or the UNet config only; nothing is loaded."""
+    try:
+        if info.kind == "diffusers":
+            architecture = architecture_from_unet_config(read_json(info.path / "unet" / "config.json"))
+            return architecture.display_name if architecture else "custom size (diffusers config)"
+        if sidecar_config_dir(info.path).is_dir():
+            return "sidecar config"
+        if info.path.suffix.lower() != ".safetensors":
+            return "known once loaded (pickle file)"
+        return detect_architecture(read_key_shapes(info.path)).display_name
+    except ModelError as error:
+        return f"unsupported: {error}"
+
+
+def checkpoint_rows(registry: CheckpointRegistry) -> list[CheckpointRow]:
+    """One row per listed checkpoint; hashes only where already computed (they are computed on load)."""
+    rows = []
+    for info in registry.checkpoints():
+        sha256 = registry.hash_cache.cached_sha256(info.path)
+        rows.append(
+            CheckpointRow(
+                name=info.name,
+                kind=info.kind,
+                size_bytes=info.size_bytes,
+                short_hash=sha256[:10] if sha256 else "",
+                architecture=describe_architecture(info),
+            )
+        )
+    return rows
