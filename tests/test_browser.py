@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -66,21 +67,15 @@ def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"webui.py did not answer within {SERVER_START_SECONDS} s:\n{log.read_text(errors='replace')[-4000:]}")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """webui.py with an empty data folder; yields (url, data folder)."""
+@contextmanager
+def running_webui(tmp_path: Path, arguments: list[str], environment: dict[str, str]) -> Iterator[tuple[str, Path]]:
+    """webui.py on a free port with a fresh data folder, stopped afterwards; yields (url, data folder)."""
     data_dir = tmp_path / "data"
     port = free_port()
     log = tmp_path / "webui.log"
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    command = [sys.executable, "webui.py", "--data-dir", str(data_dir), "--port", str(port), *arguments]
     with log.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "webui.py", "--data-dir", str(data_dir), "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=environment,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_serving(url, process, log)
@@ -92,6 +87,22 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=20)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """webui.py offline with an empty data folder; yields (url, data folder)."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    with running_webui(tmp_path, [], environment) as served:
+        yield served
+
+
+def choose(page, elem_id: str, value: str) -> None:
+    """Pick a dropdown option by typing it and clicking the listed option."""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    box.fill(value)
+    page.get_by_role("option", name=value, exact=True).click()
 
 
 def add_tiny_checkpoint(tiny_pipeline, checkpoints_dir: Path, staging: Path) -> None:

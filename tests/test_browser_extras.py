@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from tests.test_browser import CHROMIUM_ARGS, chromium_path, screenshot, server, set_number
+from tests.test_browser import CHROMIUM_ARGS, choose, chromium_path, screenshot, server, set_number
 
 __all__ = ["server"]  # the fixture, shared with tests/test_browser.py
 
@@ -32,14 +32,6 @@ def source_png(path: Path) -> Path:
     info.add_text("parameters", SOURCE_INFOTEXT)
     Image.fromarray(pixels, mode="RGB").save(path, pnginfo=info)
     return path
-
-
-def choose(page, elem_id: str, value: str) -> None:
-    """Pick a dropdown option by typing it and clicking the listed option."""
-    box = page.locator(f"#{elem_id} input")
-    box.click()
-    box.fill(value)
-    page.get_by_role("option", name=value, exact=True).click()
 
 
 def test_extras_upscale_and_hires_paste_in_the_browser(server: tuple[str, Path], tmp_path: Path) -> None:

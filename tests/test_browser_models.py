@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +19,8 @@ import pytest
 
 from modules.hub.client import RepoFile
 from modules.hub.files import select_pipeline_files
-from tests.conftest import REPO_ROOT
 from tests.hub_server import FakeHub, FakeRepo, serve_hub, tiny_pipeline_files
-from tests.test_browser import CHROMIUM_ARGS, chromium_path, free_port, screenshot, wait_until_serving
+from tests.test_browser import CHROMIUM_ARGS, chromium_path, running_webui, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -71,29 +68,8 @@ def webui_environment(hub_url: str) -> dict[str, str]:
 @pytest.fixture
 def server(tmp_path: Path, hub: tuple[FakeHub, threading.Event]) -> Iterator[tuple[str, Path]]:
     """webui.py online against the fake hub, empty data folder, no default-model download; yields (url, data)."""
-    data_dir = tmp_path / "data"
-    port = free_port()
-    log = tmp_path / "webui.log"
-    arguments = ["webui.py", "--data-dir", str(data_dir), "--port", str(port), "--no-download-sd-model"]
-    with log.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, *arguments],
-            cwd=REPO_ROOT,
-            env=webui_environment(hub[0].url),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_serving(url, process, log)
-        yield url, data_dir
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
+    with running_webui(tmp_path, ["--no-download-sd-model"], webui_environment(hub[0].url)) as served:
+        yield served
 
 
 def progress_fraction(page) -> float:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from modules.prompts.styles import StyleDatabase
-from tests.test_browser import CHROMIUM_ARGS, chromium_path, screenshot, server
+from tests.test_browser import CHROMIUM_ARGS, choose, chromium_path, screenshot, server
 
 __all__ = ["server"]  # the fixture, shared with tests/test_browser.py
 
@@ -21,13 +21,6 @@ pytestmark = pytest.mark.browser
 STYLES_CSV = (
     'name,prompt,negative_prompt\nOil,"oil painting, thick brush strokes",\nNoir,"film noir, {prompt}",colour\n'
 )
-
-
-def choose(page, elem_id: str, value: str) -> None:
-    box = page.locator(f"#{elem_id} input")
-    box.click()
-    box.fill(value)
-    page.get_by_role("option", name=value, exact=True).click()
 
 
 def test_token_counter_and_styles_in_the_browser(server: tuple[str, Path]) -> None:
