@@ -147,12 +147,27 @@ def save_image(
     now: datetime | None = None,
 ) -> Path:
     """Save one output as ``folder/YYYY-MM-DD/NNNNN-SEED.ext``; returns the path written."""
+    path = save_numbered(image, folder, "", str(seed), infotext, file_format, date_subfolder, now)
+    logger.info("image saved path=%s seed=%s", path, seed)
+    return path
+
+
+def save_numbered(
+    image: Image.Image,
+    folder: Path,
+    basename: str,
+    decoration: str,
+    infotext: str | None,
+    file_format: str,
+    date_subfolder: bool,
+    now: datetime | None,
+) -> Path:
+    """Write ``image`` under the next free number in the (dated) folder, atomically."""
     target_folder = output_folder(folder, date_subfolder, now)
     extension = file_format.lower().lstrip(".")
     pillow_format(extension)
-    path = free_file_name(target_folder, "", str(seed), extension)
+    path = free_file_name(target_folder, basename, decoration, extension)
     write_image_atomic(image, path, infotext, extension)
-    logger.info("image saved path=%s seed=%s", path, seed)
     return path
 
 
@@ -186,11 +201,7 @@ def save_grid(
     now: datetime | None = None,
 ) -> Path:
     """Save a grid as ``folder/YYYY-MM-DD/grid-NNNN.ext`` (A1111 numbers grids with four digits)."""
-    target_folder = output_folder(folder, date_subfolder, now)
-    extension = file_format.lower().lstrip(".")
-    pillow_format(extension)
-    path = free_file_name(target_folder, GRID_BASENAME, "", extension)
-    write_image_atomic(grid, path, infotext, extension)
+    path = save_numbered(grid, folder, GRID_BASENAME, "", infotext, file_format, date_subfolder, now)
     logger.info("grid saved path=%s", path)
     return path
 
