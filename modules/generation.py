@@ -13,11 +13,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pydantic import ValidationError
+
+from modules.models.errors import ModelError
 from modules.processing.job import JobControl
-from modules.processing.processing import ProcessingContext, process
+from modules.processing.processing import ProcessingContext, ProcessingError, process
 from modules.processing.requests import Img2ImgRequest, Txt2ImgRequest
 
 logger = logging.getLogger(__name__)
+
+# Errors that answer a bad request or a missing file: reported to the caller, logged without a traceback.
+USER_ERRORS = (ProcessingError, ModelError, ValidationError)
 
 
 class JobState(StrEnum):
@@ -89,6 +95,10 @@ class GenerationService:
         job.control.started_at = time.monotonic()
         try:
             result = function()
+        except USER_ERRORS as error:
+            job.state = JobState.FAILED
+            logger.warning("job refused id=%s kind=%s owner=%s reason=%s", job.id, job.kind, job.owner or "-", error)
+            raise
         except Exception:
             job.state = JobState.FAILED
             logger.exception("job failed id=%s kind=%s owner=%s", job.id, job.kind, job.owner or "-")
