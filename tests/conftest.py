@@ -73,3 +73,20 @@ def manager(context):
 @pytest.fixture(scope="session")
 def inpaint_context(tmp_path_factory):
     return _make_context(tmp_path_factory.mktemp("data-inpaint"), inpainting=True)
+
+
+@pytest.fixture(scope="module")
+def hires_context(context, tmp_path_factory):
+    """The tiny-model context with a postprocessor over an empty models folder (image upscalers, no face weights)."""
+    from modules.postprocess.service import Postprocessor
+    from modules.processing.processing import ProcessingContext
+
+    detector = context.paths.configs_dir / "face-detection" / "yunet.onnx"
+    postprocessor = Postprocessor(tmp_path_factory.mktemp("models"), context.options, detector)
+    return ProcessingContext(
+        model_manager=context.model_manager,
+        backend=context.backend,
+        options=context.options,
+        paths=context.paths,
+        postprocessor=postprocessor,
+    )

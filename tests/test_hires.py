@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from modules.postprocess.service import Postprocessor
 from modules.processing.infotext import infotext_to_request_fields, parse_infotext
-from modules.processing.processing import ProcessingContext, ProcessingError, process
+from modules.processing.processing import ProcessingError, process
 from modules.processing.requests import Txt2ImgRequest
 
 from .test_processing import StopAtStep, pixels
-
-
-@pytest.fixture(scope="module")
-def hires_context(context, tmp_path_factory):
-    postprocessor = Postprocessor(tmp_path_factory.mktemp("models"), context.options, context.paths.configs_dir)
-    return ProcessingContext(
-        model_manager=context.model_manager,
-        backend=context.backend,
-        options=context.options,
-        paths=context.paths,
-        postprocessor=postprocessor,
-    )
 
 
 def hires_request(**fields) -> Txt2ImgRequest:

@@ -14,8 +14,7 @@ from modules.application import Application
 from modules.cmd_args import build_parser
 from modules.postprocess.extras import Extras
 from modules.postprocess.latent_upscale import LATENT_UPSCALE_MODES
-from modules.postprocess.service import Postprocessor
-from modules.processing.processing import ProcessingContext, process
+from modules.processing.processing import process
 from modules.processing.requests import Txt2ImgRequest
 from modules.ui import handlers
 from modules.ui.app import SENT_FIELDS, create_ui
@@ -123,18 +122,6 @@ def test_infotext_without_hires_turns_the_controls_off() -> None:
     assert resized["enable_hr"] and (resized["hr_resize_x"], resized["hr_resize_y"]) == (128, 96)
     assert resized["hr_sampler_name"] == handlers.USE_SAME_SAMPLER
     assert resized["hr_scheduler"] == handlers.USE_SAME_SCHEDULER
-
-
-@pytest.fixture(scope="module")
-def hires_context(context, tmp_path_factory):
-    postprocessor = Postprocessor(tmp_path_factory.mktemp("models"), context.options, context.paths.configs_dir)
-    return ProcessingContext(
-        model_manager=context.model_manager,
-        backend=context.backend,
-        options=context.options,
-        paths=context.paths,
-        postprocessor=postprocessor,
-    )
 
 
 @pytest.mark.parametrize(
