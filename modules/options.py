@@ -55,6 +55,9 @@ class Options(BaseModel):
     ESRGAN_tile: int = Field(192, ge=0, le=512, description="Tile size for upscalers (0 = no tiling)")
     ESRGAN_tile_overlap: int = Field(8, ge=0, le=48, description="Tile overlap for upscalers, in pixels")
     initial_noise_multiplier: float = Field(1.0, ge=0.0, le=1.5, description="Noise multiplier for img2img")
+    img2img_fix_steps: bool = Field(
+        False, description="With img2img, do exactly the amount of steps the slider specifies"
+    )
     api_enable_requests: bool = Field(
         False, description="API: fetch input images given as http:// or https:// URLs (never local addresses)"
     )

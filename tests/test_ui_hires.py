@@ -12,8 +12,8 @@ from PIL import Image
 
 from modules.application import Application
 from modules.cmd_args import build_parser
-from modules.postprocess.extras import Extras
 from modules.postprocess.latent_upscale import LATENT_UPSCALE_MODES
+from modules.processing.extras import Extras
 from modules.processing.processing import process
 from modules.processing.requests import Txt2ImgRequest
 from modules.ui import handlers

@@ -13,7 +13,7 @@ from pydantic.fields import FieldInfo
 from modules.application import Application
 from modules.options import Options
 from modules.processing.saving import IMAGE_FORMATS
-from modules.samplers import SCHEDULE_TYPES, sampler_names
+from modules.samplers import SCHEDULE_TYPES, SamplerSupport, sampler_names
 from modules.ui.messages import status_html
 from modules.ui.models_tab import create_token_settings
 
@@ -48,6 +48,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "default_height",
             "CLIP_stop_at_last_layers",
             "initial_noise_multiplier",
+            "img2img_fix_steps",
         ),
     ),
 )
@@ -94,10 +95,12 @@ def apply_settings(application: Application, values: Mapping[str, Any]) -> str:
     )
 
 
-def setting_component(name: str, info: FieldInfo, value: Any) -> gr.components.Component:
+def setting_component(
+    name: str, info: FieldInfo, value: Any, support: SamplerSupport | None = None
+) -> gr.components.Component:
     label, elem_id = option_label(name), f"setting_{name}"
     if name == "default_sampler":
-        return gr.Dropdown(sampler_names(), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
+        return gr.Dropdown(sampler_names(support), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
     if name == "default_scheduler":
         return gr.Dropdown(list(SCHEDULE_TYPES), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
     if name == "samples_format":
@@ -120,7 +123,8 @@ def create_settings_tab(application: Application) -> None:
         with gr.Accordion(title, open=True):
             for name in names:
                 value = getattr(application.options, name)
-                components[setting_component(name, Options.model_fields[name], value)] = name
+                support = application.backend.sampler_support()
+                components[setting_component(name, Options.model_fields[name], value, support)] = name
 
     def apply_values(data: dict[Any, Any]) -> str:
         return apply_settings(application, {components[component]: value for component, value in data.items()})
