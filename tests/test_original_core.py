@@ -15,7 +15,7 @@ import torch
 import torchsde._brownian.brownian_interval as torchsde_interval
 
 from modules.backends.original import catalogue, pipeline, rng, schedules
-from modules.backends.original.denoiser import CFGDenoiser, ModelConditioning, MultiCond, Prediction
+from modules.backends.original.denoiser import CFGDenoiser, InpaintBlend, ModelConditioning, MultiCond, Prediction
 from tests import original_support as cases
 
 GOLDENS_PATH = Path(__file__).resolve().parent / "data" / "original_goldens.npz"
@@ -399,3 +399,37 @@ def test_core_imports_only_torch_numpy_scipy_torchsde_and_itself():
 
 
 _STDLIB = {"contextlib", "enum", "threading", "collections", "dataclasses", "typing", "math", "inspect", "itertools"}
+
+
+def test_image_seeds_count_up_seeds_or_only_subseeds():
+    assert rng.image_seeds(10, 50, 0.0, 3) == ([10, 11, 12], [50, 51, 52])
+    assert rng.image_seeds(10, 50, 0.4, 3) == ([10, 10, 10], [50, 51, 52])
+
+
+def test_img2img_noise_multiplier_and_extra_noise_are_applied_and_reported():
+    cond, uncond = cases.toy_conditioning(1)
+    model = pipeline.DiffusionModel(toy_unet, schedules.ldm_alphas_cumprod())
+    guidance = pipeline.Guidance(MultiCond.single(cond), uncond, cases.CFG_SCALE)
+    init = torch.zeros(1, *cases.LATENT_SHAPE)
+
+    def run(**kwargs):
+        return pipeline.sample_img2img("DDIM", 10, model, guidance, cpu_rng([1]), init, 0.5, **kwargs)
+
+    plain = run()
+    scaled = run(initial_noise_multiplier=0.9, extra_noise=0.1)
+    assert scaled.infotext == {"Noise multiplier": 0.9, "Extra noise": 0.1}
+    assert not torch.equal(plain.latents, scaled.latents)
+
+
+def test_inpaint_blend_keeps_the_masked_latent():
+    cond, uncond = cases.toy_conditioning(1)
+    init = torch.full((1, *cases.LATENT_SHAPE), 0.25)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2] = 1.0  # keep the left half
+    blend = InpaintBlend(init, mask, 1 - mask)
+    model = pipeline.DiffusionModel(toy_unet, schedules.ldm_alphas_cumprod())
+    guidance = pipeline.Guidance(MultiCond.single(cond), uncond, cases.CFG_SCALE, blend=blend)
+    for name in ("Euler a", "DDIM"):
+        result = pipeline.sample_img2img(name, 8, model, guidance, cpu_rng([2]), init, 0.75).latents
+        assert torch.equal(result[..., :2], init[..., :2])
+        assert not torch.equal(result[..., 2:], init[..., 2:])

@@ -187,6 +187,8 @@ def sample_img2img(
     init_latent: torch.Tensor,
     denoising_strength: float,
     img2img_fix_steps: bool = False,
+    initial_noise_multiplier: float = 1.0,
+    extra_noise: float = 0.0,
     schedule: str | None = None,
     schedule_options: ScheduleOptions | None = None,
     parameters: SamplerParameters | None = None,
@@ -194,27 +196,39 @@ def sample_img2img(
 ) -> SamplingResult:
     """img2img / inpaint / hires: noise ``init_latent`` to the step ``t_enc`` level and sample t_enc + 1 steps.
 
-    The noise is ``rng.next()`` (its first call: the initial noise with variation seed and resize).
+    The noise is ``rng.next()`` (its first call: the initial noise with variation seed and resize) times
+    ``initial_noise_multiplier`` (A1111's setting, infotext "Noise multiplier"); ``extra_noise`` is A1111's
+    ``img2img_extra_noise`` (infotext "Extra noise"). With an inpainting blend in ``guidance`` the result is
+    blended with ``init_latent`` once more at the end, as A1111 does.
     """
     schedule_options = schedule_options or ScheduleOptions()
     parameters = parameters or SamplerParameters()
     run = _Run(find_sampler(sampler_name), model, guidance, rng, parameters, callback)
     total, t_enc = img2img_steps(steps, denoising_strength, img2img_fix_steps)
     noise = rng.next()
+    if initial_noise_multiplier != 1.0:
+        run.infotext["Noise multiplier"] = initial_noise_multiplier
+        noise = noise * initial_noise_multiplier
+    if extra_noise > 0:
+        run.infotext["Extra noise"] = extra_noise
     if run.sampler.kind == SamplerKind.TIMESTEPS:
         timesteps = _timesteps(run, total, schedule_options)
         alpha = model.alphas_cumprod[timesteps[t_enc]]
         xi = init_latent * torch.sqrt(alpha) + noise * torch.sqrt(1 - alpha)
+        if extra_noise > 0:
+            xi = xi + noise * extra_noise * torch.sqrt(alpha)
         cfg = run.cfg(None, total)
         kwargs = run.kwargs(xi, None)
         if "is_img2img" in inspect.signature(run.sampler.function).parameters:
             kwargs["is_img2img"] = True
         latents = run.sampler.function(cfg, xi, timesteps[:t_enc], model.alphas_cumprod, callback=callback, **kwargs)
-        return run.finish(latents, cfg)
+        return run.finish(_final_blend(guidance, latents), cfg)
     table = run.table()
     sigmas = _sigmas(run, total, table, schedule, schedule_options)
     sigma_sched = sigmas[total - t_enc - 1 :]
     xi = init_latent + noise * sigma_sched[0]
+    if extra_noise > 0:
+        xi = xi + noise * extra_noise
     cfg = run.cfg(table, total)
     kwargs = run.kwargs(xi, sigmas)
     if run.sampler.kind == SamplerKind.DPM_SOLVER:
@@ -224,7 +238,11 @@ def sample_img2img(
         latents = run.sampler.function(cfg, xi, callback=callback, **kwargs)
     else:
         latents = run.sampler.function(cfg, xi, sigma_sched, callback=callback, **kwargs)
-    return run.finish(latents, cfg)
+    return run.finish(_final_blend(guidance, latents), cfg)
+
+
+def _final_blend(guidance: Guidance, latents: torch.Tensor) -> torch.Tensor:
+    return latents if guidance.blend is None else guidance.blend(latents)
 
 
 def _sigmas(

@@ -160,6 +160,16 @@ def paste_centred(target: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return target
 
 
+def image_seeds(seed: int, subseed: int, subseed_strength: float, count: int) -> tuple[list[int], list[int]]:
+    """A1111's ``all_seeds`` / ``all_subseeds`` for ``count`` images (n_iter * batch_size).
+
+    Images count up from ``seed``; with a variation strength every image keeps ``seed`` and only the
+    subseeds count up. (Resolving -1 to a random seed is the caller's business.)
+    """
+    seeds = [int(seed) + (index if subseed_strength == 0 else 0) for index in range(count)]
+    return seeds, [int(subseed) + index for index in range(count)]
+
+
 class ImageRNG:
     """The noise of one batch, one generator per image (A1111's ``ImageRNG``).
 
