@@ -34,6 +34,11 @@ def toy_conditioning(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cond, uncond.contiguous()
 
 
+def toy_init_latent(batch: int) -> torch.Tensor:
+    """The img2img cases' init latent (batch, 4, 4, 4), fixed values."""
+    return torch.randn(batch, *LATENT_SHAPE, generator=torch.Generator().manual_seed(2)) * 0.8
+
+
 def ldm_alphas_cumprod() -> torch.Tensor:
     """SD's alphas_cumprod, computed independently of Easel (float64 numpy, stored float32)."""
     betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2
@@ -70,6 +75,7 @@ SAMPLER_CASES: tuple[tuple[str, str, str | None, str, dict], ...] = (
     ("dpm_adaptive", "DPM adaptive", None, "eps", {}),
     ("restart", "Restart", None, "eps", {}),
     ("restart_20", "Restart", None, "eps", {"steps": 20}),
+    ("restart_40", "Restart", None, "eps", {"steps": 40}),
     ("lcm", "LCM", None, "eps", {}),
     ("lcm_karras", "LCM", "Karras", "eps", {}),
     ("ddim", "DDIM", None, "eps", {}),
@@ -79,6 +85,16 @@ SAMPLER_CASES: tuple[tuple[str, str, str | None, str, dict], ...] = (
     ("unipc", "UniPC", None, "eps", {}),
     ("unipc_bh2_logsnr", "UniPC", None, "eps", {"uni_pc_variant": "bh2", "uni_pc_skip_type": "logSNR"}),
     ("unipc_vary", "UniPC", None, "v", {"uni_pc_variant": "vary_coeff", "uni_pc_skip_type": "time_quadratic"}),
+    # img2img (denoising strength 0.6 of 7 steps: t_enc 4)
+    ("i2i_euler_a", "Euler a", None, "eps", {"denoise": 0.6}),
+    ("i2i_dpm2", "DPM2", None, "eps", {"denoise": 0.6}),
+    ("i2i_dpmpp_2m_sde", "DPM++ 2M SDE", None, "eps", {"denoise": 0.6}),
+    ("i2i_dpm_fast", "DPM fast", None, "eps", {"denoise": 0.6}),
+    ("i2i_dpm_adaptive", "DPM adaptive", None, "eps", {"denoise": 0.6}),
+    ("i2i_lcm", "LCM", None, "eps", {"denoise": 0.6}),
+    ("i2i_ddim", "DDIM", None, "eps", {"denoise": 0.6}),
+    ("i2i_plms", "PLMS", None, "eps", {"denoise": 0.6}),
+    ("i2i_unipc", "UniPC", None, "eps", {"denoise": 0.6}),
 )
 
 # Samplers run with a batch of one image (A1111's UniPC "vary_coeff" variant only handles one image).

@@ -53,9 +53,15 @@ def run_sampler(
     cond, uncond = cases.toy_conditioning(len(seeds))
     model = pipeline.DiffusionModel(unet, schedules.ldm_alphas_cumprod(), Prediction(prediction))
     guidance = pipeline.Guidance(MultiCond.single(cond), uncond, cases.CFG_SCALE)
+    denoise = options.pop("denoise", None)
     parameters = catalogue.SamplerParameters(eta_noise_seed_delta=ensd, **options)
     image_rng = cpu_rng(seeds, eta_noise_seed_delta=ensd)
-    return pipeline.sample_txt2img(name, steps, model, guidance, image_rng, schedule, parameters=parameters)
+    if denoise is None:
+        return pipeline.sample_txt2img(name, steps, model, guidance, image_rng, schedule, parameters=parameters)
+    init = cases.toy_init_latent(len(seeds))
+    return pipeline.sample_img2img(
+        name, steps, model, guidance, image_rng, init, denoise, schedule=schedule, parameters=parameters
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -208,19 +208,21 @@ class Goldens:
             if key in options:
                 setattr(self.opts, key, options.pop(key))
         seeds = cases.SEEDS[:1] if options.pop("single", False) else cases.SEEDS
+        denoise = options.pop("denoise", None)
+        init = None if denoise is None else cases.toy_init_latent(len(seeds))
         ldm = ToyLDM(prediction)
         cond, uncond = cases.toy_conditioning(len(seeds))
         image_rng = self.image_rng(seeds)
         self.kd.torch = TorchWithImageNoise(image_rng)
         try:
             if name in TIMESTEP_SAMPLERS:
-                return self.run_timesteps(name, ldm, cond, uncond, image_rng, steps, options)
-            return self.run_k(name, ldm, cond, uncond, image_rng, seeds, steps, schedule, options)
+                return self.run_timesteps(name, ldm, cond, uncond, image_rng, steps, options, init, denoise)
+            return self.run_k(name, ldm, cond, uncond, image_rng, seeds, steps, schedule, options, init, denoise)
         finally:
             self.kd.torch = torch
             self.opts.uni_pc_variant, self.opts.uni_pc_skip_type = "bh1", "time_uniform"
 
-    def run_k(self, name, ldm, cond, uncond, image_rng, seeds, steps, schedule, options):
+    def run_k(self, name, ldm, cond, uncond, image_rng, seeds, steps, schedule, options, init, denoise):
         function_name, default, discard, brownian, extra = K_SAMPLERS[name]
         if name == "LCM":
             model_wrap = self.a1111["sd_samplers_lcm"].LCMCompVisDenoiser(ldm)
@@ -230,7 +232,13 @@ class Goldens:
         label = schedule or default
         sigmas = self.sigmas(model_wrap, label, steps, discard)
         cfg = CFG(model_wrap, cond, uncond, cases.CFG_SCALE, ldm)
-        x = image_rng.next() * sigmas[0]
+        noise = image_rng.next()
+        if init is None:  # txt2img
+            run_sigmas, x, tree_x = sigmas, noise * sigmas[0], None
+        else:  # img2img: t_enc + 1 steps on the tail of the full schedule
+            t_enc = int(min(denoise, 0.999) * steps)
+            run_sigmas = sigmas[steps - t_enc - 1 :]
+            x, tree_x = init + noise * run_sigmas[0], init
         kwargs = {**extra, **options}
         if function_name == "restart":
             function = self.a1111["sd_samplers_extra"].restart_sampler
@@ -243,22 +251,33 @@ class Goldens:
             kwargs["eta"] = 1.0
         if brownian:
             positive = sigmas[sigmas > 0]
-            tree = self.kd.BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=list(seeds))
+            tree_x = x if tree_x is None else tree_x
+            tree = self.kd.BrownianTreeNoiseSampler(tree_x, positive.min(), sigmas.max(), seed=list(seeds))
             kwargs["noise_sampler"] = tree
         if "sigma_min" in parameters:
-            kwargs.update(sigma_min=model_wrap.sigmas[0].item(), sigma_max=model_wrap.sigmas[-1].item())
+            if init is None:
+                kwargs.update(sigma_min=model_wrap.sigmas[0].item(), sigma_max=model_wrap.sigmas[-1].item())
+            else:
+                kwargs.update(sigma_min=run_sigmas[-2], sigma_max=run_sigmas[0])
             if "n" in parameters:
-                kwargs["n"] = steps
+                kwargs["n"] = steps if init is None else len(run_sigmas) - 1
             return function(cfg, x, extra_args={}, disable=True, **kwargs)
-        return function(cfg, x, sigmas, extra_args={}, disable=True, **kwargs)
+        return function(cfg, x, run_sigmas, extra_args={}, disable=True, **kwargs)
 
-    def run_timesteps(self, name, ldm, cond, uncond, image_rng, steps, options):
+    def run_timesteps(self, name, ldm, cond, uncond, image_rng, steps, options, init, denoise):
         impl = self.a1111["timesteps"]
         timesteps = torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
         cfg = CFG(TimestepsModel(ldm), cond, uncond, cases.CFG_SCALE, ldm)
         x = image_rng.next()
         function = getattr(impl, TIMESTEP_SAMPLERS[name])
         kwargs = dict(options)
+        if init is not None:  # img2img: noise to timesteps[t_enc], run the timesteps below it
+            t_enc = int(min(denoise, 0.999) * steps)
+            alpha = ldm.alphas_cumprod[timesteps[t_enc]]
+            x = init * torch.sqrt(alpha) + x * torch.sqrt(1 - alpha)
+            timesteps = timesteps[:t_enc]
+            if name == "UniPC":
+                kwargs["is_img2img"] = True
         if name == "UniPC":
             kwargs["callback"] = lambda info: None
         return function(cfg, x, timesteps, extra_args={}, disable=True, **kwargs)
