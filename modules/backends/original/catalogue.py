@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from modules.backends.original import sampling, timesteps
+from modules.backends.original import dpm_solver, sampling, timesteps
 from modules.backends.original.schedules import SCHEDULE_TYPES, find_schedule_type
 
 
@@ -195,7 +195,7 @@ SAMPLERS: tuple[SamplerInfo, ...] = (
     ),
     SamplerInfo(
         "DPM fast",
-        sampling.sample_dpm_fast,
+        dpm_solver.sample_dpm_fast,
         ("k_dpm_fast",),
         kind=SamplerKind.DPM_SOLVER,
         uses_ensd=True,
@@ -204,7 +204,7 @@ SAMPLERS: tuple[SamplerInfo, ...] = (
     ),
     SamplerInfo(
         "DPM adaptive",
-        sampling.sample_dpm_adaptive,
+        dpm_solver.sample_dpm_adaptive,
         ("k_dpm_ad",),
         kind=SamplerKind.DPM_SOLVER,
         uses_ensd=True,

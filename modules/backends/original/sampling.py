@@ -16,7 +16,6 @@ Conventions: ``model(x, sigma_batch) -> denoised`` (a :class:`denoiser.CFGDenois
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -50,7 +49,8 @@ def _report(callback: Callback, x: torch.Tensor, i: int, sigma: Any, sigma_hat: 
         callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
 
 
-def _default_noise(x: torch.Tensor, randn_like: RandnLike) -> NoiseSampler:
+def default_noise_sampler(x: torch.Tensor, randn_like: RandnLike) -> NoiseSampler:
+    """k-diffusion's default noise sampler: ``randn_like(x)`` whatever the interval."""
     return lambda sigma, sigma_next: randn_like(x)
 
 
@@ -108,7 +108,7 @@ def sample_euler_ancestral(
     noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
     """Euler a: Euler to sigma_down, then noise up to sigma_next (not after the last step)."""
-    noise_sampler = noise_sampler or _default_noise(x, randn_like)
+    noise_sampler = noise_sampler or default_noise_sampler(x, randn_like)
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
@@ -193,7 +193,7 @@ def sample_dpm_2_ancestral(
     noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
     """DPM2 a: a DPM2 step to sigma_down plus noise (noise whenever sigma_down != 0)."""
-    noise_sampler = noise_sampler or _default_noise(x, randn_like)
+    noise_sampler = noise_sampler or default_noise_sampler(x, randn_like)
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
@@ -251,11 +251,13 @@ def sample_lms(
     return x
 
 
-def _sigma_fn(t: torch.Tensor) -> torch.Tensor:
+def sigma_from_t(t: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver's time to sigma: exp(-t)."""
     return t.neg().exp()
 
 
-def _t_fn(sigma: torch.Tensor) -> torch.Tensor:
+def t_from_sigma(sigma: torch.Tensor) -> torch.Tensor:
+    """Sigma to DPM-Solver's time: -log(sigma)."""
     return sigma.log().neg()
 
 
@@ -271,7 +273,7 @@ def sample_dpmpp_2s_ancestral(
     noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
     """DPM++ 2S a: a DPM-Solver++(2S) step to sigma_down, then noise (every step but the last)."""
-    noise_sampler = noise_sampler or _default_noise(x, randn_like)
+    noise_sampler = noise_sampler or default_noise_sampler(x, randn_like)
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
@@ -281,12 +283,12 @@ def sample_dpmpp_2s_ancestral(
             d = to_d(x, sigmas[i], denoised)
             x = x + d * (sigma_down - sigmas[i])
         else:
-            t, t_next = _t_fn(sigmas[i]), _t_fn(sigma_down)
+            t, t_next = t_from_sigma(sigmas[i]), t_from_sigma(sigma_down)
             h = t_next - t
             s = t + 0.5 * h
-            x_2 = (_sigma_fn(s) / _sigma_fn(t)) * x - (-h * 0.5).expm1() * denoised
-            denoised_2 = model(x_2, _sigma_fn(s) * s_in)
-            x = (_sigma_fn(t_next) / _sigma_fn(t)) * x - (-h).expm1() * denoised_2
+            x_2 = (sigma_from_t(s) / sigma_from_t(t)) * x - (-h * 0.5).expm1() * denoised
+            denoised_2 = model(x_2, sigma_from_t(s) * s_in)
+            x = (sigma_from_t(t_next) / sigma_from_t(t)) * x - (-h).expm1() * denoised_2
         if sigmas[i + 1] > 0:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
@@ -312,20 +314,20 @@ def sample_dpmpp_sde(
             d = to_d(x, sigmas[i], denoised)
             x = x + d * (sigmas[i + 1] - sigmas[i])
             continue
-        t, t_next = _t_fn(sigmas[i]), _t_fn(sigmas[i + 1])
+        t, t_next = t_from_sigma(sigmas[i]), t_from_sigma(sigmas[i + 1])
         h = t_next - t
         s = t + h * r
         fac = 1 / (2 * r)
-        sd, su = ancestral_step(_sigma_fn(t), _sigma_fn(s), eta)
-        s_ = _t_fn(sd)
-        x_2 = (_sigma_fn(s_) / _sigma_fn(t)) * x - (t - s_).expm1() * denoised
-        x_2 = x_2 + noise_sampler(_sigma_fn(t), _sigma_fn(s)) * s_noise * su
-        denoised_2 = model(x_2, _sigma_fn(s) * s_in)
-        sd, su = ancestral_step(_sigma_fn(t), _sigma_fn(t_next), eta)
-        t_next_ = _t_fn(sd)
+        sd, su = ancestral_step(sigma_from_t(t), sigma_from_t(s), eta)
+        s_ = t_from_sigma(sd)
+        x_2 = (sigma_from_t(s_) / sigma_from_t(t)) * x - (t - s_).expm1() * denoised
+        x_2 = x_2 + noise_sampler(sigma_from_t(t), sigma_from_t(s)) * s_noise * su
+        denoised_2 = model(x_2, sigma_from_t(s) * s_in)
+        sd, su = ancestral_step(sigma_from_t(t), sigma_from_t(t_next), eta)
+        t_next_ = t_from_sigma(sd)
         denoised_d = (1 - fac) * denoised + fac * denoised_2
-        x = (_sigma_fn(t_next_) / _sigma_fn(t)) * x - (t - t_next_).expm1() * denoised_d
-        x = x + noise_sampler(_sigma_fn(t), _sigma_fn(t_next)) * s_noise * su
+        x = (sigma_from_t(t_next_) / sigma_from_t(t)) * x - (t - t_next_).expm1() * denoised_d
+        x = x + noise_sampler(sigma_from_t(t), sigma_from_t(t_next)) * s_noise * su
     return x
 
 
@@ -337,14 +339,14 @@ def sample_dpmpp_2m(model: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callb
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
         _report(callback, x, i, sigmas[i], sigmas[i], denoised)
-        t, t_next = _t_fn(sigmas[i]), _t_fn(sigmas[i + 1])
+        t, t_next = t_from_sigma(sigmas[i]), t_from_sigma(sigmas[i + 1])
         h = t_next - t
         if old_denoised is None or sigmas[i + 1] == 0:
-            x = (_sigma_fn(t_next) / _sigma_fn(t)) * x - (-h).expm1() * denoised
+            x = (sigma_from_t(t_next) / sigma_from_t(t)) * x - (-h).expm1() * denoised
         else:
-            r = (t - _t_fn(sigmas[i - 1])) / h
+            r = (t - t_from_sigma(sigmas[i - 1])) / h
             denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-            x = (_sigma_fn(t_next) / _sigma_fn(t)) * x - (-h).expm1() * denoised_d
+            x = (sigma_from_t(t_next) / sigma_from_t(t)) * x - (-h).expm1() * denoised_d
         old_denoised = denoised
     return x
 
@@ -445,7 +447,7 @@ def sample_lcm(
     noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
     """LCM: jump to the denoised image, then renoise to the next sigma (not after the last step)."""
-    noise_sampler = noise_sampler or _default_noise(x, randn_like)
+    noise_sampler = noise_sampler or default_noise_sampler(x, randn_like)
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
@@ -513,178 +515,4 @@ def sample_restart(
             d_2 = to_d(x_2, new_sigma, denoised_2)
             x = x + (d + d_2) / 2 * dt
         last_sigma = new_sigma
-    return x
-
-
-# ---------------------------------------------------------------------------------------------------
-# DPM-Solver fast / adaptive (Lu et al. 2022) in k-diffusion's formulation: t = -log sigma.
-
-
-class _StepSizeController:
-    """k-diffusion's PID step-size controller for DPM adaptive."""
-
-    def __init__(self, h: float, pcoeff: float, icoeff: float, dcoeff: float, order: float, accept_safety: float):
-        self.h = h
-        self.b1 = (pcoeff + icoeff + dcoeff) / order
-        self.b2 = -(pcoeff + 2 * dcoeff) / order
-        self.b3 = dcoeff / order
-        self.accept_safety = accept_safety
-        self.errs: list[float] = []
-
-    def propose_step(self, error: torch.Tensor) -> bool:
-        inv_error = 1 / (float(error) + 1e-8)
-        if not self.errs:
-            self.errs = [inv_error, inv_error, inv_error]
-        self.errs[0] = inv_error
-        factor = self.errs[0] ** self.b1 * self.errs[1] ** self.b2 * self.errs[2] ** self.b3
-        factor = 1 + math.atan(factor - 1)
-        accept = factor >= self.accept_safety
-        if accept:
-            self.errs[2] = self.errs[1]
-            self.errs[1] = self.errs[0]
-        self.h *= factor
-        return accept
-
-
-class _DPMSolver:
-    def __init__(self, model: Denoise, callback: Callback) -> None:
-        self.model = model
-        self.callback = callback
-
-    def eps(self, cache: dict[str, torch.Tensor], key: str, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if key not in cache:
-            sigma = _sigma_fn(t) * x.new_ones([x.shape[0]])
-            cache[key] = (x - self.model(x, sigma)) / _sigma_fn(t)
-        return cache[key]
-
-    def step_1(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, cache: dict) -> torch.Tensor:
-        h = t_next - t
-        return x - _sigma_fn(t_next) * h.expm1() * self.eps(cache, "eps", x, t)
-
-    def step_2(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, cache: dict, r1: float = 1 / 2):
-        h = t_next - t
-        eps = self.eps(cache, "eps", x, t)
-        s1 = t + r1 * h
-        u1 = x - _sigma_fn(s1) * (r1 * h).expm1() * eps
-        eps_r1 = self.eps(cache, "eps_r1", u1, s1)
-        return x - _sigma_fn(t_next) * h.expm1() * eps - _sigma_fn(t_next) / (2 * r1) * h.expm1() * (eps_r1 - eps)
-
-    def step_3(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, cache: dict) -> torch.Tensor:
-        r1, r2 = 1 / 3, 2 / 3
-        h = t_next - t
-        eps = self.eps(cache, "eps", x, t)
-        s1, s2 = t + r1 * h, t + r2 * h
-        u1 = x - _sigma_fn(s1) * (r1 * h).expm1() * eps
-        eps_r1 = self.eps(cache, "eps_r1", u1, s1)
-        u2 = (
-            x
-            - _sigma_fn(s2) * (r2 * h).expm1() * eps
-            - _sigma_fn(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_r1 - eps)
-        )
-        eps_r2 = self.eps(cache, "eps_r2", u2, s2)
-        return x - _sigma_fn(t_next) * h.expm1() * eps - _sigma_fn(t_next) / r2 * (h.expm1() / h - 1) * (eps_r2 - eps)
-
-    def ancestral_target(self, t: torch.Tensor, t_next: torch.Tensor, t_end: torch.Tensor, eta: float):
-        """(t to step to, noise amount) of an ancestral step from t towards t_next, capped at t_end."""
-        if not eta:
-            return t_next, 0.0
-        sd, _ = ancestral_step(_sigma_fn(t), _sigma_fn(t_next), eta)
-        target = torch.minimum(t_end, _t_fn(sd))
-        return target, (_sigma_fn(t_next) ** 2 - _sigma_fn(target) ** 2) ** 0.5
-
-    def report(self, x: torch.Tensor, i: int, t: torch.Tensor, cache: dict) -> None:
-        if self.callback is not None:
-            sigma = _sigma_fn(t)
-            self.callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": x - sigma * cache["eps"]})
-
-
-@torch.no_grad()
-def sample_dpm_fast(
-    model: Denoise,
-    x: torch.Tensor,
-    sigma_min: float | torch.Tensor,
-    sigma_max: float | torch.Tensor,
-    n: int,
-    callback: Callback = None,
-    randn_like: RandnLike = torch.randn_like,
-    eta: float = 0.0,
-    s_noise: float = 1.0,
-    noise_sampler: NoiseSampler | None = None,
-) -> torch.Tensor:
-    """DPM fast: fixed steps of orders 3, ..., 2/1 using ``n`` model calls; one noise draw per segment
-    (always drawn, multiplied by 0 at eta 0). A1111 passes eta 1 (``eta_ancestral``)."""
-    if sigma_min <= 0 or sigma_max <= 0:
-        raise ValueError("sigma_min and sigma_max must not be 0")
-    noise_sampler = noise_sampler or _default_noise(x, randn_like)
-    solver = _DPMSolver(model, callback)
-    t_start, t_end = _t_fn(torch.as_tensor(sigma_max)), _t_fn(torch.as_tensor(sigma_min))
-    segments = math.floor(n / 3) + 1
-    ts = torch.linspace(t_start, t_end, segments + 1, device=x.device)
-    orders = [3] * (segments - 2) + [2, 1] if n % 3 == 0 else [3] * (segments - 1) + [n % 3]
-    steppers = {1: solver.step_1, 2: solver.step_2, 3: solver.step_3}
-    for i, order in enumerate(orders):
-        cache: dict[str, torch.Tensor] = {}
-        t, t_next = ts[i], ts[i + 1]
-        target, noise_amount = solver.ancestral_target(t, t_next, t_end, eta)
-        solver.eps(cache, "eps", x, t)
-        solver.report(x, i, t, cache)
-        x = steppers[order](x, t, target, cache)
-        x = x + noise_amount * s_noise * noise_sampler(_sigma_fn(t), _sigma_fn(t_next))
-    return x
-
-
-@torch.no_grad()
-def sample_dpm_adaptive(
-    model: Denoise,
-    x: torch.Tensor,
-    sigma_min: float | torch.Tensor,
-    sigma_max: float | torch.Tensor,
-    callback: Callback = None,
-    randn_like: RandnLike = torch.randn_like,
-    order: int = 3,
-    rtol: float = 0.05,
-    atol: float = 0.0078,
-    h_init: float = 0.05,
-    pcoeff: float = 0.0,
-    icoeff: float = 1.0,
-    dcoeff: float = 0.0,
-    accept_safety: float = 0.81,
-    eta: float = 0.0,
-    s_noise: float = 1.0,
-    noise_sampler: NoiseSampler | None = None,
-) -> torch.Tensor:
-    """DPM adaptive: embedded DPM-Solver-2/3 pairs with PID step control; one noise draw per accepted step."""
-    if sigma_min <= 0 or sigma_max <= 0:
-        raise ValueError("sigma_min and sigma_max must not be 0")
-    if order not in {2, 3}:
-        raise ValueError("order should be 2 or 3")
-    noise_sampler = noise_sampler or _default_noise(x, randn_like)
-    solver = _DPMSolver(model, callback)
-    t_start, t_end = _t_fn(torch.as_tensor(sigma_max)), _t_fn(torch.as_tensor(sigma_min))
-    atol_t, rtol_t = torch.tensor(atol), torch.tensor(rtol)
-    s, x_prev = t_start, x
-    controller = _StepSizeController(abs(h_init), pcoeff, icoeff, dcoeff, 1.5 if eta else order, accept_safety)
-    steps = 0
-    while s < t_end - 1e-5:
-        cache: dict[str, torch.Tensor] = {}
-        t = torch.minimum(t_end, s + controller.h)
-        target, noise_amount = solver.ancestral_target(s, t, t_end, eta)
-        eps = solver.eps(cache, "eps", x, s)
-        denoised = x - _sigma_fn(s) * eps
-        if order == 2:
-            x_low = solver.step_1(x, s, target, cache)
-            x_high = solver.step_2(x, s, target, cache)
-        else:
-            x_low = solver.step_2(x, s, target, cache, r1=1 / 3)
-            x_high = solver.step_3(x, s, target, cache)
-        delta = torch.maximum(atol_t, rtol_t * torch.maximum(x_low.abs(), x_prev.abs()))
-        error = torch.linalg.norm((x_low - x_high) / delta) / x.numel() ** 0.5
-        if controller.propose_step(error):
-            x_prev = x_low
-            x = x_high + noise_amount * s_noise * noise_sampler(_sigma_fn(s), _sigma_fn(t))
-            s = t
-        steps += 1
-        if callback is not None:
-            sigma = _sigma_fn(s)
-            callback({"x": x, "i": steps - 1, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised, "error": error})
     return x
