@@ -439,3 +439,43 @@ def test_inpaint_blend_keeps_the_masked_latent():
         result = pipeline.sample_img2img(name, 8, model, guidance, cpu_rng([2]), init, 0.75).latents
         assert torch.equal(result[..., :2], init[..., :2])
         assert not torch.equal(result[..., 2:], init[..., 2:])
+
+
+def test_cfg_takes_mapping_conditioning_and_per_step_prompts():
+    seen = []
+
+    def inner(x, sigma, cond):
+        seen.append({key: value.clone() for key, value in cond.text.items()})
+        return x + cond.text["vector"].reshape(-1, 1, 1, 1)
+
+    def cond_at(step: int) -> MultiCond:
+        return MultiCond.single({"crossattn": torch.zeros(1, 77, 2), "vector": torch.tensor([[float(step)]])})
+
+    uncond = {"crossattn": torch.zeros(1, 77, 2), "vector": torch.tensor([[-1.0]])}
+    cfg = CFGDenoiser(inner, cond_at, uncond, cond_scale=2.0)
+    outputs = [cfg(torch.zeros(1, 1, 1, 1), torch.ones(1)).item() for _ in range(2)]
+    assert [entry["vector"].flatten().tolist() for entry in seen] == [[0.0, -1.0], [1.0, -1.0]]
+    assert outputs == [-1 + 2 * (0 + 1), -1 + 2 * (1 + 1)]
+
+
+def test_skip_early_cond_drops_the_uncond_rows_for_the_first_steps():
+    batches = []
+
+    def inner(x, sigma, cond):
+        batches.append(x.shape[0])
+        return x
+
+    cfg = CFGDenoiser(
+        inner, MultiCond.single(torch.ones(1, 2, 2)), torch.zeros(1, 2, 2), 7.0, skip_early_cond=0.25, total_steps=8
+    )
+    for _ in range(4):
+        cfg(torch.zeros(1, 1, 1, 1), torch.tensor([3.0]))
+    assert batches == [1, 1, 1, 2]  # steps 0, 1, 2 are <= 25 % of 8
+    assert cfg.infotext == {"Skip Early CFG": 0.25}
+
+
+def test_prediction_from_diffusers_names():
+    assert Prediction.from_diffusers("epsilon") == Prediction.EPSILON
+    assert Prediction.from_diffusers("v_prediction") == Prediction.V
+    with pytest.raises(ValueError, match="sample"):
+        Prediction.from_diffusers("sample")

@@ -41,6 +41,14 @@ class Prediction(enum.StrEnum):
     EPSILON = "eps"
     V = "v"
 
+    @classmethod
+    def from_diffusers(cls, prediction_type: str) -> Prediction:
+        """From a diffusers scheduler config's ``prediction_type`` ("epsilon" or "v_prediction")."""
+        names = {"epsilon": cls.EPSILON, "v_prediction": cls.V}
+        if prediction_type not in names:
+            raise ValueError(f"the original backend runs eps and v models, not {prediction_type!r}")
+        return names[prediction_type]
+
 
 def append_dims(value: torch.Tensor, ndim: int) -> torch.Tensor:
     """``value`` with trailing singleton dimensions up to ``ndim``."""
