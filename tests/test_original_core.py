@@ -479,3 +479,10 @@ def test_prediction_from_diffusers_names():
     assert Prediction.from_diffusers("v_prediction") == Prediction.V
     with pytest.raises(ValueError, match="sample"):
         Prediction.from_diffusers("sample")
+
+
+def test_gpu_source_on_a_cpu_only_device_is_the_cpu_generator_and_writes_no_infotext():
+    gpu = rng.ImageRNG(cases.LATENT_SHAPE, [9], source=rng.NoiseSource(rng.RandnSource.GPU, torch.device("cpu")))
+    assert torch.equal(gpu.next(), cpu_rng([9]).next())
+    assert rng.NoiseSource().infotext() == {}
+    assert rng.NoiseSource(rng.RandnSource.NV).infotext() == {"RNG": "NV"}

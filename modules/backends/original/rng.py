@@ -113,6 +113,10 @@ class NoiseSource:
             return torch.device("cpu")
         return self.device
 
+    def infotext(self) -> dict[str, str]:
+        """A1111 writes ``RNG`` only when the source is not the default GPU."""
+        return {} if self.source == RandnSource.GPU else {"RNG": self.source.value}
+
     def generator(self, seed: int) -> Generator:
         """A new generator seeded with ``seed`` (A1111's ``create_generator``)."""
         if self.source == RandnSource.NV:
