@@ -1,8 +1,13 @@
-"""Saving outputs in A1111's layout: ``folder/YYYY-MM-DD/NNNNN-SEED.png``, grids ``grid-NNNN.png``, params.txt.
+"""Saving outputs in A1111's layout and with A1111's saving options.
+
+Default names as A1111: ``folder/YYYY-MM-DD/NNNNN-SEED.png``, grids ``grid-NNNN.png``, params.txt. The saving
+options (``samples_filename_pattern``, ``directories_filename_pattern``, ``save_images_add_number`` ...) name files
+through modules/processing/filenames.py, which also keeps every name inside the output folder.
 
 Every file is written atomically (temporary file in the same folder, fsync, ``os.replace``), so a reader never
-sees half an image and a failed save leaves nothing behind. The infotext goes in the PNG "parameters" text chunk
-or, for JPEG and WEBP, in the EXIF UserComment as A1111 writes it.
+sees half an image and a failed save leaves nothing behind. The infotext goes in the PNG "parameters" text chunk,
+for JPEG, WEBP and AVIF in the EXIF UserComment as A1111 writes it, for GIF in the comment; ``save_txt`` writes it
+beside the image as ``name.txt`` too.
 """
 
 from __future__ import annotations
@@ -13,21 +18,41 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import MappingProxyType
 from typing import BinaryIO
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, features
 
+from modules.options import Options
+from modules.processing.filenames import (
+    DEFAULT_MAX_LENGTH,
+    UNSAFE_PATH_CHARS,
+    FilenameGenerator,
+    FilenameValues,
+    NameRules,
+    UnsafePathError,
+    contained_path,
+    fit_stem,
+    name_length_limit,
+    relative_folder,
+    safe_path_part,
+)
 from modules.processing.infotext import build_user_comment_exif
 
 logger = logging.getLogger(__name__)
 
-# file extension -> Pillow format name
-IMAGE_FORMATS = MappingProxyType({"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"})
-JPEG_QUALITY = 80  # A1111's default "jpeg_quality", used for JPEG and lossy WEBP
+# file extension -> Pillow format name (the same names as modules/options.py IMAGE_FORMAT_NAMES)
+IMAGE_FORMATS = MappingProxyType(
+    {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF", "gif": "GIF"}
+)
+# A1111: JPEG and WEBP have size limits; a larger image is saved as PNG instead.
+MAX_SIDE = MappingProxyType({"JPEG": 65535, "WEBP": 16383})
+JPEG_QUALITY = 80  # A1111's default "jpeg_quality", used for JPEG, lossy WEBP and AVIF
 MAX_NAME_TRIES = 500  # as A1111: after this many taken names in a row, give up
+COLLISION_SUFFIX_ROOM = 8  # characters kept free in a name for "-N" (save_images_replace_action)
 GRID_BASENAME = "grid"
 GRID_BACKGROUND = (255, 255, 255)  # A1111's default grid_background_color "#ffffff"
 
@@ -36,11 +61,44 @@ class ImageSaveError(Exception):
     """An image could not be written; the message says why and where, for the UI and the API."""
 
 
-def output_folder(folder: Path, date_subfolder: bool, now: datetime | None) -> Path:
-    """The folder itself, or its ``YYYY-MM-DD`` subfolder (A1111's default directory pattern "[date]")."""
-    if not date_subfolder:
-        return folder
-    return folder / (now or datetime.now()).date().isoformat()
+@dataclass(frozen=True)
+class SavingSettings:
+    """The saving options one job uses (A1111 names and defaults); ``from_options`` reads them from Options.
+
+    ``filenames_max_length`` is A1111's ``--filenames-max-length`` (the longest token value in a name).
+    """
+
+    samples_filename_pattern: str = ""
+    save_images_add_number: bool = True
+    save_images_replace_action: str = "Replace"
+    save_to_dirs: bool = True
+    grid_save_to_dirs: bool = True
+    directories_filename_pattern: str = "[date]"
+    directories_max_prompt_words: int = 8
+    grid_extended_filename: bool = False
+    jpeg_quality: int = JPEG_QUALITY
+    webp_lossless: bool = False
+    enable_pnginfo: bool = True
+    save_txt: bool = False
+    filenames_max_length: int = DEFAULT_MAX_LENGTH
+
+    @classmethod
+    def from_options(cls, options: Options, **overrides: object) -> SavingSettings:
+        known = {item.name: getattr(options, item.name) for item in fields(cls) if item.name in Options.model_fields}
+        return cls(**{**known, **overrides})
+
+    @property
+    def name_rules(self) -> NameRules:
+        return NameRules(max_prompt_words=self.directories_max_prompt_words, max_length=self.filenames_max_length)
+
+
+@dataclass(frozen=True)
+class SaveTarget:
+    """Where and how one image is saved: the resolved folder under the output folder, and the name to use."""
+
+    folder: Path
+    decoration: str
+    numbered: bool
 
 
 def next_sequence_number(folder: Path, basename: str = "") -> int:
@@ -69,16 +127,20 @@ def free_file_name(folder: Path, basename: str, decoration: str, extension: str)
 
 
 def pillow_format(file_format: str) -> str:
+    """The Pillow format for a file extension; an unknown one, or AVIF without Pillow's AVIF support, is refused."""
     try:
-        return IMAGE_FORMATS[file_format.lower().lstrip(".")]
+        format_name = IMAGE_FORMATS[file_format.lower().lstrip(".")]
     except KeyError:
         raise ImageSaveError(
             f"unsupported image format {file_format!r}; use one of {', '.join(IMAGE_FORMATS)}"
         ) from None
+    if format_name == "AVIF" and not features.check("avif"):
+        raise ImageSaveError("this Pillow has no AVIF support; choose png, jpg or webp")
+    return format_name
 
 
 def prepare_for_format(image: Image.Image, format_name: str) -> Image.Image:
-    """JPEG and WEBP take no alpha and no 16-bit: flatten RGBA, scale 16-bit down (as A1111 does)."""
+    """Formats other than PNG take no alpha and no 16-bit: flatten RGBA, scale 16-bit down (as A1111 does)."""
     if format_name == "PNG":
         return image
     if image.mode.startswith("I;16"):
@@ -88,15 +150,22 @@ def prepare_for_format(image: Image.Image, format_name: str) -> Image.Image:
     return image
 
 
-def save_options(format_name: str, infotext: str | None) -> dict[str, object]:
-    """Pillow save keywords: the infotext in a PNG text chunk or an EXIF UserComment."""
+def save_options(
+    format_name: str, infotext: str | None, quality: int = JPEG_QUALITY, webp_lossless: bool = False
+) -> dict[str, object]:
+    """Pillow save keywords: the infotext in a PNG text chunk, an EXIF UserComment or a GIF comment (None: no
+    infotext); ``quality`` for JPEG, WEBP and AVIF, ``webp_lossless`` for WEBP."""
     if format_name == "PNG":
         if infotext is None:
             return {}
         png_info = PngImagePlugin.PngInfo()
         png_info.add_text("parameters", infotext)  # Pillow writes iTXt when the text is not Latin-1
         return {"pnginfo": png_info}
-    options: dict[str, object] = {"quality": JPEG_QUALITY}
+    if format_name == "GIF":
+        return {} if infotext is None else {"comment": infotext.encode("utf-8")}
+    options: dict[str, object] = {"quality": quality}
+    if format_name == "WEBP":
+        options["lossless"] = webp_lossless
     if infotext is not None:
         options["exif"] = build_user_comment_exif(infotext)
     return options
@@ -112,7 +181,8 @@ def write_file_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write`` on a temporary file beside ``path``, fsync, rename; on failure the temporary file is removed."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # the temporary name is short, so that it fits wherever the final name fits
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
     except OSError as error:
         raise ImageSaveError(describe_os_error(error, path)) from error
     try:
@@ -129,46 +199,153 @@ def write_file_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
-def write_image_atomic(image: Image.Image, path: Path, infotext: str | None, file_format: str = "png") -> None:
-    """Write one image with its infotext atomically (see ``write_file_atomic``)."""
+def write_image_atomic(
+    image: Image.Image,
+    path: Path,
+    infotext: str | None,
+    file_format: str = "png",
+    settings: SavingSettings | None = None,
+) -> None:
+    """Write one image with its infotext atomically (see ``write_file_atomic``); ``settings`` gives the quality,
+    lossless WEBP and whether the infotext goes into the file (``enable_pnginfo``)."""
+    settings = settings or SavingSettings()
     format_name = pillow_format(file_format)
     prepared = prepare_for_format(image, format_name)
-    options = save_options(format_name, infotext)
+    embedded = infotext if settings.enable_pnginfo else None
+    options = save_options(format_name, embedded, settings.jpeg_quality, settings.webp_lossless)
     write_file_atomic(path, lambda file: prepared.save(file, format=format_name, **options))
+
+
+def legacy_settings(settings: SavingSettings | None, date_subfolder: bool | None, **legacy: object) -> SavingSettings:
+    """The settings of a call: ``settings`` or, for the older ``date_subfolder`` form, defaults with it."""
+    if settings is not None:
+        if date_subfolder is not None:
+            raise TypeError("pass either settings or date_subfolder, not both")
+        return settings
+    in_folder = True if date_subfolder is None else date_subfolder
+    return SavingSettings(save_to_dirs=in_folder, grid_save_to_dirs=in_folder, **legacy)
 
 
 def save_image(
     image: Image.Image,
     folder: Path,
-    seed: int,
+    seed: int | None,
     infotext: str | None,
     file_format: str = "png",
-    date_subfolder: bool = True,
+    date_subfolder: bool | None = None,
     now: datetime | None = None,
+    *,
+    values: FilenameValues | None = None,
+    settings: SavingSettings | None = None,
+    suffix: str = "",
 ) -> Path:
-    """Save one output as ``folder/YYYY-MM-DD/NNNNN-SEED.ext``; returns the path written."""
-    path = save_numbered(image, folder, "", str(seed), infotext, file_format, date_subfolder, now)
+    """Save one output under ``folder`` as A1111's save_image does; returns the path written.
+
+    With ``values`` and ``settings`` the saving options apply (patterns, number, formats, infotext, text file);
+    ``values.seed`` must be ``seed``. Without ``values`` there is no prompt to name by: the name is
+    ``NNNNN-SEED.ext`` in the ``YYYY-MM-DD`` folder, or in ``folder`` itself when ``date_subfolder`` is False.
+    ``suffix`` goes after the name ("-before-highres-fix").
+    """
+    if values is None:
+        values = FilenameValues(seed=seed)
+        settings = legacy_settings(settings, date_subfolder, samples_filename_pattern="[seed]")
+    else:
+        settings = legacy_settings(settings, date_subfolder)
+    if values.seed != seed:
+        raise ValueError(f"seed {seed} differs from values.seed {values.seed}")
+    path = save_named(image, folder, "", values, infotext, file_format, settings, now, grid=False, suffix=suffix)
     logger.info("image saved path=%s seed=%s", path, seed)
     return path
 
 
-def save_numbered(
+def save_named(
     image: Image.Image,
     folder: Path,
     basename: str,
-    decoration: str,
+    values: FilenameValues,
     infotext: str | None,
     file_format: str,
-    date_subfolder: bool,
+    settings: SavingSettings,
     now: datetime | None,
+    grid: bool,
+    suffix: str = "",
 ) -> Path:
-    """Write ``image`` under the next free number in the (dated) folder, atomically."""
-    target_folder = output_folder(folder, date_subfolder, now)
-    extension = file_format.lower().lstrip(".")
+    """A1111's save_image: folder pattern, file name pattern, number, then the image and its text file."""
+    extension = format_for_size(image, file_format.lower().lstrip("."))
     pillow_format(extension)
-    path = free_file_name(target_folder, basename, decoration, extension)
-    write_image_atomic(image, path, infotext, extension)
+    generator = FilenameGenerator(values, image, settings.name_rules, now, basename)
+    target = save_target(folder, generator, settings, grid, suffix)
+    path = free_path(folder, target, basename, extension, settings)
+    write_image_atomic(image, path, infotext, extension, settings)
+    if settings.save_txt and infotext is not None:
+        write_file_atomic(path.with_suffix(".txt"), lambda file: file.write(f"{infotext}\n".encode()))
     return path
+
+
+def format_for_size(image: Image.Image, extension: str) -> str:
+    """A1111: an image too large for JPEG or WEBP is saved as PNG."""
+    limit = MAX_SIDE.get(IMAGE_FORMATS.get(extension, ""))
+    if limit is not None and max(image.size) > limit:
+        logger.warning("image too large for format=%s size=%sx%s; saving as png", extension, *image.size)
+        return "png"
+    return extension
+
+
+def save_target(
+    folder: Path, generator: FilenameGenerator, settings: SavingSettings, grid: bool, suffix: str
+) -> SaveTarget:
+    """The subfolder (``directories_filename_pattern`` when saving to dirs) and the name decoration (A1111)."""
+    relative = PurePath()
+    if settings.grid_save_to_dirs if grid else settings.save_to_dirs:
+        pattern = settings.directories_filename_pattern or "[prompt_words]"
+        relative = relative_folder(generator.apply(pattern), settings.filenames_max_length)
+    target_folder = folder / relative
+    if relative.parts:
+        contained(folder, relative)
+    short_filename = grid and not settings.grid_extended_filename
+    if short_filename or generator.values.seed is None:
+        pattern = ""
+    elif settings.save_to_dirs:
+        pattern = settings.samples_filename_pattern or "[seed]"
+    else:
+        pattern = settings.samples_filename_pattern or "[seed]-[prompt_spaces]"
+    decoration = (generator.apply(pattern) + suffix).translate(UNSAFE_PATH_CHARS).strip(" .")
+    numbered = settings.save_images_add_number or decoration == ""
+    return SaveTarget(folder=target_folder, decoration=decoration, numbered=numbered)
+
+
+def contained(folder: Path, relative: PurePath) -> None:
+    try:
+        contained_path(folder, relative)
+    except UnsafePathError as error:
+        raise ImageSaveError(str(error)) from error
+
+
+def free_path(folder: Path, target: SaveTarget, basename: str, extension: str, settings: SavingSettings) -> Path:
+    """The file to write: the next free number (``NNNNN-decoration``), or the decoration itself, replaced or
+    given a "-N" suffix when taken (``save_images_replace_action``); always inside ``folder``."""
+    limit = name_length_limit(target.folder) - COLLISION_SUFFIX_ROOM
+    if target.numbered:
+        number_room = len(basename) + 6 if basename else 6
+        decoration = fit_stem(target.decoration, extension, limit - number_room)
+        path = free_file_name(target.folder, basename, decoration, extension)
+    else:
+        stem = safe_path_part(fit_stem(target.decoration, extension, limit - 1), max_length=limit)
+        path = target.folder / f"{stem}.{extension}"
+        if settings.save_images_replace_action != "Replace":
+            path = suffixed_free_name(target.folder, stem, extension)
+    contained(folder, path.relative_to(folder))
+    return path
+
+
+def suffixed_free_name(folder: Path, stem: str, extension: str) -> Path:
+    """A1111's "Add number suffix": ``stem.ext``, else ``stem-1.ext``, ``stem-2.ext`` ..."""
+    path = folder / f"{stem}.{extension}"
+    for number in range(1, MAX_NAME_TRIES + 1):
+        if not path.exists():
+            return path
+        path = folder / f"{stem}-{number}.{extension}"
+    raise ImageSaveError(f"no free file name for {stem}.{extension} in {folder} after {MAX_NAME_TRIES} tries")
 
 
 def grid_rows(count: int) -> int:
@@ -197,11 +374,18 @@ def save_grid(
     folder: Path,
     infotext: str | None,
     file_format: str = "png",
-    date_subfolder: bool = True,
+    date_subfolder: bool | None = None,
     now: datetime | None = None,
+    *,
+    values: FilenameValues | None = None,
+    settings: SavingSettings | None = None,
 ) -> Path:
-    """Save a grid as ``folder/YYYY-MM-DD/grid-NNNN.ext`` (A1111 numbers grids with four digits)."""
-    path = save_numbered(grid, folder, GRID_BASENAME, "", infotext, file_format, date_subfolder, now)
+    """Save a grid as A1111 does: ``folder/<directory pattern>/grid-NNNN.ext`` (four digits; the file name pattern
+    after the number with ``grid_extended_filename``). ``values`` are the job's first image's (A1111 names a grid
+    by ``p.all_seeds[0]`` and the first prompt); ``grid_save_to_dirs`` decides the subfolder."""
+    settings = legacy_settings(settings, date_subfolder)
+    values = values or FilenameValues()
+    path = save_named(grid, folder, GRID_BASENAME, values, infotext, file_format, settings, now, grid=True)
     logger.info("grid saved path=%s", path)
     return path
 
