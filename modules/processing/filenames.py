@@ -36,6 +36,7 @@ INVALID_FILENAME_POSTFIX = " ."
 DEFAULT_MAX_LENGTH = 128  # A1111's --filenames-max-length default
 DEFAULT_TIME_FORMAT = "%Y%m%d%H%M%S"
 DEFAULT_HASH_LENGTH = 8
+MAX_NAME_BYTES = 255  # the usual file system limit of one file or folder name, in encoded bytes
 NONLETTERS = re.compile(r"[\s" + re.escape(string.punctuation) + "]+")
 PATTERN_PART = re.compile(r"(.*?)(?:\[([^\[\]]+)\]|$)")
 PATTERN_ARGUMENT = re.compile(r"(.*)<([^>]*)>$")
@@ -341,11 +342,11 @@ def split_arguments(token: str) -> tuple[str, list[str]]:
 
 def safe_path_part(text: str, max_length: int) -> str:
     """One file or folder name that every system accepts and that cannot climb: forbidden and control characters
-    -> "_", no leading space or dot, no trailing space or dot, at most ``max_length`` characters, and "_" after a
-    Windows reserved name ("CON" -> "CON_"). May be empty (the caller drops or replaces it)."""
-    cleaned = text.translate(UNSAFE_PATH_CHARS).strip(" .")[:max_length].rstrip(" .")
-    if cleaned.split(".")[0].upper() in WINDOWS_RESERVED:
-        cleaned = f"{cleaned}_"
+    -> "_", no leading space or dot, no trailing space or dot, at most ``max_length`` characters (and 254 bytes),
+    and "_" before a Windows reserved name ("CON.txt" -> "_CON.txt"). May be empty (the caller drops it)."""
+    cleaned = cut_to_bytes(text.translate(UNSAFE_PATH_CHARS).strip(" .")[:max_length], MAX_NAME_BYTES - 1)
+    if cleaned.split(".")[0].rstrip(" ").upper() in WINDOWS_RESERVED:
+        cleaned = f"_{cleaned}"
     return cleaned
 
 
@@ -376,11 +377,14 @@ def name_length_limit(folder: Path) -> int:
         return 255
 
 
+def cut_to_bytes(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (never inside a character), without a trailing space or dot."""
+    encoded = text.encode("utf-8")
+    if len(encoded) > limit:
+        text = encoded[:limit].decode("utf-8", errors="ignore")
+    return text.rstrip(" .")
+
+
 def fit_stem(stem: str, extension: str, limit: int) -> str:
-    """Cut ``stem`` so that "stem.ext" and its temporary twin fit in ``limit`` characters (A1111 cuts to the
-    file system's limit too), measured in encoded bytes, without a trailing space or dot."""
-    room = limit - len(extension) - 1
-    encoded = stem.encode("utf-8")
-    if len(encoded) <= room:
-        return stem
-    return encoded[:room].decode("utf-8", errors="ignore").rstrip(" .")
+    """Cut ``stem`` so that "stem.ext" fits in ``limit`` bytes (A1111 cuts to the file system's limit too)."""
+    return cut_to_bytes(stem, limit - len(extension) - 1)
