@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modules.application import Application
+from modules.cmd_args import build_parser
 from modules.options import IMAGE_FORMAT_NAMES, Options
 from modules.processing.filenames import FilenameValues
 from modules.processing.infotext import read_infotext
@@ -24,7 +26,7 @@ from modules.processing.saving import (
     save_image,
 )
 from modules.ui.png_info import read_png_info
-from modules.ui.settings import HIDDEN_OPTIONS, grouped_option_names
+from modules.ui.settings import HIDDEN_OPTIONS, apply_settings, grouped_option_names
 
 DAY = datetime(2024, 5, 6, 13, 30)
 INFOTEXT = "a cat, ünï ✓\nNegative prompt: dog\nSteps: 20, Sampler: Euler a, Seed: 42, Size: 64x64"
@@ -114,6 +116,12 @@ def test_add_number_suffix_keeps_both_files(tmp_path: Path) -> None:
 def test_without_number_an_empty_name_falls_back_to_the_number(tmp_path: Path) -> None:
     assert save(tmp_path, save_images_add_number=False, samples_filename_pattern="[none]").name == "00000.png"
     assert save(tmp_path, save_images_add_number=False, samples_filename_pattern="...").name == "00001.png"
+
+
+def test_without_number_a_windows_reserved_name_is_prefixed(tmp_path: Path) -> None:
+    values = replace(VALUES, prompt="con")
+    assert save(tmp_path, values, save_images_add_number=False, samples_filename_pattern="[prompt]").name == "_con.png"
+    assert save(tmp_path, values, samples_filename_pattern="[prompt]").name == "00000-con.png"
 
 
 def test_suffix_goes_after_the_name(tmp_path: Path) -> None:
@@ -292,3 +300,18 @@ def test_every_saving_option_is_in_an_a1111_settings_section() -> None:
     assert "samples_filename_pattern" in sections["Saving images/grids"]
     assert "directories_filename_pattern" in sections["Saving to a directory"]
     assert "save_txt" in sections["Infotext"]
+
+
+def test_settings_tab_refuses_an_unknown_format_and_persists_nothing(tmp_path: Path) -> None:
+    application = Application.create(build_parser().parse_args(["--data-dir", str(tmp_path)]))
+    try:
+        refused = apply_settings(application, {"samples_format": "bmp", "save_txt": True})
+        assert "Settings not applied" in refused and "unknown image format &#x27;bmp&#x27;" in refused
+        assert (application.options.samples_format, application.options.save_txt) == ("png", False)
+        assert not application.paths.config_file.exists()
+        applied = apply_settings(application, {"grid_format": "webp", "samples_filename_pattern": "[seed]-[cfg]"})
+        assert "2 settings changed" in applied
+        saved = json.loads(application.paths.config_file.read_text(encoding="utf-8"))
+        assert (saved["grid_format"], saved["samples_filename_pattern"]) == ("webp", "[seed]-[cfg]")
+    finally:
+        application.service.shutdown()

@@ -325,15 +325,15 @@ def free_path(folder: Path, target: SaveTarget, basename: str, extension: str, s
     """The file to write: the next free number (``NNNNN-decoration``), or the decoration itself, replaced or
     given a "-N" suffix when taken (``save_images_replace_action``); always inside ``folder``."""
     limit = name_length_limit(target.folder) - COLLISION_SUFFIX_ROOM
-    if target.numbered:
+    stem = "" if target.numbered else safe_path_part(fit_stem(target.decoration, extension, limit - 1), limit)
+    if not stem:
         number_room = len(basename) + 6 if basename else 6
         decoration = fit_stem(target.decoration, extension, limit - number_room)
         path = free_file_name(target.folder, basename, decoration, extension)
-    else:
-        stem = safe_path_part(fit_stem(target.decoration, extension, limit - 1), max_length=limit)
+    elif settings.save_images_replace_action == "Replace":
         path = target.folder / f"{stem}.{extension}"
-        if settings.save_images_replace_action != "Replace":
-            path = suffixed_free_name(target.folder, stem, extension)
+    else:
+        path = suffixed_free_name(target.folder, stem, extension)
     contained(folder, path.relative_to(folder))
     return path
 
