@@ -3,7 +3,10 @@ and hostile prompts that must never write outside the output folder."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +27,7 @@ from modules.processing.saving import (
     make_grid,
     save_grid,
     save_image,
+    write_file_first_free,
 )
 from modules.ui.png_info import read_png_info
 from modules.ui.settings import HIDDEN_OPTIONS, apply_settings, grouped_option_names
@@ -122,6 +126,46 @@ def test_without_number_a_windows_reserved_name_is_prefixed(tmp_path: Path) -> N
     values = replace(VALUES, prompt="con")
     assert save(tmp_path, values, save_images_add_number=False, samples_filename_pattern="[prompt]").name == "_con.png"
     assert save(tmp_path, values, samples_filename_pattern="[prompt]").name == "00000-con.png"
+
+
+def test_concurrent_saves_never_take_the_same_number(tmp_path: Path) -> None:
+    def save_one(index: int) -> Path:
+        return save_image(solid(), tmp_path, 42, f"image {index}", now=DAY, values=VALUES)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        paths = list(pool.map(save_one, range(32)))
+    assert len(set(paths)) == 32
+    assert sorted(path.name for path in paths) == [f"{number:05}-42.png" for number in range(32)]
+    for index, path in enumerate(paths):
+        with Image.open(path) as loaded:
+            assert read_infotext(loaded) == f"image {index}"
+    assert [path for path in tmp_path.rglob("*") if path.name.endswith(".tmp")] == []
+
+
+def test_first_free_name_skips_taken_names(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"old")
+    written = write_file_first_free([tmp_path / "a.txt", tmp_path / "b.txt"], lambda file: file.write(b"new"))
+    assert written == tmp_path / "b.txt"
+    assert (tmp_path / "a.txt").read_bytes() == b"old" and written.read_bytes() == b"new"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_first_free_name_without_hard_links_checks_then_renames(tmp_path: Path, monkeypatch) -> None:
+    def no_links(*_arguments: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "a.txt").write_bytes(b"old")
+    written = write_file_first_free([tmp_path / "a.txt", tmp_path / "b.txt"], lambda file: file.write(b"new"))
+    assert written == tmp_path / "b.txt" and written.read_bytes() == b"new"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_every_taken_name_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_bytes(b"old")
+    with pytest.raises(ImageSaveError, match="no free file name"):
+        write_file_first_free([tmp_path / "a.txt"], lambda file: file.write(b"new"))
+    assert [path.name for path in tmp_path.iterdir()] == ["a.txt"]
 
 
 def test_suffix_goes_after_the_name(tmp_path: Path) -> None:

@@ -13,11 +13,13 @@ beside the image as ``name.txt`` too.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path, PurePath
@@ -52,6 +54,7 @@ IMAGE_FORMATS = MappingProxyType(
 MAX_SIDE = MappingProxyType({"JPEG": 65535, "WEBP": 16383})
 JPEG_QUALITY = 80  # A1111's default "jpeg_quality", used for JPEG, lossy WEBP and AVIF
 MAX_NAME_TRIES = 500  # as A1111: after this many taken names in a row, give up
+NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS})
 COLLISION_SUFFIX_ROOM = 8  # characters kept free in a name for "-N" (save_images_replace_action)
 GRID_BASENAME = "grid"
 GRID_BACKGROUND = (255, 255, 255)  # A1111's default grid_background_color "#ffffff"
@@ -98,7 +101,8 @@ class SaveTarget:
 
     folder: Path
     decoration: str
-    numbered: bool
+    numbered: bool  # NNNNN- before the decoration (save_images_add_number, or nothing else to name by)
+    replaces: bool  # a taken name is written over (save_images_replace_action "Replace", without number)
 
 
 def next_sequence_number(folder: Path, basename: str = "") -> int:
@@ -114,16 +118,29 @@ def next_sequence_number(folder: Path, basename: str = "") -> int:
     return largest + 1
 
 
-def free_file_name(folder: Path, basename: str, decoration: str, extension: str) -> Path:
-    """``NNNNN-decoration.ext`` (no basename) or ``basename-NNNN.ext``, skipping names already taken."""
+def numbered_names(folder: Path, basename: str, decoration: str, extension: str) -> Iterator[Path]:
+    """``NNNNN-decoration.ext`` (no basename) or ``basename-NNNN-decoration.ext``, from the next sequence number on
+    (A1111 tries 500 numbers)."""
     first = next_sequence_number(folder, basename)
     suffix = f"-{decoration}" if decoration else ""
     for number in range(first, first + MAX_NAME_TRIES):
         stem = f"{basename}-{number:04}" if basename else f"{number:05}"
-        path = folder / f"{stem}{suffix}.{extension}"
+        yield folder / f"{stem}{suffix}.{extension}"
+
+
+def suffixed_names(folder: Path, stem: str, extension: str) -> Iterator[Path]:
+    """A1111's "Add number suffix": ``stem.ext``, then ``stem-1.ext``, ``stem-2.ext`` ..."""
+    yield folder / f"{stem}.{extension}"
+    for number in range(1, MAX_NAME_TRIES):
+        yield folder / f"{stem}-{number}.{extension}"
+
+
+def free_file_name(folder: Path, basename: str, decoration: str, extension: str) -> Path:
+    """The first numbered name (see ``numbered_names``) not taken yet."""
+    for path in numbered_names(folder, basename, decoration, extension):
         if not path.exists():
             return path
-    raise ImageSaveError(f"no free file name in {folder} after {MAX_NAME_TRIES} tries (from number {first})")
+    raise ImageSaveError(f"no free file name in {folder} after {MAX_NAME_TRIES} tries")
 
 
 def pillow_format(file_format: str) -> str:
@@ -177,26 +194,76 @@ def describe_os_error(error: OSError, path: Path) -> str:
     return f"could not save {path}: {error.strerror or error}"
 
 
-def write_file_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, fsync, rename; on failure the temporary file is removed."""
+@contextmanager
+def temporary_file(folder: Path, name: str, write: Callable[[BinaryIO], None]) -> Iterator[str]:
+    """A temporary file in ``folder`` holding what ``write`` wrote (fsynced), removed on exit; an OSError inside
+    becomes an ImageSaveError that names ``folder / name``."""
+    target = folder / name
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         # the temporary name is short, so that it fits wherever the final name fits
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+        handle, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{name[:40]}.", suffix=".tmp")
     except OSError as error:
-        raise ImageSaveError(describe_os_error(error, path)) from error
+        raise ImageSaveError(describe_os_error(error, target)) from error
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temp_name, path)
+        yield temp_name
     except OSError as error:
+        raise ImageSaveError(describe_os_error(error, target)) from error
+    finally:
         Path(temp_name).unlink(missing_ok=True)
-        raise ImageSaveError(describe_os_error(error, path)) from error
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+
+
+def write_file_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, fsync, rename over ``path``; on failure the temporary
+    file is removed."""
+    with temporary_file(path.parent, path.name, write) as temp_name:
+        os.replace(temp_name, path)
+
+
+def write_file_first_free(names: Iterable[Path], write: Callable[[BinaryIO], None]) -> Path:
+    """Write once, then give the file the first of ``names`` (all in one folder) that is free; returns it.
+
+    The name is claimed with a hard link, which fails when the name exists, so two workers saving at once never
+    overwrite each other's image (A1111 checks, then renames). Written by hand: no library offers this."""
+    candidates = iter(names)
+    first = next(candidates)
+    with temporary_file(first.parent, first.name, write) as temp_name:
+        for path in itertools.chain([first], candidates):
+            if claim_name(temp_name, path):
+                return path
+    raise ImageSaveError(f"no free file name in {first.parent} after {MAX_NAME_TRIES} tries (from {first.name})")
+
+
+def claim_name(temp_name: str, path: Path) -> bool:
+    """Hard-link the temporary file as ``path``; False when the name is taken. Where the file system has no hard
+    links (FAT, some network shares), check and rename instead."""
+    try:
+        os.link(temp_name, path)
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in NO_HARD_LINKS:
+            raise
+        if path.exists():
+            return False
+        os.replace(temp_name, path)
+    return True
+
+
+def image_writer(
+    image: Image.Image, infotext: str | None, file_format: str, settings: SavingSettings
+) -> Callable[[BinaryIO], None]:
+    """What writes ``image`` in ``file_format`` with ``settings``' quality, lossless WEBP and infotext choice
+    (``enable_pnginfo``) into an open file."""
+    format_name = pillow_format(file_format)
+    prepared = prepare_for_format(image, format_name)
+    embedded = infotext if settings.enable_pnginfo else None
+    options = save_options(format_name, embedded, settings.jpeg_quality, settings.webp_lossless)
+    return lambda file: prepared.save(file, format=format_name, **options)
 
 
 def write_image_atomic(
@@ -206,14 +273,8 @@ def write_image_atomic(
     file_format: str = "png",
     settings: SavingSettings | None = None,
 ) -> None:
-    """Write one image with its infotext atomically (see ``write_file_atomic``); ``settings`` gives the quality,
-    lossless WEBP and whether the infotext goes into the file (``enable_pnginfo``)."""
-    settings = settings or SavingSettings()
-    format_name = pillow_format(file_format)
-    prepared = prepare_for_format(image, format_name)
-    embedded = infotext if settings.enable_pnginfo else None
-    options = save_options(format_name, embedded, settings.jpeg_quality, settings.webp_lossless)
-    write_file_atomic(path, lambda file: prepared.save(file, format=format_name, **options))
+    """Write one image with its infotext atomically over ``path`` (see ``write_file_atomic``)."""
+    write_file_atomic(path, image_writer(image, infotext, file_format, settings or SavingSettings()))
 
 
 def legacy_settings(settings: SavingSettings | None, date_subfolder: bool | None, **legacy: object) -> SavingSettings:
@@ -274,9 +335,14 @@ def save_named(
     extension = format_for_size(image, file_format.lower().lstrip("."))
     pillow_format(extension)
     generator = FilenameGenerator(values, image, settings.name_rules, now, basename)
-    target = save_target(folder, generator, settings, grid, suffix)
-    path = free_path(folder, target, basename, extension, settings)
-    write_image_atomic(image, path, infotext, extension, settings)
+    target = save_target(folder, generator, settings, grid, suffix, extension)
+    write = image_writer(image, infotext, extension, settings)
+    names = candidate_names(folder, target, basename, extension)
+    if target.replaces:
+        path = next(names)
+        write_file_atomic(path, write)
+    else:
+        path = write_file_first_free(names, write)
     if settings.save_txt and infotext is not None:
         write_file_atomic(path.with_suffix(".txt"), lambda file: file.write(f"{infotext}\n".encode()))
     return path
@@ -292,26 +358,37 @@ def format_for_size(image: Image.Image, extension: str) -> str:
 
 
 def save_target(
-    folder: Path, generator: FilenameGenerator, settings: SavingSettings, grid: bool, suffix: str
+    folder: Path, generator: FilenameGenerator, settings: SavingSettings, grid: bool, suffix: str, extension: str
 ) -> SaveTarget:
-    """The subfolder (``directories_filename_pattern`` when saving to dirs) and the name decoration (A1111)."""
+    """The subfolder (``directories_filename_pattern`` when saving to dirs) and the name decoration (A1111), cut
+    to the file system's name length; without number, a decoration that cleaning empties falls back to it."""
     relative = PurePath()
     if settings.grid_save_to_dirs if grid else settings.save_to_dirs:
         pattern = settings.directories_filename_pattern or "[prompt_words]"
         relative = relative_folder(generator.apply(pattern), settings.filenames_max_length)
-    target_folder = folder / relative
     if relative.parts:
         contained(folder, relative)
-    short_filename = grid and not settings.grid_extended_filename
-    if short_filename or generator.values.seed is None:
-        pattern = ""
-    elif settings.save_to_dirs:
-        pattern = settings.samples_filename_pattern or "[seed]"
-    else:
-        pattern = settings.samples_filename_pattern or "[seed]-[prompt_spaces]"
-    decoration = (generator.apply(pattern) + suffix).translate(UNSAFE_PATH_CHARS).strip(" .")
-    numbered = settings.save_images_add_number or decoration == ""
-    return SaveTarget(folder=target_folder, decoration=decoration, numbered=numbered)
+    target_folder = folder / relative
+    limit = name_length_limit(target_folder) - COLLISION_SUFFIX_ROOM
+    decoration = (generator.apply(file_pattern(generator, settings, grid)) + suffix).translate(UNSAFE_PATH_CHARS)
+    if not settings.save_images_add_number:
+        stem = safe_path_part(fit_stem(decoration.strip(" ."), extension, limit - 1), limit)
+        if stem:
+            replaces = settings.save_images_replace_action == "Replace"
+            return SaveTarget(folder=target_folder, decoration=stem, numbered=False, replaces=replaces)
+    number_room = len(generator.basename) + 6 if generator.basename else 6
+    decoration = fit_stem(decoration.strip(" ."), extension, limit - number_room)
+    return SaveTarget(folder=target_folder, decoration=decoration, numbered=True, replaces=False)
+
+
+def file_pattern(generator: FilenameGenerator, settings: SavingSettings, grid: bool) -> str:
+    """A1111: no name but the number for a grid (unless grid_extended_filename) or an image without seed; else
+    samples_filename_pattern, by default "[seed]", or "[seed]-[prompt_spaces]" when not saving to subfolders."""
+    if (grid and not settings.grid_extended_filename) or generator.values.seed is None:
+        return ""
+    if settings.save_to_dirs:
+        return settings.samples_filename_pattern or "[seed]"
+    return settings.samples_filename_pattern or "[seed]-[prompt_spaces]"
 
 
 def contained(folder: Path, relative: PurePath) -> None:
@@ -321,31 +398,16 @@ def contained(folder: Path, relative: PurePath) -> None:
         raise ImageSaveError(str(error)) from error
 
 
-def free_path(folder: Path, target: SaveTarget, basename: str, extension: str, settings: SavingSettings) -> Path:
-    """The file to write: the next free number (``NNNNN-decoration``), or the decoration itself, replaced or
-    given a "-N" suffix when taken (``save_images_replace_action``); always inside ``folder``."""
-    limit = name_length_limit(target.folder) - COLLISION_SUFFIX_ROOM
-    stem = "" if target.numbered else safe_path_part(fit_stem(target.decoration, extension, limit - 1), limit)
-    if not stem:
-        number_room = len(basename) + 6 if basename else 6
-        decoration = fit_stem(target.decoration, extension, limit - number_room)
-        path = free_file_name(target.folder, basename, decoration, extension)
-    elif settings.save_images_replace_action == "Replace":
-        path = target.folder / f"{stem}.{extension}"
+def candidate_names(folder: Path, target: SaveTarget, basename: str, extension: str) -> Iterator[Path]:
+    """The names to try in order: numbered (``NNNNN-decoration``), or the decoration itself then with a "-N"
+    suffix; each checked to lie inside ``folder``."""
+    if target.numbered:
+        names = numbered_names(target.folder, basename, target.decoration, extension)
     else:
-        path = suffixed_free_name(target.folder, stem, extension)
-    contained(folder, path.relative_to(folder))
-    return path
-
-
-def suffixed_free_name(folder: Path, stem: str, extension: str) -> Path:
-    """A1111's "Add number suffix": ``stem.ext``, else ``stem-1.ext``, ``stem-2.ext`` ..."""
-    path = folder / f"{stem}.{extension}"
-    for number in range(1, MAX_NAME_TRIES + 1):
-        if not path.exists():
-            return path
-        path = folder / f"{stem}-{number}.{extension}"
-    raise ImageSaveError(f"no free file name for {stem}.{extension} in {folder} after {MAX_NAME_TRIES} tries")
+        names = suffixed_names(target.folder, target.decoration, extension)
+    for path in names:
+        contained(folder, path.relative_to(folder))
+        yield path
 
 
 def grid_rows(count: int) -> int:
