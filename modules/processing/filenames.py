@@ -64,11 +64,15 @@ class UnsafePathError(ValueError):
 class FilenameValues:
     """What the name patterns of one saved image may use; processing fills it from the run object.
 
-    ``seed`` and ``prompt`` are the saved image's own; ``all_seeds`` every seed of the job (A1111's
-    ``p.all_seeds``); ``scheduler`` the schedule type the sampler runs, "Automatic" already resolved to the
-    sampler's default (A1111's ``get_scheduler_str``); ``prompt_no_styles`` the prompt before styles were added
-    (None: the prompt); ``denoising_strength`` None when the job has no denoising; ``vae_name`` the VAE file in
-    use, None when the checkpoint's own VAE decodes; ``job_timestamp`` "%Y%m%d%H%M%S" at the job's start.
+    ``seed``, ``prompt`` and ``negative_prompt`` are the saved image's own (styles applied); ``all_seeds`` every
+    seed of the job (A1111's ``p.all_seeds``); ``batch_index`` / ``iteration`` the image's place in its batch and
+    the batch's in the job (from 0); ``scheduler`` the schedule type the sampler runs, "Automatic" already
+    resolved to the sampler's default (A1111's ``get_scheduler_str``); ``prompt_no_styles`` the prompt before
+    styles were added (None: the prompt); ``model_name`` the checkpoint's name without extension (a subfolder is
+    dropped), ``model_hash`` its short hash; ``denoising_strength`` None when the job has no denoising;
+    ``vae_name`` the VAE file in use, None when the checkpoint's own VAE decodes ("NoneType", as A1111);
+    ``job_timestamp`` "%Y%m%d%H%M%S" at the job's start; ``user`` the logged-in user (None: "[user]" stays).
+    ``width`` / ``height`` are used only when no image is given (A1111 reads the saved image's size).
     """
 
     seed: int | None = None
@@ -104,7 +108,9 @@ class NameRules:
     max_length: int = DEFAULT_MAX_LENGTH
 
 
-def sanitize_filename_part(text: str | None, replace_spaces: bool = True, max_length: int = DEFAULT_MAX_LENGTH):
+def sanitize_filename_part(
+    text: str | None, replace_spaces: bool = True, max_length: int = DEFAULT_MAX_LENGTH
+) -> str | None:
     """A1111's sanitize_filename_part: forbidden characters -> "_", no leading space, no trailing space or dot,
     at most ``max_length`` characters (control characters and NUL are replaced too)."""
     if text is None:
