@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import gradio as gr
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from modules.application import Application
-from modules.options import Options
-from modules.processing.saving import IMAGE_FORMATS
+from modules.options import IMAGE_FORMAT_NAMES, Options
 from modules.samplers import SCHEDULE_TYPES, SamplerSupport, sampler_names
 from modules.ui.messages import status_html
 from modules.ui.models_tab import create_token_settings
@@ -24,7 +23,22 @@ logger = logging.getLogger(__name__)
 HIDDEN_OPTIONS = frozenset({"sd_model_checkpoint", "hf_token"})
 
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Saving images and grids", ("samples_save", "samples_format", "grid_save", "return_grid", "save_to_dirs")),
+    (
+        "Saving images/grids",
+        (
+            "samples_save",
+            "samples_format",
+            "samples_filename_pattern",
+            "save_images_add_number",
+            "save_images_replace_action",
+            "grid_save",
+            "grid_format",
+            "grid_extended_filename",
+            "return_grid",
+            "jpeg_quality",
+            "webp_lossless",
+        ),
+    ),
     (
         "Paths for saving",
         (
@@ -36,6 +50,11 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "outdir_img2img_grids",
         ),
     ),
+    (
+        "Saving to a directory",
+        ("save_to_dirs", "grid_save_to_dirs", "directories_filename_pattern", "directories_max_prompt_words"),
+    ),
+    ("Infotext", ("enable_pnginfo", "save_txt")),
     ("Live previews", ("live_previews_enable", "show_progress_every_n_steps")),
     (
         "Defaults (used by the controls at the next start, unless ui-config.json remembers a value)",
@@ -103,8 +122,10 @@ def setting_component(
         return gr.Dropdown(sampler_names(support), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
     if name == "default_scheduler":
         return gr.Dropdown(list(SCHEDULE_TYPES), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
-    if name == "samples_format":
-        return gr.Dropdown(list(IMAGE_FORMATS), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
+    if name in ("samples_format", "grid_format"):
+        return gr.Dropdown(list(IMAGE_FORMAT_NAMES), value=value, label=label, elem_id=elem_id)
+    if get_origin(info.annotation) is Literal:
+        return gr.Dropdown(list(get_args(info.annotation)), value=value, label=label, elem_id=elem_id)
     if info.annotation is bool:
         return gr.Checkbox(value=value, label=label, elem_id=elem_id)
     if info.annotation is int:
