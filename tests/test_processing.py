@@ -244,3 +244,21 @@ def test_inpainting_checkpoint_is_used_as_such(inpaint_context):
         inpaint_context,
     )
     assert latent.images[0].size == (64, 64)
+
+
+def test_saving_settings_name_the_files_of_a_job(context):
+    """The filename and directory patterns get the run's values (seed, sampler, model, prompt before styles)."""
+    options = context.options
+    options.samples_filename_pattern = "[seed]-[sampler]-[model_name]-[prompt_no_styles]"
+    options.directories_filename_pattern = "[model_name]"
+    options.save_txt = True
+    try:
+        result = process(txt2img(save_images=True, seed=5, batch_size=2), context)
+    finally:
+        options.samples_filename_pattern = ""
+        options.directories_filename_pattern = "[date]"
+        options.save_txt = False
+    first, second = result.saved_paths
+    assert first.parent.name == "tiny" and first.name.endswith("-5-Euler-tiny-a red fox.png")
+    assert second.name.endswith("-6-Euler-tiny-a red fox.png")
+    assert first.with_suffix(".txt").read_text(encoding="utf-8") == result.infotexts[0]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from modules.paths import DataPaths
 from modules.postprocess.service import Postprocessor
 from modules.processing import infotext as infotext_module
 from modules.processing import saving
+from modules.processing.filenames import FilenameValues
 from modules.processing.hires import (
     HiresPass,
     ImageUpscaler,
@@ -56,10 +58,11 @@ class ProcessingContext:
 
 
 def process(
-    request: GenerationRequest, context: ProcessingContext, control: JobControl | None = None
+    request: GenerationRequest, context: ProcessingContext, control: JobControl | None = None, user: str | None = None
 ) -> ProcessingResult:
     """Run a whole request (batch count x batch size) and save what the options say."""
     run = start_run(request, context, control)
+    run.user = user or None
     with context.models.use(run.request.checkpoint):  # a per-request checkpoint is given back after the job
         for iteration in range(run.n_iter):
             if run.control.interrupted:
@@ -78,6 +81,7 @@ def process(
 
 def start_run(request: GenerationRequest, context: ProcessingContext, control: JobControl | None) -> GenerationRun:
     """Resolve everything once: styles, sampler and schedule, hires plan, inputs, every image's prompts and seeds."""
+    original = request
     request = apply_styles(request, context)
     options = context.options
     support = context.backend.sampler_support()
@@ -102,6 +106,9 @@ def start_run(request: GenerationRequest, context: ProcessingContext, control: J
         hires=hires,
         emphasis=options.emphasis,
         notes=list(inputs.notes),
+        prompt_no_styles=original.prompt,
+        styles=tuple(original.styles),
+        job_timestamp=datetime.now().strftime("%Y%m%d%H%M%S"),
     )
     if hires is not None:
         hires_request = run.hires_request
@@ -235,6 +242,7 @@ def keep_images(run: GenerationRun, context: ProcessingContext, images: list[Ima
         result.prompts.append(run.all_prompts[index])
         result.negative_prompts.append(run.all_negative_prompts[index])
         if run.request.save_images and context.options.samples_save:
+            values = replace(filename_values(run, index), batch_index=offset, iteration=run.iteration)
             result.saved_paths.append(
                 saving.save_image(
                     image,
@@ -242,9 +250,38 @@ def keep_images(run: GenerationRun, context: ProcessingContext, images: list[Ima
                     run.all_seeds[index],
                     text,
                     file_format=context.options.samples_format,
-                    date_subfolder=context.options.save_to_dirs,
+                    values=values,
+                    settings=saving.SavingSettings.from_options(context.options),
                 )
             )
+
+
+def filename_values(run: GenerationRun, index: int) -> FilenameValues:
+    """What the file and folder name patterns may use, for image ``index`` of the job."""
+    request, model = run.request, run.model
+    return FilenameValues(
+        seed=run.all_seeds[index],
+        prompt=run.all_prompts[index],
+        negative_prompt=run.all_negative_prompts[index],
+        prompt_no_styles=run.prompt_no_styles,
+        styles=run.styles,
+        all_seeds=tuple(run.all_seeds),
+        steps=request.steps,
+        cfg_scale=request.cfg_scale,
+        width=request.width,
+        height=request.height,
+        sampler=run.sampler.name,
+        scheduler=run.schedule_type,
+        model_name=model.info.name if model is not None else None,
+        model_hash=model.short_hash if model is not None else None,
+        clip_skip=request.clip_skip,
+        denoising_strength=request.infotext_parameters().get("Denoising strength"),  # type: ignore[arg-type]
+        job_timestamp=run.job_timestamp,
+        batch_size=request.batch_size,
+        n_iter=request.n_iter,
+        user=run.user,
+        vae_name=str(run.extra_generation_params["VAE"]) if "VAE" in run.extra_generation_params else None,
+    )
 
 
 def build_infotext(run: GenerationRun, context: ProcessingContext, index: int) -> str:
@@ -308,5 +345,10 @@ def save_grid_if_wanted(run: GenerationRun, context: ProcessingContext) -> None:
     if options.grid_save:
         folder = output_folder(context, run, grid=True)
         result.grid_path = saving.save_grid(
-            result.grid, folder, result.infotexts[0], date_subfolder=options.save_to_dirs
+            result.grid,
+            folder,
+            result.infotexts[0],
+            file_format=options.grid_format,
+            values=filename_values(run, 0),
+            settings=saving.SavingSettings.from_options(options),
         )

@@ -70,6 +70,10 @@ class GenerationRun:
     extra_generation_params: dict[str, object] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     iteration: int = 0
+    prompt_no_styles: str = ""  # the request's prompt before styles were added ([prompt_no_styles])
+    styles: tuple[str, ...] = ()  # the styles the request named ([styles])
+    job_timestamp: str = ""  # A1111's "%Y%m%d%H%M%S" at the job's start
+    user: str | None = None  # the login that queued the job ([user])
     model: LoadedModel | None = None  # the first pass's model of the current batch (infotext: Model, Model hash)
     result: ProcessingResult = field(default_factory=ProcessingResult)
 
