@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modules.models.errors import CheckpointNotFoundError, ModelError
+from modules.processing.infotext import InfotextTooLongError
 from modules.processing.processing import ProcessingError
 from modules.processing.saving import ImageSaveError
 from modules.samplers import SamplerError
@@ -63,6 +64,8 @@ def status_for(error: Exception) -> int:
         return error.status_code
     if isinstance(error, CheckpointNotFoundError):
         return 404
+    if isinstance(error, InfotextTooLongError):
+        return 413
     if isinstance(error, ValidationError | SamplerError | ProcessingError | ModelError):
         return 400
     return 500
@@ -72,6 +75,8 @@ def message_for(error: Exception) -> str:
     if isinstance(error, ValidationError):
         return validation_text(error)
     if isinstance(error, ApiError | ProcessingError | ModelError | SamplerError | ImageSaveError):
+        return str(error)
+    if isinstance(error, InfotextTooLongError):
         return str(error)
     return f"{type(error).__name__}: {error}"
 
@@ -99,5 +104,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     # Known errors get their own handlers (handled inside the app); Exception is the last resort (a 500,
     # which Starlette's ServerErrorMiddleware also logs and re-raises).
-    for known in (ApiError, ValidationError, ModelError, SamplerError, ProcessingError, ImageSaveError, Exception):
+    known_errors = (ApiError, ValidationError, ModelError, SamplerError, ProcessingError, ImageSaveError)
+    for known in (*known_errors, InfotextTooLongError, Exception):
         app.add_exception_handler(known, on_error)

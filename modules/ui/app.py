@@ -12,6 +12,7 @@ from PIL import Image
 
 from modules.application import Application
 from modules.models.errors import ModelError
+from modules.processing.infotext import InfotextTooLongError
 from modules.prompts.styles import StyleDatabase
 from modules.ui import checkpoints, handlers
 from modules.ui.common import GenerationTab, UiContext, fill_controls
@@ -135,7 +136,11 @@ def sent_outputs(target: GenerationTab) -> list[Any]:
 
 def pasted_fields(text: str, styles: StyleDatabase | None) -> dict[str, Any]:
     """The fields an infotext sends; with a style database, the styles found in its prompts are selected."""
-    fields = handlers.fields_from_infotext(text)
+    try:
+        fields = handlers.fields_from_infotext(text)
+    except InfotextTooLongError as error:
+        gr.Warning(f"Nothing sent: {error}.")
+        return {}
     if styles is not None:
         fields = with_pasted_styles(styles, fields)
     return {name: value for name, value in fields.items() if name in SENT_FIELDS}
