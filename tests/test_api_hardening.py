@@ -1,0 +1,100 @@
+"""A LAN-shared server that holds (issue 20): caps on what one request may ask, settings only the admin changes,
+no 500 for what a user can cause, and auth on every route when logins are set."""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from modules.api.images import MAX_PNG_TEXT_BYTES
+from modules.processing.infotext import MAX_INFOTEXT_CHARS
+from modules.processing.requests import MAX_AND_PARTS, MAX_PROMPT_CHARS
+from tests.api_support import SMALL, ApiServer, copy_checkpoints, start_api_server, write_tiny_checkpoints
+
+ALICE = ("alice", "alice-pass")
+BOB = ("bob", "bob-pass")
+ADMIN = ("root-admin", "admin-pass")
+LOGINS = ",".join(":".join(login) for login in (ALICE, BOB, ADMIN))
+
+
+def ui_mounter(application, gradio_logins):
+    from modules.ui.app import mount_ui
+
+    return functools.partial(mount_ui, application=application, auth=list(gradio_logins))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """API and UI behind logins (alice, bob and an admin), a 200 kB body limit."""
+    checkpoints = tmp_path_factory.mktemp("hardening-checkpoints")
+    write_tiny_checkpoints(checkpoints, names=("tiny",))
+    data = tmp_path_factory.mktemp("hardening") / "data"
+    copy_checkpoints(checkpoints, data)
+    flags = ["--api-auth", LOGINS, "--gradio-auth", LOGINS, "--admin-user", ADMIN[0]]
+    running = start_api_server(data, flags, ui=True, max_body_bytes=200_000, mount_ui=ui_mounter)
+    yield running
+    running.stop()
+
+
+def png_with_text(chunks: dict[str, str], compressed: bool = True) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    for key, value in chunks.items():
+        info.add_text(key, value, zip=compressed)
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "gray").save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def base64_of(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
+
+
+# --- 1. parsing caps --------------------------------------------------------------------------------------------
+
+
+def test_png_info_over_the_infotext_cap_is_413(server: ApiServer) -> None:
+    data = png_with_text({"parameters": "a" * (MAX_INFOTEXT_CHARS + 1)})
+    assert len(data) < 2_000  # a small request carrying a large compressed text
+    response = server.client(ALICE).post("/sdapi/v1/png-info", json={"image": base64_of(data)})
+    assert response.status_code == 413, response.text
+    assert str(MAX_INFOTEXT_CHARS) in response.json()["errors"]
+
+
+def test_png_text_chunks_are_capped_before_they_are_inflated(server: ApiServer) -> None:
+    chunk = "x" * 900_000
+    data = png_with_text({f"k{index}": chunk for index in range(MAX_PNG_TEXT_BYTES // len(chunk) + 1)})
+    assert len(data) < 20_000
+    response = server.client(ALICE).post("/sdapi/v1/png-info", json={"image": base64_of(data)})
+    assert response.status_code == 413, response.text
+    assert "text chunks" in response.json()["errors"]
+    fine = server.client(ALICE).post("/sdapi/v1/png-info", json={"image": base64_of(png_with_text({"k": chunk}))})
+    assert fine.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"prompt": "a" * (MAX_PROMPT_CHARS + 1)}, "limit is 32768"),
+        ({"negative_prompt": "a" * (MAX_PROMPT_CHARS + 1)}, "negative_prompt"),
+        ({"prompt": "a cat \ud800 dog"}, "lone surrogate"),
+        ({"prompt": " AND ".join(["a"] * (MAX_AND_PARTS + 1))}, "AND parts"),
+        ({"n_iter": 1000, "batch_size": 64}, "n_iter x batch_size"),
+        ({"width": 4096, "height": 4096, "steps": 150}, "step-pixels"),
+        ({"enable_hr": True, "width": 4096, "height": 4096, "hr_scale": 8}, "target size"),
+        ({"enable_hr": True, "hr_scale": 4, "hr_resize_x": 4096, "hr_resize_y": 4096, "steps": 150}, "hires"),
+    ],
+)
+def test_oversized_requests_are_a_clear_4xx(server: ApiServer, body: dict, named: str) -> None:
+    content = json.dumps({**SMALL, **body}).encode()  # json.dumps keeps a lone surrogate as its \\ud800 escape
+    response = server.client(ALICE).post(
+        "/sdapi/v1/txt2img", content=content, headers={"content-type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500, response.text
+    assert named in response.json()["errors"]
