@@ -7,6 +7,7 @@ import functools
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from PIL import Image, PngImagePlugin
@@ -98,3 +99,89 @@ def test_oversized_requests_are_a_clear_4xx(server: ApiServer, body: dict, named
     )
     assert 400 <= response.status_code < 500, response.text
     assert named in response.json()["errors"]
+
+
+# --- 3. settings ------------------------------------------------------------------------------------------------
+
+
+def saved_settings(server: ApiServer) -> dict:
+    path = server.application.paths.config_file
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def test_only_the_admin_changes_settings(server: ApiServer) -> None:
+    refused = server.client(BOB).post("/sdapi/v1/options", json={"api_max_body_mb": 4096, "samples_save": False})
+    assert refused.status_code == 403, refused.text
+    assert "--admin-user" in refused.json()["errors"]
+    assert server.application.options.api_max_body_mb != 4096
+    assert saved_settings(server).get("api_max_body_mb") != 4096
+    allowed = server.client(ADMIN).post("/sdapi/v1/options", json={"jpeg_unknown_key": 1, "grid_save": False})
+    assert allowed.status_code == 200, allowed.text
+    assert server.application.options.grid_save is False
+    server.client(ADMIN).post("/sdapi/v1/options", json={"grid_save": True})
+
+
+def test_settings_tab_apply_is_admin_only(server: ApiServer) -> None:
+    from modules.ui.settings import apply_settings
+
+    refused = apply_settings(server.application, {"grid_save": False}, user=BOB[0])
+    assert "Settings not applied" in refused and "--admin-user" in refused
+    assert server.application.options.grid_save is True
+    applied = apply_settings(server.application, {"grid_save": False}, user=ADMIN[0])
+    assert "1 setting changed" in applied
+    apply_settings(server.application, {"grid_save": True}, user=ADMIN[0])
+
+
+def test_others_still_override_settings_per_request(server: ApiServer) -> None:
+    body = {**SMALL, "steps": 1, "override_settings": {"CLIP_stop_at_last_layers": 2}}
+    response = server.client(BOB).post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 200, response.text
+    assert "Clip skip: 2" in response.json()["info"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"outdir_samples": "/etc"}, "absolute"),
+        ({"outdir_txt2img_samples": "../other-login"}, "leaves the data dir"),
+        ({"outdir_extras_samples": "outputs/../../x"}, "leaves the data dir"),
+        ({"samples_format": "gif"}, "not one of png"),
+        ({"default_sampler": "Not A Sampler"}, "Not A Sampler"),
+        ({"default_scheduler": "nope"}, "nope"),
+        ({"face_restoration_model": "RestoreAll"}, "RestoreAll"),
+        ({"sd_vae": "missing.safetensors"}, "missing.safetensors"),
+    ],
+)
+def test_bad_setting_values_are_a_4xx_and_never_persist(server: ApiServer, changes: dict, named: str) -> None:
+    before = saved_settings(server)
+    response = server.client(ADMIN).post("/sdapi/v1/options", json=changes)
+    assert response.status_code == 400, response.text
+    assert named in response.json()["errors"]
+    assert saved_settings(server) == before
+    key = next(iter(changes))
+    assert getattr(server.application.options, key) != changes[key]
+
+
+def test_folder_setting_inside_the_data_dir_is_accepted(server: ApiServer) -> None:
+    response = server.client(ADMIN).post("/sdapi/v1/options", json={"outdir_extras_samples": "outputs/shared-extras"})
+    assert response.status_code == 200, response.text
+    assert saved_settings(server)["outdir_extras_samples"] == "outputs/shared-extras"
+
+
+def test_listen_locks_folder_settings_unless_the_operator_opens_them(tmp_path: Path) -> None:
+    from modules.cmd_args import build_parser
+    from modules.settings_policy import SettingsPolicy, SettingsRefusedError
+
+    def policy(*flags: str) -> SettingsPolicy:
+        return SettingsPolicy.from_args(build_parser().parse_args(list(flags)), tmp_path)
+
+    assert not policy().folders_locked
+    assert policy("--listen").folders_locked
+    assert policy("--hide-ui-dir-config").folders_locked
+    assert not policy("--listen", "--enable-insecure-dir-access").folders_locked
+    with pytest.raises(SettingsRefusedError, match="--hide-ui-dir-config"):
+        policy("--listen").check({"outdir_samples": "outputs/x"}, user=None)
+    policy("--listen", "--enable-insecure-dir-access").check({"outdir_samples": "outputs/x"}, user=None)
+    with pytest.raises(SettingsRefusedError, match="absolute"):
+        policy().check({"outdir_samples": str(tmp_path.parent)}, user=None)
+    policy("--allow-outside-data-dir").check({"outdir_samples": str(tmp_path.parent)}, user=None)

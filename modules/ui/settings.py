@@ -14,6 +14,7 @@ from modules.application import Application
 from modules.options import Options
 from modules.processing.saving import IMAGE_FORMATS
 from modules.samplers import SCHEDULE_TYPES, sampler_names
+from modules.settings_policy import FOLDER_SETTING_PREFIX, SettingsRefusedError, settings_policy
 from modules.ui.messages import status_html
 from modules.ui.models_tab import create_token_settings
 
@@ -66,8 +67,8 @@ def grouped_option_names() -> list[tuple[str, list[str]]]:
     return groups + ([("Other", other)] if other else [])
 
 
-def apply_settings(application: Application, values: Mapping[str, Any]) -> str:
-    """Apply the changed values; returns the status html (what changed, or why nothing did)."""
+def apply_settings(application: Application, values: Mapping[str, Any], user: str | None = None) -> str:
+    """Apply the changed values for the login ``user``; returns the status html (what changed, or why nothing did)."""
     current = application.options
     changes = {
         name: value
@@ -77,7 +78,10 @@ def apply_settings(application: Application, values: Mapping[str, Any]) -> str:
     if not changes:
         return status_html("Nothing changed.")
     try:
+        settings_policy(application).check(changes, user)
         application.update_options(**changes)
+    except SettingsRefusedError as error:
+        return status_html(f"Settings not applied: {error}", "error")
     except ValidationError as error:
         lines = [
             f"{option_label(str(item['loc'][0]) if item.get('loc') else '')}: "
@@ -94,8 +98,12 @@ def apply_settings(application: Application, values: Mapping[str, Any]) -> str:
     )
 
 
-def setting_component(name: str, info: FieldInfo, value: Any) -> gr.components.Component:
+def setting_component(name: str, info: FieldInfo, value: Any, locked: bool = False) -> gr.components.Component:
     label, elem_id = option_label(name), f"setting_{name}"
+    if locked:
+        return gr.Textbox(
+            value=str(value), label=f"{label} (locked on this server)", elem_id=elem_id, interactive=False
+        )
     if name == "default_sampler":
         return gr.Dropdown(sampler_names(), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
     if name == "default_scheduler":
@@ -113,6 +121,7 @@ def setting_component(name: str, info: FieldInfo, value: Any) -> gr.components.C
 
 def create_settings_tab(application: Application) -> None:
     components: dict[gr.components.Component, str] = {}
+    policy = settings_policy(application)
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_apply", scale=0, min_width=200)
         status = gr.HTML(elem_id="settings_status")
@@ -120,10 +129,12 @@ def create_settings_tab(application: Application) -> None:
         with gr.Accordion(title, open=True):
             for name in names:
                 value = getattr(application.options, name)
-                components[setting_component(name, Options.model_fields[name], value)] = name
+                locked = policy.folders_locked and name.startswith(FOLDER_SETTING_PREFIX)
+                components[setting_component(name, Options.model_fields[name], value, locked)] = name
 
-    def apply_values(data: dict[Any, Any]) -> str:
-        return apply_settings(application, {components[component]: value for component, value in data.items()})
+    def apply_values(data: dict[Any, Any], request: gr.Request) -> str:
+        values = {components[component]: value for component, value in data.items()}
+        return apply_settings(application, values, request.username if request else None)
 
     apply.click(apply_values, inputs=set(components), outputs=status, show_progress="hidden", api_visibility="private")
     create_token_settings(application)
