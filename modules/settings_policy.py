@@ -128,6 +128,19 @@ class SettingsPolicy:
             return f"{key}: {error} (or start the server with --allow-outside-data-dir)"
         return None
 
+    def user_folder(self, text: str) -> Path:
+        """A server folder typed into the UI (Extras > Batch from Directory), when this server allows them."""
+        if self.folders_locked:
+            raise SettingsRefusedError(
+                "server folders are off on this server (--hide-ui-dir-config, implied by --listen; the operator "
+                "may start it with --enable-insecure-dir-access); use Batch Process to upload the images",
+                status_code=403,
+            )
+        try:
+            return resolve_user_folder(self.data_dir, text, self.allow_outside_data_dir)
+        except PathOutsideDataDirError as error:
+            raise SettingsRefusedError(f"{error} (or start the server with --allow-outside-data-dir)") from error
+
     def choices(self, key: str) -> tuple[str, ...] | None:
         """The allowed values of an enumerated setting (None: not enumerated here)."""
         if key == "samples_format":

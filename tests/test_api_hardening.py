@@ -185,3 +185,52 @@ def test_listen_locks_folder_settings_unless_the_operator_opens_them(tmp_path: P
     with pytest.raises(SettingsRefusedError, match="absolute"):
         policy().check({"outdir_samples": str(tmp_path.parent)}, user=None)
     policy("--allow-outside-data-dir").check({"outdir_samples": str(tmp_path.parent)}, user=None)
+
+
+# --- 2. Extras > Batch from Directory ---------------------------------------------------------------------------
+
+
+def run_batch_folder(server: ApiServer, input_dir: str, output_dir: str = "", *flags: str):
+    from modules.cmd_args import build_parser
+    from modules.postprocess.extras import Extras
+    from modules.settings_policy import SettingsPolicy
+    from modules.ui.extras import BATCH_FOLDER, run_extras_job
+
+    application = server.application
+    extras = Extras(application.postprocessor, application.options, application.paths.data_dir)
+    folders = SettingsPolicy.from_args(build_parser().parse_args(list(flags)), application.paths.data_dir)
+    values = {"input_dir": input_dir, "output_dir": output_dir, "extras_upscaler_1": "Lanczos", "upscaling_resize": 1}
+    return run_extras_job(extras, BATCH_FOLDER, values, folders)
+
+
+def test_batch_from_directory_stays_inside_the_data_dir(server: ApiServer, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.new("RGB", (8, 8), "red").save(outside / "secret.png")
+    inbox = server.data_dir / "inbox"
+    inbox.mkdir(exist_ok=True)
+    Image.new("RGB", (8, 8), "blue").save(inbox / "mine.png")
+
+    for refused_input in (str(outside), "/etc", "../" * 8 + "etc", "inbox/../../x"):
+        view = run_batch_folder(server, refused_input)
+        assert "easel-error" in view.status and not view.images, refused_input
+        assert "data dir" in view.status or "absolute" in view.status
+    written = run_batch_folder(server, "inbox", str(outside))
+    assert "easel-error" in written.status and list(outside.iterdir()) == [outside / "secret.png"]
+
+    done = run_batch_folder(server, "inbox", "outputs/batch-out")
+    assert "easel-error" not in done.status, done.status
+    assert [path.name for path in (server.data_dir / "outputs" / "batch-out").iterdir()] == ["mine.png"]
+    anywhere = run_batch_folder(server, str(outside), "", "--allow-outside-data-dir")
+    assert len(anywhere.images) == 1
+
+
+def test_listen_turns_server_folders_off_unless_allowed(server: ApiServer) -> None:
+    refused = run_batch_folder(server, "inbox", "", "--listen")
+    assert "server folders are off" in refused.status and "--enable-insecure-dir-access" in refused.status
+    hidden = run_batch_folder(server, "inbox", "", "--hide-ui-dir-config")
+    assert "server folders are off" in hidden.status
+    (server.data_dir / "inbox").mkdir(exist_ok=True)
+    Image.new("RGB", (8, 8), "blue").save(server.data_dir / "inbox" / "mine.png")
+    allowed = run_batch_folder(server, "inbox", "outputs/batch-listen", "--listen", "--enable-insecure-dir-access")
+    assert "easel-error" not in allowed.status, allowed.status
