@@ -234,3 +234,39 @@ def test_listen_turns_server_folders_off_unless_allowed(server: ApiServer) -> No
     Image.new("RGB", (8, 8), "blue").save(server.data_dir / "inbox" / "mine.png")
     allowed = run_batch_folder(server, "inbox", "outputs/batch-listen", "--listen", "--enable-insecure-dir-access")
     assert "easel-error" not in allowed.status, allowed.status
+
+
+# --- 4. body limit on every route; 5. auth on the docs and on Gradio's open routes ---------------------------------
+
+
+def test_body_limit_covers_the_gradio_routes(server: ApiServer) -> None:
+    client = server.client(auth=None)
+    declared = client.post("/gradio_api/reset", content=b"x" * 300_000)
+    assert declared.status_code == 413, declared.text
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(30):
+            yield b"x" * 10_000
+
+    streamed = client.post("/gradio_api/queue/join", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc"])
+def test_api_docs_need_a_login(server: ApiServer, path: str) -> None:
+    assert server.client(auth=None).get(path).status_code == 401
+    answer = server.client(BOB).get(path)
+    assert answer.status_code == 200
+    assert "/sdapi/v1/txt2img" in answer.text if path == "/openapi.json" else "<html" in answer.text.lower()
+
+
+def test_gradio_cancel_reset_and_startup_events_need_the_ui_login(server: ApiServer) -> None:
+    anonymous = server.client(auth=None, timeout=30)
+    cancel_body = {"session_hash": "x", "fn_index": 0, "event_id": "y"}
+    assert anonymous.post("/gradio_api/cancel", json=cancel_body).status_code == 401
+    assert anonymous.post("/gradio_api/reset", json={"session_hash": "x", "fn_index": 0}).status_code == 401
+    assert anonymous.get("/gradio_api/startup-events").status_code == 401
+    logged_in = server.client(auth=None, timeout=30)
+    assert logged_in.post("/login", data={"username": ALICE[0], "password": ALICE[1]}).status_code == 200
+    assert logged_in.get("/gradio_api/startup-events").status_code == 200
+    assert logged_in.post("/gradio_api/reset", json={"session_hash": "x", "fn_index": 0}).status_code != 401
