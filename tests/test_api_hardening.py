@@ -270,3 +270,49 @@ def test_gradio_cancel_reset_and_startup_events_need_the_ui_login(server: ApiSer
     assert logged_in.post("/login", data={"username": ALICE[0], "password": ALICE[1]}).status_code == 200
     assert logged_in.get("/gradio_api/startup-events").status_code == 200
     assert logged_in.post("/gradio_api/reset", json={"session_hash": "x", "fn_index": 0}).status_code != 401
+
+
+# --- 5. what one login learns about another; refresh routes -----------------------------------------------------
+
+
+def test_force_task_id_of_another_login_is_neither_confirmed_nor_taken(server: ApiServer) -> None:
+    body = {**SMALL, "steps": 1, "force_task_id": "alice-task-1"}
+    assert server.client(ALICE).post("/sdapi/v1/txt2img", json=body).status_code == 200
+    answer = server.client(BOB).post("/sdapi/v1/txt2img", json=body)
+    assert answer.status_code == 200, answer.text
+    assert server.application.service.job("alice-task-1").owner == ALICE[0]
+    seen_by_bob = server.client(BOB).post("/internal/progress", json={"id_task": "alice-task-1"}).json()
+    assert seen_by_bob["completed"] is False and seen_by_bob["textinfo"] == "Waiting..."
+    seen_by_alice = server.client(ALICE).post("/internal/progress", json={"id_task": "alice-task-1"}).json()
+    assert seen_by_alice["completed"] is True
+
+
+def test_cmd_flags_hide_the_admin_name(server: ApiServer) -> None:
+    flags = server.client(BOB).get("/sdapi/v1/cmd-flags").json()
+    assert flags["admin_user"] == "<hidden>"
+    assert ADMIN[0] not in json.dumps(flags)
+
+
+def test_upscaler_folders_have_a_refresh_route(server: ApiServer) -> None:
+    client = server.client(ALICE)
+    folder = server.data_dir / "models" / "ESRGAN"
+    folder.mkdir(parents=True, exist_ok=True)
+    assert "4x_added_later" not in [item["name"] for item in client.get("/sdapi/v1/upscalers").json()]
+    (folder / "4x_added_later.safetensors").write_bytes(b"not really weights")
+    assert client.post("/sdapi/v1/refresh-upscalers").status_code == 200
+    assert "4x_added_later" in [item["name"] for item in client.get("/sdapi/v1/upscalers").json()]
+    assert server.client(auth=None).post("/sdapi/v1/refresh-upscalers").status_code == 401
+
+
+def test_atomic_json_writes_fsync_before_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from modules import options as options_module
+
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(options_module.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(options_module.os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
+    options_module.write_json_atomic(tmp_path / "config.json", {"a": 1})
+    assert calls == ["fsync", "replace"]
+    assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1}

@@ -80,7 +80,11 @@ class GenerationRoutes:
         service = self.application.service
         job_id = body.force_task_id or None
         existing = service.job(job_id) if job_id else None
-        if existing is not None and not existing.done:
+        if existing is not None and existing.owner != caller.user:
+            # another login's id: answered as any new id would be (nothing confirms it exists), never taken over
+            logger.info("api force_task_id of another login not used; the job gets its own id owner=%s", caller.user)
+            job_id = None
+        elif existing is not None and not existing.done:
             raise ApiError(f"force_task_id {job_id!r} is already queued or running", status_code=409)
         moment = datetime.now()
         job = service.submit(translation.request, owner=caller.user, job_id=job_id)
