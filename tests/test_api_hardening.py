@@ -316,3 +316,33 @@ def test_atomic_json_writes_fsync_before_the_rename(tmp_path: Path, monkeypatch:
     options_module.write_json_atomic(tmp_path / "config.json", {"a": 1})
     assert calls == ["fsync", "replace"]
     assert json.loads((tmp_path / "config.json").read_text()) == {"a": 1}
+
+
+def write_damaged_embeddings(folder: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty-file.safetensors").write_bytes(b"")
+    (folder / "garbage.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}" + b"\x00" * 64)
+    (folder / "huge-header.safetensors").write_bytes((10**12).to_bytes(8, "little") + b"{}")
+    (folder / "garbage.pt").write_bytes(b"PK\x03\x04 not a zip at all")
+    save_file({"emb_params": torch.tensor(1.0)}, folder / "scalar.safetensors")
+    save_file({"emb_params": torch.zeros(0, 32)}, folder / "no-vectors.safetensors")
+    save_file({"emb_params": torch.zeros(2, 3, 0)}, folder / "zero-width.safetensors")
+    torch.save([1, 2, 3], folder / "a-list.pt")
+    save_file({"emb_params": torch.zeros(1, 32)}, folder / "good-one.safetensors")
+
+
+def test_damaged_embedding_files_do_not_break_the_embeddings_route(server: ApiServer) -> None:
+    client = server.client(ALICE)
+    assert client.post("/sdapi/v1/txt2img", json={**SMALL, "steps": 1}).status_code == 200  # a model is loaded
+    write_damaged_embeddings(server.data_dir / "embeddings")
+    assert client.post("/sdapi/v1/refresh-embeddings").status_code == 200
+    answer = client.get("/sdapi/v1/embeddings")
+    assert answer.status_code == 200, answer.text
+    listing = answer.json()
+    assert "good-one" in listing["loaded"]
+    assert {"garbage", "scalar", "a-list", "empty-file"} <= set(listing["skipped"])
+    generated = client.post("/sdapi/v1/txt2img", json={**SMALL, "steps": 1, "prompt": "garbage scalar good-one"})
+    assert generated.status_code == 200, generated.text
