@@ -346,3 +346,68 @@ def test_damaged_embedding_files_do_not_break_the_embeddings_route(server: ApiSe
     assert {"garbage", "scalar", "a-list", "empty-file"} <= set(listing["skipped"])
     generated = client.post("/sdapi/v1/txt2img", json={**SMALL, "steps": 1, "prompt": "garbage scalar good-one"})
     assert generated.status_code == 200, generated.text
+
+
+# --- 5. user-caused failures are a 4xx with a message -----------------------------------------------------------
+
+
+class CreatesMarker:
+    """Unpickling this calls ``open(marker, "w")``: the file appears only if the pickle's code runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def write_malicious_pickle(path: Path, marker: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"params_ema": {"weight": torch.ones(2)}, "payload": CreatesMarker(marker)}, path)
+
+
+def test_pickle_only_diffusers_component_is_a_4xx(server: ApiServer, tmp_path: Path) -> None:
+    import shutil
+
+    marker = tmp_path / "ran"
+    source = server.data_dir / "models" / "Stable-diffusion" / "tiny"
+    folder = server.data_dir / "models" / "Stable-diffusion" / "pickled"
+    shutil.copytree(source, folder)
+    for weights in (folder / "text_encoder").glob("*.safetensors"):
+        weights.unlink()
+    write_malicious_pickle(folder / "text_encoder" / "pytorch_model.bin", marker)
+    client = server.client(ALICE)
+    assert client.post("/sdapi/v1/refresh-checkpoints").status_code == 200
+    try:
+        body = {**SMALL, "steps": 1, "override_settings": {"sd_model_checkpoint": "pickled"}}
+        response = client.post("/sdapi/v1/txt2img", json=body)
+        assert 400 <= response.status_code < 500, response.text
+        assert "pickled" in response.json()["errors"]
+        assert not marker.exists()
+    finally:
+        shutil.rmtree(folder)
+        client.post("/sdapi/v1/refresh-checkpoints")
+    assert client.post("/sdapi/v1/txt2img", json={**SMALL, "steps": 1}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("folder", "file_name", "field"),
+    [
+        ("GFPGAN", "GFPGANv1.4.pth", "gfpgan_visibility"),
+        ("Codeformer", "codeformer-v0.1.0.pth", "codeformer_visibility"),
+    ],
+)
+def test_unsafe_face_restorer_files_are_a_4xx(
+    server: ApiServer, tmp_path: Path, folder: str, file_name: str, field: str
+) -> None:
+    from tests.api_support import gradient_image, png_base64
+
+    marker = tmp_path / "ran"
+    write_malicious_pickle(server.data_dir / "models" / folder / file_name, marker)
+    body = {"image": png_base64(gradient_image(32)), field: 1.0, "upscaling_resize": 1}
+    response = server.client(ALICE).post("/sdapi/v1/extra-single-image", json=body)
+    assert response.status_code == 400, response.text
+    assert file_name in response.json()["errors"]
+    assert not marker.exists()

@@ -12,6 +12,9 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modules.models.errors import CheckpointNotFoundError, ModelError
+from modules.postprocess.face_detection import FaceModelMissingError
+from modules.postprocess.model_files import ModelFileError
+from modules.postprocess.retinaface import RetinaFaceWeightsError
 from modules.processing.infotext import InfotextTooLongError
 from modules.processing.processing import ProcessingError
 from modules.processing.saving import ImageSaveError
@@ -41,6 +44,10 @@ class PayloadTooLargeError(ApiError):
     status_code = 413
 
 
+# Upscaler, face restoration and face detection files that are damaged or hold more than weights (refused unread)
+MODEL_FILE_ERRORS = (ModelFileError, RetinaFaceWeightsError)
+
+
 def validation_text(error: ValidationError | RequestValidationError) -> str:
     """ "steps: Input should be greater than or equal to 1 (got -3)", one problem per line."""
     lines = []
@@ -66,6 +73,10 @@ def status_for(error: Exception) -> int:
         return 404
     if isinstance(error, InfotextTooLongError):
         return 413
+    if isinstance(error, FaceModelMissingError):
+        return 404
+    if isinstance(error, MODEL_FILE_ERRORS):
+        return 400
     if isinstance(error, ValidationError | SamplerError | ProcessingError | ModelError):
         return 400
     return 500
@@ -76,7 +87,7 @@ def message_for(error: Exception) -> str:
         return validation_text(error)
     if isinstance(error, ApiError | ProcessingError | ModelError | SamplerError | ImageSaveError):
         return str(error)
-    if isinstance(error, InfotextTooLongError):
+    if isinstance(error, (InfotextTooLongError, FaceModelMissingError, *MODEL_FILE_ERRORS)):
         return str(error)
     return f"{type(error).__name__}: {error}"
 
@@ -105,5 +116,5 @@ def install_error_handlers(app: FastAPI) -> None:
     # Known errors get their own handlers (handled inside the app); Exception is the last resort (a 500,
     # which Starlette's ServerErrorMiddleware also logs and re-raises).
     known_errors = (ApiError, ValidationError, ModelError, SamplerError, ProcessingError, ImageSaveError)
-    for known in (*known_errors, InfotextTooLongError, Exception):
+    for known in (*known_errors, InfotextTooLongError, FaceModelMissingError, *MODEL_FILE_ERRORS, Exception):
         app.add_exception_handler(known, on_error)
