@@ -21,7 +21,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from modules.api.auth import BasicAuth
-from modules.api.errors import install_error_handlers
+from modules.api.errors import InternalErrorResponse, install_error_handlers
 from modules.api.images import ImageLimits
 from modules.api.limits import ApiLog, BodySizeLimit
 from modules.api.routes import ApiConfig, GenerationRoutes
@@ -183,6 +183,7 @@ def add_docs_routes(app: FastAPI, prefix: str, auth: BasicAuth) -> None:
 
 
 def add_middleware(app: FastAPI, options: ServerOptions, limit: Callable[[], int]) -> None:
+    app.add_middleware(InternalErrorResponse)  # innermost: a 500 keeps the keep-alive connection
     # every route, the UI's included (Gradio reads whole bodies into memory, logged in or not)
     app.add_middleware(BodySizeLimit, max_bytes=limit, prefixes=(options.subpath or "/",))
     prefixes = (f"{options.subpath}/sdapi/", f"{options.subpath}/internal/")

@@ -411,3 +411,77 @@ def test_unsafe_face_restorer_files_are_a_4xx(
     assert response.status_code == 400, response.text
     assert file_name in response.json()["errors"]
     assert not marker.exists()
+
+
+def add_test_route(server: ApiServer, path: str, endpoint) -> None:
+    """A route added to the running app, ahead of the UI mounted at "/"."""
+    app = server.running.server.config.app
+    app.add_api_route(path, endpoint)
+    app.router.routes.insert(0, app.router.routes.pop())
+
+
+def test_disk_full_is_a_507_with_the_message(server: ApiServer) -> None:
+    from modules.processing.saving import ImageSaveError, save_error
+
+    full_device = Path("/dev/full")  # every write to it fails with ENOSPC
+    if not full_device.exists():
+        pytest.skip("/dev/full is absent on this system")
+    try:
+        with full_device.open("wb", buffering=0) as device:
+            device.write(b"x")
+    except OSError as error:
+        disk_full = save_error(error, Path("outputs/00001-1.png"))
+
+    def save_fails() -> None:
+        raise disk_full
+
+    add_test_route(server, "/test-disk-full", save_fails)
+    response = server.client(auth=None).get("/test-disk-full")
+    assert response.status_code == 507
+    assert response.json()["errors"].startswith("disk full: could not save outputs/00001-1.png")
+    assert isinstance(disk_full, ImageSaveError) and disk_full.disk_full
+
+
+def test_params_txt_on_a_full_disk_does_not_fail_the_job(tmp_path: Path) -> None:
+    from modules.processing.saving import write_params_txt
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where params.txt's folder should be")
+    assert write_params_txt(blocked / "params.txt", "a cat\nSteps: 20") is False
+    assert write_params_txt(tmp_path / "params.txt", "a cat\nSteps: 20") is True
+
+
+def test_a_500_keeps_the_keep_alive_connection(server: ApiServer) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    def fails() -> None:
+        raise RuntimeError("an unexpected failure")
+
+    add_test_route(server, "/test-unexpected", fails)
+    address = urlsplit(server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        answers = []
+        for _ in range(2):
+            connection.sendall(f"GET /test-unexpected HTTP/1.1\r\nHost: {address.hostname}\r\n\r\n".encode())
+            answers.append(read_response(connection))
+    assert [answer.split(b"\r\n", 1)[0] for answer in answers] == [b"HTTP/1.1 500 Internal Server Error"] * 2
+    assert b"an unexpected failure" in answers[1]
+
+
+def read_response(connection) -> bytes:
+    """One HTTP/1.1 response with a content-length body (what the test routes answer)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        assert chunk, "the server closed the connection"
+        body += chunk
+    return head + b"\r\n\r\n" + body

@@ -77,6 +77,8 @@ def status_for(error: Exception) -> int:
         return 404
     if isinstance(error, MODEL_FILE_ERRORS):
         return 400
+    if isinstance(error, ImageSaveError) and error.disk_full:
+        return 507
     if isinstance(error, ValidationError | SamplerError | ProcessingError | ModelError):
         return 400
     return 500
@@ -118,3 +120,34 @@ def install_error_handlers(app: FastAPI) -> None:
     known_errors = (ApiError, ValidationError, ModelError, SamplerError, ProcessingError, ImageSaveError)
     for known in (*known_errors, InfotextTooLongError, FaceModelMissingError, *MODEL_FILE_ERRORS, Exception):
         app.add_exception_handler(known, on_error)
+
+
+class InternalErrorResponse:
+    """Answers an unexpected error with the JSON 500 body, as plain ASGI middleware inside Starlette's own.
+
+    Starlette's ServerErrorMiddleware answers 500 and then re-raises, and uvicorn closes the connection on an
+    exception: a keep-alive client lost its connection with every 500. Caught here, the connection stays open."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            if started:
+                raise
+            message = message_for(error)
+            logger.error("api error path=%s error=%s", scope.get("path"), message, exc_info=error)
+            response = JSONResponse(error_body(type(error).__name__, message, message), status_code=status_for(error))
+            await response(scope, receive, send)
