@@ -485,3 +485,21 @@ def read_response(connection) -> bytes:
         assert chunk, "the server closed the connection"
         body += chunk
     return head + b"\r\n\r\n" + body
+
+
+def test_ui_shows_the_request_caps_as_sentences() -> None:
+    from pydantic import ValidationError
+
+    from modules.processing.requests import Txt2ImgRequest
+    from modules.ui.messages import validation_message
+
+    with pytest.raises(ValidationError) as too_many:
+        Txt2ImgRequest(n_iter=1000, batch_size=8)
+    assert validation_message(too_many.value) == (
+        "n_iter x batch_size: 1000 x 8 = 8000 images; the limit is 1000 per request"
+    )
+    with pytest.raises(ValidationError) as too_long:
+        Txt2ImgRequest(prompt="a" * (MAX_PROMPT_CHARS + 1))
+    assert (
+        validation_message(too_long.value) == f"Prompt: is {MAX_PROMPT_CHARS + 1} characters long; the limit is 32768"
+    )

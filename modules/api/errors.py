@@ -57,7 +57,7 @@ def validation_text(error: ValidationError | RequestValidationError) -> str:
         message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
         got = item.get("input")
         suffix = f" (got {got!r})" if isinstance(got, int | float | str) and len(repr(got)) < 80 else ""
-        lines.append(f"{field}: {message}{suffix}")
+        lines.append(f"{field}: {message}{suffix}" if location else message)
     return "\n".join(lines)
 
 
