@@ -13,6 +13,7 @@ from pydantic.fields import FieldInfo
 from modules.application import Application
 from modules.options import IMAGE_FORMAT_NAMES, Options
 from modules.samplers import SCHEDULE_TYPES, SamplerSupport, sampler_names
+from modules.settings_policy import FOLDER_SETTING_PREFIX, SettingsRefusedError, settings_policy
 from modules.ui.messages import status_html
 from modules.ui.models_tab import create_token_settings
 
@@ -86,8 +87,8 @@ def grouped_option_names() -> list[tuple[str, list[str]]]:
     return groups + ([("Other", other)] if other else [])
 
 
-def apply_settings(application: Application, values: Mapping[str, Any]) -> str:
-    """Apply the changed values; returns the status html (what changed, or why nothing did)."""
+def apply_settings(application: Application, values: Mapping[str, Any], user: str | None = None) -> str:
+    """Apply the changed values for the login ``user``; returns the status html (what changed, or why nothing did)."""
     current = application.options
     changes = {
         name: value
@@ -97,7 +98,10 @@ def apply_settings(application: Application, values: Mapping[str, Any]) -> str:
     if not changes:
         return status_html("Nothing changed.")
     try:
+        settings_policy(application).check(changes, user)
         application.update_options(**changes)
+    except SettingsRefusedError as error:
+        return status_html(f"Settings not applied: {error}", "error")
     except ValidationError as error:
         lines = [
             f"{option_label(str(item['loc'][0]) if item.get('loc') else '')}: "
@@ -115,9 +119,13 @@ def apply_settings(application: Application, values: Mapping[str, Any]) -> str:
 
 
 def setting_component(
-    name: str, info: FieldInfo, value: Any, support: SamplerSupport | None = None
+    name: str, info: FieldInfo, value: Any, support: SamplerSupport | None = None, locked: bool = False
 ) -> gr.components.Component:
     label, elem_id = option_label(name), f"setting_{name}"
+    if locked:
+        return gr.Textbox(
+            value=str(value), label=f"{label} (locked on this server)", elem_id=elem_id, interactive=False
+        )
     if name == "default_sampler":
         return gr.Dropdown(sampler_names(support), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
     if name == "default_scheduler":
@@ -137,6 +145,7 @@ def setting_component(
 
 def create_settings_tab(application: Application) -> None:
     components: dict[gr.components.Component, str] = {}
+    policy = settings_policy(application)
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_apply", scale=0, min_width=200)
         status = gr.HTML(elem_id="settings_status")
@@ -144,11 +153,14 @@ def create_settings_tab(application: Application) -> None:
         with gr.Accordion(title, open=True):
             for name in names:
                 value = getattr(application.options, name)
+                locked = policy.folders_locked and name.startswith(FOLDER_SETTING_PREFIX)
                 support = application.backend.sampler_support()
-                components[setting_component(name, Options.model_fields[name], value, support)] = name
+                component = setting_component(name, Options.model_fields[name], value, support, locked)
+                components[component] = name
 
-    def apply_values(data: dict[Any, Any]) -> str:
-        return apply_settings(application, {components[component]: value for component, value in data.items()})
+    def apply_values(data: dict[Any, Any], request: gr.Request) -> str:
+        values = {components[component]: value for component, value in data.items()}
+        return apply_settings(application, values, request.username if request else None)
 
     apply.click(apply_values, inputs=set(components), outputs=status, show_progress="hidden", api_visibility="private")
     create_token_settings(application)
