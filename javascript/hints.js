@@ -9,6 +9,7 @@ var easelTitles = {
     "Skip": "Stop the current image and go on with the next one of the batch (Alt+Enter).",
     "↙": "Read generation parameters from the prompt box into the controls; with an empty box, the last job's.",
     "🗑️": "Clear the prompt and the negative prompt.",
+    "🎴": "Show or hide the extra networks (LoRA, embeddings...): a click on a card adds it to this prompt.",
     "Apply styles": "Write the selected styles into the prompt boxes and clear the selection.",
     "Sampling method": "The algorithm that removes noise step by step.",
     "Schedule type": "How the noise level falls from one step to the next.",

@@ -48,7 +48,10 @@ function easelJobEnded(tab) {
     if (next) {
         next();
     } else if (easelForeverTabs.has(tab)) {
-        setTimeout(() => easelStartJob(tab), 200);
+        // checked again when the time comes: "Cancel generate forever" may be chosen meanwhile
+        setTimeout(() => {
+            if (easelForeverTabs.has(tab)) easelStartJob(tab);
+        }, 200);
     }
 }
 

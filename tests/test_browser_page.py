@@ -1,6 +1,7 @@
 """The browser helpers of javascript/ in a real browser, keys pressed as a person presses them: Ctrl+Up/Down
-weights, Ctrl+Enter, Escape, the paste and clear buttons, hints, the image viewer, generate forever, quicksettings
-(the VAE of the next job), the settings search and pages, per-setting reset, and the dark theme.
+weights, Ctrl+Enter, Escape, the paste and clear buttons, hints, the image viewer, generate forever with job-end
+notifications, quicksettings (the VAE of the next job), a checkpoint switch without an error pop-up, a
+localization file, the settings search and pages, per-setting reset, and the dark theme.
 
 One webui.py (tiny checkpoint and a second VAE already in place) serves the tests of this file.
 Set EASEL_BROWSER_SCREENSHOTS=<folder> to keep screenshots."""
@@ -20,7 +21,8 @@ from modules.models.checkpoint_writer import write_single_file
 from modules.models.ldm_keys import convert_vae
 from modules.processing.infotext import parse_infotext
 from modules.tiny_model import build_tiny_pipeline
-from tests.test_browser import CHROMIUM_ARGS, chromium_path, running_webui, screenshot, set_number
+from tests.test_browser import CHROMIUM_ARGS, choose, chromium_path, running_webui, screenshot, set_number
+from tests.test_networks_lora import kohya_lora
 
 pytestmark = pytest.mark.browser
 
@@ -30,6 +32,18 @@ PASTED = (
     "Steps: 7, Sampler: Euler a, Schedule type: Karras, CFG scale: 4.5, Seed: 1234, Size: 128x192"
 )
 
+LOCALIZATION = {"Sampling steps": "Pas d'échantillonnage"}
+# The browser's notifications, recorded; the page counts as in the background (no focus).
+FAKE_NOTIFICATIONS = """
+window.easelNotices = [];
+window.Notification = class {
+    constructor(title, options) { window.easelNotices.push(options.body); }
+    static get permission() { return "granted"; }
+    static requestPermission() { return Promise.resolve("granted"); }
+};
+document.hasFocus = () => false;
+"""
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline) -> Iterator[tuple[str, Path]]:
@@ -38,6 +52,13 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline) -> Iterator[
     (models / "Stable-diffusion").mkdir(parents=True)
     (models / "VAE").mkdir(parents=True)
     write_single_file(tiny_pipeline, models / "Stable-diffusion" / "tiny.safetensors")
+    write_single_file(tiny_pipeline, models / "Stable-diffusion" / "tiny2.safetensors")
+    (models / "Lora").mkdir(parents=True)
+    save_file(kohya_lora(), str(models / "Lora" / "gamma_style.safetensors"))
+    (root / "data" / "localizations").mkdir()
+    (root / "data" / "localizations" / "fr-test.json").write_text(json.dumps(LOCALIZATION), encoding="utf-8")
+    settings = {"localization": "fr-test", "browser_notifications": True}
+    (root / "data" / "config.json").write_text(json.dumps(settings), encoding="utf-8")
     other = build_tiny_pipeline(seed=11).vae
     save_file(convert_vae(other.state_dict(), other.config), str(models / "VAE" / "other-vae.safetensors"))
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -53,6 +74,7 @@ def page(served: tuple[str, Path]):
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.add_init_script(FAKE_NOTIFICATIONS)
             page.goto(served[0])
             page.wait_for_selector("#txt2img_generate", timeout=60_000)
             page.wait_for_function("() => opts.keyedit_precision_attention === 0.1", timeout=30_000)
@@ -164,6 +186,8 @@ def test_generate_forever_makes_jobs_until_cancelled(page, served: tuple[str, Pa
     page.wait_for_timeout(3000)  # a new job would have started within 200 ms of the last one's end
     assert len(saved_images(data_dir)) == stopped
     assert page.evaluate("() => easelRunningTabs.size") == 0
+    notices = page.evaluate("() => window.easelNotices")
+    assert len(notices) >= 3 and set(notices) == {"txt2img: the job has ended"}
 
 
 def test_quicksettings_settings_page_and_theme(page, served: tuple[str, Path]) -> None:
@@ -179,6 +203,14 @@ def test_quicksettings_settings_page_and_theme(page, served: tuple[str, Path]) -
     infotext = page.locator("#txt2img_infotext textarea")
     expect()(infotext).to_have_value(re.compile(r"^a green cone\n"), timeout=GENERATION_MS)
     assert parse_infotext(infotext.input_value())["VAE"] == "other-vae.safetensors"
+    expect()(page.locator("#txt2img_steps")).to_contain_text("Pas d'échantillonnage")  # localizations/fr-test.json
+
+    choose(page, "setting_sd_model_checkpoint", "tiny2.safetensors")
+    checkpoint = page.locator("#setting_sd_model_checkpoint input")
+    expect()(checkpoint).to_have_value(re.compile(r"^tiny2\.safetensors \[[0-9a-f]{10}\]$"), timeout=GENERATION_MS)
+    page.wait_for_timeout(1000)
+    expect()(page.get_by_text("not in the list of choices")).to_have_count(0)
+    assert json.loads((data_dir / "config.json").read_text())["sd_model_checkpoint"].startswith("tiny2.safetensors")
 
     page.get_by_role("tab", name="Settings").click()
     steps_row = page.locator("#setting_row_default_steps")
@@ -208,5 +240,20 @@ def test_quicksettings_settings_page_and_theme(page, served: tuple[str, Path]) -
     page.wait_for_function("() => document.body.classList.contains('dark')", timeout=30_000)
     screenshot(page, "settings-dark.png")
     page.goto(url + "?__theme=light")
-    page.wait_for_function("() => opts.theme === 'Dark'", timeout=60_000)
+    page.wait_for_function("() => typeof opts !== 'undefined' && opts.theme === 'Dark'", timeout=60_000)
     assert not page.evaluate("() => document.body.classList.contains('dark')")
+
+
+def test_cards_under_the_img2img_prompt_insert_into_it(page) -> None:
+    page.get_by_role("tab", name="img2img").click()
+    prompt = page.locator("#img2img_prompt textarea")
+    prompt.fill("a harbour")
+    page.click("#img2img_extra_networks")
+    cards = page.locator("#img2img_extra_networks_cards .easel-card")
+    expect()(cards).to_have_count(1, timeout=30_000)
+    cards.first.click()
+    expect()(prompt).to_have_value("a harbour <lora:gamma_style:1>")
+    page.click("#img2img_extra_networks")
+    expect()(page.locator("#img2img_extra_networks_panel")).to_be_hidden()
+    page.get_by_role("tab", name="txt2img").click()
+    expect()(page.locator("#txt2img_prompt textarea")).not_to_have_value(re.compile("gamma_style"))

@@ -19,7 +19,15 @@ from modules.options import Options
 from modules.ui import checkpoints
 from modules.ui.app import create_ui, kept_choice
 from modules.ui.models_tab import ModelsTab, start_download
-from modules.ui.page import inline_script, options_json, page_css, page_head, script_files
+from modules.ui.page import (
+    inline_script,
+    localization_files,
+    localization_json,
+    options_json,
+    page_css,
+    page_head,
+    script_files,
+)
 from modules.ui.quicksettings import apply_quicksetting, quicksetting_names
 from modules.ui.settings import grouped_option_names, page_elem_id, setting_component
 from tests.api_support import write_tiny_checkpoints
@@ -171,3 +179,34 @@ def test_a_gated_repository_without_token_is_refused_before_starting() -> None:
         ModelsTab(downloads, client), "org/gated", False, False, ["model.safetensors"], "Checkpoint"
     )
     assert "gated" in message and "Download started" not in message
+
+
+def test_localization_files_from_easel_data_and_extensions(tmp_path: Path) -> None:
+    from modules.paths import DataPaths
+
+    paths = DataPaths.create(tmp_path)
+    (tmp_path / "localizations").mkdir()
+    (tmp_path / "localizations" / "de.json").write_text('{"Generate": "Erzeugen", "Steps": 5}', encoding="utf-8")
+    (tmp_path / "localizations" / "broken.json").write_text("{not json", encoding="utf-8")
+    extension = tmp_path / "extensions" / "lang-pack" / "localizations"
+    extension.mkdir(parents=True)
+    (extension / "fr.json").write_text('{"Generate": "Générer"}', encoding="utf-8")
+    found = localization_files(paths)
+    assert {"de", "fr", "broken"} <= set(found)
+    assert json.loads(localization_json(paths, "de")) == {"Generate": "Erzeugen", "Steps": "5"}
+    assert json.loads(localization_json(paths, "fr")) == {"Generate": "Générer"}
+    assert localization_json(paths, "broken") == "{}"
+    assert localization_json(paths, "None") == "{}" and localization_json(paths, "missing") == "{}"
+
+
+def test_clip_skip_quicksetting_moves_the_tabs_sliders(application: Application) -> None:
+    blocks = create_ui(application)
+    moved: set[str] = set()
+    for function in blocks.fns.values():
+        inputs = {getattr(component, "elem_id", None) for component in function.inputs}
+        if "setting_CLIP_stop_at_last_layers" in inputs and function.fn is not None:
+            outputs = {getattr(component, "elem_id", None) for component in function.outputs}
+            if "txt2img_clip_skip" in outputs:
+                moved = outputs
+                assert function.fn(3) == [3] * len(outputs)
+    assert {"txt2img_clip_skip", "img2img_clip_skip", "inpaint_clip_skip"} <= moved

@@ -27,6 +27,7 @@ from modules.ui.page import (
     page_head,
     script_files,
     send_options,
+    wire_localization,
 )
 from modules.ui.png_info import PngInfoTab, create_png_info_tab
 from modules.ui.prompt_tools import with_pasted_styles
@@ -255,6 +256,7 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
         link_png_info(png_info, txt2img, png_info.send_to_txt2img, tabs, "txt2img", context.styles)
         link_png_info(png_info, img2img, png_info.send_to_img2img, tabs, "img2img", context.styles)
         wire_page_options(application, blocks, top_bar, carrier, apply_settings, (txt2img, img2img, inpaint))
+        wire_localization(blocks, application.paths, application.options)
     return blocks
 
 
@@ -263,7 +265,7 @@ def wire_page_options(
     blocks: gr.Blocks,
     top_bar: TopBar,
     carrier: gr.Textbox,
-    apply_settings: gr.Button,
+    apply_settings: gr.events.Dependency,
     tabs: Sequence[GenerationTab],
 ) -> None:
     """The page's ``opts`` follow the settings: at load, after Apply, after a quicksetting change. A CLIP skip
@@ -273,7 +275,7 @@ def wire_page_options(
         return options_json(application.options)
 
     send_options(blocks.load(current, outputs=carrier, show_progress="hidden", api_visibility="private"), carrier)
-    applied = apply_settings.click(current, outputs=carrier, show_progress="hidden", api_visibility="private")
+    applied = apply_settings.then(current, outputs=carrier, show_progress="hidden", api_visibility="private")
     send_options(applied, carrier)
     events = wire_quicksettings(application, top_bar.quicksettings, carrier, current)
     for event in events:

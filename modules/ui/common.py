@@ -14,6 +14,7 @@ from modules.processing.requests import Img2ImgRequest, Txt2ImgRequest
 from modules.prompts.styles import StyleDatabase
 from modules.samplers import SCHEDULE_TYPES, SamplerError, sampler_names, schedule_types_for
 from modules.ui import handlers
+from modules.ui.extra_networks import build_tab_networks
 from modules.ui.messages import error_message, status_html
 from modules.ui.prompt_tools import TokenCounter, with_pasted_styles
 from modules.ui.prompt_widgets import (
@@ -95,6 +96,11 @@ class PromptArea:
     clear: gr.Button
 
 
+def tool_button(label: str, elem_id: str) -> gr.Button:
+    """A small button of the prompt area's tool row (↙ paste, 🗑️ clear, 🎴 extra networks)."""
+    return gr.Button(label, elem_id=elem_id, size="sm", min_width=40, elem_classes=["tool"])
+
+
 def build_prompt_area(context: UiContext, controls: Controls) -> PromptArea:
     tab = controls.tab
     with gr.Row(equal_height=False):
@@ -120,9 +126,11 @@ def build_prompt_area(context: UiContext, controls: Controls) -> PromptArea:
                 interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", size="sm", variant="stop")
                 skip = gr.Button("Skip", elem_id=f"{tab}_skip", size="sm")
             with gr.Row(elem_id=f"{tab}_tools"):
-                paste = gr.Button("↙", elem_id=f"{tab}_paste", size="sm", min_width=40, elem_classes=["tool"])
-                clear = gr.Button("🗑️", elem_id=f"{tab}_clear_prompt", size="sm", min_width=40, elem_classes=["tool"])
+                paste = tool_button("↙", f"{tab}_paste")
+                clear = tool_button("🗑️", f"{tab}_clear_prompt")
+                networks = tool_button("🎴", f"{tab}_extra_networks")
             styles, apply, refresh = build_styles_dropdown(context, controls)
+    build_tab_networks(context.application, tab, networks)
     editor = build_style_editor(context, tab)
     tools = PromptTools(prompt_counter, negative_counter, styles, apply, refresh, editor)
     return PromptArea(generate=generate, interrupt=interrupt, skip=skip, tools=tools, paste=paste, clear=clear)

@@ -71,3 +71,44 @@ def build_options_carrier(options: Options) -> gr.Textbox:
 def send_options(dependency: gr.events.Dependency, carrier: gr.Textbox) -> gr.events.Dependency:
     """After ``dependency`` (an event that wrote ``carrier``), hand the new settings to the page's scripts."""
     return dependency.then(None, inputs=carrier, js="(text) => { easelSetOptions(text); }", queue=False)
+
+
+def localization_files(paths: DataPaths) -> dict[str, Path]:
+    """A1111's localizations/<name>.json files by name: Easel's, the data folder's, then the extensions' (a later
+    file of the same name wins, as A1111 lets extensions override)."""
+    found: dict[str, Path] = {}
+    folders = [*paths.localizations_dirs, *sorted(paths.extensions_dir.glob("*/localizations"))]
+    for folder in folders:
+        for path in sorted(folder.glob("*.json")):
+            found[path.stem] = path
+    return found
+
+
+def localization_json(paths: DataPaths, name: str) -> str:
+    """The chosen file's {"English": "translation"} object as JSON text; "{}" for None or an unreadable file."""
+    path = localization_files(paths).get(name)
+    if path is None:
+        if name and name != "None":
+            logger.warning("localization not found name=%s", name)
+        return "{}"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        logger.error("localization unreadable path=%s error=%s", path, error)
+        return "{}"
+    if not isinstance(data, dict):
+        logger.error("localization is not an object path=%s", path)
+        return "{}"
+    return json.dumps({str(key): str(value) for key, value in data.items()}, ensure_ascii=False)
+
+
+def wire_localization(blocks: gr.Blocks, paths: DataPaths, options: Options) -> None:
+    """At each page load, the file chosen by the "localization" setting goes to javascript/localization.js."""
+    carrier = gr.Textbox("{}", visible="hidden", elem_id="localization_json", interactive=False)
+    loaded = blocks.load(
+        lambda: localization_json(paths, options.localization),
+        outputs=carrier,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    loaded.then(None, inputs=carrier, js="(text) => { easelSetLocalization(text); }", queue=False)

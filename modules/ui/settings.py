@@ -18,6 +18,7 @@ from modules.processing.saving import IMAGE_FORMATS
 from modules.samplers import SCHEDULE_TYPES, sampler_names
 from modules.ui.messages import status_html
 from modules.ui.models_tab import create_token_settings
+from modules.ui.page import localization_files
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +137,7 @@ def vae_choices(application: Application) -> list[str]:
 
 
 def localization_choices(application: Application) -> list[str]:
-    names = {path.stem for folder in application.paths.localizations_dirs for path in folder.glob("*.json")}
-    return ["None", *sorted(names)]
+    return ["None", *sorted(localization_files(application.paths))]
 
 
 def fixed_choices(name: str, application: Application) -> list[str] | None:
@@ -202,8 +202,8 @@ def page_elem_id(title: str) -> str:
     return "settings_page_" + "".join(char if char.isalnum() else "_" for char in title.lower())
 
 
-def create_settings_tab(application: Application, quicksettings: Sequence[str] = ()) -> gr.Button:
-    """The tab; returns the Apply button (the top of the page follows what it saved)."""
+def create_settings_tab(application: Application, quicksettings: Sequence[str] = ()) -> gr.events.Dependency:
+    """The tab; returns Apply's event (what follows it sees the saved settings)."""
     components: dict[gr.components.Component, str] = {}
     with gr.Row(equal_height=True):
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_apply", scale=0, min_width=200)
@@ -232,8 +232,10 @@ def create_settings_tab(application: Application, quicksettings: Sequence[str] =
     def apply_values(data: dict[Any, Any]) -> str:
         return apply_settings(application, {components[component]: value for component, value in data.items()})
 
-    apply.click(apply_values, inputs=set(components), outputs=status, show_progress="hidden", api_visibility="private")
+    applied = apply.click(
+        apply_values, inputs=set(components), outputs=status, show_progress="hidden", api_visibility="private"
+    )
     page.input(None, inputs=page, js="(title) => { easelShowSettingsPage(title); return []; }", queue=False)
     notifications.click(None, js="() => { easelRequestNotifications(); }", queue=False)
     create_token_settings(application)
-    return apply
+    return applied
