@@ -62,7 +62,7 @@ class Options(BaseModel):
     # User interface (A1111 keys; the browser reads them through the page's `opts`).
     quicksettings_list: list[str] = Field(
         ["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"],
-        description="Quicksettings list (setting entries that appear at the top of page rather than in settings tab)",
+        description="Quicksettings list (shown at the top of the page instead of the Settings tab; after a restart)",
     )
     theme: Literal["Follow the browser", "Light", "Dark"] = Field(
         "Follow the browser", description="Colour theme of the page (?__theme=dark or light in the address wins)"
