@@ -76,6 +76,19 @@ def test_the_page_sees_the_settings_but_never_the_token() -> None:
     assert "hf_token" not in values and "hf_secret_value" not in options_json(options)
 
 
+def test_the_page_sees_extension_settings_from_config_json(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({"my_extension_option": 3, "samples_format": "jpg", "hf_token": "hf_secret_value"}),
+        encoding="utf-8",
+    )
+    values = json.loads(options_json(Options(samples_format="webp"), config))
+    assert values["my_extension_option"] == 3
+    assert values["samples_format"] == "webp"  # the live value, not the file's
+    assert "hf_token" not in values
+    assert json.loads(options_json(Options(), tmp_path / "missing.json"))["samples_format"] == "png"
+
+
 def test_quicksettings_apply_at_once_and_refuse_bad_values(application: Application) -> None:
     assert quicksetting_names(application) == ["sd_vae", "CLIP_stop_at_last_layers"]
     kept, error = apply_quicksetting(application, "CLIP_stop_at_last_layers", 2)

@@ -272,7 +272,7 @@ def wire_page_options(
     quicksetting also moves the tabs' Clip skip sliders (the value their next job sends)."""
 
     def current() -> str:
-        return options_json(application.options)
+        return options_json(application.options, application.paths.config_file)
 
     send_options(blocks.load(current, outputs=carrier, show_progress="hidden", api_visibility="private"), carrier)
     applied = apply_settings.then(current, outputs=carrier, show_progress="hidden", api_visibility="private")

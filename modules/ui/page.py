@@ -58,9 +58,20 @@ def page_css(base: str, styles: Iterable[Path]) -> str:
     return "\n".join(parts)
 
 
-def options_json(options: Options) -> str:
-    """The settings the browser may see (``model_dump`` leaves the Hugging Face token out)."""
-    return json.dumps(options.model_dump(), ensure_ascii=False)
+def options_json(options: Options, config_file: Path | None = None) -> str:
+    """The settings the browser may see: Easel's (``model_dump`` leaves the Hugging Face token out) over the other
+    keys of config.json (extensions' settings, which their scripts read from ``opts``), the token never."""
+    values: dict = {}
+    if config_file is not None:
+        try:
+            stored = json.loads(config_file.read_text(encoding="utf-8"))
+            values = stored if isinstance(stored, dict) else {}
+        except FileNotFoundError:
+            values = {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            logger.warning("config.json unreadable for the page path=%s error=%s", config_file, error)
+    values = {key: value for key, value in values.items() if key not in Options.model_fields}
+    return json.dumps({**values, **options.model_dump()}, ensure_ascii=False)
 
 
 def build_options_carrier(options: Options) -> gr.Textbox:
