@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 # (text, selection start, selection end, up, settings) -> (text, selection start, selection end) or None
 CASES = [

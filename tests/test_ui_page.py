@@ -130,7 +130,7 @@ def test_setting_controls_offer_the_allowed_values(application: Application) -> 
 
 
 def test_checkpoint_choices_keep_their_value_when_the_title_gains_its_hash(application: Application) -> None:
-    application.service.run_task(lambda: application.model_manager.load("tiny"))
+    application.service.run_task(lambda: application.models.load("tiny"))
     choices = checkpoints.checkpoint_choices(application)
     assert len(choices) >= 2 and all(label.startswith(value) and "[" not in value for label, value in choices)
     assert any(label.endswith("]") for label, _ in choices)  # the loaded one is hashed: its title grew
@@ -140,10 +140,10 @@ def test_checkpoint_choices_keep_their_value_when_the_title_gains_its_hash(appli
 
 
 def test_a_repeated_switch_to_the_loaded_checkpoint_loads_nothing(application: Application) -> None:
-    application.service.run_task(lambda: application.model_manager.load("tiny"))
-    loaded = application.model_manager.current
+    application.service.run_task(lambda: application.models.load("tiny"))
+    loaded = application.models.current
     outcome = checkpoints.switch_checkpoint(application, application.registry.find("tiny").relative_name)
-    assert outcome.error == "" and application.model_manager.current is loaded
+    assert outcome.error == "" and application.models.current is loaded
 
 
 def test_checkpoint_state_follows_a_new_file_and_a_load(application: Application) -> None:
@@ -152,7 +152,7 @@ def test_checkpoint_state_follows_a_new_file_and_a_load(application: Application
     application.registry.refresh()
     after_file = checkpoints.checkpoint_state(application)
     assert after_file != before
-    application.service.run_task(lambda: application.model_manager.load("tiny2"))
+    application.service.run_task(lambda: application.models.load("tiny2"))
     assert checkpoints.checkpoint_state(application) != after_file
 
 

@@ -267,9 +267,9 @@ class DownloadManager:
         return self._submit(job, lambda: self._run_files(job, listing, targets, sizes))
 
     def _submit(self, job: DownloadJob, work: Callable[[], Path]) -> DownloadJob:
-        with self._lock:
+        with self._lock:  # listed with its future: jobs() never hands out a job whose future is not set yet
             self._jobs[job.id] = job
-        job.future = self._executor.submit(self._run, job, work)
+            job.future = self._executor.submit(self._run, job, work)
         logger.info("download queued id=%s %s", job.id, job.status().describe())
         return job
 

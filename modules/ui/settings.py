@@ -13,8 +13,7 @@ import gradio as gr
 from pydantic import ValidationError
 
 from modules.application import Application
-from modules.options import Options
-from modules.processing.saving import IMAGE_FORMATS
+from modules.options import IMAGE_FORMAT_NAMES, Options
 from modules.samplers import SCHEDULE_TYPES, sampler_names
 from modules.ui.messages import status_html
 from modules.ui.models_tab import create_token_settings
@@ -28,7 +27,21 @@ HIDDEN_OPTIONS = frozenset({"sd_model_checkpoint", "hf_token"})
 
 # A1111's pages (section titles and order), with Easel's own "Defaults" page; options no page lists go to "Other".
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Saving images/grids", ("samples_save", "samples_format", "grid_save")),
+    (
+        "Saving images/grids",
+        (
+            "samples_save",
+            "samples_format",
+            "samples_filename_pattern",
+            "save_images_add_number",
+            "save_images_replace_action",
+            "grid_save",
+            "grid_format",
+            "grid_extended_filename",
+            "jpeg_quality",
+            "webp_lossless",
+        ),
+    ),
     (
         "Paths for saving",
         (
@@ -40,7 +53,10 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "outdir_img2img_grids",
         ),
     ),
-    ("Saving to a directory", ("save_to_dirs",)),
+    (
+        "Saving to a directory",
+        ("save_to_dirs", "grid_save_to_dirs", "directories_filename_pattern", "directories_max_prompt_words"),
+    ),
     ("Upscaling", ("ESRGAN_tile", "ESRGAN_tile_overlap")),
     (
         "Face restoration",
@@ -49,7 +65,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("API", ("api_enable_requests", "api_max_body_mb")),
     ("Stable Diffusion", ("CLIP_stop_at_last_layers", "emphasis")),
     ("VAE", ("sd_vae",)),
-    ("img2img", ("initial_noise_multiplier",)),
+    ("img2img", ("initial_noise_multiplier", "img2img_fix_steps")),
     (
         "Prompt editing",
         (
@@ -61,6 +77,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("Gallery", ("return_grid", "js_modal_lightbox", "js_modal_lightbox_initially_zoomed")),
     ("User interface", ("quicksettings_list", "theme", "localization", "browser_notifications")),
+    ("Infotext", ("enable_pnginfo", "save_txt")),
     ("Live previews", ("live_previews_enable", "show_progress_every_n_steps")),
     (
         "Defaults",
@@ -75,6 +92,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )
 SHOW_ALL_PAGES = "Show all pages"
+CUSTOM_VALUES_ALLOWED = frozenset({"default_sampler", "default_scheduler", "sd_vae", "localization"})
 # Shown on the page as the "Defaults" page's note.
 DEFAULTS_NOTE = "Used by the controls at the next start, unless ui-config.json remembers a value."
 
@@ -143,9 +161,10 @@ def localization_choices(application: Application) -> list[str]:
 def fixed_choices(name: str, application: Application) -> list[str] | None:
     """The choices of a setting picked from a list (None: the setting is typed in or ticked)."""
     lists = {
-        "default_sampler": sampler_names,
+        "default_sampler": lambda: sampler_names(application.backend.sampler_support()),
         "default_scheduler": lambda: list(SCHEDULE_TYPES),
-        "samples_format": lambda: list(IMAGE_FORMATS),
+        "samples_format": lambda: list(IMAGE_FORMAT_NAMES),
+        "grid_format": lambda: list(IMAGE_FORMAT_NAMES),
         "sd_vae": lambda: vae_choices(application),
         "localization": lambda: localization_choices(application),
         "quicksettings_list": lambda: [item for item in Options.model_fields if item != "hf_token"],
@@ -177,7 +196,8 @@ def setting_component(
             multiselect=is_list,
             label=label,
             elem_id=elem_id,
-            allow_custom_value=not is_list,
+            # a saved value whose file went away (or a sampler of the other backend) stays shown
+            allow_custom_value=name in CUSTOM_VALUES_ALLOWED,
             **layout,
         )
     if annotation is bool:
