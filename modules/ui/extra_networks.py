@@ -25,6 +25,7 @@ from modules.networks.cards import (
     subfolders,
     thumbnail_data_uri,
 )
+from modules.settings_policy import SettingsRefusedError, settings_policy
 from modules.ui import checkpoints
 
 logger = logging.getLogger(__name__)
@@ -152,17 +153,26 @@ def create_extra_networks_tab(application: Application, tab: Any = None) -> None
     refresh.click(rescan, inputs, outputs)
     if tab is not None:
         tab.select(show, inputs, outputs)
-    action.input(lambda text: run_action(application, text), [action], [status])
+
+    def act(text: str, request: gr.Request) -> str:
+        return run_action(application, text, request.username if request else None)
+
+    action.input(act, [action], [status])
 
 
-def run_action(application: Application, text: str) -> str:
-    """A checkpoint or VAE card was clicked: switch the checkpoint, or set the SD VAE setting."""
+def run_action(application: Application, text: str, user: str | None = None) -> str:
+    """A checkpoint or VAE card was clicked: switch the checkpoint, or set the SD VAE setting (a global setting:
+    the admin's alone when --admin-user is set)."""
     kind, _, rest = (text or "").partition("\n")
     value = rest.rsplit("\n", 1)[0]
     if kind == "checkpoint":
         outcome = checkpoints.switch_checkpoint(application, value)
         return outcome.error or f"Checkpoint: {outcome.title}"
     if kind == "vae":
+        try:
+            settings_policy(application).check({"sd_vae": value}, user)
+        except SettingsRefusedError as error:
+            return f"SD VAE not changed: {error}"
         application.update_options(sd_vae=value)
         return f"SD VAE: {value}"
     return ""
