@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     from modules import server
     from modules.application import Application
     from modules.hub.startup import prepare_models
-    from modules.ui.checkpoints import preload_checkpoint
 
     try:
         options = server.server_options_from_args(args, gradio_logins, api_logins)
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
         mount_ui = functools.partial(mount_gradio_ui, application=application, auth=list(gradio_logins))
     app = server.create_app(application, options, mount_ui)
-    preload_checkpoint(application)
+    application.preload_checkpoint()
     try:
         server.serve(app, options)
     finally:

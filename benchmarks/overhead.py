@@ -20,15 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diffusers import StableDiffusionPipeline
 
 from modules.backends.diffusers_backend import DiffusersBackend
+from modules.backends.diffusers_backend.schedulers import build_scheduler
 from modules.devices import MemoryPolicy
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry
+from modules.models.service import ModelService
 from modules.options import Options
 from modules.paths import DataPaths
 from modules.processing.processing import ProcessingContext, process
 from modules.processing.requests import Txt2ImgRequest
-from modules.samplers import build_scheduler
 from modules.tiny_model import build_tiny_pipeline, write_diffusers
 
 
@@ -39,7 +40,7 @@ def build_context(data_dir: Path) -> ProcessingContext:
     registry = CheckpointRegistry(paths.checkpoint_dirs, HashCache(paths.cache_file))
     registry.refresh()
     manager = ModelManager(registry, MemoryPolicy.cpu(), paths.configs_dir)
-    return ProcessingContext(model_manager=manager, backend=DiffusersBackend(), options=Options(), paths=paths)
+    return ProcessingContext(models=ModelService(manager), backend=DiffusersBackend(), options=Options(), paths=paths)
 
 
 def main() -> None:
@@ -53,7 +54,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as folder:
         context = build_context(Path(folder))
-        model = context.model_manager.get()
+        model = context.models.ensure_loaded()
         request = Txt2ImgRequest(
             prompt="a lighthouse at dusk",
             negative_prompt="blurry",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from modules.prompts.conditioning import PromptEncoder, pad_to_same_length
+from modules.prompts.conditioning import PromptEncoder
 from modules.prompts.parser import parse_prompt_attention
 from modules.tiny_model import build_tiny_pipeline
 
@@ -79,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"encode weighted ~300 tokens: {weighted_s * 1000:.2f} ms, ratio {weighted_s / plain_s:.2f}x")
 
     def encode_pair() -> tuple:
+        """As the diffusers backend does: both prompts' conditioning, aligned to the same chunk count."""
         encoder.cache.clear()
-        return pad_to_same_length(encoder.encode(weighted), encoder.encode(NEGATIVE), encoder)
+        positive = encoder.encode_conditioning(weighted, args.steps, None)
+        negative = encoder.encode_conditioning(NEGATIVE, args.steps, None, split_and=False)
+        aligned = encoder.align([positive, negative])
+        return aligned[0].at_step(1)[0][0], aligned[1].at_step(1)[0][0]
 
     positive, negative = encode_pair()
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from modules.backends.base import Backend
-from modules.backends.diffusers_backend import DiffusersBackend
+from modules.backends.registry import create_backend
 from modules.devices import Attention, MemoryPolicy
 from modules.generation import GenerationService
 from modules.hub.downloads import DownloadManager
+from modules.models.errors import ModelError
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry
+from modules.models.service import ModelService
 from modules.networks.service import Networks, build_networks
 from modules.options import Options
 from modules.paths import DataPaths
@@ -22,12 +25,6 @@ from modules.postprocess.service import Postprocessor
 from modules.processing.processing import ProcessingContext
 
 logger = logging.getLogger(__name__)
-
-
-def create_backend(name: str) -> Backend:
-    """The one place that maps ``--backend`` to an implementation."""
-    backends = {"diffusers": DiffusersBackend}
-    return backends[name]()
 
 
 def memory_policy_from_args(args: argparse.Namespace) -> MemoryPolicy:
@@ -52,7 +49,8 @@ class Application:
     paths: DataPaths
     options: Options
     registry: CheckpointRegistry
-    model_manager: ModelManager
+    models: ModelService
+    backend: Backend
     service: GenerationService
     postprocessor: Postprocessor
     downloads: DownloadManager | None = None
@@ -72,17 +70,14 @@ class Application:
         registry = CheckpointRegistry(paths.checkpoint_dirs, HashCache(paths.cache_file), extra_files=extra_files)
         registry.refresh()
         policy = memory_policy_from_args(args)
-        manager = ModelManager(registry, policy, paths.configs_dir)
+        manager = ModelManager(registry, policy, paths.configs_dir, cache_size=getattr(args, "ckpt_cache", 1))
         detector = paths.configs_dir / "face-detection" / "yunet.onnx"
         postprocessor = Postprocessor(paths.models_dir, options, detector)
         networks = build_networks(paths, args, HashCache(paths.cache_file), lambda: options.sd_vae)
+        models = ModelService(manager, networks)
+        backend = create_backend(args.backend)
         context = ProcessingContext(
-            model_manager=manager,
-            backend=create_backend(args.backend),
-            options=options,
-            paths=paths,
-            postprocessor=postprocessor,
-            networks=networks,
+            models=models, backend=backend, options=options, paths=paths, postprocessor=postprocessor
         )
         service = GenerationService(context)
         logger.info(
@@ -96,7 +91,8 @@ class Application:
             paths=paths,
             options=options,
             registry=registry,
-            model_manager=manager,
+            models=models,
+            backend=backend,
             service=service,
             postprocessor=postprocessor,
             networks=networks,
@@ -110,6 +106,38 @@ class Application:
             return self.options.sd_model_checkpoint
         checkpoints = self.registry.checkpoints()
         return checkpoints[0].title if checkpoints else None
+
+    def preload_checkpoint(self) -> Future | None:
+        """Queue the start checkpoint's load (first in the queue, so generations wait for it); failures are logged.
+        Done where the application starts, with or without the UI."""
+        title = self.current_title()
+        if title is None or self.models.current is not None:
+            return None
+        job = self.service.submit_task(lambda: self.models.ensure_loaded(title), kind="load-checkpoint")
+
+        def report(future: Future) -> None:
+            error = future.exception()
+            if error is not None:
+                logger.error("start checkpoint not loaded title=%s error=%s", title, error)
+
+        job.future.add_done_callback(report)
+        return job.future
+
+    def current_title(self) -> str | None:
+        """The loaded checkpoint's title, else the one that will load at start; None when there is none."""
+        loaded = self.models.current
+        if loaded is not None:
+            return next(
+                (info.title for info in self.registry.checkpoints() if info.path == loaded.info.path),
+                loaded.info.title,
+            )
+        wanted = self.initial_checkpoint()
+        if not wanted:
+            return None
+        try:
+            return self.registry.find(wanted).title
+        except ModelError:
+            return None
 
     def update_options(self, **changes: object) -> None:
         """Validate, apply and persist settings changes (invalid values raise, nothing is half-applied)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from modules.backends.registry import DEFAULT_BACKEND, backend_names
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="webui.py", description="Easel: a Stable Diffusion web UI on diffusers")
@@ -57,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     device = parser.add_argument_group("device and memory")
-    device.add_argument("--backend", choices=("diffusers",), default="diffusers", help="generation backend")
+    device.add_argument("--backend", choices=backend_names(), default=DEFAULT_BACKEND, help="generation backend")
     device.add_argument("--use-cpu", nargs="+", default=[], help='"all" runs everything on the CPU')
     device.add_argument("--device-id", type=int, default=None, help="CUDA device index")
     device.add_argument(

@@ -65,7 +65,7 @@ class GenerationService:
             if self.context.options.live_previews_enable
             else 0
         )
-        return self._submit(lambda: process(request, self.context, control), owner, "generate", control, job_id)
+        return self._submit(lambda: process(request, self.context, control, owner), owner, "generate", control, job_id)
 
     def submit_task(self, function: Callable[[], Any], owner: str = "", kind: str = "task") -> Job:
         """Queue work that must not overlap generation (model switching, refresh)."""

@@ -7,11 +7,17 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 logger = logging.getLogger(__name__)
+
+# The image formats saving writes (modules/processing/saving.py maps them to Pillow's; A1111 offers the same ones
+# with their infotext: PNG chunk, EXIF UserComment for JPEG/WEBP/AVIF, GIF comment).
+IMAGE_FORMAT_NAMES = ("png", "jpg", "jpeg", "webp", "avif", "gif")
+ReplaceAction = Literal["Replace", "Add number suffix"]
+REPLACE_ACTIONS = get_args(ReplaceAction)
 
 
 class Options(BaseModel):
@@ -22,7 +28,16 @@ class Options(BaseModel):
     sd_model_checkpoint: str = Field("", description="Checkpoint to load at start (title or file name)")
     samples_save: bool = Field(True, description="Always save all generated images")
     samples_format: str = Field("png", description="File format for images")
+    samples_filename_pattern: str = Field("", description="Images filename pattern")
+    save_images_add_number: bool = Field(True, description="Add number to filename when saving")
+    save_images_replace_action: ReplaceAction = Field("Replace", description="Saving the image to an existing file")
     grid_save: bool = Field(True, description="Always save all generated image grids")
+    grid_format: str = Field("png", description="File format for grids")
+    grid_extended_filename: bool = Field(
+        False, description="Add extended info (seed, prompt) to filename when saving grid"
+    )
+    jpeg_quality: int = Field(80, ge=1, le=100, description="Quality for saved jpeg and avif images")
+    webp_lossless: bool = Field(False, description="Use lossless compression for webp images")
     return_grid: bool = Field(True, description="Show grid in gallery")
     outdir_samples: str = Field("", description="Output folder for images; if empty, per-tab folders")
     outdir_txt2img_samples: str = Field("outputs/txt2img-images", description="Output folder for txt2img images")
@@ -30,7 +45,12 @@ class Options(BaseModel):
     outdir_extras_samples: str = Field("outputs/extras-images", description="Output folder for extras images")
     outdir_txt2img_grids: str = Field("outputs/txt2img-grids", description="Output folder for txt2img grids")
     outdir_img2img_grids: str = Field("outputs/img2img-grids", description="Output folder for img2img grids")
-    save_to_dirs: bool = Field(True, description="Save images to a subdirectory per date")
+    save_to_dirs: bool = Field(True, description="Save images to a subdirectory")
+    grid_save_to_dirs: bool = Field(True, description="Save grids to a subdirectory")
+    directories_filename_pattern: str = Field("[date]", description="Directory name pattern")
+    directories_max_prompt_words: int = Field(8, ge=1, le=20, description="Max prompt words for [prompt_words] pattern")
+    enable_pnginfo: bool = Field(True, description="Write infotext to metadata of the generated image")
+    save_txt: bool = Field(False, description="Create a text file with infotext next to every generated image")
     live_previews_enable: bool = Field(True, description="Show live previews of the created image")
     show_progress_every_n_steps: int = Field(5, ge=-1, le=32, description="Live preview every N sampling steps")
     sd_vae: str = Field("Automatic", description="SD VAE: Automatic, None, or a file from models/VAE")
@@ -55,6 +75,9 @@ class Options(BaseModel):
     ESRGAN_tile: int = Field(192, ge=0, le=512, description="Tile size for upscalers (0 = no tiling)")
     ESRGAN_tile_overlap: int = Field(8, ge=0, le=48, description="Tile overlap for upscalers, in pixels")
     initial_noise_multiplier: float = Field(1.0, ge=0.0, le=1.5, description="Noise multiplier for img2img")
+    img2img_fix_steps: bool = Field(
+        False, description="With img2img, do exactly the amount of steps the slider specifies"
+    )
     api_enable_requests: bool = Field(
         False, description="API: fetch input images given as http:// or https:// URLs (never local addresses)"
     )
@@ -62,16 +85,37 @@ class Options(BaseModel):
     # Secret: left out of model_dump() (so out of the API and any dump), hidden from repr, written by save() only.
     hf_token: str = Field("", description="Hugging Face token (gated or private models)", exclude=True, repr=False)
 
+    @field_validator("samples_format", "grid_format", mode="before")
+    @classmethod
+    def known_image_format(cls, value: object) -> object:
+        """A1111 takes any extension; Easel takes the formats it can write with their infotext ("JPG" -> "jpg")."""
+        if not isinstance(value, str):
+            return value
+        normalized = value.strip().lower().lstrip(".")
+        if normalized not in IMAGE_FORMAT_NAMES:
+            raise ValueError(f"unknown image format {value!r}; use one of {', '.join(IMAGE_FORMAT_NAMES)}")
+        return normalized
+
     @classmethod
     def load(cls, path: Path) -> Options:
-        """Read config.json; a missing file gives defaults, a broken one is reported and kept aside."""
+        """Read config.json; a missing file gives defaults, an unreadable one is reported and defaults are used,
+        and a value that fails validation (a format Easel cannot write ...) is reported and takes its default."""
         if not path.exists():
             return cls()
         try:
-            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, ValidationError, OSError) as error:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, OSError) as error:
             logger.error("settings unreadable path=%s error=%s; using defaults", path, error)
             return cls()
+        if not isinstance(data, dict):
+            logger.error("settings unreadable path=%s error=not a JSON object; using defaults", path)
+            return cls()
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            invalid = {str(item["loc"][0]) for item in error.errors() if item.get("loc")}
+            logger.error("settings invalid path=%s keys=%s error=%s; using their defaults", path, invalid, error)
+            return cls.model_validate({key: value for key, value in data.items() if key not in invalid})
 
     def save(self, path: Path) -> None:
         """Write atomically, keeping keys this version does not know (extensions' settings)."""

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,30 +225,3 @@ def serve(app: FastAPI, options: ServerOptions) -> None:
         bool(options.gradio_logins),
     )
     uvicorn.Server(uvicorn_config(app, options)).run()
-
-
-@dataclass
-class RunningServer:
-    """A server started in a thread (tests, benchmarks); ``stop()`` ends it."""
-
-    server: uvicorn.Server
-    thread: threading.Thread
-    url: str
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout)
-
-
-def start_in_thread(app: FastAPI, options: ServerOptions, start_timeout: float = 60.0) -> RunningServer:
-    """Start uvicorn in a daemon thread and wait until it accepts connections."""
-    server = uvicorn.Server(uvicorn_config(app, options))
-    thread = threading.Thread(target=server.run, name="easel-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + start_timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"server did not start on {options.host}:{options.port}")
-        time.sleep(0.05)
-    url = f"{options.scheme}://{options.host}:{options.port}{options.subpath}"
-    return RunningServer(server=server, thread=thread, url=url)

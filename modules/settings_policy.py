@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+from modules.options import IMAGE_FORMAT_NAMES
 from modules.postprocess.downloads import KNOWN_FACE_RESTORERS
-from modules.processing.saving import IMAGE_FORMATS
 from modules.samplers import SCHEDULE_TYPES, SamplerError, find_sampler
 
 FOLDER_SETTING_PREFIX = "outdir_"
@@ -143,8 +143,8 @@ class SettingsPolicy:
 
     def choices(self, key: str) -> tuple[str, ...] | None:
         """The allowed values of an enumerated setting (None: not enumerated here)."""
-        if key == "samples_format":
-            return tuple(IMAGE_FORMATS)
+        if key in ("samples_format", "grid_format"):
+            return IMAGE_FORMAT_NAMES
         if key == "default_scheduler":
             return SCHEDULE_TYPES
         if key == "face_restoration_model":

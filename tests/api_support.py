@@ -5,27 +5,51 @@ from __future__ import annotations
 import base64
 import io
 import shutil
-import socket
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
+from fastapi import FastAPI
 from PIL import Image
 
 from modules.api.images import ImageLimits
 from modules.application import Application
 from modules.cmd_args import build_parser, parse_auth
-from modules.server import RunningServer, create_app, server_options_from_args, start_in_thread
+from modules.server import ServerOptions, create_app, server_options_from_args, uvicorn_config
+from tests.helpers import free_port
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@dataclass
+class RunningServer:
+    """A server started in a thread; ``stop()`` ends it."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+    url: str
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def start_in_thread(app: FastAPI, options: ServerOptions, start_timeout: float = 60.0) -> RunningServer:
+    """uvicorn with webui.py's configuration (``uvicorn_config``), in a daemon thread; waits until it serves."""
+    server = uvicorn.Server(uvicorn_config(app, options))
+    thread = threading.Thread(target=server.run, name="easel-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"server did not start on {options.host}:{options.port}")
+        time.sleep(0.05)
+    return RunningServer(server, thread, f"{options.scheme}://{options.host}:{options.port}{options.subpath}")
 
 
 def write_tiny_checkpoints(folder: Path, names: Sequence[str] = ("tiny", "tiny2")) -> None:

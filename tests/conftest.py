@@ -12,8 +12,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
+from tests.helpers import SHARED_TESTDATA
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +44,7 @@ def _make_context(data_dir: Path, inpainting: bool):
     from modules.models.hashing import HashCache
     from modules.models.manager import ModelManager
     from modules.models.registry import CheckpointRegistry
+    from modules.models.service import ModelService
     from modules.options import Options
     from modules.paths import DataPaths
     from modules.processing.processing import ProcessingContext
@@ -56,7 +56,7 @@ def _make_context(data_dir: Path, inpainting: bool):
     registry = CheckpointRegistry(paths.checkpoint_dirs, HashCache(paths.cache_file))
     registry.refresh()
     manager = ModelManager(registry, MemoryPolicy.cpu(), paths.configs_dir)
-    return ProcessingContext(model_manager=manager, backend=DiffusersBackend(), options=Options(), paths=paths)
+    return ProcessingContext(models=ModelService(manager), backend=DiffusersBackend(), options=Options(), paths=paths)
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +67,7 @@ def context(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def manager(context):
-    return context.model_manager
+    return context.models.manager
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +84,7 @@ def hires_context(context, tmp_path_factory):
     detector = context.paths.configs_dir / "face-detection" / "yunet.onnx"
     postprocessor = Postprocessor(tmp_path_factory.mktemp("models"), context.options, detector)
     return ProcessingContext(
-        model_manager=context.model_manager,
+        models=context.models,
         backend=context.backend,
         options=context.options,
         paths=context.paths,

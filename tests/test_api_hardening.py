@@ -145,7 +145,7 @@ def test_others_still_override_settings_per_request(server: ApiServer) -> None:
         ({"outdir_samples": "/etc"}, "absolute"),
         ({"outdir_txt2img_samples": "../other-login"}, "leaves the data dir"),
         ({"outdir_extras_samples": "outputs/../../x"}, "leaves the data dir"),
-        ({"samples_format": "gif"}, "not one of png"),
+        ({"samples_format": "bmp"}, "not one of png"),  # gif is a format since the saving settings
         ({"default_sampler": "Not A Sampler"}, "Not A Sampler"),
         ({"default_scheduler": "nope"}, "nope"),
         ({"face_restoration_model": "RestoreAll"}, "RestoreAll"),
@@ -192,7 +192,7 @@ def test_listen_locks_folder_settings_unless_the_operator_opens_them(tmp_path: P
 
 def run_batch_folder(server: ApiServer, input_dir: str, output_dir: str = "", *flags: str):
     from modules.cmd_args import build_parser
-    from modules.postprocess.extras import Extras
+    from modules.processing.extras import Extras
     from modules.settings_policy import SettingsPolicy
     from modules.ui.extras import BATCH_FOLDER, run_extras_job
 

@@ -121,8 +121,18 @@ def test_txt2img_png_carries_infotext_that_parses_back(client: httpx.Client, ser
     assert not list((server.data_dir / "outputs").rglob("*-42.png"))
 
 
-def test_batch_returns_grid_first_when_options_say_so(client: httpx.Client) -> None:
+def test_batch_without_saving_returns_no_grid(client: httpx.Client) -> None:
+    """A1111: do_not_save_grid = not save_images, so a batch of 2 that is not saved returns 2 images, no grid."""
     response = client.post("/sdapi/v1/txt2img", json={"seed": 7, "batch_size": 2, **SMALL})
+    info = info_of(response)
+    images = response.json()["images"]
+    assert len(images) == 2 and info["index_of_first_image"] == 0
+    assert [decode_png(image).size for image in images] == [(64, 64), (64, 64)]
+    assert info["all_seeds"] == [7, 8] and len(info["infotexts"]) == 2
+
+
+def test_saved_batch_returns_grid_first_when_options_say_so(client: httpx.Client) -> None:
+    response = client.post("/sdapi/v1/txt2img", json={"seed": 7, "batch_size": 2, "save_images": True, **SMALL})
     info = info_of(response)
     images = response.json()["images"]
     assert len(images) == 3 and info["index_of_first_image"] == 1
@@ -350,9 +360,9 @@ def test_options_post_validates_and_saves(client: httpx.Client, server: ApiServe
 
 def test_unload_and_reload_checkpoint(client: httpx.Client, server: ApiServer) -> None:
     assert client.post("/sdapi/v1/unload-checkpoint").status_code == 200
-    assert server.application.model_manager.current is None
+    assert server.application.models.current is None
     assert client.post("/sdapi/v1/reload-checkpoint").status_code == 200
-    assert server.application.model_manager.current is not None
+    assert server.application.models.current is not None
 
 
 def test_openapi_lists_the_routes(client: httpx.Client) -> None:

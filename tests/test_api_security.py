@@ -14,7 +14,7 @@ import pytest
 from modules.cmd_args import build_parser
 from modules.server import ServerOptions, server_options_from_args, warn_about_exposure
 from tests.api_support import ApiServer, copy_checkpoints, png_base64, start_api_server, write_tiny_checkpoints
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 API_LOGIN = ("alice", "s3cret-pass")
 SECRET = "easel-secret-token-7f3a"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -44,12 +43,6 @@ def chromium_path() -> str:
     if path is None:
         pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the browser test needs it")
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:

@@ -9,13 +9,10 @@ import weakref
 import pytest
 import torch
 
-from modules.devices import MemoryPolicy
 from modules.models.checkpoint_writer import write_single_file
-from modules.models.hashing import HashCache
-from modules.models.manager import ModelManager
-from modules.models.registry import CheckpointRegistry
 from modules.paths import DataPaths
 from modules.tiny_model import build_tiny_pipeline, write_diffusers
+from tests.helpers import make_manager
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +23,6 @@ def paths(tmp_path_factory):
     write_diffusers(build_tiny_pipeline(seed=2), data.checkpoints_dir / "beta")
     write_diffusers(build_tiny_pipeline(seed=3), data.checkpoints_dir / "gamma")
     return data
-
-
-def make_manager(paths: DataPaths, cache_size: int) -> ModelManager:
-    registry = CheckpointRegistry(paths.checkpoint_dirs, HashCache(paths.cache_file))
-    registry.refresh()
-    return ModelManager(registry, MemoryPolicy.cpu(), paths.configs_dir, cache_size=cache_size)
 
 
 def first_weight(model) -> torch.Tensor:

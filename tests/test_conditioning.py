@@ -15,8 +15,6 @@ from modules.prompts.conditioning import (
     PromptEncoder,
     PromptEncodingError,
     apply_emphasis,
-    combine_composable_predictions,
-    pad_to_same_length,
 )
 
 LONG_PROMPT = ", ".join(f"a red cat number {index}" for index in range(30))  # about 180 tokens
@@ -139,8 +137,9 @@ def test_comma_too_far_back_does_not_move(encoder: PromptEncoder) -> None:
 def test_negative_padded_to_same_length(encoder: PromptEncoder) -> None:
     positive = encoder.encode(LONG_PROMPT)
     negative = encoder.encode("blurry")
-    padded_positive, padded_negative = pad_to_same_length(positive, negative, encoder)
-    assert padded_positive is positive
+    aligned = encoder.align([encoder.encode_conditioning(LONG_PROMPT, 20), encoder.encode_conditioning("blurry", 20)])
+    padded_positive, padded_negative = (conditioning.at_step(1)[0][0] for conditioning in aligned)
+    torch.testing.assert_close(padded_positive.embeds, positive.embeds)
     assert padded_negative.embeds.shape == positive.embeds.shape
     torch.testing.assert_close(padded_negative.embeds[:, :77], negative.embeds)
     torch.testing.assert_close(padded_negative.embeds[:, 77:154], encoder.encode("").embeds)
@@ -202,15 +201,6 @@ def test_and_parts_with_weights_and_alignment(encoder: PromptEncoder) -> None:
     shapes = {embedding.embeds.shape for embedding, _ in aligned_positive.at_step(1) + aligned_negative.at_step(1)}
     assert shapes == {torch.Size([1, 231, 32])}
     assert [tag for tag in conditioning.plan.extra_networks] == []
-
-
-def test_combine_composable_predictions_is_cfg_for_one_part() -> None:
-    uncond, cond = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
-    torch.testing.assert_close(
-        combine_composable_predictions(uncond, [cond], [1.0], 7.0), uncond + 7.0 * (cond - uncond)
-    )
-    halves = combine_composable_predictions(uncond, [cond, cond], [0.5, 0.5], 7.0)
-    torch.testing.assert_close(halves, uncond + 7.0 * (cond - uncond))
 
 
 def test_textual_inversion_seam_replaces_trigger_tokens(tiny_pipeline) -> None:

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from modules.options import Options
-from modules.postprocess.extras import (
+from modules.postprocess.service import Postprocessor
+from modules.processing.extras import (
     Extras,
     ExtrasError,
     ExtrasRequest,
@@ -18,9 +19,8 @@ from modules.postprocess.extras import (
     sources_from_folder,
     sources_from_images,
 )
-from modules.postprocess.service import Postprocessor
 from modules.processing.infotext import create_infotext, parse_infotext, read_infotext
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 SOURCE_INFOTEXT = create_infotext(
     "a red fox, snow",

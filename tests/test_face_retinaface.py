@@ -1,4 +1,4 @@
-"""RetinaFace face detection with the real mobilenet0.25 weights from ../shared/testdata/face-detection."""
+"""RetinaFace specifics with the real mobilenet0.25 weights (what both detectors do: test_face_detection.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ import pickle
 from pathlib import Path
 
 import pytest
-import skimage.data
 import torch
 from PIL import Image
 
-from modules.postprocess.face_detection import FaceModelMissingError, box_overlap
+from modules.postprocess.face_detection import FaceModelMissingError
 from modules.postprocess.retinaface import (
-    FACE_DETECTOR_1MB_MOBILENET,
     FACEXLIB_MOBILENET,
     RetinaFaceDetector,
     RetinaFaceNetwork,
@@ -22,42 +20,10 @@ from modules.postprocess.retinaface import (
     prior_boxes,
 )
 
-ASTRONAUT_FACE = (178.0, 63.0, 90.0, 113.0)
-
 
 @pytest.fixture(scope="module")
 def weights(testdata: Path) -> Path:
     return testdata / "face-detection" / "retinaface-mobilenet0.25.pth"
-
-
-@pytest.fixture(scope="module")
-def detector(weights: Path) -> RetinaFaceDetector:
-    # The test file is the Face-Detector-1MB-with-landmark training (plain ReLU, anchors 10..256 px).
-    return RetinaFaceDetector(weights, variant=FACE_DETECTOR_1MB_MOBILENET)
-
-
-def test_finds_the_astronaut_face_with_five_landmarks_in_ffhq_order(detector: RetinaFaceDetector) -> None:
-    faces = detector.detect(Image.fromarray(skimage.data.astronaut()))
-    assert len(faces) == 1
-    face = faces[0]
-    assert face.score > 0.9
-    assert box_overlap(face.box, ASTRONAUT_FACE) > 0.5
-    x, y, width, height = face.box
-    assert all(x <= px <= x + width and y <= py <= y + height for px, py in face.landmarks)
-    left_eye, right_eye, nose, mouth_left, mouth_right = face.landmarks
-    assert left_eye[0] < nose[0] < right_eye[0] and mouth_left[0] < mouth_right[0]
-    assert left_eye[1] < nose[1] < mouth_left[1]
-
-
-def test_finds_no_face_in_coffee(detector: RetinaFaceDetector) -> None:
-    assert detector.detect(Image.fromarray(skimage.data.coffee())) == []
-
-
-def test_large_image_is_detected_in_original_pixels(detector: RetinaFaceDetector) -> None:
-    image = Image.fromarray(skimage.data.astronaut()).resize((2048, 2048), Image.Resampling.LANCZOS)
-    faces = detector.detect(image)
-    scaled = tuple(value * 4 for value in ASTRONAUT_FACE)
-    assert len(faces) == 1 and box_overlap(faces[0].box, scaled) > 0.5
 
 
 def test_weights_fit_the_network_key_for_key(weights: Path) -> None:

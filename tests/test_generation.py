@@ -6,12 +6,11 @@ import time
 
 from modules.generation import GenerationService, JobState
 from modules.processing.requests import Txt2ImgRequest
+from tests.helpers import tiny_request
 
 
 def request(seed: int, steps: int = 8) -> Txt2ImgRequest:
-    return Txt2ImgRequest(
-        prompt="a boat", steps=steps, width=64, height=64, seed=seed, sampler_name="Euler", save_images=False
-    )
+    return tiny_request(prompt="a boat", negative_prompt="", steps=steps, seed=seed)
 
 
 def wait_until_running(job, timeout: float = 60.0) -> None:

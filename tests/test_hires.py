@@ -7,24 +7,13 @@ import pytest
 from modules.processing.infotext import infotext_to_request_fields, parse_infotext
 from modules.processing.processing import ProcessingError, process
 from modules.processing.requests import Txt2ImgRequest
+from tests.helpers import StopAtStep, pixels, tiny_request
 
-from .test_processing import StopAtStep, pixels
+HIRES = {"prompt": "a castle", "negative_prompt": "", "steps": 2, "seed": 3, "enable_hr": True, "hr_scale": 1.5}
 
 
 def hires_request(**fields) -> Txt2ImgRequest:
-    base = {
-        "prompt": "a castle",
-        "steps": 2,
-        "width": 64,
-        "height": 64,
-        "seed": 3,
-        "sampler_name": "Euler",
-        "enable_hr": True,
-        "hr_scale": 1.5,
-        "denoising_strength": 0.5,
-        "save_images": False,
-    }
-    return Txt2ImgRequest(**{**base, **fields})
+    return tiny_request(**{**HIRES, "denoising_strength": 0.5, **fields})
 
 
 @pytest.mark.parametrize("upscaler", ["Latent", "Latent (bicubic antialiased)", "Lanczos", "Nearest"])

@@ -41,7 +41,7 @@ def test_first_start_downloads_the_default_model_and_lists_it(tmp_path, tiny_fil
         hub.add(FakeRepo(DEFAULT_MODEL_REPO, tiny_files, "text-to-image", ("diffusers",)))
         downloads = make_downloads(application, hub.url)
         prepare_models(application, downloads, offline=False)
-        assert application.model_manager.cache_size == 3
+        assert application.models.manager.cache_size == 3
         deadline = time.monotonic() + 30
         while not downloads.jobs() and time.monotonic() < deadline:  # started in a background thread
             time.sleep(0.05)
@@ -93,7 +93,7 @@ def test_save_loaded_checkpoint_as_a_folder_from_the_tab(tmp_path):
     write_diffusers(build_tiny_pipeline(seed=9), application.paths.checkpoints_dir / "tiny")
     application.registry.refresh()
     assert "No checkpoint is loaded" in save_loaded_as(application, "copy", False)
-    application.model_manager.load("tiny")
+    application.models.load("tiny")
     assert "Saved tiny" in save_loaded_as(application, "copy.safetensors", True)
     assert "copy.safetensors" in [info.relative_name for info in application.registry.checkpoints()]
     assert "already exists" in save_loaded_as(application, "copy.safetensors", True)

@@ -9,9 +9,7 @@ from PIL import Image
 
 from modules.processing.images import (
     composite_unmasked,
-    crop_region_for_mask,
     expand_canvas,
-    expand_region_to_ratio,
     fill_masked,
     mask_for_overlay,
     outpaint_amounts,
@@ -19,7 +17,7 @@ from modules.processing.images import (
     resize_image,
     to_rgb,
 )
-from modules.processing.requests import ResizeMode
+from modules.processing.requests import Img2ImgRequest, ResizeMode
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -158,7 +156,7 @@ def test_painted_layer_uses_its_alpha() -> None:
     layer = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # an ImageEditor layer: transparent, strokes opaque
     layer.paste((255, 255, 255, 255), (2, 2, 6, 6))
     prepared = prepare_mask(layer, (8, 8), blur=0, invert=False)
-    assert crop_region_for_mask(prepared.image) == (2, 2, 6, 6)
+    assert prepared.image.getbbox() == (2, 2, 6, 6)
     assert np.asarray(prepared.image).sum() == 16 * 255
     assert "transparency" in prepared.notes[0]
 
@@ -166,26 +164,26 @@ def test_painted_layer_uses_its_alpha() -> None:
 def test_opaque_rgba_mask_uses_its_colours() -> None:
     mask = Image.new("RGBA", (8, 8), (0, 0, 0, 255))
     mask.paste((255, 255, 255, 255), (0, 0, 4, 8))
-    assert crop_region_for_mask(prepare_mask(mask, (8, 8), 0, False).image) == (0, 0, 4, 8)
+    assert prepare_mask(mask, (8, 8), 0, False).image.getbbox() == (0, 0, 4, 8)
 
 
 def test_sixteen_bit_mask() -> None:
     values = np.zeros((8, 8), dtype=np.uint16)
     values[:, 4:] = 65535
     prepared = prepare_mask(Image.fromarray(values), (8, 8), blur=0, invert=False)
-    assert crop_region_for_mask(prepared.image) == (4, 0, 8, 8)
+    assert prepared.image.getbbox() == (4, 0, 8, 8)
 
 
 def test_mask_of_another_size_is_resized_with_a_note() -> None:
     prepared = prepare_mask(box_mask((32, 32), (0, 0, 16, 32)), (64, 64), blur=0, invert=False)
     assert prepared.image.size == (64, 64)
-    assert crop_region_for_mask(prepared.image) == (0, 0, 32, 64)
+    assert prepared.image.getbbox() == (0, 0, 32, 64)
     assert "32x32 resized to the image size 64x64" in prepared.notes[-1]
 
 
 def test_invert_swaps_masked_and_kept() -> None:
     prepared = prepare_mask(box_mask((8, 8), (0, 0, 4, 8)), (8, 8), blur=0, invert=True)
-    assert crop_region_for_mask(prepared.image) == (4, 0, 8, 8)
+    assert prepared.image.getbbox() == (4, 0, 8, 8)
 
 
 def test_blur_matches_a1111_opencv_passes() -> None:
@@ -204,18 +202,30 @@ def test_overlay_mask_doubles() -> None:
     assert list(np.asarray(mask_for_overlay(Image.fromarray(values, "L")))[0]) == [0, 120, 255, 255]
 
 
-def test_crop_region_pads_and_clamps() -> None:
-    mask = box_mask((64, 64), (10, 20, 30, 40))
-    assert crop_region_for_mask(mask, padding=4) == (6, 16, 34, 44)
-    assert crop_region_for_mask(mask, padding=32) == (0, 0, 62, 64)
-    assert crop_region_for_mask(Image.new("L", (8, 8), 0)) is None
+def only_masked(size: tuple[int, int], box: tuple[int, int, int, int], width: int, height: int, padding: int):
+    request = Img2ImgRequest(
+        init_image=Image.new("RGB", size),
+        mask=box_mask(size, box),
+        width=width,
+        height=height,
+        mask_blur=0,
+        inpaint_full_res=True,
+        inpaint_full_res_padding=padding,
+    )
+    return request.prepare_inputs()
 
 
-def test_region_grows_to_the_processing_ratio_inside_the_image() -> None:
-    assert expand_region_to_ratio((10, 20, 138, 52), 512, 512, 256, 256) == (10, 0, 138, 128)
-    left, top, right, bottom = expand_region_to_ratio((200, 0, 256, 100), 768, 512, 256, 256)
-    assert (right - left, bottom - top) == (150, 100)
-    assert right == 256
+def test_only_masked_crop_pads_and_clamps() -> None:
+    assert only_masked((64, 64), (10, 20, 30, 40), 64, 64, padding=4).paste_box == (6, 16, 34, 44)
+    assert only_masked((64, 64), (10, 20, 30, 40), 64, 64, padding=32).paste_box == (0, 0, 64, 64)
+
+
+def test_only_masked_crop_grows_to_the_processing_ratio_inside_the_image() -> None:
+    inputs = only_masked((256, 128), (200, 0, 256, 100), 96, 64, padding=4)
+    left, top, right, bottom = inputs.paste_box
+    assert (left, top, right, bottom) == (100, 0, 256, 104)
+    assert abs((right - left) / (bottom - top) - 96 / 64) < 0.01
+    assert inputs.init_image.size == inputs.mask.size == (96, 64)
 
 
 # --- fill and composite -------------------------------------------------------------------------------------

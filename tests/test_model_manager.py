@@ -9,11 +9,10 @@ import torch
 
 from modules.devices import MemoryPolicy, MemoryPreset
 from modules.models.errors import CheckpointNotFoundError, CorruptCheckpointError, ModelError
-from modules.models.hashing import HashCache
-from modules.models.manager import ModelManager, Task
-from modules.models.registry import CheckpointRegistry
+from modules.models.manager import Task
 from modules.paths import DataPaths
 from modules.tiny_model import build_tiny_pipeline, write_diffusers
+from tests.helpers import make_manager
 
 
 @pytest.fixture
@@ -21,12 +20,6 @@ def paths(tmp_path):
     data = DataPaths.create(tmp_path)
     data.ensure()
     return data
-
-
-def make_manager(paths: DataPaths) -> ModelManager:
-    registry = CheckpointRegistry(paths.checkpoint_dirs, HashCache(paths.cache_file))
-    registry.refresh()
-    return ModelManager(registry, MemoryPolicy.cpu(), paths.configs_dir)
 
 
 def test_no_checkpoint_says_where_to_put_one(paths):

@@ -12,31 +12,7 @@ from safetensors.torch import save_file
 from modules.networks.lora import NetworkKind, load_network, parse_network
 from modules.networks.patcher import NetworkUse, build_module_index, map_network, patched_weights
 from modules.tiny_model import build_tiny_pipeline
-
-UNET_LINEAR = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"  # weight (64, 32)
-UNET_CONV = "down_blocks.0.resnets.0.conv1"  # weight (32, 32, 3, 3)
-TE_LINEAR = "encoder.layers.0.self_attn.q_proj"  # weight (32, 32)
-RANK = 4
-
-
-def kohya(name: str) -> str:
-    return "lora_unet_" + name.replace(".", "_")
-
-
-def random(*shape: int, seed: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 0.5
-
-
-def kohya_lora(seed: int = 0) -> dict[str, torch.Tensor]:
-    te = "lora_te_text_model_" + TE_LINEAR.replace(".", "_")
-    return {
-        f"{kohya(UNET_LINEAR)}.lora_down.weight": random(RANK, 32, seed=seed),
-        f"{kohya(UNET_LINEAR)}.lora_up.weight": random(64, RANK, seed=seed + 1),
-        f"{kohya(UNET_LINEAR)}.alpha": torch.tensor(2.0),
-        f"{te}.lora_down.weight": random(RANK, 32, seed=seed + 2),
-        f"{te}.lora_up.weight": random(32, RANK, seed=seed + 3),
-        f"{te}.alpha": torch.tensor(4.0),
-    }
+from tests.helpers import RANK, TE_LINEAR, UNET_CONV, UNET_LINEAR, kohya, kohya_lora, random
 
 
 def peft_lora() -> dict[str, torch.Tensor]:

@@ -10,11 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from modules.backends.diffusers_backend import DiffusersBackend
-from modules.devices import MemoryPolicy
 from modules.models.hashing import HashCache
 from modules.models.ldm_keys import convert_vae
-from modules.models.manager import ModelManager
-from modules.models.registry import CheckpointRegistry
+from modules.models.service import ModelService
 from modules.networks.registry import addnet_hash
 from modules.networks.service import build_networks
 from modules.options import Options
@@ -23,21 +21,11 @@ from modules.processing.infotext import parse_infotext
 from modules.processing.processing import ProcessingContext, process
 from modules.processing.requests import Txt2ImgRequest
 from modules.tiny_model import build_tiny_pipeline, write_diffusers
-from tests.test_networks_lora import kohya_lora
+from tests.helpers import kohya_lora, make_manager, tiny_request
 
 
 def txt2img(**fields) -> Txt2ImgRequest:
-    base = {
-        "prompt": "a red fox",
-        "negative_prompt": "",
-        "steps": 2,
-        "width": 64,
-        "height": 64,
-        "seed": 7,
-        "sampler_name": "Euler",
-        "save_images": False,
-    }
-    return Txt2ImgRequest(**{**base, **fields})
+    return tiny_request(**{"negative_prompt": "", "steps": 2, "seed": 7, **fields})
 
 
 @pytest.fixture(scope="module")
@@ -52,19 +40,11 @@ def setup(tmp_path_factory):
     save_file({"emb_params": torch.randn(2, 768)}, str(paths.embeddings_dir / "bigneg.safetensors"))
     other_vae = build_tiny_pipeline(seed=11).vae
     save_file(convert_vae(other_vae.state_dict(), other_vae.config), str(paths.vae_dir / "other-vae.safetensors"))
-    cache = HashCache(paths.cache_file)
-    registry = CheckpointRegistry(paths.checkpoint_dirs, cache)
-    registry.refresh()
     options = Options()
-    networks = build_networks(paths, argparse.Namespace(), cache, lambda: options.sd_vae)
-    context = ProcessingContext(
-        model_manager=ModelManager(registry, MemoryPolicy.cpu(), paths.configs_dir),
-        backend=DiffusersBackend(),
-        options=options,
-        paths=paths,
-        networks=networks,
-    )
-    return context, paths
+    networks = build_networks(paths, argparse.Namespace(), HashCache(paths.cache_file), lambda: options.sd_vae)
+    models = ModelService(make_manager(paths), networks)
+    context = ProcessingContext(models=models, backend=DiffusersBackend(), options=options, paths=paths)
+    return context, networks, paths
 
 
 def run(context, **fields):
@@ -73,7 +53,7 @@ def run(context, **fields):
 
 
 def test_lora_tag_changes_image_and_is_removed_after(setup):
-    context, paths = setup
+    context, _networks, paths = setup
     baseline, _ = run(context)
     with_lora, result = run(context, prompt="a red fox <lora:foxy:1>")
     assert np.abs(with_lora - baseline).max() > 0
@@ -87,35 +67,35 @@ def test_lora_tag_changes_image_and_is_removed_after(setup):
 
 
 def test_subfolder_lora_and_missing_lora_note(setup):
-    context, _ = setup
+    context, _networks, _ = setup
     _, result = run(context, prompt="a red fox <lora:other:0.5> <lora:nope:1>")
     assert any("LoRA not found: nope" in note for note in result.notes)
     assert "other:" in parse_infotext(result.infotexts[0])["Lora hashes"]
 
 
 def test_embedding_in_negative_prompt_with_weight(setup):
-    context, _ = setup
+    context, networks, _ = setup
     baseline, _ = run(context, negative_prompt="ugly")
     changed, result = run(context, negative_prompt="ugly, (tinyneg:1.2)")
     plain, _ = run(context, negative_prompt="ugly, (tinyneg:1.2)")
     assert np.array_equal(changed, plain)
     assert "TI hashes" in parse_infotext(result.infotexts[0])
-    model = context.model_manager.current
-    state = context.networks._state(model)
+    model = context.models.current
+    state = networks._state(model)
     assert "tinyneg" in state.embeddings
     assert np.abs(changed - baseline).max() > 0
 
 
 def test_incompatible_embedding_is_listed_as_skipped(setup):
-    context, _ = setup
+    context, networks, _ = setup
     _, result = run(context, prompt="a fox, bigneg")
     assert any("bigneg skipped" in note and "768" in note for note in result.notes)
-    loaded, skipped = context.networks.embeddings_status(context.model_manager.current)
+    loaded, skipped = networks.embeddings_status(context.models.current)
     assert "tinyneg" in loaded and "bigneg" in skipped
 
 
 def test_vae_choice_and_automatic_sidecar(setup):
-    context, paths = setup
+    context, _networks, paths = setup
     builtin, _ = run(context)
     context.options.sd_vae = "other-vae.safetensors"
     try:

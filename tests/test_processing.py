@@ -8,48 +8,13 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
+from modules.backends.diffusers_backend.schedulers import build_scheduler
 from modules.processing.infotext import parse_infotext, read_infotext
 from modules.processing.inputs import outpaint_request
-from modules.processing.job import JobControl
 from modules.processing.processing import ProcessingError, process
-from modules.processing.requests import Img2ImgRequest, MaskedContent, Txt2ImgRequest
-from modules.samplers import build_scheduler
-
-
-def txt2img(**fields) -> Txt2ImgRequest:
-    base = {
-        "prompt": "a red fox",
-        "negative_prompt": "blurry",
-        "steps": 3,
-        "width": 64,
-        "height": 64,
-        "seed": 1234,
-        "sampler_name": "Euler",
-        "save_images": False,
-    }
-    return Txt2ImgRequest(**{**base, **fields})
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
-class StopAtStep(JobControl):
-    """A real job control whose interrupt (or skip) fires from the step callback at a chosen step."""
-
-    def __init__(self, step: int, action: str = "interrupt") -> None:
-        super().__init__(preview_every_n_steps=0)
-        self.stop_step = step
-        self.action = action
-        self.steps_seen: list[int] = []
-        self.fired = False
-
-    def step_done(self, step, preview=None) -> None:
-        super().step_done(step, preview)
-        self.steps_seen.append(step)
-        if step == self.stop_step and not self.fired:
-            self.fired = True
-            getattr(self, self.action)()
+from modules.processing.requests import Img2ImgRequest, MaskedContent
+from tests.helpers import StopAtStep, pixels
+from tests.helpers import tiny_request as txt2img
 
 
 def test_same_request_and_seed_give_identical_files(context, tmp_path):
@@ -128,7 +93,7 @@ def test_infotext_is_saved_in_png_and_parses_back(context):
     assert parsed["Steps"] == "3" and parsed["Sampler"] == "DPM++ 2M" and parsed["CFG scale"] == "7.5"
     assert parsed["Seed"] == "1234" and parsed["Size-1"] == "64" and parsed["Size-2"] == "64"
     assert parsed["Clip skip"] == "2"
-    assert parsed["Model hash"] == context.model_manager.current.short_hash
+    assert parsed["Model hash"] == context.models.current.short_hash
     assert parsed["Schedule type"] == "Automatic"  # Karras is DPM++ 2M's default, written as A1111 does
     assert saved.size == (64, 64)
     assert result.saved_paths[0].name.endswith("-1234.png")
@@ -261,7 +226,7 @@ def test_outpaint_grows_the_canvas(context):
 
 
 def test_inpainting_checkpoint_is_used_as_such(inpaint_context):
-    model = inpaint_context.model_manager.get()
+    model = inpaint_context.models.ensure_loaded()
     assert model.is_inpainting
     text = process(txt2img(steps=2), inpaint_context).images[0]
     assert text.size == (64, 64)
@@ -279,3 +244,21 @@ def test_inpainting_checkpoint_is_used_as_such(inpaint_context):
         inpaint_context,
     )
     assert latent.images[0].size == (64, 64)
+
+
+def test_saving_settings_name_the_files_of_a_job(context):
+    """The filename and directory patterns get the run's values (seed, sampler, model, prompt before styles)."""
+    options = context.options
+    options.samples_filename_pattern = "[seed]-[sampler]-[model_name]-[prompt_no_styles]"
+    options.directories_filename_pattern = "[model_name]"
+    options.save_txt = True
+    try:
+        result = process(txt2img(save_images=True, seed=5, batch_size=2), context)
+    finally:
+        options.samples_filename_pattern = ""
+        options.directories_filename_pattern = "[date]"
+        options.save_txt = False
+    first, second = result.saved_paths
+    assert first.parent.name == "tiny" and first.name.endswith("-5-Euler-tiny-a red fox.png")
+    assert second.name.endswith("-6-Euler-tiny-a red fox.png")
+    assert first.with_suffix(".txt").read_text(encoding="utf-8") == result.infotexts[0] + "\n"  # A1111 adds a newline

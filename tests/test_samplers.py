@@ -1,4 +1,5 @@
-"""The sampler table: every sampler and schedule type runs on the tiny model; names resolve as in A1111."""
+"""The sampler catalogue and the diffusers backend's samplers: every sampler and schedule type it offers runs on the
+tiny model; names resolve as in A1111."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from modules import samplers
-from modules.samplers import SamplerError, build_scheduler, find_sampler, infotext_schedule, resolve
+from modules.backends.diffusers_backend import schedulers
+from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
+from modules.models.manager import pipeline_view
+from modules.samplers import SamplerError, find_sampler, infotext_schedule, resolve
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-COMBINATIONS = [(spec.name, schedule) for spec in samplers.SAMPLERS for schedule in spec.schedules]
+COMBINATIONS = [(name, schedule) for name, spec in schedulers.SAMPLERS.items() for schedule in spec.schedules]
 STOCHASTIC = ("Euler a", "DPM2 a", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 3M SDE", "LCM")
 
 
@@ -48,10 +52,9 @@ def generate(
     output_type: str = "np",
     guidance_scale: float = 5.0,
 ) -> np.ndarray:
-    """One 64x64 image (or its latents) on a from_pipe copy, so the session pipeline keeps its scheduler."""
-    pipeline = type(tiny_pipeline).from_pipe(tiny_pipeline)
-    pipeline.scheduler = build_scheduler(pipeline.scheduler.config, sampler, schedule, noise_seed=seed)
-    pipeline.set_progress_bar_config(disable=True)
+    """One 64x64 image (or its latents) on a pipeline view, so the session pipeline keeps its scheduler."""
+    scheduler = build_scheduler(tiny_pipeline.scheduler.config, sampler, schedule, noise_seed=seed)
+    pipeline = pipeline_view(tiny_pipeline, scheduler=scheduler)
     positive, negative = prompt_embeds
     output = pipeline(
         prompt_embeds=positive,
@@ -85,7 +88,7 @@ def test_session_pipeline_scheduler_is_untouched(tiny_pipeline, prompt_embeds) -
 def test_samplers_give_distinct_images(tiny_pipeline, prompt_embeds) -> None:
     # 5 steps: with fewer, the multistep SDE solvers (2M SDE, 2M SDE Heun, 3M SDE) all fall back to the
     # same low orders and legitimately agree.
-    images = {name: generate(tiny_pipeline, prompt_embeds, name, steps=5) for name in samplers.sampler_names()}
+    images = {name: generate(tiny_pipeline, prompt_embeds, name, steps=5) for name in samplers.sampler_names(SUPPORT)}
     names = list(images)
     for image in images.values():
         assert image.shape == (64, 64, 3)
@@ -118,7 +121,7 @@ def test_build_returns_a_new_scheduler_and_leaves_the_config_alone() -> None:
     assert first.config.use_karras_sigmas is True
 
 
-@pytest.mark.parametrize("sampler", samplers.sampler_names())
+@pytest.mark.parametrize("sampler", samplers.sampler_names(SUPPORT))
 def test_v_prediction_is_kept(sampler: str) -> None:
     config = read_scheduler_config("sd2-v")
     assert config["prediction_type"] == "v_prediction"
@@ -130,14 +133,24 @@ def test_epsilon_is_the_default_prediction() -> None:
     assert build_scheduler(read_scheduler_config("sd15"), "Euler").config.prediction_type == "epsilon"
 
 
-@pytest.mark.parametrize("spec", samplers.SAMPLERS, ids=lambda spec: spec.name)
-def test_table_options_are_real_scheduler_arguments(spec: samplers.SamplerSpec) -> None:
+@pytest.mark.parametrize("spec", schedulers.SAMPLERS.values(), ids=lambda spec: spec.name)
+def test_table_options_are_real_scheduler_arguments(spec: schedulers.DiffusersSampler) -> None:
     """An option the class does not take would be dropped by from_config: the table must not have one."""
     parameters = inspect.signature(spec.scheduler_class.__init__).parameters
     for options in (spec.options, *spec.schedule_options.values()):
         assert set(options) <= set(parameters), spec.name
-    assert spec.default_schedule in spec.schedule_options
+    assert find_sampler(spec.name).default_schedule in spec.schedule_options
     assert spec.schedules[0] == "Automatic"
+
+
+def test_catalogue_names_every_a1111_sampler_and_schedule_type() -> None:
+    a1111 = {info.name for info in samplers.SAMPLERS if info.a1111}
+    assert len(a1111) == 20 and {"DPM fast", "DPM adaptive", "Restart", "DDIM CFG++", "LCM"} <= a1111
+    assert samplers.SCHEDULE_TYPES[1:] == (
+        "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal",
+        "Align Your Steps", "Simple", "Normal", "DDIM", "Beta",
+    )  # fmt: skip
+    assert set(SUPPORT) <= {info.name for info in samplers.SAMPLERS}
 
 
 # --- schedules against A1111's own formulas (k-diffusion get_sigmas, get_sigmas_karras, sgm_uniform) ---
@@ -263,8 +276,9 @@ def test_unknown_sampler_names_the_valid_ones() -> None:
     with pytest.raises(SamplerError, match="Unknown sampler 'Euler b'") as error:
         resolve("Euler b")
     assert "Euler a" in str(error.value) and "DPM++ 2M SDE" in str(error.value)
-    with pytest.raises(SamplerError):
-        build_scheduler(read_scheduler_config("sd15"), "DDIM CFG++")
+    with pytest.raises(SamplerError, match="Unknown sampler 'DDIM CFG\\+\\+'"):
+        build_scheduler(read_scheduler_config("sd15"), "DDIM CFG++")  # in the catalogue, not in this backend
+    assert resolve("DDIM CFG++")[0].name == "DDIM CFG++"
 
 
 def test_unsupported_schedule_is_an_error() -> None:
@@ -272,9 +286,10 @@ def test_unsupported_schedule_is_an_error() -> None:
         build_scheduler(read_scheduler_config("sd15"), "Euler a", "Karras")
     assert isinstance(error.value, ValueError)
     with pytest.raises(SamplerError, match="cannot use schedule type 'Uniform'"):
-        resolve("DPM++ 2M", "Uniform")
-    with pytest.raises(SamplerError, match="not offered"):
-        resolve("Euler", "KL Optimal")
+        resolve("DPM++ 2M", "Uniform", SUPPORT)
+    with pytest.raises(SamplerError, match="cannot use schedule type 'KL Optimal'"):
+        resolve("Euler", "KL Optimal", SUPPORT)
+    assert resolve("Euler", "kl_optimal")[1] == "KL Optimal"  # the catalogue knows every A1111 type
     with pytest.raises(SamplerError, match="Unknown schedule type"):
         resolve("Euler", "Wobbly")
     with pytest.raises(SamplerError, match="conflicts"):
@@ -282,16 +297,19 @@ def test_unsupported_schedule_is_an_error() -> None:
 
 
 def test_schedule_types_for_lists_only_what_runs() -> None:
-    assert samplers.schedule_types_for("k_euler_a") == ["Automatic", "Uniform", "SGM Uniform"]
-    assert samplers.schedule_types_for("DDIM") == ["Automatic", "Uniform"]
+    assert samplers.schedule_types_for("k_euler_a", SUPPORT) == ["Automatic", "Uniform", "SGM Uniform"]
+    assert samplers.schedule_types_for("DDIM", SUPPORT) == ["Automatic", "Uniform"]
+    assert samplers.schedule_types_for("Euler", SUPPORT) == [
+        "Automatic", "Uniform", "Karras", "Exponential", "SGM Uniform", "Beta"
+    ]  # fmt: skip
+    assert "Uniform" not in samplers.schedule_types_for("DPM++ 2M", SUPPORT)
     assert samplers.schedule_types_for("Euler") == list(samplers.SCHEDULE_TYPES)
-    assert "Uniform" not in samplers.schedule_types_for("DPM++ 2M")
 
 
 def test_names_and_aliases_are_unique() -> None:
     keys = [key for spec in samplers.SAMPLERS for key in {key.lower() for key in (spec.name, *spec.aliases)}]
     assert len(keys) == len(set(keys))
-    assert len(samplers.sampler_names()) >= 17
+    assert len(samplers.sampler_names(SUPPORT)) >= 17
 
 
 def test_zero_terminal_snr_needs_a_sampler_that_supports_it() -> None:

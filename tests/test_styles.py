@@ -22,6 +22,7 @@ from modules.prompts.styles import (
     clean_text,
     parse_styles,
 )
+from tests import helpers
 
 A1111_FILE = (
     "name,prompt,negative_prompt\r\n"
@@ -183,8 +184,7 @@ def styled_context(context, tmp_path: Path):
 
 
 def tiny_request(**fields) -> Txt2ImgRequest:
-    base = {"steps": 2, "width": 64, "height": 64, "seed": 77, "sampler_name": "Euler", "save_images": False}
-    return Txt2ImgRequest(**{**base, **fields})
+    return helpers.tiny_request(**{"prompt": "", "negative_prompt": "", "steps": 2, "seed": 77, **fields})
 
 
 def test_styles_reach_the_prompt_and_the_infotext(context, tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ def test_switch_checkpoint_saves_setting_and_survives_a_corrupt_file(tiny_applic
     assert failed.error.startswith("Could not load broken.safetensors:")
     assert "Traceback" not in failed.error
     assert failed.title == switched.title
-    assert tiny_application.model_manager.current.info.name == "tiny"
+    assert tiny_application.models.current.info.name == "tiny"
 
 
 def test_settings_apply_persists_and_rejects_bad_values(empty_application: Application) -> None:

@@ -33,14 +33,14 @@ def title_of(application: Application, name: str) -> str:
 
 
 def test_kept_choice_keeps_the_dropdown_value_not_the_loaded_model(application: Application) -> None:
-    application.service.run_task(lambda: application.model_manager.load("tiny2"))  # as an API override would
+    application.service.run_task(lambda: application.models.load("tiny2"))  # as the options route would
     assert kept_choice(application, "tiny") == title_of(application, "tiny")
     assert kept_choice(application, None) == title_of(application, "tiny2")
     assert kept_choice(application, "deleted-meanwhile") == title_of(application, "tiny2")
 
 
 def test_ui_request_with_the_top_bar_checkpoint_uses_it(application: Application) -> None:
-    application.service.run_task(lambda: application.model_manager.load("tiny2"))
+    application.service.run_task(lambda: application.models.load("tiny2"))
     values = {"checkpoint": "tiny", "prompt": "a fox", "width": 64, "height": 64, "steps": 2.0, "seed": 3}
     request = handlers.build_txt2img_request({**values, "sampler_name": "Euler", "save_images": False})
     assert request.checkpoint == "tiny"
@@ -48,7 +48,8 @@ def test_ui_request_with_the_top_bar_checkpoint_uses_it(application: Application
     result = updates[-1].result
     assert result is not None, updates[-1].error
     assert parse_infotext(result.infotexts[0])["Model"] == "tiny"
-    assert application.model_manager.current.info.name == "tiny"
+    # The job borrowed tiny and gave back the checkpoint that was loaded before it.
+    assert application.models.current.info.name == "tiny2"
     img2img = handlers.build_img2img_request({**values, "init_image": result.images[0]})
     assert img2img.checkpoint == "tiny"
     assert handlers.build_txt2img_request({"prompt": "x", "checkpoint": None}).checkpoint is None

@@ -12,8 +12,8 @@ from PIL import Image
 
 from modules.application import Application
 from modules.cmd_args import build_parser
-from modules.postprocess.extras import Extras
 from modules.postprocess.latent_upscale import LATENT_UPSCALE_MODES
+from modules.processing.extras import Extras
 from modules.processing.processing import process
 from modules.processing.requests import Txt2ImgRequest
 from modules.ui import handlers
@@ -49,21 +49,7 @@ HIRES_VALUES = {
     "hr_prompt": "",
     "hr_negative_prompt": "",
 }
-HIRES_REQUEST_FIELDS = (
-    "enable_hr",
-    "hr_upscaler",
-    "hr_second_pass_steps",
-    "denoising_strength",
-    "hr_scale",
-    "hr_resize_x",
-    "hr_resize_y",
-    "hr_checkpoint_name",
-    "hr_sampler_name",
-    "hr_scheduler",
-    "hr_prompt",
-    "hr_negative_prompt",
-    "restore_faces",
-)
+HIRES_REQUEST_FIELDS = (*handlers.HIRES_FIELDS, "restore_faces")
 
 
 def hires_fields(request: Txt2ImgRequest) -> dict:

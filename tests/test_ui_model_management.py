@@ -26,10 +26,10 @@ def test_table_lists_files_and_folders_with_architecture_hash_and_size(tmp_path:
         assert rows["file-model"][3] == "(on load)", "nothing is hashed just to list"
         assert rows["file-model"][2].endswith("MB")
         assert "No checkpoint is loaded" in loaded_status(application)
-        application.service.run_task(lambda: application.model_manager.load("file-model"))
+        application.service.run_task(lambda: application.models.load("file-model"))
         status = loaded_status(application)
         assert "Loaded file-model [" in status and " s; weights " in status and "on cpu" in status
-        weights = application.model_manager.current.weights_bytes
+        weights = application.models.current.weights_bytes
         assert weights == sum(
             tensor.numel() * tensor.element_size()
             for module in (tiny_pipeline.unet, tiny_pipeline.vae, tiny_pipeline.text_encoder)
@@ -37,10 +37,10 @@ def test_table_lists_files_and_folders_with_architecture_hash_and_size(tmp_path:
         )
         rows = {row[0]: row for row in checkpoint_table(application)}
         assert len(rows["file-model"][3]) == 10, "the hash shows once it was computed at load"
-        first = application.model_manager.current
+        first = application.models.current
         assert "Loaded file-model" in reload_checkpoint(application)
-        assert application.model_manager.current is not first, "reload reads the file again"
+        assert application.models.current is not first, "reload reads the file again"
         assert "No checkpoint is loaded" in unload_checkpoint(application)
-        assert application.model_manager.current is None
+        assert application.models.current is None
     finally:
         application.service.shutdown()

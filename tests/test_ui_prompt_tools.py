@@ -9,6 +9,7 @@ import pytest
 
 from modules.application import Application
 from modules.cmd_args import build_parser
+from modules.prompts.conditioning import prompt_encoder_of
 from modules.prompts.styles import PromptStyle, StyleDatabase
 from modules.ui import handlers, prompt_tools
 from modules.ui.app import SENT_FIELDS, create_ui, pasted_fields
@@ -47,13 +48,13 @@ def test_counter_uses_the_loaded_models_encoder(tmp_path: Path, tiny_pipeline) -
     write_diffusers(tiny_pipeline, tmp_path / "models" / "Stable-diffusion" / "tiny")
     application = Application.create(build_parser().parse_args(["--data-dir", str(tmp_path)]))
     try:
-        counter = TokenCounter(application.model_manager, TOKENIZER)
-        assert application.model_manager.current is None
+        counter = TokenCounter(application.models, TOKENIZER)
+        assert application.models.current is None
         without_model = counter.count("a (red:1.3) fox, BREAK sitting", 20)
-        application.model_manager.get("tiny")
-        model = application.model_manager.current
+        application.models.ensure_loaded("tiny")
+        model = application.models.current
         assert model is not None
-        assert counter.count("a (red:1.3) fox, BREAK sitting", 20) == model.prompt_encoder.count_tokens(
+        assert counter.count("a (red:1.3) fox, BREAK sitting", 20) == prompt_encoder_of(model).count_tokens(
             "a (red:1.3) fox, BREAK sitting", 20
         )
         assert without_model[1] == 150  # BREAK starts a second chunk

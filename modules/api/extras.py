@@ -25,7 +25,8 @@ from modules.api.models import (
     ExtrasSingleImageResponse,
 )
 from modules.application import Application
-from modules.postprocess.extras import (
+from modules.postprocess.upscalers import UpscalerNotFoundError, UpscalerUnsupportedError
+from modules.processing.extras import (
     NO_UPSCALER,
     Extras,
     ExtrasError,
@@ -36,7 +37,6 @@ from modules.postprocess.extras import (
     save_keywords,
     sources_from_images,
 )
-from modules.postprocess.upscalers import UpscalerNotFoundError, UpscalerUnsupportedError
 
 logger = logging.getLogger(__name__)
 

@@ -98,7 +98,7 @@ def embeddings(application: Application) -> EmbeddingsResponse:
     Runs as a queue task: checking an embedding registers it with the model's text encoder, which must not
     happen while a job uses the model."""
     networks = require_networks(application)
-    model = application.model_manager.current
+    model = application.models.current
     if model is None:
         return EmbeddingsResponse()
     loaded, skipped = application.service.run_task(lambda: networks.embeddings_status(model), kind="embeddings")

@@ -37,27 +37,22 @@ def job_timestamp(moment: datetime) -> str:
     return moment.strftime("%Y%m%d%H%M%S")
 
 
-def subseeds_of(subseed: int, count: int) -> list[int]:
-    return [subseed + index if subseed >= 0 else -1 for index in range(count)]
-
-
 def build_info(
     body: GenerationBody, translation: Translation, result: ProcessingResult, moment: datetime, with_grid: bool
 ) -> dict[str, Any]:
     request = translation.request
     parameters = result.parameters
-    count = len(result.images)
     infotexts = ([result.infotexts[0]] if with_grid else []) + list(result.infotexts)
     seeds = result.seeds or [request.seed]
     return {
         "prompt": request.prompt,
-        "all_prompts": [request.prompt] * count,
+        "all_prompts": list(result.prompts),
         "negative_prompt": request.negative_prompt,
-        "all_negative_prompts": [request.negative_prompt] * count,
+        "all_negative_prompts": list(result.negative_prompts),
         "seed": seeds[0],
         "all_seeds": list(result.seeds),
-        "subseed": body.subseed,
-        "all_subseeds": subseeds_of(body.subseed, count),
+        "subseed": result.subseeds[0] if result.subseeds else body.subseed,
+        "all_subseeds": list(result.subseeds),
         "subseed_strength": 0.0,
         "width": request.width,
         "height": request.height,
@@ -69,8 +64,8 @@ def build_info(
         "face_restoration_model": None,
         "sd_model_name": parameters.get("Model"),
         "sd_model_hash": parameters.get("Model hash"),
-        "sd_vae_name": None,
-        "sd_vae_hash": None,
+        "sd_vae_name": parameters.get("VAE"),
+        "sd_vae_hash": parameters.get("VAE hash"),
         "seed_resize_from_w": -1,
         "seed_resize_from_h": -1,
         "denoising_strength": getattr(request, "denoising_strength", None),

@@ -71,7 +71,11 @@ class GenerationRoutes:
     def translation_context(self) -> TranslationContext:
         application = self.application
         return TranslationContext(
-            application.options, application.registry, self.limits(), application.initial_checkpoint()
+            application.options,
+            application.registry,
+            self.limits(),
+            application.initial_checkpoint(),
+            application.backend.sampler_support(),
         )
 
     async def run_generation(
@@ -117,8 +121,8 @@ class GenerationRoutes:
         checkpoint = known.get("sd_model_checkpoint")
         if checkpoint:
             info = application.registry.find(str(checkpoint))
-            manager = application.model_manager
-            loaded = application.service.run_task(lambda: manager.load(info), kind="load-checkpoint")
+            models = application.models
+            loaded = application.service.run_task(lambda: models.load(info.title), kind="load-checkpoint")
             known["sd_model_checkpoint"] = loaded.info.title if loaded.info.sha256 else info.title
         application.update_options(**known)
 

@@ -43,7 +43,7 @@ from modules.api.models import (
 )
 from modules.application import Application
 from modules.models.registry import CheckpointInfo
-from modules.samplers import SAMPLERS, SCHEDULE_ALIASES, SCHEDULE_TYPES
+from modules.samplers import SCHEDULE_ALIASES, SCHEDULE_TYPES, find_sampler, sampler_names
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def memory() -> dict[str, Any]:
 
 def info_router(application: Application, auth: BasicAuth, limits: ImageLimitsSource) -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"], dependencies=[Depends(auth)])
-    service, manager, registry = application.service, application.model_manager, application.registry
+    service, models, registry = application.service, application.models, application.registry
     add_list_routes(router, application)
     add_refresh_routes(router, application)
 
@@ -127,7 +127,9 @@ def info_router(application: Application, auth: BasicAuth, limits: ImageLimitsSo
 
     @router.get("/samplers", response_model=list[SamplerItem])
     def samplers() -> list[SamplerItem]:
-        return [SamplerItem(name=spec.name, aliases=list(spec.aliases), options={}) for spec in SAMPLERS]
+        support = application.backend.sampler_support()
+        infos = [find_sampler(name) for name in sampler_names(support)]
+        return [SamplerItem(name=info.name, aliases=list(info.aliases), options={}) for info in infos]
 
     @router.get("/schedulers", response_model=list[SchedulerItem])
     def get_schedulers() -> list[SchedulerItem]:
@@ -143,14 +145,18 @@ def info_router(application: Application, auth: BasicAuth, limits: ImageLimitsSo
 
     @router.post("/unload-checkpoint")
     async def unload_checkpoint() -> None:
-        await asyncio.wrap_future(service.submit_task(manager.unload, kind="unload-checkpoint").future)
+        await asyncio.wrap_future(service.submit_task(models.unload, kind="unload-checkpoint").future)
 
     @router.post("/reload-checkpoint")
     async def reload_checkpoint() -> None:
-        wanted = manager.current.info if manager.current is not None else application.initial_checkpoint()
+        if models.current is not None:
+            await asyncio.wrap_future(service.submit_task(models.reload, kind="reload-checkpoint").future)
+            return
+        wanted = application.initial_checkpoint()
         if wanted is None:
             raise BadInputError("no checkpoint to load: put one into models/Stable-diffusion")
-        await asyncio.wrap_future(service.submit_task(lambda: manager.load(wanted), kind="load-checkpoint").future)
+        job = service.submit_task(lambda: models.ensure_loaded(wanted), kind="load-checkpoint")
+        await asyncio.wrap_future(job.future)
 
     extras = ExtrasRoutes(application)
 

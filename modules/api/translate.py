@@ -21,13 +21,11 @@ from modules.models.registry import CheckpointRegistry
 from modules.options import Options
 from modules.processing.infotext import infotext_to_request_fields, parse_infotext
 from modules.processing.requests import GenerationRequest, Img2ImgRequest, MaskedContent, ResizeMode, Txt2ImgRequest
-from modules.samplers import AUTOMATIC, SamplerError, resolve
+from modules.samplers import AUTOMATIC, SamplerError, SamplerSupport, resolve
 
 logger = logging.getLogger(__name__)
 
-# override_settings values that ask for nothing. sd_vae is neutral only when it equals the current "SD VAE"
-# setting (the generic rule below): the VAE is chosen per model, not per request, so another value is reported
-# as unsupported rather than applied to the shared model or the setting.
+# override_settings values that ask for nothing.
 NEUTRAL_OVERRIDES: Mapping[str, tuple[Any, ...]] = {
     "sd_vae": ("", None),
     "sd_model_checkpoint": ("", None),
@@ -64,6 +62,7 @@ class TranslationContext:
     registry: CheckpointRegistry
     limits: ImageLimits = field(default_factory=ImageLimits)
     default_checkpoint: str | None = None
+    support: SamplerSupport | None = None  # the active backend's samplers
 
     def checkpoint_for_request(self) -> str | None:
         """The setting's checkpoint (not whatever an earlier override left loaded); None when it is not found."""
@@ -100,6 +99,7 @@ PASSED_FIELDS: tuple[str, ...] = (
     "hr_prompt",
     "hr_negative_prompt",
     "hr_checkpoint_name",
+    "initial_noise_multiplier",
 )
 HIRES_PREFIX = "hr_"
 
@@ -151,21 +151,30 @@ def apply_infotext(body: GenerationBody) -> tuple[GenerationBody, dict[str, Any]
 
 
 def apply_overrides(
-    fields: dict[str, Any], overrides: Mapping[str, Any], options: Options, registry: CheckpointRegistry
+    fields: dict[str, Any],
+    overrides: Mapping[str, Any],
+    options: Options,
+    registry: CheckpointRegistry,
+    request_fields: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Map override_settings onto request fields; returns the keys that had no effect (unsupported)."""
     unsupported = []
+    request_fields = request_fields or {}
     for key, value in overrides.items():
         if key in NEUTRAL_OVERRIDES and value in NEUTRAL_OVERRIDES[key]:
             continue
         if key == "sd_model_checkpoint":
             fields["checkpoint"] = registry.find(str(value)).title  # CheckpointNotFoundError -> 404
+        elif key == "sd_vae":
+            fields["sd_vae"] = str(value)  # applied for this request's passes; the setting does not change
         elif key == "CLIP_stop_at_last_layers":
             fields["clip_skip"] = value
         elif key == "samples_save":
             fields["save_images"] = fields["save_images"] and bool(value)
         elif key == "grid_save":
             fields["save_grid"] = fields["save_grid"] and bool(value)
+        elif key == "initial_noise_multiplier" and key in request_fields:
+            fields[key] = value
         elif key in type(options).model_fields and options.model_dump().get(key) == value:
             continue  # the same value as the current setting: nothing to override
         else:
@@ -173,12 +182,13 @@ def apply_overrides(
     return unsupported
 
 
-def sampler_of(body: GenerationBody) -> tuple[str, str]:
-    """(sampler, schedule) as the client asked, checked now so that a bad name is a 400 before queueing."""
+def sampler_of(body: GenerationBody, support: SamplerSupport | None = None) -> tuple[str, str]:
+    """(sampler, schedule) as the client asked, checked now (against the backend's samplers) so that a bad name is a
+    400 before queueing."""
     name = body.sampler_name or body.sampler_index or "Euler"
     scheduler = body.scheduler or AUTOMATIC
     try:
-        resolve(name, scheduler)
+        resolve(name, scheduler, support)
     except SamplerError as error:
         raise BadInputError(str(error)) from error
     return name, scheduler
@@ -194,6 +204,7 @@ def common_fields(body: GenerationBody, options: Options) -> dict[str, Any]:
         "width": body.width,
         "height": body.height,
         "seed": body.seed,
+        "subseed": body.subseed,
         "batch_size": body.batch_size,
         "n_iter": body.n_iter,
         "clip_skip": options.CLIP_stop_at_last_layers,
@@ -206,7 +217,7 @@ def build_fields(
     body: GenerationBody, context: TranslationContext, request_class: type[GenerationRequest]
 ) -> tuple[dict[str, Any], list[str], str, str]:
     body, infotext_extra = apply_infotext(body)
-    sampler_name, scheduler = sampler_of(body)
+    sampler_name, scheduler = sampler_of(body, context.support)
     fields = common_fields(body, context.options)
     fields["checkpoint"] = context.checkpoint_for_request()
     fields.update(sampler_name=sampler_name, scheduler=scheduler, **passed_fields(body, request_class))
@@ -216,7 +227,7 @@ def build_fields(
     if "clip_skip" in infotext_extra:
         overrides.setdefault("CLIP_stop_at_last_layers", infotext_extra["clip_skip"])
     unsupported = unsupported_fields(body, request_class) + apply_overrides(
-        fields, overrides, context.options, context.registry
+        fields, overrides, context.options, context.registry, request_class.model_fields
     )
     fields["extra"] = {"unsupported_fields": unsupported} if unsupported else {}
     return fields, unsupported, sampler_name, scheduler

@@ -1,4 +1,4 @@
-"""Start-up of the model side: the ``--ckpt-cache`` size, the download manager, the default model at first start.
+"""Start-up of the model side: the download manager and the default model at first start.
 
 webui.py calls ``prepare_models(application)`` once the application exists (before the UI starts).
 """
@@ -32,8 +32,7 @@ def create_download_manager(application: Application, endpoint: str | None = Non
 def prepare_models(
     application: Application, downloads: DownloadManager | None = None, offline: bool | None = None
 ) -> DownloadManager:
-    """Apply ``--ckpt-cache`` and start the default model download in the background when it is needed."""
-    application.model_manager.set_cache_size(getattr(application.args, "ckpt_cache", 1))
+    """Start the default model download in the background when it is needed."""
     downloads = downloads or create_download_manager(application)
     threading.Thread(
         target=start_default_model, args=(application, downloads, offline), name="easel-default-model", daemon=True

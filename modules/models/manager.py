@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import threading
 import time
@@ -20,7 +21,6 @@ from modules.models.detection import ModelArchitecture, detect_architecture, rea
 from modules.models.errors import CheckpointNotFoundError, ModelError
 from modules.models.loader import load_pipeline
 from modules.models.registry import CheckpointInfo, CheckpointRegistry
-from modules.prompts.conditioning import PromptEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +41,10 @@ class LoadedModel:
     sha256: str
     scheduler_config: dict[str, Any]
     load_seconds: float
+    # Per-model state that upper layers keep with the model and that is freed with it (the prompt encoder
+    # and its cache, the networks' module index): keyed by the owning module's name.
+    attachments: dict[str, Any] = field(default_factory=dict, repr=False)
     _task_pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict, repr=False)
-    _prompt_encoder: PromptEncoder | None = field(default=None, repr=False)
-
-    @property
-    def prompt_encoder(self) -> PromptEncoder:
-        """The prompt encoder of this model (its cache is per model, shared by every task pipeline)."""
-        if self._prompt_encoder is None:
-            self._prompt_encoder = PromptEncoder.for_pipeline(self.pipeline, model_key=self.sha256)
-        return self._prompt_encoder
 
     @property
     def is_inpainting(self) -> bool:
@@ -87,6 +82,11 @@ class LoadedModel:
             self._task_pipelines[task] = pipeline
         return self._task_pipelines[task]
 
+    def pipeline_view(self, task: Task, **overrides: Any) -> DiffusionPipeline:
+        """A new pipeline object for one request over this model's components, with ``overrides`` (its own
+        scheduler, a wrapped UNet) in place: a request never changes the loaded model."""
+        return pipeline_view(self.pipeline_for(task), **overrides)
+
 
 class ModelManager:
     """Owns the loaded checkpoint. Switching frees the previous (or keeps it in the RAM cache, ``--ckpt-cache``);
@@ -103,6 +103,7 @@ class ModelManager:
         # --ckpt-cache N: the last N loaded checkpoints stay in CPU RAM (the current one included), LRU order.
         self.cache_size = max(int(cache_size), 1)
         self._ram_cache: OrderedDict[Path, LoadedModel] = OrderedDict()
+        self._pinned: set[Path] = set()  # parked for a scope that borrowed another checkpoint (never evicted)
         self.disk_loads = 0  # checkpoints read from disk (the cache's hits do not count)
 
     @property
@@ -130,20 +131,25 @@ class ModelManager:
     def registry_dirs_text(self) -> str:
         return ", ".join(str(folder) for folder in self.registry.dirs)
 
-    def load(self, checkpoint: CheckpointInfo | str) -> LoadedModel:
-        """Load a checkpoint, freeing the current one; on failure the current one stays usable."""
+    def load(self, checkpoint: CheckpointInfo | str, keep_previous: bool = False) -> LoadedModel:
+        """Load a checkpoint, freeing the current one; on failure the current one stays usable.
+
+        ``keep_previous`` keeps the current model in RAM (pinned, whatever the cache size) until it is loaded
+        again: a scope that borrows another checkpoint for one pass gives the previous one back cheaply."""
         with self._lock:
             info = self.registry.find(checkpoint) if isinstance(checkpoint, str) else checkpoint
             cached = self._ram_cache.pop(info.path, None)  # taken out first: parking the current cannot evict it
+            self._pinned.discard(info.path)
             if cached is None:
                 self._precheck(info)
             previous = self._current
-            self._park_current()
+            self._park_current(pin=keep_previous)
             try:
                 self._current = self._restore(cached) if cached else self._load_fresh(info)
             except ModelError:
                 if previous is not None:
                     logger.warning("load failed path=%s; reloading previous=%s", info.path, previous.info.name)
+                    self._pinned.discard(previous.info.path)
                     parked = self._ram_cache.pop(previous.info.path, None)
                     self._current = self._restore(parked) if parked else self._load_fresh(previous.info)
                 raise
@@ -160,13 +166,16 @@ class ModelManager:
         with self._lock:
             return [model.info.name for model in self._ram_cache.values()]
 
-    def _park_current(self) -> None:
-        """Put the current model into the RAM cache (moved off the accelerator), or free it when the cache is off."""
+    def _park_current(self, pin: bool = False) -> None:
+        """Put the current model into the RAM cache (moved off the accelerator), or free it when the cache is off
+        (a pinned model is kept whatever the cache size)."""
         if self._current is None:
             return
-        if self.cache_size <= 1:
+        if self.cache_size <= 1 and not pin:
             self.unload()
             return
+        if pin:
+            self._pinned.add(self._current.info.path)
         model, self._current = self._current, None
         if self.policy.has_accelerator and self.policy.preset is MemoryPreset.NONE:
             model.pipeline.to("cpu")
@@ -186,8 +195,11 @@ class ModelManager:
 
     def _evict_over_limit(self) -> None:
         evicted = False
-        while len(self._ram_cache) > self.cache_size - 1:
-            _, model = self._ram_cache.popitem(last=False)
+        while True:
+            unpinned = [path for path in self._ram_cache if path not in self._pinned]
+            if len(unpinned) <= self.cache_size - 1:
+                break
+            model = self._ram_cache.pop(unpinned[0])
             logger.info("model evicted from RAM cache name=%s", model.info.name)
             evicted = True
         if evicted:
@@ -233,6 +245,22 @@ class ModelManager:
             logger.info("model unloaded name=%s", self._current.info.name)
             self._current = None
             free_memory()
+
+
+def pipeline_view(pipeline: DiffusionPipeline, **overrides: Any) -> DiffusionPipeline:
+    """The same pipeline class over the same components, with ``overrides`` replacing some of them.
+
+    Written by hand because ``DiffusionPipeline.from_pipe`` casts every shared component to float32 (diffusers
+    0.42.1 calls ``to(dtype=float32)`` when no dtype is given), which would change a half-precision model."""
+    parameters = inspect.signature(type(pipeline).__init__).parameters
+    arguments = {name: value for name, value in pipeline.components.items() if name in parameters}
+    arguments.update(
+        {key: value for key, value in pipeline.config.items() if key in parameters and key not in arguments}
+    )
+    arguments.update(overrides)
+    view = type(pipeline)(**arguments)
+    view.set_progress_bar_config(disable=True)
+    return view
 
 
 def free_memory() -> None:

@@ -24,6 +24,7 @@ from modules.networks.lora import NetworkFile, NetworkFileError, load_network
 from modules.networks.patcher import ModuleTarget, NetworkUse, PatchReport, build_module_index, patched_weights
 from modules.networks.registry import NetworkEntry, NetworkRegistry
 from modules.networks.vae import AUTOMATIC, VaeChoice, VaeError, VaeSwitcher, resolve_vae
+from modules.prompts.conditioning import prompt_encoder_of
 from modules.prompts.parser import ExtraNetworkTag, extract_extra_networks
 
 logger = logging.getLogger(__name__)
@@ -101,11 +102,13 @@ class Networks:
         return state
 
     @contextmanager
-    def applied(self, model: Any, prompts: Sequence[str], negative_prompts: Sequence[str]) -> Iterator[AppliedNetworks]:
-        """VAE, embeddings and LoRA tags of a job; the LoRA deltas are removed on exit."""
+    def applied(
+        self, model: Any, prompts: Sequence[str], negative_prompts: Sequence[str], vae: str | None = None
+    ) -> Iterator[AppliedNetworks]:
+        """VAE (``vae``, else the setting), embeddings and LoRA tags of one pass; LoRA deltas are removed on exit."""
         with self._lock:
             applied = AppliedNetworks()
-            self.apply_vae(model, applied)
+            self.apply_vae(model, applied, vae)
             self.prepare_embeddings(model, [*prompts, *negative_prompts], applied)
             _, tags = extract_extra_networks(prompts[0] if prompts else "")
             uses = self._lora_uses(tags, applied)
@@ -115,9 +118,9 @@ class Networks:
             state = self._state(model)
             if state.index is None:
                 state.index = build_module_index(
-                    model.pipeline.unet, [p.text_encoder for p in model.prompt_encoder.parts]
+                    model.pipeline.unet, [p.text_encoder for p in prompt_encoder_of(model).parts]
                 )
-            encoder = model.prompt_encoder
+            encoder = prompt_encoder_of(model)
             base_key = encoder.model_key
             with patched_weights([use for use, _ in uses], state.index) as report:
                 if report.text_encoder_changed:
@@ -185,19 +188,27 @@ class Networks:
         self._files.move_to_end(key)
         return found
 
-    def vae_choice(self, model: Any) -> VaeChoice:
+    def vae_choice(self, model: Any, setting: str | None = None) -> VaeChoice:
+        """``--vae-path``, else ``setting`` (a request's), else the SD VAE setting."""
         if self.vae_path is not None:
             return VaeChoice(self.vae_path)
         files = {entry.file_name: entry.path for entry in self.registry.entries("vae")}
         files.update({entry.name: entry.path for entry in self.registry.entries("vae")})
-        return resolve_vae(self.vae_setting() or AUTOMATIC, model.info.path, files)
+        return resolve_vae(setting or self.vae_setting() or AUTOMATIC, model.info.path, files)
 
-    def apply_vae(self, model: Any, applied: AppliedNetworks) -> None:
+    def use_checkpoint_vae(self, model: Any) -> None:
+        """Put the checkpoint's own VAE weights back (before saving the model)."""
+        vae = getattr(model.pipeline, "vae", None)
+        if vae is not None:
+            with self._lock:
+                self.vae_switcher.apply(vae, VaeChoice(None))
+
+    def apply_vae(self, model: Any, applied: AppliedNetworks, setting: str | None = None) -> None:
         vae = getattr(model.pipeline, "vae", None)
         if vae is None:
             return
         try:
-            choice = self.vae_choice(model)
+            choice = self.vae_choice(model, setting)
             self.vae_switcher.apply(vae, choice)
         except VaeError as error:
             applied.notes.append(f"{error}; using the checkpoint's own VAE")
@@ -215,7 +226,7 @@ class Networks:
         if not lowered.strip():
             return
         state = self._state(model)
-        encoder = model.prompt_encoder
+        encoder = prompt_encoder_of(model)
         fresh: list[Embedding] = []
         used: list[tuple[str, NetworkEntry]] = []
         for entry in self.registry.entries("embedding"):

@@ -44,15 +44,6 @@ class Postprocessor:
             tile_overlap=self.options.ESRGAN_tile_overlap,
         )
 
-    def upscale_by(self, image: Image.Image, upscaler: str, scale: float) -> Image.Image:
-        return self.upscalers.upscale(
-            image,
-            upscaler,
-            scale=scale,
-            tile_size=self.options.ESRGAN_tile,
-            tile_overlap=self.options.ESRGAN_tile_overlap,
-        )
-
     def face_restorer(self, name: str) -> FaceRestorer:
         if name not in FACE_RESTORERS:
             raise ValueError(f"unknown face restorer {name!r}; choose {' or '.join(FACE_RESTORERS)}")

@@ -1,4 +1,6 @@
-"""A1111's hires fix: first pass at the base size, upscale (latent or image), second pass as img2img."""
+"""A1111's hires fix: first pass at the base size, upscale (latent or image), second pass as img2img.
+
+The passes themselves run in ``processing`` (each in its own model scope); this module plans them."""
 
 from __future__ import annotations
 
@@ -9,12 +11,11 @@ from collections.abc import Callable
 import torch
 from PIL import Image
 
-from modules.backends.base import Backend, GenerationPlan
-from modules.models.manager import LoadedModel, Task
+from modules.backends.base import GenerationPlan
+from modules.models.manager import Task
 from modules.postprocess.latent_upscale import is_latent_mode, upscale_latents
-from modules.processing.job import JobControl
 from modules.processing.requests import Txt2ImgRequest
-from modules.samplers import infotext_schedule, resolve
+from modules.samplers import SamplerSupport, infotext_schedule, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +32,17 @@ class HiresPass:
     sampler_name: str
     schedule_type: str
     upscaler: str
+    checkpoint: str | None = None  # the second pass's checkpoint (None: the first pass's)
 
     @property
     def latent(self) -> bool:
         return is_latent_mode(self.upscaler)
 
 
-def plan_hires(request: Txt2ImgRequest, sampler_name: str) -> HiresPass:
+def plan_hires(request: Txt2ImgRequest, sampler_name: str, support: SamplerSupport | None = None) -> HiresPass:
     width, height = request.hires_size()
     hires_sampler, hires_schedule = resolve(
-        request.hr_sampler_name or sampler_name, request.hr_scheduler or request.scheduler
+        request.hr_sampler_name or sampler_name, request.hr_scheduler or request.scheduler, support
     )
     return HiresPass(
         width=width,
@@ -49,49 +51,37 @@ def plan_hires(request: Txt2ImgRequest, sampler_name: str) -> HiresPass:
         sampler_name=hires_sampler.name,
         schedule_type=hires_schedule,
         upscaler=request.hr_upscaler,
+        checkpoint=request.hr_checkpoint_name or request.checkpoint,
     )
 
 
-def second_pass_steps(steps: int, denoising_strength: float) -> int:
-    """A1111 runs exactly ``steps`` steps of img2img: ask diffusers for steps / strength in total."""
-    return int(steps / min(denoising_strength, 0.999))
-
-
-def run_hires(
-    backend: Backend,
-    base_model: LoadedModel,
-    get_hires_model: Callable[[], LoadedModel],
-    request: Txt2ImgRequest,
+def second_pass_plan(
     first_plan: GenerationPlan,
     hires: HiresPass,
-    control: JobControl,
-    upscale_image: ImageUpscaler | None,
-) -> list[Image.Image]:
-    """Both passes for one batch. Interrupt (or skip) during the first pass keeps the first pass's images."""
-    first = backend.generate(base_model, dataclasses.replace(first_plan, output_latents=hires.latent), control)
-    if control.interrupted or control.skipped:
-        return backend.decode(base_model, first) if hires.latent else first
-    init = upscale_first_pass(first, hires, upscale_image)
-    if request.denoising_strength == 0:
-        return backend.decode(base_model, init) if hires.latent else init
-    count = first_plan.batch_size
-    second_plan = dataclasses.replace(
+    prompts: list[str],
+    negative_prompts: list[str],
+    denoising_strength: float,
+    init: list[Image.Image] | torch.Tensor,
+) -> GenerationPlan:
+    """A1111's hires pass: img2img of the upscaled first pass that runs exactly ``hires.steps`` steps at the
+    denoising strength (its schedule has int(steps / strength) levels), with prompt schedules spanning both."""
+    return dataclasses.replace(
         first_plan,
         task=Task.IMG2IMG,
-        prompts=[request.hr_prompt or request.prompt] * count,
-        negative_prompts=[request.hr_negative_prompt or request.negative_prompt] * count,
-        steps=second_pass_steps(hires.steps, request.denoising_strength),
+        prompts=prompts,
+        negative_prompts=negative_prompts,
+        steps=hires.steps,
         width=hires.width,
         height=hires.height,
         sampler_name=hires.sampler_name,
         schedule_type=hires.schedule_type,
         init_image=init,
-        denoising_strength=request.denoising_strength,
+        denoising_strength=denoising_strength,
         output_latents=False,
         hires_base_steps=first_plan.steps,
+        exact_steps=True,
+        noise_multiplier=1.0,
     )
-    control.begin_image(control.snapshot().job_no, control.snapshot().job_count, second_plan.steps)
-    return backend.generate(get_hires_model(), second_plan, control)
 
 
 def upscale_first_pass(

@@ -203,42 +203,6 @@ def mask_for_overlay(mask: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
 
 
-def crop_region_for_mask(mask: Image.Image, padding: int = 0) -> Box | None:
-    """The box (left, top, right, bottom) around the masked pixels, grown by ``padding``; None if nothing is masked."""
-    box = mask.convert("L").getbbox()
-    if box is None:
-        return None
-    left, top, right, bottom = box
-    return (
-        max(left - padding, 0),
-        max(top - padding, 0),
-        min(right + padding, mask.width),
-        min(bottom + padding, mask.height),
-    )
-
-
-def grow_span(start: int, end: int, wanted: int, limit: int) -> tuple[int, int]:
-    """Grow [start, end) to ``wanted`` length around its centre, shifted to stay inside [0, limit)."""
-    extra = max(wanted - (end - start), 0)
-    start, end = start - extra // 2, end + extra - extra // 2
-    if end > limit:
-        start, end = start - (end - limit), limit
-    if start < 0:
-        start, end = 0, min(end - start, limit)
-    return start, end
-
-
-def expand_region_to_ratio(box: Box, width: int, height: int, image_width: int, image_height: int) -> Box:
-    """Grow a crop box so its aspect ratio is width:height, staying inside the image ("only masked" inpainting)."""
-    left, top, right, bottom = box
-    target_ratio = width / height
-    if (right - left) / (bottom - top) > target_ratio:
-        top, bottom = grow_span(top, bottom, int((right - left) / target_ratio), image_height)
-    else:
-        left, right = grow_span(left, right, int((bottom - top) * target_ratio), image_width)
-    return left, top, right, bottom
-
-
 # --- filling and compositing --------------------------------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ import math
 import re
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -157,70 +156,6 @@ def create_infotext(prompt: str, negative_prompt: str, parameters: Mapping[str, 
     ]
     negative_line = f"\n{NEGATIVE_PROMPT_PREFIX} {negative_prompt}" if negative_prompt else ""
     return f"{prompt}{negative_line}\n{', '.join(pairs)}".strip()
-
-
-@dataclass(frozen=True)
-class GenerationParameters:
-    """Typed fields of an infotext; ``as_mapping`` gives the mapping ``create_infotext`` takes."""
-
-    steps: int
-    sampler_name: str
-    cfg_scale: float
-    seed: int
-    width: int
-    height: int
-    scheduler: str | None = None
-    image_cfg_scale: float | None = None
-    face_restoration: str | None = None
-    model_hash: str | None = None
-    model_name: str | None = None
-    vae_hash: str | None = None
-    vae_name: str | None = None
-    subseed: int | None = None
-    subseed_strength: float = 0.0
-    seed_resize_from: tuple[int, int] | None = None
-    denoising_strength: float | None = None
-    conditional_mask_weight: float | None = None
-    clip_skip: int = 1
-    eta_noise_seed_delta: int = 0
-    token_merging_ratio: float = 0.0
-    init_image_hash: str | None = None
-    rng: str = "GPU"
-    tiling: bool = False
-    extra: Mapping[str, object] = field(default_factory=dict)
-    version: str | None = None
-
-    def as_mapping(self) -> dict[str, object]:
-        resize_from = self.seed_resize_from
-        has_variation = self.subseed_strength != 0
-        mapping: dict[str, object | None] = {
-            "Steps": self.steps,
-            "Sampler": self.sampler_name,
-            "Schedule type": self.scheduler,
-            "CFG scale": format_number(self.cfg_scale),
-            "Image CFG scale": format_number(self.image_cfg_scale),
-            "Seed": self.seed,
-            "Face restoration": self.face_restoration,
-            "Size": f"{self.width}x{self.height}",
-            "Model hash": self.model_hash,
-            "Model": self.model_name,
-            "VAE hash": self.vae_hash,
-            "VAE": self.vae_name,
-            "Variation seed": self.subseed if has_variation else None,
-            "Variation seed strength": format_number(self.subseed_strength) if has_variation else None,
-            "Seed resize from": None if not resize_from or min(resize_from) <= 0 else "x".join(map(str, resize_from)),
-            "Denoising strength": format_number(self.denoising_strength),
-            "Conditional mask weight": format_number(self.conditional_mask_weight),
-            "Clip skip": self.clip_skip if self.clip_skip > 1 else None,
-            "ENSD": self.eta_noise_seed_delta or None,
-            "Token merging ratio": format_number(self.token_merging_ratio) if self.token_merging_ratio else None,
-            "Init image hash": self.init_image_hash,
-            "RNG": self.rng if self.rng != "GPU" else None,
-            "Tiling": "True" if self.tiling else None,
-        }
-        mapping.update(self.extra)
-        mapping["Version"] = self.version
-        return {key: value for key, value in mapping.items() if value is not None}
 
 
 def format_number(value: float | None) -> float | int | None:

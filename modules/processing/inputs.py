@@ -8,7 +8,7 @@ from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
 
 from modules.processing import images
-from modules.processing.requests import GenerationRequest, Img2ImgRequest, MaskedContent, ResizeMode
+from modules.processing.requests import Img2ImgRequest, MaskedContent, ResizeMode
 
 
 @dataclass
@@ -26,9 +26,8 @@ class PreparedInputs:
     notes: list[str] = field(default_factory=list)
 
 
-def prepare_inputs(request: GenerationRequest) -> PreparedInputs:
-    if not isinstance(request, Img2ImgRequest):
-        return PreparedInputs()
+def prepare_img2img_inputs(request: Img2ImgRequest) -> PreparedInputs:
+    """img2img / inpaint inputs: the image (and mask, blurred, inverted, cropped) at the generation size."""
     init, conversion_notes = images.to_rgb(request.init_image)
     notes = list(conversion_notes)
     if request.mask is None:

@@ -1,36 +1,45 @@
-"""One request -> images + infotext. Stages: model, sampler, seeds, inputs, generate, finish, save."""
+"""One request -> images + infotext. Stages: start the run, per batch (model scope, backend, finish), save."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import random
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from modules.backends.base import Backend, BackendError, GenerationPlan
-from modules.models.manager import LoadedModel, ModelManager, Task
-from modules.networks.service import AppliedNetworks, Networks
+from modules.models.manager import Task
+from modules.models.service import ModelScope, ModelService, NetworkRequest
 from modules.options import Options
 from modules.paths import DataPaths
 from modules.postprocess.service import Postprocessor
 from modules.processing import infotext as infotext_module
 from modules.processing import saving
-from modules.processing.hires import HiresPass, hires_infotext, plan_hires, run_hires
-from modules.processing.inputs import PreparedInputs, finish_images, prepare_inputs
+from modules.processing.filenames import FilenameValues
+from modules.processing.hires import (
+    HiresPass,
+    ImageUpscaler,
+    hires_infotext,
+    plan_hires,
+    second_pass_plan,
+    upscale_first_pass,
+)
+from modules.processing.inputs import finish_images
 from modules.processing.job import JobControl
-from modules.processing.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
+from modules.processing.requests import GenerationRequest
+from modules.processing.run import GenerationRun, ProcessingResult, resolve_seeds
 from modules.prompts.styles import StyleDatabase, StyleError
 from modules.samplers import SamplerError, infotext_schedule, resolve
 
 logger = logging.getLogger(__name__)
 
 VERSION = "Easel 0.1.0"
-MAX_RANDOM_SEED = 4294967294
+
+__all__ = ["ProcessingContext", "ProcessingError", "ProcessingResult", "process"]
 
 
 class ProcessingError(Exception):
@@ -41,177 +50,161 @@ class ProcessingError(Exception):
 class ProcessingContext:
     """What processing needs from the application: passed down, never global."""
 
-    model_manager: ModelManager
+    models: ModelService
     backend: Backend
     options: Options
     paths: DataPaths
     postprocessor: Postprocessor | None = None
-    networks: Networks | None = None  # LoRA / embeddings / VAE choice (modules/networks)
-
-
-@dataclass
-class ProcessingResult:
-    images: list[Image.Image] = field(default_factory=list)
-    infotexts: list[str] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-    saved_paths: list[Path] = field(default_factory=list)
-    grid: Image.Image | None = None
-    grid_path: Path | None = None
-    interrupted: bool = False
-    notes: list[str] = field(default_factory=list)
-    parameters: dict[str, object] = field(default_factory=dict)
-
-
-def resolve_seeds(seed: int, count: int) -> list[int]:
-    """A1111: -1 draws a random seed; image i of the job uses seed + i."""
-    first = random.randrange(MAX_RANDOM_SEED) if seed == -1 else seed
-    return [first + index for index in range(count)]
-
-
-def task_of(request: GenerationRequest) -> Task:
-    if isinstance(request, Img2ImgRequest):
-        return Task.INPAINT if request.is_inpaint else Task.IMG2IMG
-    return Task.TXT2IMG
 
 
 def process(
-    request: Txt2ImgRequest | Img2ImgRequest, context: ProcessingContext, control: JobControl | None = None
+    request: GenerationRequest, context: ProcessingContext, control: JobControl | None = None, user: str | None = None
 ) -> ProcessingResult:
     """Run a whole request (batch count x batch size) and save what the options say."""
+    run = start_run(request, context, control)
+    run.user = user or None
+    with context.models.use(run.request.checkpoint):  # a per-request checkpoint is given back after the job
+        for iteration in range(run.n_iter):
+            if run.control.interrupted:
+                break
+            run.iteration = iteration
+            images = generate_batch(run, context)
+            run.control.clear_skip()
+            images = restore_faces_if_asked(run, context, finish_images(images, run.inputs))
+            keep_images(run, context, images)
+    finish_run(run, context)
+    logger.info(
+        "job done task=%s images=%d interrupted=%s", run.task.value, len(run.result.images), run.control.interrupted
+    )
+    return run.result
+
+
+def start_run(request: GenerationRequest, context: ProcessingContext, control: JobControl | None) -> GenerationRun:
+    """Resolve everything once: styles, sampler and schedule, hires plan, inputs, every image's prompts and seeds."""
+    original = request
     request = apply_styles(request, context)
-    control = control or JobControl(preview_every_n_steps=context.options.show_progress_every_n_steps)
-    model = context.model_manager.get(request.checkpoint)
+    options = context.options
+    support = context.backend.sampler_support()
     try:
-        sampler, schedule = resolve(request.sampler_name, request.scheduler)
-        hires = plan_hires(request, sampler.name) if is_hires(request) else None
+        sampler, schedule = resolve(request.sampler_name, request.scheduler, support)
+        hires = plan_hires(request, sampler.name, support) if request.hires_enabled else None
     except SamplerError as error:
         raise ProcessingError(str(error)) from error
     check_hires_upscaler(context, hires)
-    task = task_of(request)
-    inputs = prepare_inputs(request)
-    emphasis = context.options.emphasis
-    seeds = resolve_seeds(request.seed, request.n_iter * request.batch_size)
-    result = ProcessingResult(notes=list(inputs.notes))
-    for iteration in range(request.n_iter):
-        if control.interrupted:
-            break
-        batch_seeds = seeds[iteration * request.batch_size : (iteration + 1) * request.batch_size]
-        control.begin_image(iteration, request.n_iter, request.steps)
-        plan = make_plan(request, task, inputs, batch_seeds, sampler.name, schedule, emphasis)
-        if hires is not None:
-            model = context.model_manager.get(model.info.name)
-        with networks_applied(context, model, plan) as networks:
-            images = generate_batch(context, model, request, plan, hires, control)
-        result.notes.extend(note for note in networks.notes if note not in result.notes)
-        control.clear_skip()
-        images = restore_faces_if_asked(request, context, finish_images(images, inputs))
-        infotext_of = partial(
-            build_infotext,
-            request,
-            model,
-            sampler.name,
-            infotext_schedule(sampler, schedule),
-            hires=hires,
-            face_restorer=face_restorer_name(request, context),
-            emphasis=emphasis,
-            extra_parameters=networks.infotext,
-        )
-        keep_images(request, context, task, result, images, batch_seeds, infotext_of)
-    if hires is not None and request.hr_checkpoint_name:
-        context.model_manager.get(model.info.name)
-    result.interrupted = control.interrupted
-    save_grid_if_wanted(request, context, task, result)
-    if result.infotexts:
-        saving.write_params_txt(context.paths.params_file, result.infotexts[0])
-    result.parameters = infotext_module.parse_infotext(result.infotexts[0]) if result.infotexts else {}
-    logger.info("job done task=%s images=%d interrupted=%s", task.value, len(result.images), result.interrupted)
-    return result
+    inputs = request.prepare_inputs()
+    count = request.n_iter * request.batch_size
+    run = GenerationRun(
+        request=request,
+        control=control or JobControl(preview_every_n_steps=options.show_progress_every_n_steps),
+        sampler=sampler,
+        schedule_type=schedule,
+        inputs=inputs,
+        all_prompts=[request.prompt] * count,
+        all_negative_prompts=[request.negative_prompt] * count,
+        all_seeds=resolve_seeds(request.seed, count),
+        all_subseeds=resolve_seeds(request.subseed, count),
+        hires=hires,
+        emphasis=options.emphasis,
+        notes=list(inputs.notes),
+        prompt_no_styles=original.prompt,
+        styles=tuple(original.styles),
+        job_timestamp=datetime.now().strftime("%Y%m%d%H%M%S"),
+    )
+    if hires is not None:
+        hires_request = run.hires_request
+        run.all_hr_prompts = [hires_request.hr_prompt or request.prompt] * count
+        run.all_hr_negative_prompts = [hires_request.hr_negative_prompt or request.negative_prompt] * count
+    # A1111's img2img settings: the noise multiplier (infotext "Noise multiplier") and exact steps.
+    run.noise_multiplier = request.noise_multiplier(options.initial_noise_multiplier)
+    if run.noise_multiplier != 1.0:
+        run.extra_generation_params["Noise multiplier"] = run.noise_multiplier
+    run.exact_img2img_steps = options.img2img_fix_steps
+    return run
 
 
-def apply_styles(
-    request: Txt2ImgRequest | Img2ImgRequest, context: ProcessingContext
-) -> Txt2ImgRequest | Img2ImgRequest:
-    """A1111: the chosen styles go into the prompts first, so the infotext holds the final prompts (pasting it
-    back finds the styles again); hires prompts that are set get them too. An unknown style is an error."""
+def apply_styles(request: GenerationRequest, context: ProcessingContext) -> GenerationRequest:
+    """The chosen styles go into the prompts (hires prompts too); an unknown style is an error."""
     if not request.styles:
         return request
     try:
-        styles = StyleDatabase.load(context.paths.styles_file)
-        update = {
-            "prompt": styles.apply_styles_to_prompt(request.prompt, request.styles),
-            "negative_prompt": styles.apply_negative_styles_to_prompt(request.negative_prompt, request.styles),
-            "styles": [],
-        }
-        if isinstance(request, Txt2ImgRequest) and request.hr_prompt:
-            update["hr_prompt"] = styles.apply_styles_to_prompt(request.hr_prompt, request.styles)
-        if isinstance(request, Txt2ImgRequest) and request.hr_negative_prompt:
-            update["hr_negative_prompt"] = styles.apply_negative_styles_to_prompt(
-                request.hr_negative_prompt, request.styles
-            )
+        styled = request.with_styles(StyleDatabase.load(context.paths.styles_file))
     except StyleError as error:
         raise ProcessingError(str(error)) from error
     logger.info("styles applied styles=%s", ",".join(request.styles))
-    return request.model_copy(update=update)
+    return styled
 
 
-def networks_applied(
-    context: ProcessingContext, model: LoadedModel, plan: GenerationPlan
-) -> AbstractContextManager[AppliedNetworks]:
-    """VAE, embeddings and the prompt's LoRA tags for one batch; LoRA deltas are removed on exit."""
-    if context.networks is None:
-        return nullcontext(AppliedNetworks())
-    return context.networks.applied(model, plan.prompts, plan.negative_prompts)
-
-
-def generate_batch(
-    context: ProcessingContext,
-    model: LoadedModel,
-    request: GenerationRequest,
-    plan: GenerationPlan,
-    hires: HiresPass | None,
-    control: JobControl,
-) -> list[Image.Image]:
-    """One batch through the backend (both passes with hires fix); backend refusals become user messages."""
+def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image.Image]:
+    """One batch: the first pass in its model scope, then the hires pass (when asked) in its own."""
+    plan = run.plan(run.iteration)
+    networks = NetworkRequest(plan.prompts, plan.negative_prompts, run.request.sd_vae)
+    hires = run.hires
     try:
-        if hires is None:
-            return context.backend.generate(model, plan, control)
-        return run_hires(
-            context.backend,
-            model,
-            partial(hires_model, context, request, model),
-            request,
-            plan,
-            hires,
-            control,
-            hires_upscaler(context),
-        )
+        with context.models.use(run.request.checkpoint, networks) as scope:
+            record_scope(run, scope, first_pass=True)
+            if hires is None:
+                return run_pass(run, context, scope, plan)
+            first = run_pass(run, context, scope, dataclasses.replace(plan, output_latents=hires.latent))
+            if run.control.interrupted or run.control.skipped:  # the first pass's images are kept
+                return decoded(context, scope, first)
+            init = upscale_first_pass(first, hires, hires_upscaler(context))
+            if run.hires_request.denoising_strength == 0:
+                return decoded(context, scope, init)
+        return run_hires_pass(run, context, plan, init)
     except BackendError as error:
         raise ProcessingError(str(error)) from error
 
 
-def is_hires(request: GenerationRequest) -> bool:
-    return isinstance(request, Txt2ImgRequest) and request.enable_hr
+def decoded(
+    context: ProcessingContext, scope: ModelScope, images: list[Image.Image] | torch.Tensor
+) -> list[Image.Image]:
+    """Images as they are, or latents decoded with the scope's model."""
+    return images if isinstance(images, list) else context.backend.decode(scope.model, images)
 
 
-def hires_model(context: ProcessingContext, request: Txt2ImgRequest, model: LoadedModel) -> LoadedModel:
-    """The second pass's model: the hires checkpoint when one is chosen (loaded in place of the first)."""
-    return context.model_manager.get(request.hr_checkpoint_name) if request.hr_checkpoint_name else model
+def run_pass(
+    run: GenerationRun, context: ProcessingContext, scope: ModelScope, plan: GenerationPlan
+) -> list[Image.Image] | torch.Tensor:
+    """One backend call, with the progress total of the steps the backend will really run."""
+    control = run.control
+    control.begin_image(run.iteration, run.n_iter, context.backend.steps_run(plan))
+    return context.backend.generate(scope.model, plan, control)
 
 
-def hires_upscaler(context: ProcessingContext):
+def run_hires_pass(
+    run: GenerationRun, context: ProcessingContext, first_plan: GenerationPlan, init: list[Image.Image] | torch.Tensor
+) -> list[Image.Image]:
+    """The second pass, in a scope of its own: the hires checkpoint (when one is chosen) with the same networks."""
+    hires = run.hires
+    assert hires is not None
+    batch = run.batch_slice(run.iteration)
+    prompts, negatives = run.all_hr_prompts[batch], run.all_hr_negative_prompts[batch]
+    plan = second_pass_plan(first_plan, hires, prompts, negatives, run.hires_request.denoising_strength, init)
+    with context.models.use(hires.checkpoint, NetworkRequest(prompts, negatives, run.request.sd_vae)) as scope:
+        record_scope(run, scope, first_pass=False)
+        return run_pass(run, context, scope, plan)
+
+
+def record_scope(run: GenerationRun, scope: ModelScope, first_pass: bool) -> None:
+    """What a pass's scope reports goes into the run: notes, network infotext keys, the first pass's model."""
+    run.note(*scope.notes)
+    if first_pass:
+        run.model = scope.model
+        run.extra_generation_params.update(scope.infotext)
+
+
+def hires_upscaler(context: ProcessingContext) -> ImageUpscaler | None:
     return context.postprocessor.upscale if context.postprocessor is not None else None
 
 
-def face_restorer_name(request: GenerationRequest, context: ProcessingContext) -> str | None:
-    if not request.restore_faces:
-        return None
-    return context.options.face_restoration_model
+def face_restorer_name(run: GenerationRun, context: ProcessingContext) -> str | None:
+    return context.options.face_restoration_model if run.request.restore_faces else None
 
 
 def restore_faces_if_asked(
-    request: GenerationRequest, context: ProcessingContext, images: list[Image.Image]
+    run: GenerationRun, context: ProcessingContext, images: list[Image.Image]
 ) -> list[Image.Image]:
-    if not request.restore_faces:
+    if not run.request.restore_faces:
         return images
     if context.postprocessor is None:
         raise ProcessingError("face restoration is not available in this set-up")
@@ -235,122 +228,127 @@ def check_hires_upscaler(context: ProcessingContext, hires: HiresPass | None) ->
         raise ProcessingError(f"hires upscaler {hires.upscaler!r} cannot be used: {info.reason}")
 
 
-def keep_images(
-    request: GenerationRequest,
-    context: ProcessingContext,
-    task: Task,
-    result: ProcessingResult,
-    images: list[Image.Image],
-    seeds: list[int],
-    infotext_of: Callable[[int], str],
-) -> None:
-    """Record each image with its infotext, and save it when the request and the options say so."""
-    for image, seed in zip(images, seeds, strict=True):
-        text = infotext_of(seed)
+def keep_images(run: GenerationRun, context: ProcessingContext, images: list[Image.Image]) -> None:
+    """Record each image of the batch with its infotext, and save it when the request and the options say so."""
+    batch = run.batch_slice(run.iteration)
+    result = run.result
+    for offset, image in enumerate(images):
+        index = batch.start + offset
+        text = build_infotext(run, context, index)
         result.images.append(image)
         result.infotexts.append(text)
-        result.seeds.append(seed)
-        if request.save_images and context.options.samples_save:
+        result.seeds.append(run.all_seeds[index])
+        result.subseeds.append(run.all_subseeds[index])
+        result.prompts.append(run.all_prompts[index])
+        result.negative_prompts.append(run.all_negative_prompts[index])
+        if run.request.save_images and context.options.samples_save:
+            values = replace(filename_values(run, index), batch_index=offset, iteration=run.iteration)
             result.saved_paths.append(
                 saving.save_image(
                     image,
-                    output_folder(context, task, grid=False),
-                    seed,
+                    output_folder(context, run, grid=False),
+                    run.all_seeds[index],
                     text,
                     file_format=context.options.samples_format,
-                    date_subfolder=context.options.save_to_dirs,
+                    values=values,
+                    settings=saving.SavingSettings.from_options(context.options),
                 )
             )
 
 
-def make_plan(
-    request: GenerationRequest,
-    task: Task,
-    inputs: PreparedInputs,
-    seeds: list[int],
-    sampler_name: str,
-    schedule: str,
-    emphasis: str = "Original",
-) -> GenerationPlan:
-    count = len(seeds)
-    return GenerationPlan(
-        task=task,
-        prompts=[request.prompt] * count,
-        negative_prompts=[request.negative_prompt] * count,
-        seeds=seeds,
+def filename_values(run: GenerationRun, index: int) -> FilenameValues:
+    """What the file and folder name patterns may use, for image ``index`` of the job."""
+    request, model = run.request, run.model
+    return FilenameValues(
+        seed=run.all_seeds[index],
+        prompt=run.all_prompts[index],
+        negative_prompt=run.all_negative_prompts[index],
+        prompt_no_styles=run.prompt_no_styles,
+        styles=run.styles,
+        all_seeds=tuple(run.all_seeds),
         steps=request.steps,
         cfg_scale=request.cfg_scale,
-        width=inputs.width or request.width,
-        height=inputs.height or request.height,
-        sampler_name=sampler_name,
-        schedule_type=schedule,
+        width=request.width,
+        height=request.height,
+        sampler=run.sampler.name,
+        scheduler=run.schedule_type,
+        model_name=model.info.name if model is not None else None,
+        model_hash=model.short_hash if model is not None else None,
         clip_skip=request.clip_skip,
-        init_image=inputs.init_image,
-        mask=inputs.mask,
-        denoising_strength=request.denoising_strength if isinstance(request, Img2ImgRequest) else 1.0,
-        masked_content=inputs.masked_content,
-        emphasis=emphasis,
+        denoising_strength=request.infotext_parameters().get("Denoising strength"),  # type: ignore[arg-type]
+        job_timestamp=run.job_timestamp,
+        batch_size=request.batch_size,
+        n_iter=request.n_iter,
+        user=run.user,
+        vae_name=str(run.extra_generation_params["VAE"]) if "VAE" in run.extra_generation_params else None,
     )
 
 
-def build_infotext(
-    request: GenerationRequest,
-    model: LoadedModel,
-    sampler: str,
-    schedule: str,
-    seed: int,
-    hires: HiresPass | None = None,
-    face_restorer: str | None = None,
-    emphasis: str = "Original",
-    extra_parameters: Mapping[str, object] | None = None,
-) -> str:
+def build_infotext(run: GenerationRun, context: ProcessingContext, index: int) -> str:
+    """A1111's infotext of image ``index`` of the job."""
+    request = run.request
+    model = run.model
     parameters: dict[str, object] = {
         "Steps": request.steps,
-        "Sampler": sampler,
-        "Schedule type": schedule,
+        "Sampler": run.sampler.name,
+        "Schedule type": infotext_schedule(run.sampler, run.schedule_type),
         "CFG scale": request.cfg_scale,
-        "Seed": seed,
-        "Face restoration": face_restorer,
+        "Seed": run.all_seeds[index],
+        "Face restoration": face_restorer_name(run, context),
         "Size": f"{request.width}x{request.height}",
-        "Model hash": model.short_hash,
-        "Model": model.info.name.rsplit("/", 1)[-1],
+        "Model hash": model.short_hash if model is not None else None,
+        "Model": model.info.name.rsplit("/", 1)[-1] if model is not None else None,
     }
-    if isinstance(request, Img2ImgRequest):
-        parameters["Denoising strength"] = request.denoising_strength
-        if request.is_inpaint:
-            parameters["Mask blur"] = request.mask_blur
-    if hires is not None and isinstance(request, Txt2ImgRequest):
-        parameters["Denoising strength"] = request.denoising_strength
+    parameters.update(request.infotext_parameters())
     if request.clip_skip > 1:
         parameters["Clip skip"] = request.clip_skip
-    if hires is not None and isinstance(request, Txt2ImgRequest):
-        parameters.update(hires_infotext(request, hires, sampler))
-    if emphasis != "Original":
-        parameters["Emphasis"] = emphasis
-    parameters.update(extra_parameters or {})
+    if run.hires is not None:
+        parameters.update(hires_infotext(run.hires_request, run.hires, run.sampler.name))
+    if run.emphasis != "Original":
+        parameters["Emphasis"] = run.emphasis
+    parameters.update(run.extra_generation_params)
     parameters["Version"] = VERSION
-    return infotext_module.create_infotext(request.prompt, request.negative_prompt, parameters)
+    return infotext_module.create_infotext(run.all_prompts[index], run.all_negative_prompts[index], parameters)
 
 
-def output_folder(context: ProcessingContext, task: Task, grid: bool) -> Path:
+def output_folder(context: ProcessingContext, run: GenerationRun, grid: bool) -> Path:
     options = context.options
+    txt2img = run.task is Task.TXT2IMG
     if grid:
-        relative = options.outdir_txt2img_grids if task is Task.TXT2IMG else options.outdir_img2img_grids
+        relative = options.outdir_txt2img_grids if txt2img else options.outdir_img2img_grids
     elif options.outdir_samples:
         relative = options.outdir_samples
     else:
-        relative = options.outdir_txt2img_samples if task is Task.TXT2IMG else options.outdir_img2img_samples
+        relative = options.outdir_txt2img_samples if txt2img else options.outdir_img2img_samples
     return context.paths.data_dir / relative
 
 
-def save_grid_if_wanted(
-    request: GenerationRequest, context: ProcessingContext, task: Task, result: ProcessingResult
-) -> None:
-    if len(result.images) < 2 or not (context.options.return_grid or context.options.grid_save):
+def finish_run(run: GenerationRun, context: ProcessingContext) -> None:
+    """After the batches: notes, the grid, params.txt and the parsed parameters of the first image."""
+    result = run.result
+    result.interrupted = run.control.interrupted
+    result.notes = list(run.notes)
+    save_grid_if_wanted(run, context)
+    if result.infotexts:
+        saving.write_params_txt(context.paths.params_file, result.infotexts[0])
+    result.parameters = infotext_module.parse_infotext(result.infotexts[0]) if result.infotexts else {}
+
+
+def save_grid_if_wanted(run: GenerationRun, context: ProcessingContext) -> None:
+    """A1111: a grid of a batch is made when the options return or save one and the request does not forbid it
+    (the API's ``do_not_save_grid``, which is ``not save_images`` there): then no grid is returned either."""
+    result = run.result
+    options = context.options
+    if len(result.images) < 2 or not run.request.save_grid or not (options.return_grid or options.grid_save):
         return
     result.grid = saving.make_grid(result.images)
-    if request.save_grid and context.options.grid_save:
-        folder = output_folder(context, task, grid=True)
+    if options.grid_save:
+        folder = output_folder(context, run, grid=True)
         result.grid_path = saving.save_grid(
-            result.grid, folder, result.infotexts[0], date_subfolder=context.options.save_to_dirs
+            result.grid,
+            folder,
+            result.infotexts[0],
+            file_format=options.grid_format,
+            values=filename_values(run, 0),
+            settings=saving.SavingSettings.from_options(options),
         )

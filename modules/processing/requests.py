@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from modules.backends.base import MaskedContent
+from modules.models.manager import Task
 from modules.prompts.parser import AND_SEPARATOR
+
+if TYPE_CHECKING:
+    from modules.processing.inputs import PreparedInputs
+    from modules.prompts.styles import StyleDatabase
+
+__all__ = ["MaskedContent"]  # re-exported: A1111's inpainting_fill is a request field
 
 MAX_SIDE = 4096
 # Per-request caps (issue 20: a LAN-shared server must not let one request hold it for hours). Each is well above
@@ -61,15 +69,6 @@ class ResizeMode(IntEnum):
     RESIZE_AND_FILL = 2
 
 
-class MaskedContent(IntEnum):
-    """A1111's ``inpainting_fill`` values."""
-
-    FILL = 0
-    ORIGINAL = 1
-    LATENT_NOISE = 2
-    LATENT_NOTHING = 3
-
-
 class GenerationRequest(BaseModel):
     """Parameters shared by every task. Per-request overrides live here, never in global options."""
 
@@ -85,10 +84,14 @@ class GenerationRequest(BaseModel):
     width: int = Field(512, ge=64, le=MAX_SIDE)
     height: int = Field(512, ge=64, le=MAX_SIDE)
     seed: int = Field(-1, ge=-1, le=2**32 - 1)
+    subseed: int = Field(
+        -1, ge=-1, le=2**32 - 1, description="Variation seed (resolved and reported; no variation strength yet)"
+    )
     batch_size: int = Field(1, ge=1, le=64)
     n_iter: int = Field(1, ge=1, le=1000, description="Batch count")
     clip_skip: int = Field(1, ge=1, le=12)
     checkpoint: str | None = Field(None, description="Checkpoint title for this request only")
+    sd_vae: str | None = Field(None, description="SD VAE for this request only (Automatic, None or a file name)")
     restore_faces: bool = Field(False, description="Run the face restorer chosen in settings on each image")
     save_images: bool = True
     save_grid: bool = True
@@ -100,6 +103,48 @@ class GenerationRequest(BaseModel):
         if value % 8:
             raise ValueError(f"must be a multiple of 8 (got {value}); try {value - value % 8}")
         return value
+
+    @property
+    def task(self) -> Task:
+        return Task.TXT2IMG
+
+    @property
+    def hires_enabled(self) -> bool:
+        """Whether a hires second pass follows the first one."""
+        return False
+
+    @property
+    def first_pass_strength(self) -> float:
+        """The denoising strength of the first pass (1.0: from pure noise)."""
+        return 1.0
+
+    def with_styles(self, styles: StyleDatabase) -> GenerationRequest:
+        """A1111: the chosen styles go into the prompts first, so the infotext holds the final prompts (pasting it
+        back finds the styles again). Raises StyleError for an unknown style."""
+        if not self.styles:
+            return self
+        return self.model_copy(update=self._styled_fields(styles))
+
+    def _styled_fields(self, styles: StyleDatabase) -> dict[str, Any]:
+        return {
+            "prompt": styles.apply_styles_to_prompt(self.prompt, self.styles),
+            "negative_prompt": styles.apply_negative_styles_to_prompt(self.negative_prompt, self.styles),
+            "styles": [],
+        }
+
+    def prepare_inputs(self) -> PreparedInputs:
+        """The init image and mask at the generation size (none for txt2img)."""
+        from modules.processing.inputs import PreparedInputs  # inputs reads request types: imported here
+
+        return PreparedInputs()
+
+    def infotext_parameters(self) -> dict[str, object]:
+        """The infotext keys of this request type (A1111's names), besides the common ones."""
+        return {}
+
+    def noise_multiplier(self, setting: float) -> float:
+        """A1111's img2img noise multiplier (``initial_noise_multiplier``); txt2img adds no noise to an image."""
+        return 1.0
 
     @field_validator("prompt", "negative_prompt")
     @classmethod
@@ -138,6 +183,22 @@ class Txt2ImgRequest(GenerationRequest):
     hr_prompt: str = Field("", description="Hires prompt (empty: same prompt)")
     hr_negative_prompt: str = Field("", description="Hires negative prompt (empty: same)")
     hr_checkpoint_name: str | None = Field(None, description="Hires checkpoint (None: same)")
+
+    @property
+    def hires_enabled(self) -> bool:
+        return self.enable_hr
+
+    def _styled_fields(self, styles: StyleDatabase) -> dict[str, Any]:
+        """Hires prompts that are set get the styles too."""
+        fields = super()._styled_fields(styles)
+        if self.hr_prompt:
+            fields["hr_prompt"] = styles.apply_styles_to_prompt(self.hr_prompt, self.styles)
+        if self.hr_negative_prompt:
+            fields["hr_negative_prompt"] = styles.apply_negative_styles_to_prompt(self.hr_negative_prompt, self.styles)
+        return fields
+
+    def infotext_parameters(self) -> dict[str, object]:
+        return {"Denoising strength": self.denoising_strength} if self.enable_hr else {}
 
     @field_validator("hr_prompt", "hr_negative_prompt")
     @classmethod
@@ -187,7 +248,32 @@ class Img2ImgRequest(GenerationRequest):
     inpaint_full_res: bool = Field(False, description="Inpaint area: only masked")
     inpaint_full_res_padding: int = Field(32, ge=0, le=256)
     inpainting_mask_invert: bool = False
+    initial_noise_multiplier: float | None = Field(
+        None, ge=0.0, le=1.5, description="Scales the noise added to the init image (None: the setting)"
+    )
 
     @property
     def is_inpaint(self) -> bool:
         return self.mask is not None
+
+    @property
+    def task(self) -> Task:
+        return Task.INPAINT if self.is_inpaint else Task.IMG2IMG
+
+    @property
+    def first_pass_strength(self) -> float:
+        return self.denoising_strength
+
+    def prepare_inputs(self) -> PreparedInputs:
+        from modules.processing.inputs import prepare_img2img_inputs  # inputs reads request types: imported here
+
+        return prepare_img2img_inputs(self)
+
+    def noise_multiplier(self, setting: float) -> float:
+        return setting if self.initial_noise_multiplier is None else self.initial_noise_multiplier
+
+    def infotext_parameters(self) -> dict[str, object]:
+        parameters: dict[str, object] = {"Denoising strength": self.denoising_strength}
+        if self.is_inpaint:
+            parameters["Mask blur"] = self.mask_blur
+        return parameters

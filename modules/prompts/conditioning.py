@@ -361,24 +361,14 @@ def _pad_rows(hidden: torch.Tensor, chunk_count: int) -> torch.Tensor:
     return torch.cat([hidden, hidden[:, -1:].repeat(1, missing, 1)], dim=1)
 
 
-def pad_to_same_length(
-    first: PromptEmbedding, second: PromptEmbedding, encoder: PromptEncoder, clip_skip: int = 1
-) -> tuple[PromptEmbedding, PromptEmbedding]:
-    """Pad the shorter of two embeddings (e.g. prompt and negative) with encoded empty chunks."""
-    target = max(first.chunk_count, second.chunk_count)
-    return encoder.pad_to_chunks(first, target, clip_skip), encoder.pad_to_chunks(second, target, clip_skip)
+ENCODER_ATTACHMENT = "prompt_encoder"
 
 
-def combine_composable_predictions(
-    uncond: torch.Tensor, conds: Sequence[torch.Tensor], weights: Sequence[float], guidance_scale: float
-) -> torch.Tensor:
-    """A1111's composable diffusion (AND): ``uncond + scale * sum(weight_i * (cond_i - uncond))``.
-
-    With one part of weight 1 this is ordinary classifier-free guidance.
-    """
-    if len(conds) != len(weights) or not conds:
-        raise ValueError(f"need as many weights as conditional predictions, got {len(conds)} and {len(weights)}")
-    combined = uncond.clone()
-    for cond, weight in zip(conds, weights, strict=True):
-        combined += (cond - uncond) * (weight * guidance_scale)
-    return combined
+def prompt_encoder_of(model: Any) -> PromptEncoder:
+    """The prompt encoder of a loaded model, made on first use and kept with the model (its cache is per model,
+    shared by every task pipeline); ``model`` is a ``LoadedModel`` (its ``attachments`` hold the encoder)."""
+    encoder = model.attachments.get(ENCODER_ATTACHMENT)
+    if encoder is None:
+        encoder = PromptEncoder.for_pipeline(model.pipeline, model_key=model.sha256)
+        encoder = model.attachments.setdefault(ENCODER_ATTACHMENT, encoder)
+    return encoder

@@ -4,7 +4,7 @@ diffusers' only hook inside the denoising loop is ``callback_on_step_end``; SD a
 accept ``prompt_embeds`` (and SDXL ``add_text_embeds``) back from it. With classifier-free guidance
 the pipeline has already concatenated ``[negative..., positive...]`` on the batch axis, so the
 callback returns that layout. Composable diffusion (AND) needs one noise prediction per part, which
-no diffusers pipeline call does: see ``conditioning.combine_composable_predictions``.
+no diffusers pipeline call does: the diffusers backend wraps the UNet for that (``ComposableGuidanceUNet``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _single_part(conditioning: PromptConditioning) -> None:
     if conditioning.is_composable:
         raise ValueError(
             "AND prompts need one noise prediction per part; a plain diffusers pipeline call cannot do that "
-            "(use combine_composable_predictions in a denoising loop)"
+            "(the diffusers backend runs them through its ComposableGuidanceUNet)"
         )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 from modules.application import Application
@@ -27,17 +26,7 @@ def checkpoint_titles(application: Application) -> list[str]:
 
 def current_title(application: Application) -> str | None:
     """The loaded checkpoint's title, else the one that will load at start; None when there is none."""
-    loaded = application.model_manager.current
-    wanted = str(loaded.info.path) if loaded is not None else application.initial_checkpoint()
-    if not wanted:
-        return None
-    for info in application.registry.checkpoints():
-        if loaded is not None and info.path == loaded.info.path:
-            return info.title
-    try:
-        return application.registry.find(wanted).title
-    except ModelError:
-        return None
+    return application.current_title()
 
 
 def missing_checkpoint_message(application: Application) -> str:
@@ -58,9 +47,9 @@ def switch_checkpoint(application: Application, title: str | None) -> Checkpoint
     A failed load leaves the previous model loaded; the error message is returned, not raised."""
     if not title:
         return CheckpointSwitch(current_title(application), "Choose a checkpoint.")
-    manager = application.model_manager
+    models = application.models
     try:
-        loaded = application.service.run_task(lambda: manager.load(title), kind="load-checkpoint")
+        loaded = application.service.run_task(lambda: models.load(title), kind="load-checkpoint")
     except Exception as error:  # every failure is reported to the user; the previous model stays loaded
         if not isinstance(error, ModelError):
             logger.exception("checkpoint switch failed title=%s", title)
@@ -72,19 +61,3 @@ def switch_checkpoint(application: Application, title: str | None) -> Checkpoint
         logger.error("checkpoint setting not saved error=%s", error)
     logger.info("checkpoint switched title=%s seconds=%.2f", new_title, loaded.load_seconds)
     return CheckpointSwitch(new_title)
-
-
-def preload_checkpoint(application: Application) -> None:
-    """Queue the start checkpoint's load (first in the queue, so generations wait for it); failures are logged."""
-    title = current_title(application)
-    if title is None or application.model_manager.current is not None:
-        return
-    manager = application.model_manager
-    job = application.service.submit_task(lambda: manager.load(title), kind="load-checkpoint")
-
-    def report(future: Future) -> None:
-        error = future.exception()
-        if error is not None:
-            logger.error("start checkpoint not loaded title=%s error=%s", title, error_message(error))
-
-    job.future.add_done_callback(report)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import gradio as gr
 from modules.application import Application
 from modules.processing.requests import Img2ImgRequest, Txt2ImgRequest
 from modules.prompts.styles import StyleDatabase
-from modules.samplers import SCHEDULE_TYPES, SamplerError, sampler_names, schedule_types_for
+from modules.samplers import SCHEDULE_TYPES, SamplerError, SamplerSupport, sampler_names, schedule_types_for
 from modules.ui import handlers
 from modules.ui.messages import error_message, status_html
 from modules.ui.prompt_tools import TokenCounter
@@ -46,7 +47,7 @@ class UiContext:
     def __post_init__(self) -> None:
         paths = self.application.paths
         self.styles = StyleDatabase.load(paths.styles_file)
-        self.token_counter = TokenCounter(self.application.model_manager, paths.configs_dir / "sd15" / "tokenizer")
+        self.token_counter = TokenCounter(self.application.models, paths.configs_dir / "sd15" / "tokenizer")
 
     def initial(self, tab: str, label: str, default: object) -> object:
         return self.ui_config.get(ui_key(tab, label), default)
@@ -125,14 +126,16 @@ def build_prompt_area(context: UiContext, controls: Controls) -> PromptArea:
 def build_sampling_controls(context: UiContext, controls: Controls) -> None:
     """Sampler, schedule type, steps, size, batch, CFG, restore faces (the seed row is separate)."""
     tab, options = controls.tab, context.application.options
+    support = context.application.backend.sampler_support()
+    offered = sampler_names(support)  # what the active backend implements
     sampler = str(context.initial(tab, "Sampling method", options.default_sampler))
-    sampler = sampler if sampler in sampler_names() else sampler_names()[0]
+    sampler = sampler if sampler in offered else offered[0]
     with gr.Row():
         controls.add(
             "sampler_name",
-            gr.Dropdown(sampler_names(), value=sampler, label="Sampling method", elem_id=f"{tab}_sampling"),
+            gr.Dropdown(offered, value=sampler, label="Sampling method", elem_id=f"{tab}_sampling"),
         )
-        schedules = safe_schedule_types(sampler)
+        schedules = safe_schedule_types(sampler, support)
         schedule = str(context.initial(tab, "Schedule type", options.default_scheduler))
         controls.add(
             "scheduler",
@@ -153,7 +156,7 @@ def build_sampling_controls(context: UiContext, controls: Controls) -> None:
     add_slider(context, controls, "cfg_scale", "CFG Scale", options.default_cfg_scale, 1.0, 30.0, 0.5)
     add_checkbox(context, controls, "restore_faces", "Restore faces", False)
     controls.components["sampler_name"].change(
-        update_schedule_choices,
+        functools.partial(update_schedule_choices, support=support),
         inputs=[controls.components["sampler_name"], controls.components["scheduler"]],
         outputs=controls.components["scheduler"],
         show_progress="hidden",
@@ -182,15 +185,15 @@ def add_checkbox(context: UiContext, controls: Controls, name: str, label: str, 
     return controls.add(name, gr.Checkbox(value=value, label=label, elem_id=f"{controls.tab}_{name}"))
 
 
-def safe_schedule_types(sampler: str) -> list[str]:
+def safe_schedule_types(sampler: str, support: SamplerSupport | None = None) -> list[str]:
     try:
-        return schedule_types_for(sampler)
+        return schedule_types_for(sampler, support)
     except SamplerError:
         return list(SCHEDULE_TYPES)
 
 
-def update_schedule_choices(sampler: str, schedule: str) -> dict[str, Any]:
-    choices = safe_schedule_types(sampler)
+def update_schedule_choices(sampler: str, schedule: str, support: SamplerSupport | None = None) -> dict[str, Any]:
+    choices = safe_schedule_types(sampler, support)
     return gr.update(choices=choices, value=schedule if schedule in choices else choices[0])
 
 

@@ -13,7 +13,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from modules.application import Application
-from modules.postprocess.extras import (
+from modules.postprocess.upscalers import UpscalerNotFoundError, UpscalerUnsupportedError
+from modules.processing.extras import (
     NO_UPSCALER,
     RESIZE_BY,
     RESIZE_TO,
@@ -24,7 +25,6 @@ from modules.postprocess.extras import (
     sources_from_folder,
     sources_from_images,
 )
-from modules.postprocess.upscalers import UpscalerNotFoundError, UpscalerUnsupportedError
 from modules.settings_policy import SettingsPolicy, SettingsRefusedError, settings_policy
 from modules.ui.messages import error_message, status_html
 

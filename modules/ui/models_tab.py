@@ -17,7 +17,6 @@ from modules.hub.downloads import DownloadManager, DownloadState, format_bytes
 from modules.hub.errors import HubError
 from modules.hub.files import FileKind, guess_file_kind, is_weight
 from modules.hub.startup import create_download_manager
-from modules.models.convert import save_as
 from modules.models.errors import ModelError
 from modules.models.inventory import checkpoint_rows
 from modules.settings_policy import settings_policy
@@ -180,12 +179,13 @@ def save_loaded_as(application: Application, name: str, fp16: bool) -> str:
     name = (name or "").strip()
     if not name or "/" in name or "\\" in name or name.startswith("."):
         return status_html("Give a plain name: x.safetensors for one file, or x for a diffusers folder.", "note")
-    loaded = application.model_manager.current
+    loaded = application.models.current
     if loaded is None:
         return status_html("No checkpoint is loaded.", "note")
     target = application.paths.checkpoints_dir / name
+    models = application.models
     try:
-        application.service.run_task(lambda: save_as(loaded.pipeline, target, fp16=fp16), kind="save-checkpoint")
+        application.service.run_task(lambda: models.save_current_as(target, fp16=fp16), kind="save-checkpoint")
     except (ModelError, OSError, ValueError) as error:
         return status_html(f"Not saved: {error}", "error")
     application.registry.refresh()
@@ -217,34 +217,27 @@ def checkpoint_table(application: Application, refresh: bool = False) -> list[li
 
 
 def loaded_status(application: Application) -> str:
-    loaded = application.model_manager.current
+    loaded = application.models.current
     if loaded is None:
         return status_html("No checkpoint is loaded.", "note")
     architecture = loaded.architecture.display_name if loaded.architecture else "sidecar config"
     return status_html(
         f"Loaded {loaded.info.name} [{loaded.short_hash}] ({architecture}) in {loaded.load_seconds:.2f} s; "
-        f"weights {format_bytes(loaded.weights_bytes)} on {application.model_manager.policy.device}."
+        f"weights {format_bytes(loaded.weights_bytes)} on {application.models.device_name}."
     )
 
 
 def unload_checkpoint(application: Application) -> str:
-    application.service.run_task(application.model_manager.unload, kind="unload-checkpoint")
+    application.service.run_task(application.models.unload, kind="unload-checkpoint")
     return loaded_status(application)
 
 
 def reload_checkpoint(application: Application) -> str:
     """Load the current checkpoint again from disk (after it changed there, say)."""
-    loaded = application.model_manager.current
-    if loaded is None:
+    if application.models.current is None:
         return status_html("No checkpoint is loaded.", "note")
-    manager = application.model_manager
-
-    def reload() -> None:
-        manager.unload()
-        manager.load(loaded.info.name)
-
     try:
-        application.service.run_task(reload, kind="reload-checkpoint")
+        application.service.run_task(application.models.reload, kind="reload-checkpoint")
     except (ModelError, OSError) as error:
         return status_html(f"Not reloaded: {error}", "error")
     return loaded_status(application)

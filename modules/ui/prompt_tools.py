@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modules.models.manager import ModelManager
+from modules.models.service import ModelService
 from modules.processing.requests import MAX_PROMPT_CHARS
-from modules.prompts.conditioning import PromptEncoder, TextEncoderPart
+from modules.prompts.conditioning import PromptEncoder, TextEncoderPart, prompt_encoder_of
 from modules.prompts.styles import PromptStyle, StyleDatabase, StyleError
 
 logger = logging.getLogger(__name__)
@@ -25,8 +25,8 @@ class TokenCounter:
 
     The fallback tokenizer is read on first use (not at import) and kept."""
 
-    def __init__(self, model_manager: ModelManager | None, tokenizer_dir: Path) -> None:
-        self.model_manager = model_manager
+    def __init__(self, models: ModelService | None, tokenizer_dir: Path) -> None:
+        self.models = models
         self.tokenizer_dir = tokenizer_dir
         self._fallback: PromptEncoder | None = None
         self._lock = threading.Lock()
@@ -44,10 +44,10 @@ class TokenCounter:
     def count(self, prompt: str, steps: int = 20) -> tuple[int, int]:
         """(tokens used, limit); the limit grows 75, 150, 225 ... with the chunks the prompt needs."""
         steps = max(1, int(steps or 20))
-        model = self.model_manager.current if self.model_manager is not None else None
+        model = self.models.current if self.models is not None else None
         if model is not None:
             try:
-                return model.prompt_encoder.count_tokens(prompt, steps)
+                return prompt_encoder_of(model).count_tokens(prompt, steps)
             except RuntimeError as error:  # a fast tokenizer busy in the generation thread ("Already borrowed")
                 logger.debug("token count fell back to the config tokenizer error=%s", error)
         return self.fallback_encoder().count_tokens(prompt, steps)

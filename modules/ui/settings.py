@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import gradio as gr
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from modules.application import Application
-from modules.options import Options
-from modules.processing.saving import IMAGE_FORMATS
-from modules.samplers import SCHEDULE_TYPES, sampler_names
+from modules.options import IMAGE_FORMAT_NAMES, Options
+from modules.samplers import SCHEDULE_TYPES, SamplerSupport, sampler_names
 from modules.settings_policy import FOLDER_SETTING_PREFIX, SettingsRefusedError, settings_policy
 from modules.ui.messages import status_html
 from modules.ui.models_tab import create_token_settings
@@ -25,7 +24,22 @@ logger = logging.getLogger(__name__)
 HIDDEN_OPTIONS = frozenset({"sd_model_checkpoint", "hf_token"})
 
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Saving images and grids", ("samples_save", "samples_format", "grid_save", "return_grid", "save_to_dirs")),
+    (
+        "Saving images/grids",
+        (
+            "samples_save",
+            "samples_format",
+            "samples_filename_pattern",
+            "save_images_add_number",
+            "save_images_replace_action",
+            "grid_save",
+            "grid_format",
+            "grid_extended_filename",
+            "return_grid",
+            "jpeg_quality",
+            "webp_lossless",
+        ),
+    ),
     (
         "Paths for saving",
         (
@@ -37,6 +51,11 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "outdir_img2img_grids",
         ),
     ),
+    (
+        "Saving to a directory",
+        ("save_to_dirs", "grid_save_to_dirs", "directories_filename_pattern", "directories_max_prompt_words"),
+    ),
+    ("Infotext", ("enable_pnginfo", "save_txt")),
     ("Live previews", ("live_previews_enable", "show_progress_every_n_steps")),
     (
         "Defaults (used by the controls at the next start, unless ui-config.json remembers a value)",
@@ -49,6 +68,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "default_height",
             "CLIP_stop_at_last_layers",
             "initial_noise_multiplier",
+            "img2img_fix_steps",
         ),
     ),
 )
@@ -98,18 +118,22 @@ def apply_settings(application: Application, values: Mapping[str, Any], user: st
     )
 
 
-def setting_component(name: str, info: FieldInfo, value: Any, locked: bool = False) -> gr.components.Component:
+def setting_component(
+    name: str, info: FieldInfo, value: Any, support: SamplerSupport | None = None, locked: bool = False
+) -> gr.components.Component:
     label, elem_id = option_label(name), f"setting_{name}"
     if locked:
         return gr.Textbox(
             value=str(value), label=f"{label} (locked on this server)", elem_id=elem_id, interactive=False
         )
     if name == "default_sampler":
-        return gr.Dropdown(sampler_names(), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
+        return gr.Dropdown(sampler_names(support), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
     if name == "default_scheduler":
         return gr.Dropdown(list(SCHEDULE_TYPES), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
-    if name == "samples_format":
-        return gr.Dropdown(list(IMAGE_FORMATS), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
+    if name in ("samples_format", "grid_format"):
+        return gr.Dropdown(list(IMAGE_FORMAT_NAMES), value=value, label=label, elem_id=elem_id)
+    if get_origin(info.annotation) is Literal:
+        return gr.Dropdown(list(get_args(info.annotation)), value=value, label=label, elem_id=elem_id)
     if info.annotation is bool:
         return gr.Checkbox(value=value, label=label, elem_id=elem_id)
     if info.annotation is int:
@@ -130,7 +154,9 @@ def create_settings_tab(application: Application) -> None:
             for name in names:
                 value = getattr(application.options, name)
                 locked = policy.folders_locked and name.startswith(FOLDER_SETTING_PREFIX)
-                components[setting_component(name, Options.model_fields[name], value, locked)] = name
+                support = application.backend.sampler_support()
+                component = setting_component(name, Options.model_fields[name], value, support, locked)
+                components[component] = name
 
     def apply_values(data: dict[Any, Any], request: gr.Request) -> str:
         values = {components[component]: value for component, value in data.items()}

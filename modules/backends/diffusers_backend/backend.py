@@ -10,15 +10,14 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from modules.backends.base import BackendError, GenerationPlan
-from modules.backends.composable import ComposableGuidance, composable_pipeline
+from modules.backends.base import BackendError, GenerationPlan, MaskedContent, ProgressReporter
+from modules.backends.diffusers_backend.composable import ComposableGuidance, ComposableGuidanceUNet
+from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
+from modules.backends.preview import latents_to_preview
 from modules.models.manager import LoadedModel, Task
-from modules.processing.job import JobControl
-from modules.processing.preview import latents_to_preview
-from modules.processing.requests import MaskedContent
-from modules.prompts.conditioning import Emphasis, PromptConditioning
+from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
 from modules.prompts.step_switching import ScheduledEmbeddings
-from modules.samplers import build_scheduler
+from modules.samplers import SamplerSupport
 
 logger = logging.getLogger(__name__)
 
@@ -30,27 +29,41 @@ class DiffusersBackend:
 
     name = "diffusers"
 
+    def sampler_support(self) -> SamplerSupport:
+        return SUPPORT
+
+    def steps_run(self, plan: GenerationPlan) -> int:
+        return steps_run(plan)
+
     def generate(
-        self, model: LoadedModel, plan: GenerationPlan, control: JobControl
+        self, model: LoadedModel, plan: GenerationPlan, progress: ProgressReporter
     ) -> list[Image.Image] | torch.Tensor:
         positives, negatives = self._encode_prompts(model, plan)
-        pipeline = model.pipeline_for(plan.task)
+        # Each request gets its own scheduler, built from the checkpoint's own config, in its own pipeline view.
+        components: dict[str, Any] = {
+            "scheduler": build_scheduler(
+                model.scheduler_config,
+                plan.sampler_name,
+                plan.schedule_type,
+                noise_seed=plan.seeds[0],
+                noise_multiplier=plan.noise_multiplier,
+            )
+        }
+        guidance: StepHook
         if any(conditioning.is_composable for conditioning in positives):
             if plan.cfg_scale <= 1:
                 raise BackendError("AND prompts need classifier-free guidance: set CFG scale above 1")
-            pipeline, guidance = composable_pipeline(pipeline, positives, negatives)
+            components["unet"] = ComposableGuidanceUNet(model.pipeline.unet, positives, negatives)
+            guidance = ComposableGuidance(components["unet"])
             embeddings = guidance.initial_embeddings()
         else:
             guidance = ScheduledEmbeddings(positives, negatives)
             embeddings = guidance.at_step(1)
-        # The documented way to swap a sampler; built from the checkpoint's own scheduler config each time.
-        pipeline.scheduler = build_scheduler(
-            model.scheduler_config, plan.sampler_name, plan.schedule_type, noise_seed=plan.seeds[0]
-        )
-        arguments = self._common_arguments(pipeline, plan, control, guidance)
+        pipeline = model.pipeline_view(plan.task, **components)
+        arguments = self._common_arguments(pipeline, plan, progress, guidance)
         arguments.update(embeddings.as_kwargs())
         if plan.task is Task.IMG2IMG and not model.is_inpainting:
-            arguments.update(image=plan.init_image, strength=plan.denoising_strength)
+            arguments.update(image=plan.init_image, **img2img_steps(plan))
         elif plan.task is not Task.TXT2IMG or model.is_inpainting:
             arguments.update(self._inpaint_arguments(pipeline, plan))
         with torch.inference_mode():
@@ -70,7 +83,7 @@ class DiffusersBackend:
         self, model: LoadedModel, plan: GenerationPlan
     ) -> tuple[list[PromptConditioning], list[PromptConditioning]]:
         """A1111 prompt semantics (weights, unlimited length, BREAK, prompt editing, AND); one entry per image."""
-        encoder = model.prompt_encoder
+        encoder = prompt_encoder_of(model)
         # A1111: a hires pass reads the schedule with the base steps and its own step count.
         steps = steps_run(plan)
         base_steps, hires_steps = (plan.hires_base_steps, steps) if plan.hires_base_steps else (steps, None)
@@ -93,7 +106,7 @@ class DiffusersBackend:
         return positives, negatives
 
     def _common_arguments(
-        self, pipeline: DiffusionPipeline, plan: GenerationPlan, control: JobControl, guidance: StepHook
+        self, pipeline: DiffusionPipeline, plan: GenerationPlan, progress: ProgressReporter, guidance: StepHook
     ) -> dict[str, Any]:
         device = pipeline._execution_device
         generator_device = "cpu" if device.type == "mps" else device
@@ -105,7 +118,7 @@ class DiffusersBackend:
             "height": plan.height,
             "generator": generators,
             # CLIP skip is applied by the prompt encoder (A1111's numbering: 1 is the last layer).
-            "callback_on_step_end": StepCallback(control, plan.steps, self._is_xl(pipeline), guidance),
+            "callback_on_step_end": StepCallback(progress, steps_run(plan), self._is_xl(pipeline), guidance),
             "callback_on_step_end_tensor_inputs": ["latents", *guidance.tensor_inputs],
             "output_type": "latent" if plan.output_latents else "pil",
         }
@@ -120,7 +133,7 @@ class DiffusersBackend:
             blank = Image.new("RGB", (plan.width, plan.height), (127, 127, 127))
             return {"image": blank, "mask_image": Image.new("L", blank.size, 255), "strength": 1.0}
         image: Image.Image | torch.Tensor = plan.init_image
-        arguments: dict[str, Any] = {"mask_image": plan.mask, "strength": plan.denoising_strength}
+        arguments: dict[str, Any] = {"mask_image": plan.mask, **img2img_steps(plan)}
         if plan.masked_content in (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING):
             latents = encode_image(pipeline, plan.init_image)
             image = replace_masked_latents(latents, plan.mask, plan.masked_content, plan.seeds[0])
@@ -134,7 +147,7 @@ class DiffusersBackend:
 class StepCallback:
     """Reports progress and previews, and stops the loop on interrupt or skip."""
 
-    def __init__(self, control: JobControl, steps: int, xl: bool, guidance: StepHook) -> None:
+    def __init__(self, control: ProgressReporter, steps: int, xl: bool, guidance: StepHook) -> None:
         self.control = control
         self.steps = steps
         self.xl = xl
@@ -155,10 +168,23 @@ class StepCallback:
 
 
 def steps_run(plan: GenerationPlan) -> int:
-    """Denoising steps a pipeline call runs: img2img runs int(steps * strength), as diffusers does."""
-    if plan.task is Task.TXT2IMG:
+    """Denoising steps a pipeline call runs: ``steps`` for txt2img and exact-step img2img (the hires pass),
+    else int(steps * strength) as diffusers' img2img does."""
+    if plan.task is Task.TXT2IMG or plan.exact_steps:
         return plan.steps
     return max(1, min(int(plan.steps * plan.denoising_strength), plan.steps))
+
+
+def img2img_steps(plan: GenerationPlan) -> dict[str, Any]:
+    """``num_inference_steps`` and ``strength`` for diffusers' img2img / inpaint pipelines.
+
+    Exact steps (A1111's hires pass, img2img_fix_steps): A1111 makes a schedule of int(steps / strength) levels
+    and runs its last ``steps``; diffusers runs int(total * strength) of ``total``, so it is given that total
+    and a strength whose product with it truncates to exactly ``steps``."""
+    if not plan.exact_steps:
+        return {"num_inference_steps": plan.steps, "strength": plan.denoising_strength}
+    total = max(plan.steps, int(plan.steps / min(plan.denoising_strength, 0.999)))
+    return {"num_inference_steps": total, "strength": min(1.0, (plan.steps + 0.5) / total)}
 
 
 def encode_image(pipeline: DiffusionPipeline, image: Image.Image) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Composable diffusion (A1111's AND) for diffusers pipelines, through a UNet wrapper.
 
 A diffusers pipeline makes one conditional prediction per image; AND needs one per sub-prompt. The
-pipeline is given this wrapper as its ``unet`` (``from_pipe(..., unet=wrapper)``, composition, no patch).
+request's pipeline view is given this wrapper as its ``unet`` (composition, no patch).
 It runs the real UNet on [negatives, every part of every image] and hands the pipeline back
 [uncond, uncond + sum(weight_i * (cond_i - uncond))], so the pipeline's own guidance step
 ``uncond + cfg * (text - uncond)`` computes A1111's ``uncond + cfg * sum(weight_i * (cond_i - uncond))``.
@@ -120,13 +120,3 @@ class ComposableGuidance:
     def __call__(self, pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
         self.wrapper.step = step_index + 2
         return {}
-
-
-def composable_pipeline(
-    pipeline: Any, positives: Sequence[PromptConditioning], negatives: Sequence[PromptConditioning]
-) -> tuple[Any, ComposableGuidance]:
-    """A view of ``pipeline`` (same components) whose UNet combines the AND parts."""
-    wrapper = ComposableGuidanceUNet(pipeline.unet, positives, negatives)
-    view = type(pipeline).from_pipe(pipeline, unet=wrapper)
-    view.set_progress_bar_config(disable=True)
-    return view, ComposableGuidance(wrapper)
