@@ -164,12 +164,14 @@ class Options(BaseModel):
 
 
 def write_json_atomic(path: Path, data: dict, mode: int | None = None) -> None:
-    """Write JSON through a temporary file and rename, so a crash never leaves half a file."""
+    """Write JSON through a temporary file, fsync and rename, so a crash (or a power cut) never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             json.dump(data, file, indent=4, ensure_ascii=False)
+            file.flush()
+            os.fsync(file.fileno())
         if mode is not None:
             os.chmod(temp_name, mode)
         os.replace(temp_name, path)

@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     # 4: the generation service and the application object
     "modules.generation": 4,
     "modules.application": 4,
+    "modules.settings_policy": 4,  # who may change which settings (the UI and the API ask it)
     # 5: the edges
     "modules.api": 5,
     "modules.server": 5,

@@ -10,8 +10,12 @@ from typing import Any
 
 import gradio as gr
 from PIL import Image
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount
 
 from modules.application import Application
+from modules.processing.infotext import InfotextTooLongError
 from modules.prompts.styles import StyleDatabase
 from modules.ui import checkpoints, handlers
 from modules.ui.common import GenerationTab, UiContext, fill_controls
@@ -160,7 +164,11 @@ def sent_outputs(target: GenerationTab) -> list[Any]:
 
 def pasted_fields(text: str, styles: StyleDatabase | None) -> dict[str, Any]:
     """The fields an infotext sends; with a style database, the styles found in its prompts are selected."""
-    fields = handlers.fields_from_infotext(text)
+    try:
+        fields = handlers.fields_from_infotext(text)
+    except InfotextTooLongError as error:
+        gr.Warning(f"Nothing sent: {error}.")
+        return {}
     if styles is not None:
         fields = with_pasted_styles(styles, fields)
     return {name: value for name, value in fields.items() if name in SENT_FIELDS}
@@ -318,5 +326,35 @@ def mount_ui(
         css=page_css(CSS, [paths.javascript_dir / "page.css", *extension_styles(paths)]),
         head=page_head(script_files(paths)),
     )
+    if auth:
+        gradio_app = next(route.app for route in reversed(app.routes) if isinstance(route, Mount))
+        gradio_app.add_middleware(GradioLoginRequired, gradio_app=gradio_app)
     logger.info("ui mounted path=%s auth=%s", path, bool(auth))
     return blocks
+
+
+class GradioLoginRequired:
+    """Gradio serves ``/cancel``, ``/reset`` and ``/startup-events`` without its login check; with UI logins set,
+    these answer 401 unless the request carries Gradio's login cookie (as its other routes require).
+
+    Plain ASGI middleware added to the mounted Gradio app (its supported ``add_middleware``), not a patch."""
+
+    GUARDED = ("/gradio_api/cancel", "/gradio_api/reset", "/gradio_api/startup-events")
+
+    def __init__(self, app: Any, gradio_app: Any) -> None:
+        self.app = app
+        self.gradio_app = gradio_app
+
+    def logged_in(self, scope: dict[str, Any]) -> bool:
+        cookies = Request(scope).cookies
+        cookie_id = self.gradio_app.cookie_id
+        token = cookies.get(f"access-token-{cookie_id}") or cookies.get(f"access-token-unsecure-{cookie_id}")
+        return token is not None and token in self.gradio_app.tokens
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        guarded = scope["type"] == "http" and scope.get("path", "").rstrip("/").endswith(self.GUARDED)
+        if guarded and not self.logged_in(scope):
+            response = JSONResponse({"detail": "Not authenticated"}, status_code=401)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

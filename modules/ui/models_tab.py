@@ -19,6 +19,7 @@ from modules.hub.files import FileKind, guess_file_kind, is_weight
 from modules.hub.startup import create_download_manager
 from modules.models.errors import ModelError
 from modules.models.inventory import checkpoint_rows
+from modules.settings_policy import settings_policy
 from modules.ui.checkpoints import checkpoint_state
 from modules.ui.messages import status_html
 
@@ -309,8 +310,11 @@ def token_state_text(application: Application) -> str:
     return "No token saved; HF_TOKEN or a saved `hf auth login` is used when present."
 
 
-def save_token(application: Application, token: str) -> tuple[str, str]:
-    """Store (or, when empty, clear) the token; the value is never echoed or logged."""
+def save_token(application: Application, token: str, user: str | None = None) -> tuple[str, str]:
+    """Store (or, when empty, clear) the token for the login ``user`` (the admin when --admin-user is set); the value
+    is never echoed or logged."""
+    if not settings_policy(application).may_change(user):
+        return "", status_html("Only the admin login (--admin-user) may change the Hugging Face token.", "error")
     try:
         application.update_options(hf_token=(token or "").strip())
     except OSError as error:
@@ -330,6 +334,10 @@ def create_token_settings(application: Application) -> None:
             elem_id="setting_hf_token",
         )
         with gr.Row():
-            save = gr.Button("Save token", elem_id="settings_hf_token_save", scale=0, min_width=140)
+            save_button = gr.Button("Save token", elem_id="settings_hf_token_save", scale=0, min_width=140)
             state = gr.HTML(status_html(token_state_text(application)), elem_id="settings_hf_token_state")
-    save.click(lambda value: save_token(application, value), token, [token, state], api_visibility="private")
+
+    def save(value: str, request: gr.Request) -> tuple[str, str]:
+        return save_token(application, value, request.username if request else None)
+
+    save_button.click(save, token, [token, state], api_visibility="private")

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from modules.application import Application
 from modules.options import IMAGE_FORMAT_NAMES, Options
 from modules.samplers import SCHEDULE_TYPES, sampler_names
+from modules.settings_policy import FOLDER_SETTING_PREFIX, SettingsRefusedError, settings_policy
 from modules.ui.messages import status_html
 from modules.ui.models_tab import create_token_settings
 from modules.ui.page import localization_files
@@ -119,8 +120,8 @@ def grouped_option_names(shown_elsewhere: Sequence[str] = ()) -> list[tuple[str,
     return [(title, names) for title, names in groups if names]
 
 
-def apply_settings(application: Application, values: Mapping[str, Any]) -> str:
-    """Apply the changed values; returns the status html (what changed, or why nothing did)."""
+def apply_settings(application: Application, values: Mapping[str, Any], user: str | None = None) -> str:
+    """Apply the changed values for the login ``user``; returns the status html (what changed, or why nothing did)."""
     current = application.options
     changes = {
         name: value
@@ -130,7 +131,10 @@ def apply_settings(application: Application, values: Mapping[str, Any]) -> str:
     if not changes:
         return status_html("Nothing changed.")
     try:
+        settings_policy(application).check(changes, user)
         application.update_options(**changes)
+    except SettingsRefusedError as error:
+        return status_html(f"Settings not applied: {error}", "error")
     except ValidationError as error:
         lines = [
             f"{option_label(str(item['loc'][0]) if item.get('loc') else '')}: "
@@ -180,11 +184,16 @@ def fixed_choices(name: str, application: Application) -> list[str] | None:
 
 
 def setting_component(
-    application: Application, name: str, value: Any, elem_id: str | None = None, **layout: Any
+    application: Application, name: str, value: Any, elem_id: str | None = None, locked: bool = False, **layout: Any
 ) -> gr.components.Component:
-    """The control for one setting, labelled with its description (``elem_id`` defaults to ``setting_<name>``)."""
+    """The control for one setting, labelled with its description (``elem_id`` defaults to ``setting_<name>``);
+    ``locked``: shown read-only (a folder setting on a server that locks them)."""
     annotation = Options.model_fields[name].annotation
     label, elem_id = option_label(name), elem_id or f"setting_{name}"
+    if locked:
+        return gr.Textbox(
+            value=str(value), label=f"{label} (locked on this server)", elem_id=elem_id, interactive=False, **layout
+        )
     choices = fixed_choices(name, application)
     is_list = typing.get_origin(annotation) is list
     if choices is not None and is_list and name != "quicksettings_list":
@@ -212,7 +221,8 @@ def setting_component(
 def setting_row(application: Application, name: str) -> gr.components.Component:
     """The setting's control and its reset button (back to the default; Apply saves it)."""
     with gr.Row(elem_classes=["easel-setting"], elem_id=f"setting_row_{name}", equal_height=True):
-        component = setting_component(application, name, getattr(application.options, name), scale=12)
+        locked = settings_policy(application).folders_locked and name.startswith(FOLDER_SETTING_PREFIX)
+        component = setting_component(application, name, getattr(application.options, name), locked=locked, scale=12)
         reset = gr.Button("↺", elem_id=f"setting_{name}_reset", size="sm", scale=0, min_width=40)
     reset.click(lambda: default_value(name), outputs=component, queue=False, show_progress="hidden")
     return component
@@ -249,8 +259,9 @@ def create_settings_tab(application: Application, quicksettings: Sequence[str] =
                     for name in names:
                         components[setting_row(application, name)] = name
 
-    def apply_values(data: dict[Any, Any]) -> str:
-        return apply_settings(application, {components[component]: value for component, value in data.items()})
+    def apply_values(data: dict[Any, Any], request: gr.Request) -> str:
+        values = {components[component]: value for component, value in data.items()}
+        return apply_settings(application, values, request.username if request else None)
 
     applied = apply.click(
         apply_values, inputs=set(components), outputs=status, show_progress="hidden", api_visibility="private"
