@@ -10,7 +10,7 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from modules.backends.base import BackendError, GenerationPlan, MaskedContent, ProgressReporter
+from modules.backends.base import BackendError, GenerationPlan, MaskedContent, ProgressReporter, RunDetails
 from modules.backends.diffusers_backend.composable import ComposableGuidance, ComposableGuidanceUNet
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
 from modules.backends.preview import latents_to_preview
@@ -31,6 +31,9 @@ class DiffusersBackend:
 
     def sampler_support(self) -> SamplerSupport:
         return SUPPORT
+
+    def run_details(self, plan: GenerationPlan) -> RunDetails:
+        return RunDetails(infotext={"Sampler backend": self.name})
 
     def steps_run(self, plan: GenerationPlan) -> int:
         return steps_run(plan)
