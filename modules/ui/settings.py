@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from modules.application import Application
+from modules.backends.registry import backend_names
 from modules.options import IMAGE_FORMAT_NAMES, Options
 from modules.samplers import SCHEDULE_TYPES, SamplerSupport, sampler_names
 from modules.ui.messages import status_html
@@ -55,6 +56,23 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("save_to_dirs", "grid_save_to_dirs", "directories_filename_pattern", "directories_max_prompt_words"),
     ),
     ("Infotext", ("enable_pnginfo", "save_txt")),
+    (
+        "Sampler parameters",
+        (
+            "sd_sampling_backend",
+            "randn_source",
+            "eta_noise_seed_delta",
+            "eta_ancestral",
+            "eta_ddim",
+            "s_churn",
+            "s_tmin",
+            "s_tmax",
+            "s_noise",
+            "always_discard_next_to_last_sigma",
+            "sgm_noise_multiplier",
+            "use_old_karras_scheduler_sigmas",
+        ),
+    ),
     ("Live previews", ("live_previews_enable", "show_progress_every_n_steps")),
     (
         "Defaults (used by the controls at the next start, unless ui-config.json remembers a value)",
@@ -122,6 +140,8 @@ def setting_component(
         return gr.Dropdown(sampler_names(support), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
     if name == "default_scheduler":
         return gr.Dropdown(list(SCHEDULE_TYPES), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
+    if name == "sd_sampling_backend":  # empty: the --backend flag's choice
+        return gr.Dropdown(["", *backend_names()], value=value, label=label, elem_id=elem_id)
     if name in ("samples_format", "grid_format"):
         return gr.Dropdown(list(IMAGE_FORMAT_NAMES), value=value, label=label, elem_id=elem_id)
     if get_origin(info.annotation) is Literal:
@@ -144,7 +164,7 @@ def create_settings_tab(application: Application) -> None:
         with gr.Accordion(title, open=True):
             for name in names:
                 value = getattr(application.options, name)
-                support = application.backend.sampler_support()
+                support = application.active_backend().sampler_support()
                 components[setting_component(name, Options.model_fields[name], value, support)] = name
 
     def apply_values(data: dict[Any, Any]) -> str:
