@@ -203,12 +203,20 @@ def test_api_settings_image_urls_and_body_limit(client: httpx.Client, server: Ap
     assert client.post("/sdapi/v1/png-info", json={"image": "A" * (1024 * 1024 + 10)}).status_code != 413
 
 
-def test_sd_vae_override_is_reported_unless_it_is_the_setting(client: httpx.Client) -> None:
-    def unsupported(vae: str) -> list[str]:
-        body = {"prompt": "a fox", **SMALL, "override_settings": {"sd_vae": vae}}
+def test_sd_vae_override_applies_to_the_request_only(client: httpx.Client, server: ApiServer) -> None:
+    def generate(override: dict) -> dict:
+        body = {"prompt": "a fox", "seed": 4, **SMALL, "override_settings": override}
         response = client.post("/sdapi/v1/txt2img", json=body)
         assert response.status_code == 200, response.text
-        return json.loads(response.json()["info"]).get("unsupported_fields", [])
+        return json.loads(response.json()["info"])
 
-    assert "override_settings.sd_vae" in unsupported("other-vae.safetensors")
-    assert "override_settings.sd_vae" not in unsupported("Automatic")  # the current setting: nothing to override
+    other = generate({"sd_vae": "other-vae.safetensors"})
+    assert "override_settings.sd_vae" not in other.get("unsupported_fields", [])
+    assert "VAE: other-vae.safetensors" in other["infotexts"][0]
+    assert server.application.options.sd_vae == "Automatic"
+    plain = generate({})
+    assert "VAE: " not in plain["infotexts"][0]
+    missing = client.post("/sdapi/v1/txt2img", json={**SMALL, "override_settings": {"sd_vae": "nope.safetensors"}})
+    assert missing.status_code == 200 and "VAE 'nope.safetensors' not found" in " ".join(
+        json.loads(missing.json()["info"])["notes"]
+    )

@@ -261,4 +261,4 @@ def test_saving_settings_name_the_files_of_a_job(context):
     first, second = result.saved_paths
     assert first.parent.name == "tiny" and first.name.endswith("-5-Euler-tiny-a red fox.png")
     assert second.name.endswith("-6-Euler-tiny-a red fox.png")
-    assert first.with_suffix(".txt").read_text(encoding="utf-8") == result.infotexts[0]
+    assert first.with_suffix(".txt").read_text(encoding="utf-8") == result.infotexts[0] + "\n"  # A1111 adds a newline

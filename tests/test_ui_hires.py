@@ -49,21 +49,7 @@ HIRES_VALUES = {
     "hr_prompt": "",
     "hr_negative_prompt": "",
 }
-HIRES_REQUEST_FIELDS = (
-    "enable_hr",
-    "hr_upscaler",
-    "hr_second_pass_steps",
-    "denoising_strength",
-    "hr_scale",
-    "hr_resize_x",
-    "hr_resize_y",
-    "hr_checkpoint_name",
-    "hr_sampler_name",
-    "hr_scheduler",
-    "hr_prompt",
-    "hr_negative_prompt",
-    "restore_faces",
-)
+HIRES_REQUEST_FIELDS = (*handlers.HIRES_FIELDS, "restore_faces")
 
 
 def hires_fields(request: Txt2ImgRequest) -> dict:

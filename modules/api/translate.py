@@ -25,9 +25,7 @@ from modules.samplers import AUTOMATIC, SamplerError, SamplerSupport, resolve
 
 logger = logging.getLogger(__name__)
 
-# override_settings values that ask for nothing. sd_vae is neutral only when it equals the current "SD VAE"
-# setting (the generic rule below): the VAE is chosen per model, not per request, so another value is reported
-# as unsupported rather than applied to the shared model or the setting.
+# override_settings values that ask for nothing.
 NEUTRAL_OVERRIDES: Mapping[str, tuple[Any, ...]] = {
     "sd_vae": ("", None),
     "sd_model_checkpoint": ("", None),
@@ -176,6 +174,8 @@ def apply_overrides(
             continue
         if key == "sd_model_checkpoint":
             fields["checkpoint"] = registry.find(str(value)).title  # CheckpointNotFoundError -> 404
+        elif key == "sd_vae":
+            fields["sd_vae"] = str(value)  # applied for this request's passes; the setting does not change
         elif key == "CLIP_stop_at_last_layers":
             fields["clip_skip"] = value
         elif key == "samples_save":

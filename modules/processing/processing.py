@@ -184,7 +184,7 @@ def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image
     """One batch: the first pass in its model scope, then the hires pass (when asked) in its own."""
     plan = run.plan(run.iteration)
     record_details(run, plan)
-    networks = NetworkRequest(plan.prompts, plan.negative_prompts)
+    networks = NetworkRequest(plan.prompts, plan.negative_prompts, run.request.sd_vae)
     hires = run.hires
     try:
         with context.models.use(run.request.checkpoint, networks) as scope:
@@ -225,7 +225,7 @@ def run_hires_pass(
     batch = run.batch_slice(run.iteration)
     prompts, negatives = run.all_hr_prompts[batch], run.all_hr_negative_prompts[batch]
     plan = second_pass_plan(first_plan, hires, prompts, negatives, run.hires_request.denoising_strength, init)
-    with context.models.use(hires.checkpoint, NetworkRequest(prompts, negatives)) as scope:
+    with context.models.use(hires.checkpoint, NetworkRequest(prompts, negatives, run.request.sd_vae)) as scope:
         record_scope(run, scope, first_pass=False)
         return run_pass(run, context, scope, plan)
 

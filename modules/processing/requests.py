@@ -60,6 +60,7 @@ class GenerationRequest(BaseModel):
     n_iter: int = Field(1, ge=1, le=1000, description="Batch count")
     clip_skip: int = Field(1, ge=1, le=12)
     checkpoint: str | None = Field(None, description="Checkpoint title for this request only")
+    sd_vae: str | None = Field(None, description="SD VAE for this request only (Automatic, None or a file name)")
     restore_faces: bool = Field(False, description="Run the face restorer chosen in settings on each image")
     sampling_backend: str | None = Field(
         None, description="Sampler backend for this request: original or diffusers (None: the setting, else --backend)"
