@@ -18,7 +18,7 @@ from modules.models.manager import Task
 from modules.processing.infotext import infotext_to_request_fields, parse_infotext
 from modules.processing.job import JobControl
 from modules.processing.processing import ProcessingContext, ProcessingError, process
-from modules.ui.handlers import fields_from_infotext
+from modules.ui.handlers import build_txt2img_request, fields_from_infotext
 from tests.helpers import pixels, tiny_img2img, tiny_request
 
 
@@ -179,3 +179,16 @@ def test_pasting_an_infotext_chooses_the_backend():
     assert infotext_to_request_fields(parse_infotext(ours))["sampling_backend"] == "diffusers"
     assert fields_from_infotext(ours)["sampling_backend"] == "diffusers"
     assert "sampling_backend" not in infotext_to_request_fields(parse_infotext("just a prompt"))
+
+
+def test_the_extra_seed_controls_count_only_while_extra_is_ticked():
+    values = {"prompt": "a fox", "seed": 3, "subseed": 9, "subseed_strength": 0.5, "seed_resize_from_w": 32.0}
+    assert build_txt2img_request({**values, "seed_extra": False}).subseed_strength == 0.0
+    ticked = build_txt2img_request({**values, "seed_extra": True, "seed_resize_from_h": 32.0})
+    assert (ticked.subseed, ticked.subseed_strength, ticked.seed_resize_from_w) == (9, 0.5, 32)
+    pasted = fields_from_infotext(
+        "a fox\nSteps: 3, Sampler: Euler, Seed: 1, Variation seed: 7, Variation seed strength: 0.2"
+    )
+    assert pasted["seed_extra"] and (pasted["subseed"], pasted["subseed_strength"]) == (7, 0.2)
+    assert "override_settings" not in pasted
+    assert not fields_from_infotext("a fox\nSteps: 3, Sampler: Euler, Seed: 1")["seed_extra"]

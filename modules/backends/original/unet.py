@@ -33,13 +33,12 @@ class DiffusersUNet:
     unet: torch.nn.Module
     time_ids: torch.Tensor | None = None
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
+    def __post_init__(self) -> None:
+        # diffusers' ModelMixin.device / .dtype walk every parameter: read them once per run, not per model call.
+        self.dtype: torch.dtype = self.unet.dtype
+        self.device: torch.device = self.unet.device
+        if self.time_ids is not None:
+            self.time_ids = self.time_ids.to(self.device, self.dtype)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: ModelConditioning) -> torch.Tensor:
         dtype = self.dtype
@@ -52,7 +51,7 @@ class DiffusersUNet:
                 raise BackendError("SDXL conditioning given to a model without added conditions")
             added = {
                 "text_embeds": text[VECTOR].to(self.device, dtype),
-                "time_ids": self.time_ids.to(self.device, dtype).expand(x.shape[0], -1),
+                "time_ids": self.time_ids.expand(x.shape[0], -1),
             }
         else:
             hidden = text
