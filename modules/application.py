@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from modules.backends.base import Backend
-from modules.backends.registry import create_backend
+from modules.backends.registry import backend_names, create_backend
 from modules.devices import Attention, MemoryPolicy
 from modules.generation import GenerationService
 from modules.hub.downloads import DownloadManager
@@ -55,6 +56,7 @@ class Application:
     postprocessor: Postprocessor
     downloads: DownloadManager | None = None
     networks: Networks | None = None
+    backends: Mapping[str, Backend] = field(default_factory=dict)
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -75,9 +77,16 @@ class Application:
         postprocessor = Postprocessor(paths.models_dir, options, detector)
         networks = build_networks(paths, args, HashCache(paths.cache_file), lambda: options.sd_vae)
         models = ModelService(manager, networks)
-        backend = create_backend(args.backend)
+        # Every backend is built once; they share the loaded weights (a backend holds no model state).
+        backends = {name: create_backend(name) for name in backend_names()}
+        backend = backends[args.backend]
         context = ProcessingContext(
-            models=models, backend=backend, options=options, paths=paths, postprocessor=postprocessor
+            models=models,
+            backend=backend,
+            options=options,
+            paths=paths,
+            postprocessor=postprocessor,
+            backends=backends,
         )
         service = GenerationService(context)
         logger.info(
@@ -96,7 +105,14 @@ class Application:
             service=service,
             postprocessor=postprocessor,
             networks=networks,
+            backends=backends,
         )
+
+    def active_backend(self, name: str | None = None) -> Backend:
+        """The backend a request without a choice of its own uses: ``name``, else the ``sd_sampling_backend``
+        setting, else the ``--backend`` flag's (an unknown name falls back to the flag's)."""
+        wanted = name or self.options.sd_sampling_backend
+        return self.backends.get(wanted, self.backend) if wanted else self.backend
 
     def initial_checkpoint(self) -> str | None:
         """The checkpoint to load at start: --ckpt, else the saved setting, else the first one found."""

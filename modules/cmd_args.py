@@ -59,7 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     device = parser.add_argument_group("device and memory")
-    device.add_argument("--backend", choices=backend_names(), default=DEFAULT_BACKEND, help="generation backend")
+    device.add_argument(
+        "--backend",
+        choices=backend_names(),
+        default=DEFAULT_BACKEND,
+        help="default sampler backend: original (A1111's samplers and noise) or diffusers; "
+        "the setting sd_sampling_backend chooses per request",
+    )
     device.add_argument("--use-cpu", nargs="+", default=[], help='"all" runs everything on the CPU')
     device.add_argument("--device-id", type=int, default=None, help="CUDA device index")
     device.add_argument(

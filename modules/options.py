@@ -17,6 +17,20 @@ logger = logging.getLogger(__name__)
 # with their infotext: PNG chunk, EXIF UserComment for JPEG/WEBP/AVIF, GIF comment).
 IMAGE_FORMAT_NAMES = ("png", "jpg", "jpeg", "webp", "avif", "gif")
 ReplaceAction = Literal["Replace", "Add number suffix"]
+# A1111's "Sampler parameters" settings: a request may override them (API override_settings), only for itself.
+SAMPLER_OPTION_NAMES: tuple[str, ...] = (
+    "randn_source",
+    "eta_noise_seed_delta",
+    "eta_ancestral",
+    "eta_ddim",
+    "s_churn",
+    "s_tmin",
+    "s_tmax",
+    "s_noise",
+    "always_discard_next_to_last_sigma",
+    "sgm_noise_multiplier",
+    "use_old_karras_scheduler_sigmas",
+)
 REPLACE_ACTIONS = get_args(ReplaceAction)
 
 
@@ -61,6 +75,27 @@ class Options(BaseModel):
     default_cfg_scale: float = Field(7.0, ge=1.0, le=30.0, description="Default CFG scale")
     default_width: int = Field(512, ge=64, le=2048, multiple_of=8, description="Default width")
     default_height: int = Field(512, ge=64, le=2048, multiple_of=8, description="Default height")
+    sd_sampling_backend: str = Field(
+        "",
+        description="Sampler backend: original (A1111's samplers and noise) or diffusers (its schedulers); "
+        "empty: the --backend flag",
+    )
+    # A1111's "Sampler parameters" section (same names, defaults and meaning).
+    randn_source: Literal["GPU", "CPU", "NV"] = Field(
+        "GPU", description="Random number generator source (NV: NVIDIA's GPU noise on any device)"
+    )
+    eta_noise_seed_delta: int = Field(0, ge=0, description="Eta noise seed delta (ENSD; NovelAI uses 31337)")
+    eta_ancestral: float = Field(1.0, ge=0.0, le=1.0, description="Eta for k-diffusion samplers (noise multiplier)")
+    eta_ddim: float = Field(0.0, ge=0.0, le=1.0, description="Eta for DDIM (noise multiplier)")
+    s_churn: float = Field(0.0, ge=0.0, le=100.0, description="sigma churn")
+    s_tmin: float = Field(0.0, ge=0.0, le=10.0, description="sigma tmin")
+    s_tmax: float = Field(0.0, ge=0.0, le=999.0, description="sigma tmax (0 = inf)")
+    s_noise: float = Field(1.0, ge=0.0, le=1.1, description="sigma noise")
+    always_discard_next_to_last_sigma: bool = Field(False, description="Always discard next-to-last sigma")
+    sgm_noise_multiplier: bool = Field(
+        False, description="SGM noise multiplier (scale the initial noise by sqrt(1 + sigma_max^2), as SDXL's code)"
+    )
+    use_old_karras_scheduler_sigmas: bool = Field(False, description="Use the old Karras scheduler sigmas (0.1 to 10)")
     emphasis: Literal["Original", "No norm", "None"] = Field(
         "Original", description="Emphasis: how (word:1.3) weights act on the text encoder's output"
     )

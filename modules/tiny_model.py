@@ -67,6 +67,10 @@ def build_tiny_pipeline(
         projection_dim=TINY_CROSS_ATTENTION_DIM,
     )
     text_encoder = CLIPTextModel(text_config)
+    # A zero final LayerNorm bias (transformers' init) makes every embedding mean-zero, and A1111's "Original"
+    # emphasis then divides 0 by 0: give the tiny model non-zero values there, as a trained CLIP has.
+    with torch.no_grad():
+        getattr(text_encoder, "text_model", text_encoder).final_layer_norm.bias.uniform_(-0.5, 0.5)
     tokenizer = CLIPTokenizer.from_pretrained(configs_dir / "sd15" / "tokenizer", local_files_only=True)
     scheduler = PNDMScheduler.from_pretrained(configs_dir / "sd15", subfolder="scheduler", local_files_only=True)
     pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline

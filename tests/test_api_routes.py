@@ -186,19 +186,42 @@ def test_unsupported_fields_are_reported_not_pretended(client: httpx.Client) -> 
         json={
             "seed": 1,
             "tiling": True,
-            "subseed_strength": 0.5,
             "alwayson_scripts": {"controlnet": {"args": []}},
             "script_name": "x/y/z plot",
-            "override_settings": {"eta_noise_seed_delta": 31337},
+            "override_settings": {"sd_noise_schedule": "Zero Terminal SNR"},
             "some_future_field": 1,
             **SMALL,
         },
     )
     unsupported = info_of(response)["unsupported_fields"]
-    for name in ("tiling", "subseed_strength", "alwayson_scripts", "script_name"):
+    for name in ("tiling", "alwayson_scripts", "script_name"):
         assert name in unsupported
-    assert "override_settings.eta_noise_seed_delta" in unsupported
+    assert "override_settings.sd_noise_schedule" in unsupported
     assert not any("some_future_field" in name for name in unsupported)
+
+
+def test_noise_fields_are_used_and_reported(client: httpx.Client) -> None:
+    """Variation seed, seed resize, eta / s_* and the sampler settings are applied, not listed as unsupported."""
+    body = {
+        "seed": 5,
+        "subseed": 70,
+        "subseed_strength": 0.5,
+        "seed_resize_from_w": 48,
+        "seed_resize_from_h": 48,
+        "eta": 0.5,
+        "s_churn": 0.1,
+        "s_noise": 1.0,
+        "batch_size": 2,
+        "override_settings": {"eta_noise_seed_delta": 31337, "randn_source": "CPU"},
+        **SMALL,
+    }
+    info = info_of(client.post("/sdapi/v1/txt2img", json=body))
+    assert info["unsupported_fields"] == []
+    assert info["all_seeds"] == [5, 5] and info["all_subseeds"] == [70, 71]
+    assert info["subseed_strength"] == 0.5 and info["seed_resize_from_w"] == 48
+    text = info["infotexts"][0]
+    for expected in ("Variation seed: 70", "Variation seed strength: 0.5", "Seed resize from: 48x48", "RNG: CPU"):
+        assert expected in text
 
 
 def test_a1111_full_default_body_is_accepted(client: httpx.Client) -> None:

@@ -63,6 +63,8 @@ def test_request_fields_are_typed() -> None:
         "height": 512,
         "denoising_strength": 0.55,
         "clip_skip": 2,
+        "sampling_backend": "original",
+        "override_settings": {"randn_source": "GPU"},  # A1111's default for a missing RNG key
     }
 
 

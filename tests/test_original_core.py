@@ -389,9 +389,15 @@ def test_s_min_uncond_skips_the_uncond_rows_every_other_step_below_the_sigma():
 # Layering
 
 
+# The backend's adapter over Easel's loaded model, prompts and progress; the core below it stays importable alone.
+ADAPTER_FILES = {"backend.py", "unet.py", "conditioning.py", "images.py"}
+
+
 def test_core_imports_only_torch_numpy_scipy_torchsde_and_itself():
     allowed = ("torch", "numpy", "scipy", "torchsde", "modules.backends.original", "__future__")
     for path in PACKAGE.glob("*.py"):
+        if path.name in ADAPTER_FILES:
+            continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             names = []

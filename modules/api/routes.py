@@ -75,7 +75,8 @@ class GenerationRoutes:
             application.registry,
             self.limits(),
             application.initial_checkpoint(),
-            application.backend.sampler_support(),
+            application.active_backend().sampler_support(),
+            {name: backend.sampler_support() for name, backend in application.backends.items()},
         )
 
     async def run_generation(

@@ -127,7 +127,7 @@ def info_router(application: Application, auth: BasicAuth, limits: ImageLimitsSo
 
     @router.get("/samplers", response_model=list[SamplerItem])
     def samplers() -> list[SamplerItem]:
-        support = application.backend.sampler_support()
+        support = application.active_backend().sampler_support()
         infos = [find_sampler(name) for name in sampler_names(support)]
         return [SamplerItem(name=info.name, aliases=list(info.aliases), options={}) for info in infos]
 

@@ -18,7 +18,7 @@ from modules.api.images import ImageLimits, decode_image
 from modules.api.models import GenerationBody, Img2ImgBody, Txt2ImgBody
 from modules.models.errors import CheckpointNotFoundError
 from modules.models.registry import CheckpointRegistry
-from modules.options import Options
+from modules.options import SAMPLER_OPTION_NAMES, Options
 from modules.processing.infotext import infotext_to_request_fields, parse_infotext
 from modules.processing.requests import GenerationRequest, Img2ImgRequest, MaskedContent, ResizeMode, Txt2ImgRequest
 from modules.samplers import AUTOMATIC, SamplerError, SamplerSupport, resolve
@@ -34,13 +34,7 @@ NEUTRAL_OVERRIDES: Mapping[str, tuple[Any, ...]] = {
 NEUTRAL_VALUES: Mapping[str, tuple[Any, ...]] = {
     "restore_faces": (None, False),
     "tiling": (None, False),
-    "subseed_strength": (0, 0.0),
-    "eta": (None,),
     "s_min_uncond": (None, 0, 0.0),
-    "s_churn": (None, 0, 0.0),
-    "s_tmin": (None, 0, 0.0),
-    "s_tmax": (None, 0, 0.0, float("inf")),
-    "s_noise": (None, 1, 1.0),
     "script_name": (None, ""),
     "refiner_checkpoint": (None, "", "None"),
     "refiner_switch_at": (None,),
@@ -62,7 +56,16 @@ class TranslationContext:
     registry: CheckpointRegistry
     limits: ImageLimits = field(default_factory=ImageLimits)
     default_checkpoint: str | None = None
-    support: SamplerSupport | None = None  # the active backend's samplers
+    support: SamplerSupport | None = None  # the samplers of the backend a request gets by default
+    supports: Mapping[str, SamplerSupport] = field(default_factory=dict)  # every backend's, by name
+
+    def support_for(self, backend: str | None) -> SamplerSupport | None:
+        """The samplers of ``backend`` (None: the default one); an unknown name is a 400."""
+        if not backend:
+            return self.support
+        if self.supports and backend not in self.supports:
+            raise BadInputError(f"unknown sampler backend {backend!r}; choose one of: {', '.join(self.supports)}")
+        return self.supports.get(backend, self.support)
 
     def checkpoint_for_request(self) -> str | None:
         """The setting's checkpoint (not whatever an earlier override left loaded); None when it is not found."""
@@ -100,6 +103,14 @@ PASSED_FIELDS: tuple[str, ...] = (
     "hr_negative_prompt",
     "hr_checkpoint_name",
     "initial_noise_multiplier",
+    "subseed_strength",
+    "seed_resize_from_w",
+    "seed_resize_from_h",
+    "eta",
+    "s_churn",
+    "s_tmin",
+    "s_tmax",
+    "s_noise",
 )
 HIRES_PREFIX = "hr_"
 
@@ -127,8 +138,6 @@ def unsupported_fields(body: GenerationBody, request_class: type[GenerationReque
         and name not in request_class.model_fields
         and getattr(body, name) not in neutral
     ]
-    if body.seed_resize_from_h > 0 and body.seed_resize_from_w > 0:
-        found.append("seed_resize_from_h/seed_resize_from_w")
     if isinstance(body, Img2ImgBody):
         if body.init_images and len(body.init_images) > 1:
             found.append("init_images (only the first image is used)")
@@ -175,6 +184,10 @@ def apply_overrides(
             fields["save_grid"] = fields["save_grid"] and bool(value)
         elif key == "initial_noise_multiplier" and key in request_fields:
             fields[key] = value
+        elif key == "sd_sampling_backend":
+            fields["sampling_backend"] = str(value) or None
+        elif key in SAMPLER_OPTION_NAMES:
+            fields.setdefault("override_settings", {})[key] = value
         elif key in type(options).model_fields and options.model_dump().get(key) == value:
             continue  # the same value as the current setting: nothing to override
         else:
@@ -217,13 +230,18 @@ def build_fields(
     body: GenerationBody, context: TranslationContext, request_class: type[GenerationRequest]
 ) -> tuple[dict[str, Any], list[str], str, str]:
     body, infotext_extra = apply_infotext(body)
-    sampler_name, scheduler = sampler_of(body, context.support)
+    overrides = dict(body.override_settings or {})
+    backend = str(overrides.get("sd_sampling_backend") or infotext_extra.get("sampling_backend") or "") or None
+    sampler_name, scheduler = sampler_of(body, context.support_for(backend))
     fields = common_fields(body, context.options)
     fields["checkpoint"] = context.checkpoint_for_request()
     fields.update(sampler_name=sampler_name, scheduler=scheduler, **passed_fields(body, request_class))
     if isinstance(body, Txt2ImgBody) and body.enable_hr and body.denoising_strength is not None:
         fields["denoising_strength"] = body.denoising_strength
-    overrides = dict(body.override_settings or {})
+    if backend is not None:
+        fields["sampling_backend"] = backend
+    for key, value in dict(infotext_extra.get("override_settings") or {}).items():
+        overrides.setdefault(key, value)
     if "clip_skip" in infotext_extra:
         overrides.setdefault("CLIP_stop_at_last_layers", infotext_extra["clip_skip"])
     unsupported = unsupported_fields(body, request_class) + apply_overrides(

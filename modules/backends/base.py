@@ -6,7 +6,7 @@ and something to report progress to.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
@@ -45,6 +45,50 @@ class ProgressReporter(Protocol):
 
 
 @dataclass(frozen=True)
+class SamplingSettings:
+    """A1111's sampler and noise settings (its option names), resolved for one request.
+
+    ``eta`` and the ``s_*`` values are the request's (API fields) or else the settings'; ``eta`` None means
+    "the sampler's setting" (``eta_ancestral`` or ``eta_ddim``). ``s_tmax`` 0 means infinity, as A1111's setting.
+    """
+
+    randn_source: str = "GPU"
+    eta_noise_seed_delta: int = 0
+    eta: float | None = None
+    eta_ancestral: float = 1.0
+    eta_ddim: float = 0.0
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = 0.0
+    s_noise: float = 1.0
+    always_discard_next_to_last_sigma: bool = False
+    sgm_noise_multiplier: bool = False
+    use_old_karras_scheduler_sigmas: bool = False
+
+
+@dataclass(frozen=True)
+class NoiseSeeds:
+    """A1111's variation seed and "resize seed from" for one batch (0 sizes: no resize)."""
+
+    subseeds: tuple[int, ...] = ()
+    subseed_strength: float = 0.0
+    resize_from_w: int = 0
+    resize_from_h: int = 0
+
+    @property
+    def resized(self) -> bool:
+        return self.resize_from_w > 0 and self.resize_from_h > 0
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    """What a backend adds to a run before it starts: infotext entries (A1111 keys) and notes for the user."""
+
+    infotext: dict[str, object] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class GenerationPlan:
     """One batch for the backend: everything resolved (seeds, sizes, images already prepared)."""
 
@@ -70,6 +114,8 @@ class GenerationPlan:
     # img2img_fix_steps option); otherwise each backend applies its own img2img step rule.
     exact_steps: bool = False
     noise_multiplier: float = 1.0  # A1111's initial_noise_multiplier (img2img only)
+    noise: NoiseSeeds = NoiseSeeds()
+    sampling: SamplingSettings = SamplingSettings()
 
     @property
     def batch_size(self) -> int:
@@ -83,6 +129,10 @@ class Backend(Protocol):
 
     def sampler_support(self) -> SamplerSupport:
         """The samplers this backend implements, each with its schedule types (for the catalogue's resolve)."""
+        ...
+
+    def run_details(self, plan: GenerationPlan) -> RunDetails:
+        """The infotext entries and notes ``plan`` implies on this backend (sampler parameters, RNG, limits)."""
         ...
 
     def steps_run(self, plan: GenerationPlan) -> int:

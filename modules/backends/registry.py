@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from modules.backends.base import Backend
 
-BACKENDS: Mapping[str, str] = MappingProxyType({"diffusers": "modules.backends.diffusers_backend:DiffusersBackend"})
+BACKENDS: Mapping[str, str] = MappingProxyType(
+    {
+        "diffusers": "modules.backends.diffusers_backend:DiffusersBackend",
+        "original": "modules.backends.original.backend:OriginalBackend",
+    }
+)
 DEFAULT_BACKEND = "diffusers"
 
 

@@ -294,6 +294,10 @@ def to_float(text: object) -> float:
     return float(str(text))
 
 
+# Written by backends other than the original one (A1111's semantics need no key); read back on paste.
+SAMPLER_BACKEND_KEY = "Sampler backend"
+ORIGINAL_BACKEND = "original"
+
 REQUEST_FIELDS: tuple[tuple[str, str, Callable[[object], Any]], ...] = (
     ("Prompt", "prompt", str),
     ("Negative prompt", "negative_prompt", str),
@@ -306,6 +310,23 @@ REQUEST_FIELDS: tuple[tuple[str, str, Callable[[object], Any]], ...] = (
     ("Size-2", "height", to_int),
     ("Denoising strength", "denoising_strength", to_float),
     ("Clip skip", "clip_skip", to_int),
+    ("Variation seed", "subseed", to_int),
+    ("Variation seed strength", "subseed_strength", to_float),
+    ("Seed resize from-1", "seed_resize_from_w", to_int),
+    ("Seed resize from-2", "seed_resize_from_h", to_int),
+)
+# Keys A1111's paste turns into settings (its infotext_to_setting_name_mapping): a request's override_settings.
+SETTING_KEYS: tuple[tuple[str, str, Callable[[object], Any]], ...] = (
+    ("ENSD", "eta_noise_seed_delta", to_int),
+    ("RNG", "randn_source", str),
+    ("Eta", "eta_ancestral", to_float),
+    ("Eta DDIM", "eta_ddim", to_float),
+    ("Sigma churn", "s_churn", to_float),
+    ("Sigma tmin", "s_tmin", to_float),
+    ("Sigma tmax", "s_tmax", to_float),
+    ("Sigma noise", "s_noise", to_float),
+    ("Discard penultimate sigma", "always_discard_next_to_last_sigma", lambda value: str(value) == "True"),
+    ("SGM noise multiplier", "sgm_noise_multiplier", lambda value: str(value) == "True"),
 )
 
 
@@ -325,8 +346,26 @@ def infotext_to_request_fields(parsed: Mapping[str, object]) -> dict[str, object
             logger.warning("infotext value ignored key=%s value=%r", infotext_key, parsed[infotext_key])
     if "Face restoration" in parsed:
         fields["restore_faces"] = True
+    if "Steps" in parsed:  # a parameters line: without "Sampler backend" it means A1111's own samplers
+        fields["sampling_backend"] = str(parsed.get(SAMPLER_BACKEND_KEY) or ORIGINAL_BACKEND)
+    settings = setting_overrides(parsed)
+    if settings:
+        fields["override_settings"] = settings
     fields.update(hires_request_fields(parsed))
     return fields
+
+
+def setting_overrides(parsed: Mapping[str, object]) -> dict[str, object]:
+    """The sampler settings an infotext names (ENSD, RNG, Eta, Sigma ...), by A1111's setting names."""
+    settings: dict[str, object] = {}
+    for infotext_key, setting, convert in SETTING_KEYS:
+        if infotext_key not in parsed:
+            continue
+        try:
+            settings[setting] = convert(parsed[infotext_key])
+        except (TypeError, ValueError, OverflowError):
+            logger.warning("infotext value ignored key=%s value=%r", infotext_key, parsed[infotext_key])
+    return settings
 
 
 # Hires keys -> Txt2ImgRequest fields; a "Use same ..." value (A1111's default) leaves the field out (None: same).

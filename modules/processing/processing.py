@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 import torch
 from PIL import Image
+from pydantic import ValidationError
 
-from modules.backends.base import Backend, BackendError, GenerationPlan
+from modules.backends.base import Backend, BackendError, GenerationPlan, SamplingSettings
 from modules.models.manager import Task
 from modules.models.service import ModelScope, ModelService, NetworkRequest
 from modules.options import Options
@@ -48,13 +50,27 @@ class ProcessingError(Exception):
 
 @dataclass
 class ProcessingContext:
-    """What processing needs from the application: passed down, never global."""
+    """What processing needs from the application: passed down, never global.
+
+    ``backend`` is the default one (``--backend``); ``backends`` holds every backend built once by the application,
+    by name, so that a request (or the ``sd_sampling_backend`` setting) can choose one without reloading weights."""
 
     models: ModelService
     backend: Backend
     options: Options
     paths: DataPaths
     postprocessor: Postprocessor | None = None
+    backends: Mapping[str, Backend] = field(default_factory=dict)
+
+    def backend_for(self, name: str | None = None) -> Backend:
+        """The backend called ``name``; empty or None: the ``sd_sampling_backend`` setting, else the default."""
+        wanted = name or self.options.sd_sampling_backend
+        if not wanted or wanted == self.backend.name:
+            return self.backend
+        if wanted not in self.backends:
+            known = sorted({self.backend.name, *self.backends})
+            raise ProcessingError(f"unknown sampler backend {wanted!r}; choose one of: {', '.join(known)}")
+        return self.backends[wanted]
 
 
 def process(
@@ -84,7 +100,8 @@ def start_run(request: GenerationRequest, context: ProcessingContext, control: J
     original = request
     request = apply_styles(request, context)
     options = context.options
-    support = context.backend.sampler_support()
+    backend = context.backend_for(request.sampling_backend)
+    support = backend.sampler_support()
     try:
         sampler, schedule = resolve(request.sampler_name, request.scheduler, support)
         hires = plan_hires(request, sampler.name, support) if request.hires_enabled else None
@@ -96,13 +113,15 @@ def start_run(request: GenerationRequest, context: ProcessingContext, control: J
     run = GenerationRun(
         request=request,
         control=control or JobControl(preview_every_n_steps=options.show_progress_every_n_steps),
+        backend=backend,
         sampler=sampler,
         schedule_type=schedule,
         inputs=inputs,
         all_prompts=[request.prompt] * count,
         all_negative_prompts=[request.negative_prompt] * count,
-        all_seeds=resolve_seeds(request.seed, count),
+        all_seeds=resolve_seeds(request.seed, count, count_up=request.subseed_strength == 0),
         all_subseeds=resolve_seeds(request.subseed, count),
+        sampling=sampling_settings(request, options),
         hires=hires,
         emphasis=options.emphasis,
         notes=list(inputs.notes),
@@ -122,6 +141,33 @@ def start_run(request: GenerationRequest, context: ProcessingContext, control: J
     return run
 
 
+def sampling_settings(request: GenerationRequest, options: Options) -> SamplingSettings:
+    """A1111's sampler parameters for the request: its own eta / s_* fields, else the settings (which the request's
+    ``override_settings`` may change for itself)."""
+    try:
+        settings = options.model_validate({**options.model_dump(), **request.override_settings})
+    except ValidationError as error:
+        raise ProcessingError(f"override_settings: {error}") from error
+
+    def chosen(value: float | None, setting: float) -> float:
+        return setting if value is None else value
+
+    return SamplingSettings(
+        randn_source=settings.randn_source,
+        eta_noise_seed_delta=settings.eta_noise_seed_delta,
+        eta=request.eta,
+        eta_ancestral=settings.eta_ancestral,
+        eta_ddim=settings.eta_ddim,
+        s_churn=chosen(request.s_churn, settings.s_churn),
+        s_tmin=chosen(request.s_tmin, settings.s_tmin),
+        s_tmax=chosen(request.s_tmax, settings.s_tmax),
+        s_noise=chosen(request.s_noise, settings.s_noise),
+        always_discard_next_to_last_sigma=settings.always_discard_next_to_last_sigma,
+        sgm_noise_multiplier=settings.sgm_noise_multiplier,
+        use_old_karras_scheduler_sigmas=settings.use_old_karras_scheduler_sigmas,
+    )
+
+
 def apply_styles(request: GenerationRequest, context: ProcessingContext) -> GenerationRequest:
     """The chosen styles go into the prompts (hires prompts too); an unknown style is an error."""
     if not request.styles:
@@ -137,6 +183,7 @@ def apply_styles(request: GenerationRequest, context: ProcessingContext) -> Gene
 def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image.Image]:
     """One batch: the first pass in its model scope, then the hires pass (when asked) in its own."""
     plan = run.plan(run.iteration)
+    record_details(run, plan)
     networks = NetworkRequest(plan.prompts, plan.negative_prompts, run.request.sd_vae)
     hires = run.hires
     try:
@@ -146,20 +193,18 @@ def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image
                 return run_pass(run, context, scope, plan)
             first = run_pass(run, context, scope, dataclasses.replace(plan, output_latents=hires.latent))
             if run.control.interrupted or run.control.skipped:  # the first pass's images are kept
-                return decoded(context, scope, first)
+                return decoded(run, scope, first)
             init = upscale_first_pass(first, hires, hires_upscaler(context))
             if run.hires_request.denoising_strength == 0:
-                return decoded(context, scope, init)
+                return decoded(run, scope, init)
         return run_hires_pass(run, context, plan, init)
     except BackendError as error:
         raise ProcessingError(str(error)) from error
 
 
-def decoded(
-    context: ProcessingContext, scope: ModelScope, images: list[Image.Image] | torch.Tensor
-) -> list[Image.Image]:
+def decoded(run: GenerationRun, scope: ModelScope, images: list[Image.Image] | torch.Tensor) -> list[Image.Image]:
     """Images as they are, or latents decoded with the scope's model."""
-    return images if isinstance(images, list) else context.backend.decode(scope.model, images)
+    return images if isinstance(images, list) else run.backend.decode(scope.model, images)
 
 
 def run_pass(
@@ -167,8 +212,8 @@ def run_pass(
 ) -> list[Image.Image] | torch.Tensor:
     """One backend call, with the progress total of the steps the backend will really run."""
     control = run.control
-    control.begin_image(run.iteration, run.n_iter, context.backend.steps_run(plan))
-    return context.backend.generate(scope.model, plan, control)
+    control.begin_image(run.iteration, run.n_iter, run.backend.steps_run(plan))
+    return run.backend.generate(scope.model, plan, control)
 
 
 def run_hires_pass(
@@ -183,6 +228,13 @@ def run_hires_pass(
     with context.models.use(hires.checkpoint, NetworkRequest(prompts, negatives, run.request.sd_vae)) as scope:
         record_scope(run, scope, first_pass=False)
         return run_pass(run, context, scope, plan)
+
+
+def record_details(run: GenerationRun, plan: GenerationPlan) -> None:
+    """The backend's infotext entries and notes for the plan (sampler parameters, RNG, what it cannot do)."""
+    details = run.backend.run_details(plan)
+    run.extra_generation_params.update(details.infotext)
+    run.note(*details.notes)
 
 
 def record_scope(run: GenerationRun, scope: ModelScope, first_pass: bool) -> None:
@@ -299,6 +351,11 @@ def build_infotext(run: GenerationRun, context: ProcessingContext, index: int) -
         "Model hash": model.short_hash if model is not None else None,
         "Model": model.info.name.rsplit("/", 1)[-1] if model is not None else None,
     }
+    if request.subseed_strength != 0:
+        parameters["Variation seed"] = run.all_subseeds[index]
+        parameters["Variation seed strength"] = request.subseed_strength
+    if request.seed_resized:
+        parameters["Seed resize from"] = f"{request.seed_resize_from_w}x{request.seed_resize_from_h}"
     parameters.update(request.infotext_parameters())
     if request.clip_skip > 1:
         parameters["Clip skip"] = request.clip_skip

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from modules.backends.base import MaskedContent
 from modules.models.manager import Task
+from modules.options import SAMPLER_OPTION_NAMES
 from modules.prompts.parser import AND_SEPARATOR
 
 if TYPE_CHECKING:
@@ -84,8 +85,17 @@ class GenerationRequest(BaseModel):
     width: int = Field(512, ge=64, le=MAX_SIDE)
     height: int = Field(512, ge=64, le=MAX_SIDE)
     seed: int = Field(-1, ge=-1, le=2**32 - 1)
-    subseed: int = Field(
-        -1, ge=-1, le=2**32 - 1, description="Variation seed (resolved and reported; no variation strength yet)"
+    subseed: int = Field(-1, ge=-1, le=2**32 - 1, description="Variation seed (-1: random)")
+    subseed_strength: float = Field(0.0, ge=0.0, le=1.0, description="Variation strength (0: no variation)")
+    seed_resize_from_w: int = Field(0, ge=-1, le=MAX_SIDE, description="Resize seed from width (0 or -1: off)")
+    seed_resize_from_h: int = Field(0, ge=-1, le=MAX_SIDE, description="Resize seed from height (0 or -1: off)")
+    eta: float | None = Field(None, ge=0.0, le=1.0, description="Eta (None: the eta_ancestral / eta_ddim setting)")
+    s_churn: float | None = Field(None, ge=0.0, le=100.0, description="sigma churn (None: the setting)")
+    s_tmin: float | None = Field(None, ge=0.0, description="sigma tmin (None: the setting)")
+    s_tmax: float | None = Field(None, ge=0.0, description="sigma tmax (None: the setting; 0 = inf)")
+    s_noise: float | None = Field(None, ge=0.0, le=1.1, description="sigma noise (None: the setting)")
+    override_settings: dict[str, Any] = Field(
+        default_factory=dict, description="Sampler-parameter settings for this request only (A1111's names)"
     )
     batch_size: int = Field(1, ge=1, le=64)
     n_iter: int = Field(1, ge=1, le=1000, description="Batch count")
@@ -93,9 +103,25 @@ class GenerationRequest(BaseModel):
     checkpoint: str | None = Field(None, description="Checkpoint title for this request only")
     sd_vae: str | None = Field(None, description="SD VAE for this request only (Automatic, None or a file name)")
     restore_faces: bool = Field(False, description="Run the face restorer chosen in settings on each image")
+    sampling_backend: str | None = Field(
+        None, description="Sampler backend for this request: original or diffusers (None: the setting, else --backend)"
+    )
     save_images: bool = True
     save_grid: bool = True
     extra: dict[str, Any] = Field(default_factory=dict, description="Accepted but unsupported fields")
+
+    @field_validator("override_settings")
+    @classmethod
+    def _sampler_settings_only(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(SAMPLER_OPTION_NAMES))
+        if unknown:
+            raise ValueError(f"only sampler parameters can be overridden per request, not {', '.join(unknown)}")
+        return value
+
+    @property
+    def seed_resized(self) -> bool:
+        """A1111's "resize seed from" is on when both sides are positive."""
+        return self.seed_resize_from_w > 0 and self.seed_resize_from_h > 0
 
     @field_validator("width", "height")
     @classmethod

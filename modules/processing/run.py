@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from modules.backends.base import GenerationPlan
+from modules.backends.base import Backend, GenerationPlan, NoiseSeeds, SamplingSettings
 from modules.models.manager import LoadedModel, Task
 from modules.processing.hires import HiresPass
 from modules.processing.inputs import PreparedInputs
@@ -24,10 +24,11 @@ from modules.samplers import SamplerInfo
 MAX_RANDOM_SEED = 4294967294
 
 
-def resolve_seeds(seed: int, count: int) -> list[int]:
-    """A1111: -1 draws a random seed; image i of the job uses seed + i."""
+def resolve_seeds(seed: int, count: int, count_up: bool = True) -> list[int]:
+    """A1111: -1 draws a random seed; image i of the job uses seed + i (with a variation strength every image keeps
+    the seed and only the variation seeds count up: ``count_up`` False)."""
     first = random.randrange(MAX_RANDOM_SEED) if seed == -1 else seed
-    return [first + index for index in range(count)]
+    return [first + (index if count_up else 0) for index in range(count)]
 
 
 @dataclass
@@ -54,6 +55,7 @@ class GenerationRun:
 
     request: GenerationRequest
     control: JobControl
+    backend: Backend
     sampler: SamplerInfo
     schedule_type: str
     inputs: PreparedInputs
@@ -67,6 +69,7 @@ class GenerationRun:
     emphasis: str = "Original"
     noise_multiplier: float = 1.0
     exact_img2img_steps: bool = False
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
     extra_generation_params: dict[str, object] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     iteration: int = 0
@@ -161,4 +164,18 @@ class GenerationRun:
             emphasis=self.emphasis,
             exact_steps=self.exact_img2img_steps and self.task is not Task.TXT2IMG,
             noise_multiplier=self.noise_multiplier,
+            noise=self.noise_seeds(batch),
+            sampling=self.sampling,
+        )
+
+    def noise_seeds(self, batch: slice) -> NoiseSeeds:
+        """The batch's variation seeds and "resize seed from" (A1111's ImageRNG arguments)."""
+        request = self.request
+        strength = request.subseed_strength
+        resized = request.seed_resized
+        return NoiseSeeds(
+            subseeds=tuple(self.all_subseeds[batch]) if strength != 0 else (),
+            subseed_strength=strength,
+            resize_from_w=request.seed_resize_from_w if resized else 0,
+            resize_from_h=request.seed_resize_from_h if resized else 0,
         )

@@ -57,6 +57,9 @@ SENT_FIELDS: tuple[str, ...] = (
     "clip_skip",
     "denoising_strength",
     "restore_faces",
+    "sampling_backend",
+    "seed_extra",
+    *handlers.EXTRA_SEED_FIELDS,
     *handlers.HIRES_FIELDS,
 )
 # How often the top bar looks for new, removed or switched checkpoints (downloads, other clients).

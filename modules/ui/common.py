@@ -137,14 +137,50 @@ def build_prompt_area(context: UiContext, controls: Controls) -> PromptArea:
     return PromptArea(generate=generate, interrupt=interrupt, skip=skip, tools=tools, paste=paste, clear=clear)
 
 
+def backend_supports(application: Application) -> dict[str, SamplerSupport]:
+    """Each backend's samplers, by backend name (the default one alone when the application lists none)."""
+    backends = application.backends or {application.backend.name: application.backend}
+    return {name: backend.sampler_support() for name, backend in backends.items()}
+
+
+def update_sampler_choices(
+    backend: str, sampler: str, schedule: str, supports: Mapping[str, SamplerSupport]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sampler and schedule dropdowns for the chosen backend (a sampler it lacks becomes its first one)."""
+    support = supports.get(backend)
+    offered = sampler_names(support)
+    sampler = sampler if sampler in offered else offered[0]
+    return gr.update(choices=offered, value=sampler), update_schedule_choices(sampler, schedule, support)
+
+
+def update_schedule_for_backend(
+    sampler: str, schedule: str, backend: str, supports: Mapping[str, SamplerSupport]
+) -> dict[str, Any]:
+    return update_schedule_choices(sampler, schedule, supports.get(backend))
+
+
 def build_sampling_controls(context: UiContext, controls: Controls) -> None:
-    """Sampler, schedule type, steps, size, batch, CFG, restore faces (the seed row is separate)."""
+    """Sampler backend, sampler, schedule type, steps, size, batch, CFG, restore faces (the seed row is separate)."""
     tab, options = controls.tab, context.application.options
-    support = context.application.backend.sampler_support()
-    offered = sampler_names(support)  # what the active backend implements
+    supports = backend_supports(context.application)
+    active = context.application.active_backend().name
+    support = supports.get(active)
+    offered = sampler_names(support)  # what the chosen backend implements
     sampler = str(context.initial(tab, "Sampling method", options.default_sampler))
     sampler = sampler if sampler in offered else offered[0]
     with gr.Row():
+        controls.add(
+            "sampling_backend",
+            gr.Dropdown(
+                list(supports),
+                value=active,
+                label="Sampler backend",
+                info="original: A1111's samplers and noise; diffusers: its schedulers",
+                elem_id=f"{tab}_sampling_backend",
+                scale=0,
+                min_width=140,
+            ),
+        )
         controls.add(
             "sampler_name",
             gr.Dropdown(offered, value=sampler, label="Sampling method", elem_id=f"{tab}_sampling"),
@@ -169,10 +205,18 @@ def build_sampling_controls(context: UiContext, controls: Controls) -> None:
         add_slider(context, controls, "batch_size", "Batch size", 1, 1, 8, 1)
     add_slider(context, controls, "cfg_scale", "CFG Scale", options.default_cfg_scale, 1.0, 30.0, 0.5)
     add_checkbox(context, controls, "restore_faces", "Restore faces", False)
-    controls.components["sampler_name"].change(
-        functools.partial(update_schedule_choices, support=support),
-        inputs=[controls.components["sampler_name"], controls.components["scheduler"]],
-        outputs=controls.components["scheduler"],
+    components = controls.components
+    components["sampler_name"].change(
+        functools.partial(update_schedule_for_backend, supports=supports),
+        inputs=[components["sampler_name"], components["scheduler"], components["sampling_backend"]],
+        outputs=components["scheduler"],
+        show_progress="hidden",
+        queue=False,
+    )
+    components["sampling_backend"].change(
+        functools.partial(update_sampler_choices, supports=supports),
+        inputs=[components["sampling_backend"], components["sampler_name"], components["scheduler"]],
+        outputs=[components["sampler_name"], components["scheduler"]],
         show_progress="hidden",
         queue=False,
     )
@@ -215,6 +259,8 @@ def update_schedule_choices(sampler: str, schedule: str, support: SamplerSupport
 class SeedRow:
     random: gr.Button
     reuse: gr.Button
+    random_subseed: gr.Button
+    reuse_subseed: gr.Button
 
 
 def build_seed_row(context: UiContext, controls: Controls) -> SeedRow:
@@ -228,10 +274,34 @@ def build_seed_row(context: UiContext, controls: Controls) -> SeedRow:
         )
         random = gr.Button("Random", elem_id=f"{tab}_random_seed", size="sm", scale=0, min_width=80)
         reuse = gr.Button("Reuse", elem_id=f"{tab}_reuse_seed", size="sm", scale=0, min_width=80)
+        extra = controls.add(
+            "seed_extra",
+            gr.Checkbox(value=False, label="Extra", elem_id=f"{tab}_subseed_show", scale=0, min_width=80),
+        )
+    random_subseed, reuse_subseed = build_extra_seed_row(context, controls, extra)
     add_slider(
         context, controls, "clip_skip", "Clip skip", context.application.options.CLIP_stop_at_last_layers, 1, 12, 1
     )
-    return SeedRow(random=random, reuse=reuse)
+    return SeedRow(random=random, reuse=reuse, random_subseed=random_subseed, reuse_subseed=reuse_subseed)
+
+
+def build_extra_seed_row(context: UiContext, controls: Controls, extra: gr.Checkbox) -> tuple[gr.Button, gr.Button]:
+    """A1111's "Extra" seed controls: variation seed (dice, reuse), its strength, resize seed from width/height."""
+    tab = controls.tab
+    with gr.Group(visible=False, elem_id=f"{tab}_seed_extras") as group:
+        with gr.Row(equal_height=True):
+            controls.add(
+                "subseed",
+                gr.Number(value=-1, label="Variation seed", precision=0, elem_id=f"{tab}_subseed", scale=4),
+            )
+            random = gr.Button("Random", elem_id=f"{tab}_random_subseed", size="sm", scale=0, min_width=80)
+            reuse = gr.Button("Reuse", elem_id=f"{tab}_reuse_subseed", size="sm", scale=0, min_width=80)
+            add_slider(context, controls, "subseed_strength", "Variation strength", 0.0, 0.0, 1.0, 0.01)
+        with gr.Row():
+            add_slider(context, controls, "seed_resize_from_w", "Resize seed from width", 0, 0, 2048, 8)
+            add_slider(context, controls, "seed_resize_from_h", "Resize seed from height", 0, 0, 2048, 8)
+    extra.change(lambda shown: gr.update(visible=bool(shown)), inputs=extra, outputs=group, queue=False)
+    return random, reuse
 
 
 @dataclass
@@ -385,6 +455,11 @@ def wire_generation(
     seed = controls.components["seed"]
     seed_row.random.click(lambda: -1, outputs=seed, show_progress="hidden", queue=False)
     seed_row.reuse.click(handlers.selected_seed, inputs=panel.state, outputs=seed, show_progress="hidden", queue=False)
+    subseed = controls.components["subseed"]
+    seed_row.random_subseed.click(lambda: -1, outputs=subseed, show_progress="hidden", queue=False)
+    seed_row.reuse_subseed.click(
+        handlers.selected_subseed, inputs=panel.state, outputs=subseed, show_progress="hidden", queue=False
+    )
 
 
 def pasted_values(context: UiContext, text: str) -> dict[str, Any]:

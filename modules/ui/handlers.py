@@ -43,7 +43,14 @@ COMMON_FIELDS: tuple[str, ...] = (
     "n_iter",
     "clip_skip",
     "restore_faces",
+    "sampling_backend",
+    "subseed",
+    "subseed_strength",
+    "seed_resize_from_w",
+    "seed_resize_from_h",
 )
+# The "Extra" seed controls: used only while the Extra box is ticked (A1111's seed_checkbox).
+EXTRA_SEED_FIELDS: tuple[str, ...] = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
 # txt2img's hires fix controls (A1111's labels in the comments of txt2img.py); "Use same ..." choices mean None.
 HIRES_FIELDS: tuple[str, ...] = (
     "enable_hr",
@@ -78,9 +85,14 @@ OUTPAINT_SIDES: tuple[str, ...] = ("outpaint_left", "outpaint_right", "outpaint_
 
 
 def pick_fields(values: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
-    """The request fields among the control values; numbers from sliders come as floats, ints stay ints."""
+    """The request fields among the control values; numbers from sliders come as floats, ints stay ints.
+
+    The variation seed and seed resize controls count only while "Extra" is ticked."""
     picked = {}
+    skipped = () if values.get("seed_extra") else EXTRA_SEED_FIELDS
     for name in names:
+        if name in skipped:
+            continue
         if name not in values or values[name] is None:
             continue
         value = values[name]
@@ -182,9 +194,15 @@ class GalleryResult:
     images: list[Image.Image] = field(default_factory=list)
     infotexts: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
+    subseeds: list[int] = field(default_factory=list)
 
     def state(self) -> dict[str, Any]:
-        return {"infotexts": list(self.infotexts), "seeds": list(self.seeds), "selected": 0}
+        return {
+            "infotexts": list(self.infotexts),
+            "seeds": list(self.seeds),
+            "subseeds": list(self.subseeds),
+            "selected": 0,
+        }
 
 
 def with_infotext(image: Image.Image, infotext: str) -> Image.Image:
@@ -200,10 +218,13 @@ def gallery_from_result(result: ProcessingResult, show_grid: bool) -> GalleryRes
         gallery.images.append(with_infotext(result.grid, result.infotexts[0]))
         gallery.infotexts.append(result.infotexts[0])
         gallery.seeds.append(result.seeds[0])
-    for image, text, seed in zip(result.images, result.infotexts, result.seeds, strict=True):
+        gallery.subseeds.append(result.subseeds[0] if result.subseeds else -1)
+    subseeds = result.subseeds if len(result.subseeds) == len(result.seeds) else [-1] * len(result.seeds)
+    for image, text, seed, subseed in zip(result.images, result.infotexts, result.seeds, subseeds, strict=True):
         gallery.images.append(with_infotext(image, text))
         gallery.infotexts.append(text)
         gallery.seeds.append(seed)
+        gallery.subseeds.append(subseed)
     return gallery
 
 
@@ -261,10 +282,15 @@ def selected_infotext(state: Mapping[str, Any] | None, index: int) -> str:
     return infotexts[index] if 0 <= index < len(infotexts) else ""
 
 
-def selected_seed(state: Mapping[str, Any] | None, fallback: int = -1) -> int:
+def selected_subseed(state: Mapping[str, Any] | None, fallback: int = -1) -> int:
+    """The variation seed of the selected gallery image ("reuse variation seed")."""
+    return selected_seed(state, fallback, key="subseeds")
+
+
+def selected_seed(state: Mapping[str, Any] | None, fallback: int = -1, key: str = "seeds") -> int:
     """The seed of the selected gallery image ("reuse seed"); ``fallback`` when nothing was made yet."""
     state = state or {}
-    seeds = state.get("seeds") or []
+    seeds = state.get(key) or []
     index = state.get("selected", 0)
     return int(seeds[index]) if 0 <= index < len(seeds) else fallback
 
@@ -281,6 +307,12 @@ def fields_from_infotext(text: str) -> dict[str, Any]:
     split_legacy_sampler(fields, "sampler_name", "scheduler")
     fields.setdefault("restore_faces", False)
     fields.setdefault("enable_hr", False)
+    fields.pop("override_settings", None)  # settings (ENSD, RNG, eta ...) are the Settings tab's, not controls
+    fields["seed_extra"] = any(name in fields for name in ("subseed_strength", "seed_resize_from_w"))
+    if fields["seed_extra"]:
+        fields.setdefault("subseed_strength", 0.0)
+        fields.setdefault("seed_resize_from_w", 0)
+        fields.setdefault("seed_resize_from_h", 0)
     if fields["enable_hr"]:
         split_legacy_sampler(fields, "hr_sampler_name", "hr_scheduler")
         for name, first_pass in (("hr_sampler_name", "sampler_name"), ("hr_scheduler", "scheduler")):

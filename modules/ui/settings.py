@@ -13,6 +13,7 @@ import gradio as gr
 from pydantic import ValidationError
 
 from modules.application import Application
+from modules.backends.registry import backend_names
 from modules.options import IMAGE_FORMAT_NAMES, Options
 from modules.samplers import SCHEDULE_TYPES, sampler_names
 from modules.settings_policy import FOLDER_SETTING_PREFIX, SettingsRefusedError, settings_policy
@@ -79,6 +80,23 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Gallery", ("return_grid", "js_modal_lightbox", "js_modal_lightbox_initially_zoomed")),
     ("User interface", ("quicksettings_list", "theme", "localization", "browser_notifications")),
     ("Infotext", ("enable_pnginfo", "save_txt")),
+    (
+        "Sampler parameters",
+        (
+            "sd_sampling_backend",
+            "randn_source",
+            "eta_noise_seed_delta",
+            "eta_ancestral",
+            "eta_ddim",
+            "s_churn",
+            "s_tmin",
+            "s_tmax",
+            "s_noise",
+            "always_discard_next_to_last_sigma",
+            "sgm_noise_multiplier",
+            "use_old_karras_scheduler_sigmas",
+        ),
+    ),
     ("Live previews", ("live_previews_enable", "show_progress_every_n_steps")),
     (
         "Defaults",
@@ -165,7 +183,8 @@ def localization_choices(application: Application) -> list[str]:
 def fixed_choices(name: str, application: Application) -> list[str] | None:
     """The choices of a setting picked from a list (None: the setting is typed in or ticked)."""
     lists = {
-        "default_sampler": lambda: sampler_names(application.backend.sampler_support()),
+        "default_sampler": lambda: sampler_names(application.active_backend().sampler_support()),
+        "sd_sampling_backend": lambda: ["", *backend_names()],  # empty: the --backend flag's choice
         "default_scheduler": lambda: list(SCHEDULE_TYPES),
         "samples_format": lambda: list(IMAGE_FORMAT_NAMES),
         "grid_format": lambda: list(IMAGE_FORMAT_NAMES),

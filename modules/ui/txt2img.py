@@ -74,7 +74,7 @@ def build_hires_controls(context: UiContext, controls: Controls) -> None:
             checkpoint = add_dropdown(
                 context, controls, "hr_checkpoint_name", "Checkpoint", hires_checkpoint_choices(context), custom=True
             )
-            support = context.application.backend.sampler_support()
+            support = context.application.active_backend().sampler_support()
             samplers = [handlers.USE_SAME_SAMPLER, *sampler_names(support)]
             add_dropdown(context, controls, "hr_sampler_name", "Hires sampling method", samplers)
             schedules = [handlers.USE_SAME_SCHEDULER, *SCHEDULE_TYPES]

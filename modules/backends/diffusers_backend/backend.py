@@ -10,14 +10,15 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from modules.backends.base import BackendError, GenerationPlan, MaskedContent, ProgressReporter
+from modules.backends.base import BackendError, GenerationPlan, MaskedContent, ProgressReporter, RunDetails
 from modules.backends.diffusers_backend.composable import ComposableGuidance, ComposableGuidanceUNet
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
+from modules.backends.original.rng import ImageRNG, NoiseSource, RandnSource
 from modules.backends.preview import latents_to_preview
 from modules.models.manager import LoadedModel, Task
 from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
 from modules.prompts.step_switching import ScheduledEmbeddings
-from modules.samplers import SamplerSupport
+from modules.samplers import SamplerSupport, find_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,13 @@ class DiffusersBackend:
 
     def sampler_support(self) -> SamplerSupport:
         return SUPPORT
+
+    def run_details(self, plan: GenerationPlan) -> RunDetails:
+        infotext: dict[str, object] = {"Sampler backend": self.name}
+        infotext.update(NoiseSource(RandnSource(plan.sampling.randn_source)).infotext())
+        if plan.sampling.eta_noise_seed_delta:
+            infotext["ENSD"] = plan.sampling.eta_noise_seed_delta
+        return RunDetails(infotext=infotext, notes=noise_notes(plan))
 
     def steps_run(self, plan: GenerationPlan) -> int:
         return steps_run(plan)
@@ -62,6 +70,8 @@ class DiffusersBackend:
         pipeline = model.pipeline_view(plan.task, **components)
         arguments = self._common_arguments(pipeline, plan, progress, guidance)
         arguments.update(embeddings.as_kwargs())
+        if plan.task is Task.TXT2IMG and not model.is_inpainting:
+            arguments["latents"], arguments["generator"] = initial_noise(pipeline, plan)
         if plan.task is Task.IMG2IMG and not model.is_inpainting:
             arguments.update(image=plan.init_image, **img2img_steps(plan))
         elif plan.task is not Task.TXT2IMG or model.is_inpainting:
@@ -142,6 +152,64 @@ class DiffusersBackend:
             arguments["masked_image_latents"] = encode_image(pipeline, masked_pixels(plan.init_image, plan.mask))
         arguments["image"] = image
         return arguments
+
+
+def initial_noise(pipeline: DiffusionPipeline, plan: GenerationPlan) -> tuple[torch.Tensor, list[torch.Generator]]:
+    """A1111's initial noise (per-image seeds, variation seed, seed resize, RNG source) for ``latents``, and the
+    per-image generators the scheduler continues for its per-step noise (after the first draw, reseeded by ENSD,
+    as A1111's generators are)."""
+    device = pipeline._execution_device
+    unet = pipeline.unet
+    channels = int(unet.config.in_channels)
+    noise = plan.noise
+    rng = ImageRNG(
+        (channels, plan.height // pipeline.vae_scale_factor, plan.width // pipeline.vae_scale_factor),
+        plan.seeds,
+        subseeds=list(noise.subseeds) or None,
+        subseed_strength=noise.subseed_strength,
+        seed_resize_from_h=noise.resize_from_h,
+        seed_resize_from_w=noise.resize_from_w,
+        source=NoiseSource(RandnSource(plan.sampling.randn_source), device),
+        eta_noise_seed_delta=plan.sampling.eta_noise_seed_delta,
+    )
+    latents = rng.first().to(unet.dtype)
+    generator_device = "cpu" if device.type == "mps" else device
+    delta = plan.sampling.eta_noise_seed_delta
+    generators = [
+        generator
+        if isinstance(generator, torch.Generator)
+        else torch.Generator(generator_device).manual_seed(seed + delta)  # NV: torch generators for the scheduler
+        for generator, seed in zip(rng.generators, plan.seeds, strict=True)
+    ]
+    return latents, generators
+
+
+def noise_notes(plan: GenerationPlan) -> list[str]:
+    """What the diffusers backend cannot do of A1111's noise and sampler settings, for the request's notes."""
+    notes = []
+    sampling, info = plan.sampling, find_sampler(plan.sampler_name)
+    if plan.task is not Task.TXT2IMG and (plan.noise.subseed_strength or plan.noise.resized):
+        notes.append("diffusers backend: variation seed and seed resize apply to txt2img's initial noise only")
+    if sampling.randn_source == "NV":
+        notes.append("diffusers backend: the scheduler's per-step noise comes from torch generators, not NV's")
+    ddim = info.name in ("DDIM", "DDIM CFG++")
+    eta = sampling.eta if sampling.eta is not None else (sampling.eta_ddim if ddim else sampling.eta_ancestral)
+    values = {
+        "eta": (eta, 0.0 if ddim else 1.0),
+        "s_churn": (sampling.s_churn, 0.0),
+        "s_tmin": (sampling.s_tmin, 0.0),
+        "s_tmax": (sampling.s_tmax, 0.0),
+        "s_noise": (sampling.s_noise, 1.0),
+    }
+    changed = [name for name, (value, default) in values.items() if name in info.parameters and value != default]
+    flags = ("always_discard_next_to_last_sigma", "sgm_noise_multiplier", "use_old_karras_scheduler_sigmas")
+    changed.extend(name for name in flags if getattr(sampling, name))
+    if changed:
+        notes.append(
+            f"diffusers backend: {', '.join(changed)} not applied (diffusers' scheduler draws and scales its own "
+            "per-step noise; use --backend original or the sd_sampling_backend setting for A1111's samplers)"
+        )
+    return notes
 
 
 class StepCallback:

@@ -1,0 +1,314 @@
+"""The original backend: A1111 v1.10.1's samplers, noise and model call over the loaded diffusers components.
+
+The loaded UNet, VAE and text encoders are shared with the diffusers backend (nothing is reloaded or changed);
+this backend only drives them the way A1111 does (``pipeline.sample_txt2img`` / ``sample_img2img``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from modules.backends.base import (
+    BackendError,
+    GenerationPlan,
+    MaskedContent,
+    ProgressReporter,
+    RunDetails,
+    SamplingSettings,
+)
+from modules.backends.original import catalogue
+from modules.backends.original.conditioning import BatchConditioning
+from modules.backends.original.images import (
+    decode_latents,
+    encode_images,
+    image_to_tensor,
+    inpaint_blend,
+    inpainting_conditioning,
+)
+from modules.backends.original.pipeline import (
+    DiffusionModel,
+    Guidance,
+    SamplingResult,
+    img2img_steps,
+    sample_img2img,
+    sample_txt2img,
+)
+from modules.backends.original.rng import ImageRNG, NoiseSource, RandnSource
+from modules.backends.original.schedules import (
+    SCHEDULE_TYPES,
+    DiscreteSigmas,
+    ScheduleOptions,
+    compute_sigmas,
+    ddim_timesteps,
+    ldm_alphas_cumprod,
+)
+from modules.backends.original.unet import (
+    DiffusersUNet,
+    alphas_cumprod_of,
+    is_sdxl,
+    prediction_of,
+    sdxl_time_ids,
+)
+from modules.backends.preview import latents_to_preview
+from modules.models.manager import LoadedModel, Task
+from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
+from modules.samplers import SamplerSupport
+
+logger = logging.getLogger(__name__)
+
+SCHEDULE_LABELS: tuple[str, ...] = tuple(schedule.label for schedule in SCHEDULE_TYPES if schedule.function is not None)
+
+
+class _SamplingStoppedError(Exception):
+    """Raised from the step callback on interrupt or skip; carries the last denoised latents (A1111's
+    ``last_latent``, which is what A1111 decodes after an interrupt)."""
+
+    def __init__(self, denoised: torch.Tensor) -> None:
+        super().__init__("sampling stopped")
+        self.denoised = denoised
+
+
+def parameters_of(settings: SamplingSettings) -> catalogue.SamplerParameters:
+    return catalogue.SamplerParameters(
+        eta=settings.eta,
+        eta_ancestral=settings.eta_ancestral,
+        eta_ddim=settings.eta_ddim,
+        s_churn=settings.s_churn,
+        s_tmin=settings.s_tmin,
+        s_tmax=settings.s_tmax,
+        s_noise=settings.s_noise,
+        eta_noise_seed_delta=settings.eta_noise_seed_delta,
+        sgm_noise_multiplier=settings.sgm_noise_multiplier,
+    )
+
+
+def schedule_options_of(settings: SamplingSettings, xl: bool = False) -> ScheduleOptions:
+    return ScheduleOptions(
+        always_discard_next_to_last_sigma=settings.always_discard_next_to_last_sigma,
+        use_old_karras_scheduler_sigmas=settings.use_old_karras_scheduler_sigmas,
+        is_sdxl=xl,
+    )
+
+
+def sampler_steps(plan: GenerationPlan) -> tuple[int, int | None]:
+    """(schedule length, t_enc) of the plan: t_enc is None for txt2img."""
+    if plan.task is Task.TXT2IMG:
+        return plan.steps, None
+    return img2img_steps(plan.steps, plan.denoising_strength, plan.exact_steps)
+
+
+@dataclass
+class StepReporter:
+    """k-diffusion's callback: progress, previews, and a stop on interrupt or skip."""
+
+    progress: ProgressReporter
+    total: int
+    xl: bool
+
+    def __call__(self, state: dict[str, Any]) -> None:
+        done = int(state["i"]) + 1
+        every = self.progress.preview_every_n_steps
+        preview = None
+        if every > 0 and done % every == 0 and done < self.total:
+            preview = latents_to_preview(state["denoised"], xl=self.xl)
+        self.progress.step_done(done, preview)
+        if self.progress.interrupted or self.progress.skipped:
+            raise _SamplingStoppedError(state["denoised"])
+
+
+class OriginalBackend:
+    """A1111's k-diffusion and timestep samplers, per-image noise and CFG, on the loaded diffusers model."""
+
+    name = "original"
+
+    def sampler_support(self) -> SamplerSupport:
+        # A1111 offers every schedule type with every sampler (DPM fast/adaptive and the timestep samplers
+        # ignore it, as there).
+        return {name: SCHEDULE_LABELS for name in catalogue.sampler_names()}
+
+    def run_details(self, plan: GenerationPlan) -> RunDetails:
+        sampler = catalogue.find_sampler(plan.sampler_name)
+        _, infotext = parameters_of(plan.sampling).keyword_arguments(sampler)
+        infotext.update(NoiseSource(RandnSource(plan.sampling.randn_source)).infotext())
+        options = schedule_options_of(plan.sampling)
+        if sampler.kind is catalogue.SamplerKind.SIGMAS:
+            infotext.update(self._schedule_infotext(plan, sampler, options))
+        elif options.always_discard_next_to_last_sigma and sampler.kind is catalogue.SamplerKind.TIMESTEPS:
+            infotext["Discard penultimate sigma"] = True
+        if plan.sampling.sgm_noise_multiplier and sampler.kind is not catalogue.SamplerKind.TIMESTEPS:
+            infotext["SGM noise multiplier"] = True
+        return RunDetails(infotext=infotext)
+
+    @staticmethod
+    def _schedule_infotext(
+        plan: GenerationPlan, sampler: catalogue.SamplerInfo, options: ScheduleOptions
+    ) -> dict[str, object]:
+        """The schedule's infotext entries (discard penultimate sigma, old Karras range), from a dummy table."""
+        steps, _ = sampler_steps(plan)
+        schedule = compute_sigmas(
+            steps,
+            plan.schedule_type,
+            DiscreteSigmas(ldm_alphas_cumprod()),
+            options,
+            sampler_default=sampler.default_schedule,
+            sampler_discards_penultimate=sampler.discard_penultimate,
+        )
+        # processing writes "Schedule type" itself (A1111's create_infotext rule)
+        return {key: value for key, value in schedule.infotext.items() if key != "Schedule type"}
+
+    def steps_run(self, plan: GenerationPlan) -> int:
+        """A1111's steps: txt2img ``steps``; img2img t_enc + 1 (exactly ``steps`` with exact steps); A1111's
+        timestep samplers make one model call fewer than their timestep count."""
+        sampler = catalogue.find_sampler(plan.sampler_name)
+        total, t_enc = sampler_steps(plan)
+        if sampler.kind is catalogue.SamplerKind.TIMESTEPS:
+            count = len(ddim_timesteps(total, plan.sampling.always_discard_next_to_last_sigma))
+            return max(1, (count if t_enc is None else t_enc) - 1)
+        return total if t_enc is None else t_enc + 1
+
+    def generate(
+        self, model: LoadedModel, plan: GenerationPlan, progress: ProgressReporter
+    ) -> list[Image.Image] | torch.Tensor:
+        xl = is_sdxl(model)
+        unet = model.pipeline.unet
+        diffusion = DiffusionModel(
+            unet=DiffusersUNet(unet, sdxl_time_ids(plan.width, plan.height) if xl else None),
+            alphas_cumprod=alphas_cumprod_of(model),
+            prediction=prediction_of(model),
+        )
+        conditioning = self._conditioning(model, plan, unet.device)
+        reporter = StepReporter(progress, self.steps_run(plan), xl)
+        with torch.inference_mode():
+            sample = self._sampler_call(model, plan, diffusion, conditioning, xl)
+            try:
+                latents = sample(reporter).latents
+            except _SamplingStoppedError as stopped:
+                latents = stopped.denoised
+            if plan.output_latents:
+                return latents
+            return decode_latents(model.pipeline.vae, latents)
+
+    def decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
+        with torch.inference_mode():
+            return decode_latents(model.pipeline.vae, latents)
+
+    def _conditioning(self, model: LoadedModel, plan: GenerationPlan, device: torch.device) -> BatchConditioning:
+        """A1111 prompt semantics from Easel's encoder; a hires pass schedules over both passes' steps."""
+        encoder = prompt_encoder_of(model)
+        base_steps, hires_steps = (plan.hires_base_steps, plan.steps) if plan.hires_base_steps else (plan.steps, None)
+        emphasis = Emphasis(plan.emphasis)
+
+        def encode(prompt: str, split_and: bool) -> PromptConditioning:
+            return encoder.encode_conditioning(
+                prompt, base_steps, hires_steps, clip_skip=plan.clip_skip, emphasis=emphasis, split_and=split_and
+            )
+
+        positives = [encode(prompt, True) for prompt in plan.prompts]
+        negatives = [encode(prompt, False) for prompt in plan.negative_prompts]
+        return BatchConditioning(positives, negatives, device)
+
+    def _noise(self, model: LoadedModel, plan: GenerationPlan, latent_shape: tuple[int, ...]) -> ImageRNG:
+        settings, seeds = plan.sampling, plan.noise
+        try:
+            source = NoiseSource(RandnSource(settings.randn_source), model.pipeline.unet.device)
+        except ValueError as error:
+            raise BackendError(f"unknown RNG source {settings.randn_source!r}; use GPU, CPU or NV") from error
+        return ImageRNG(
+            latent_shape,
+            plan.seeds,
+            subseeds=list(seeds.subseeds) or None,
+            subseed_strength=seeds.subseed_strength,
+            seed_resize_from_h=seeds.resize_from_h,
+            seed_resize_from_w=seeds.resize_from_w,
+            source=source,
+            eta_noise_seed_delta=settings.eta_noise_seed_delta,
+        )
+
+    def _sampler_call(
+        self,
+        model: LoadedModel,
+        plan: GenerationPlan,
+        diffusion: DiffusionModel,
+        conditioning: BatchConditioning,
+        xl: bool,
+    ) -> Callable[[Callable[[dict[str, Any]], None]], SamplingResult]:
+        """The sampling call for the plan's task, with everything but the callback bound."""
+        vae = model.pipeline.vae
+        channels = int(vae.config.latent_channels)
+        latent_shape = (channels, plan.height // 8, plan.width // 8)
+        rng = self._noise(model, plan, latent_shape)
+        guidance = Guidance(
+            cond=conditioning.cond,
+            uncond=conditioning.uncond,
+            cond_scale=plan.cfg_scale,
+        )
+        common: dict[str, Any] = {
+            "schedule": plan.schedule_type,
+            "schedule_options": schedule_options_of(plan.sampling, xl),
+            "parameters": parameters_of(plan.sampling),
+        }
+        if plan.task is Task.TXT2IMG:
+            if model.is_inpainting:
+                pixels = torch.zeros(len(plan.seeds), 3, plan.height, plan.width)
+                guidance.image_cond = inpainting_conditioning(vae, pixels, None, latent_shape, plan.seeds)
+            return lambda callback: sample_txt2img(
+                plan.sampler_name, plan.steps, diffusion, guidance, rng, callback=callback, **common
+            )
+        init_latent, pixels = self._init_latent(vae, plan, diffusion.alphas_cumprod.device)
+        if plan.mask is not None:
+            init_latent = self._fill_masked(init_latent, plan, latent_shape)
+            guidance.blend = inpaint_blend(init_latent, plan.mask)
+        if model.is_inpainting:
+            if pixels is None:
+                pixels = 2.0 * torch.cat([image_to_tensor(image) for image in decode_latents(vae, init_latent)]) - 1.0
+            guidance.image_cond = inpainting_conditioning(vae, pixels, plan.mask, init_latent.shape, plan.seeds)
+        return lambda callback: sample_img2img(
+            plan.sampler_name,
+            plan.steps,
+            diffusion,
+            guidance,
+            rng,
+            init_latent,
+            plan.denoising_strength,
+            img2img_fix_steps=plan.exact_steps,
+            initial_noise_multiplier=plan.noise_multiplier,
+            callback=callback,
+            **common,
+        )
+
+    def _init_latent(
+        self, vae: torch.nn.Module, plan: GenerationPlan, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(init latents (B, C, h, w), the init pixels in [-1, 1] or None when latents were given)."""
+        init = plan.init_image
+        count = len(plan.seeds)
+        if isinstance(init, torch.Tensor):  # a latent hires pass: the upscaled first-pass latents
+            latents = init.to(device=device, dtype=torch.float32)
+            return (latents.expand(count, -1, -1, -1) if latents.shape[0] == 1 else latents), None
+        if init is None:
+            raise BackendError("img2img needs an init image")
+        images = list(init) if isinstance(init, list | tuple) else [init] * count
+        if len(images) != count:
+            raise BackendError(f"{len(images)} init images for a batch of {count}")
+        latents = encode_images(vae, images, plan.seeds).to(device)
+        pixels = 2.0 * torch.cat([image_to_tensor(image) for image in images]) - 1.0
+        return latents, pixels
+
+    def _fill_masked(
+        self, init_latent: torch.Tensor, plan: GenerationPlan, latent_shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        """A1111's "latent noise" (seeded noise in the masked area) and "latent nothing" (zeros there)."""
+        assert plan.mask is not None
+        blend = inpaint_blend(init_latent, plan.mask)
+        if plan.masked_content is MaskedContent.LATENT_NOISE:
+            noise = ImageRNG(latent_shape, plan.seeds, source=NoiseSource(device=init_latent.device)).next()
+            return init_latent * blend.mask + noise * blend.nmask
+        if plan.masked_content is MaskedContent.LATENT_NOTHING:
+            return init_latent * blend.mask
+        return init_latent

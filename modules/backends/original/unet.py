@@ -1,0 +1,109 @@
+"""The loaded diffusers UNet as the original backend's samplers call it: ``unet(x, t, ModelConditioning)``.
+
+Written by hand (A1111's ``sd_hijack_unet.apply_model`` and ldm's ``DiffusionWrapper`` are the facts): x and t are
+cast to the UNet's dtype (an fp16 model sees t rounded to fp16, as in A1111), the UNet runs under CUDA autocast
+when it is half precision, and the output comes back as float32. SDXL's added conditions (pooled text
+embeddings and the size/crop ``time_ids``) and an inpainting model's image conditioning (mask + masked-image
+latents, concatenated to x on the channel axis like ldm's ``c_concat``) are passed on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from modules.backends.base import BackendError
+from modules.backends.original.denoiser import ModelConditioning, Prediction
+from modules.backends.original.schedules import ldm_alphas_cumprod
+from modules.models.manager import LoadedModel
+
+# Keys of the SDXL conditioning mapping (A1111's / sgm's names).
+CROSSATTN = "crossattn"
+VECTOR = "vector"
+ALPHAS_ATTACHMENT = "original_backend.alphas_cumprod"
+
+
+@dataclass
+class DiffusersUNet:
+    """A callable over a ``UNet2DConditionModel``; ``time_ids`` (1, 6) only for SDXL."""
+
+    unet: torch.nn.Module
+    time_ids: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        # diffusers' ModelMixin.device / .dtype walk every parameter: read them once per run, not per model call.
+        self.dtype: torch.dtype = self.unet.dtype
+        self.device: torch.device = self.unet.device
+        if self.time_ids is not None:
+            self.time_ids = self.time_ids.to(self.device, self.dtype)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: ModelConditioning) -> torch.Tensor:
+        dtype = self.dtype
+        sample = x if cond.image is None else torch.cat([x, cond.image.to(x)], dim=1)
+        text = cond.text
+        added = None
+        if isinstance(text, Mapping):
+            hidden = text[CROSSATTN]
+            if self.time_ids is None:
+                raise BackendError("SDXL conditioning given to a model without added conditions")
+            added = {
+                "text_embeds": text[VECTOR].to(self.device, dtype),
+                "time_ids": self.time_ids.expand(x.shape[0], -1),
+            }
+        else:
+            hidden = text
+        with self._autocast():
+            output = self.unet(
+                sample.to(dtype),
+                t.to(dtype),
+                encoder_hidden_states=hidden.to(self.device, dtype),
+                added_cond_kwargs=added,
+                return_dict=False,
+            )[0]
+        return output.to(x.dtype)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """A1111 samples under ``torch.autocast("cuda")`` for half-precision models."""
+        if self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16):
+            return torch.autocast("cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
+
+def sdxl_time_ids(width: int, height: int) -> torch.Tensor:
+    """sgm's size conditioning as A1111 gives it: original size, crop (0, 0), target size, all the image's."""
+    return torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+
+
+def is_sdxl(model: LoadedModel) -> bool:
+    return getattr(model.pipeline, "text_encoder_2", None) is not None
+
+
+def alphas_cumprod_of(model: LoadedModel) -> torch.Tensor:
+    """ldm's alphas_cumprod for the model's noise schedule (float64 maths, float32 values) on the UNet's device.
+
+    Computed from the checkpoint's scheduler config (``beta_start``, ``beta_end``, ``num_train_timesteps``, zero
+    terminal SNR); kept with the model. ldm's "linear" schedule is diffusers' "scaled_linear"."""
+    cached = model.attachments.get(ALPHAS_ATTACHMENT)
+    if cached is not None:
+        return cached
+    config = model.scheduler_config
+    schedule = config.get("beta_schedule", "scaled_linear")
+    if schedule != "scaled_linear" or config.get("trained_betas") is not None:
+        raise BackendError(f"the original backend runs ldm's noise schedule (scaled_linear), not {schedule!r}")
+    alphas = ldm_alphas_cumprod(
+        linear_start=float(config.get("beta_start", 0.00085)),
+        linear_end=float(config.get("beta_end", 0.012)),
+        timesteps=int(config.get("num_train_timesteps", 1000)),
+        zero_terminal_snr=bool(config.get("rescale_betas_zero_snr", False)),
+    ).to(model.pipeline.unet.device)
+    return model.attachments.setdefault(ALPHAS_ATTACHMENT, alphas)
+
+
+def prediction_of(model: LoadedModel) -> Prediction:
+    try:
+        return Prediction.from_diffusers(model.scheduler_config.get("prediction_type", "epsilon"))
+    except ValueError as error:
+        raise BackendError(str(error)) from error
