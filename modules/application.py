@@ -13,6 +13,9 @@ from modules.backends.registry import create_backend
 from modules.devices import Attention, MemoryPolicy
 from modules.generation import GenerationService
 from modules.hub.downloads import DownloadManager
+from modules.jobs.database import Database
+from modules.jobs.history import ImageHistory
+from modules.jobs.store import JobStore
 from modules.models.errors import ModelError
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
@@ -54,6 +57,7 @@ class Application:
     service: GenerationService
     postprocessor: Postprocessor
     downloads: DownloadManager | None = None
+    history: ImageHistory | None = None
     networks: Networks | None = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -79,7 +83,9 @@ class Application:
         context = ProcessingContext(
             models=models, backend=backend, options=options, paths=paths, postprocessor=postprocessor
         )
-        service = GenerationService(context)
+        database = Database(paths.queue_file)
+        history = ImageHistory(database, paths.outputs_dir)
+        service = GenerationService(context, JobStore(database), history)
         logger.info(
             "application ready data_dir=%s checkpoints=%d %s",
             paths.data_dir,
@@ -96,6 +102,7 @@ class Application:
             service=service,
             postprocessor=postprocessor,
             networks=networks,
+            history=history,
         )
 
     def initial_checkpoint(self) -> str | None:

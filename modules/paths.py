@@ -80,6 +80,11 @@ class DataPaths:
     def params_file(self) -> Path:
         return self.data_dir / "params.txt"
 
+    @property
+    def queue_file(self) -> Path:
+        """The SQLite database of the job queue and the image history."""
+        return self.data_dir / "queue.db"
+
     def ensure(self) -> None:
         """Create the folders a fresh install needs."""
         for folder in (self.checkpoints_dir, self.lora_dir, self.vae_dir, self.embeddings_dir, self.outputs_dir):

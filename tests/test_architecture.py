@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "modules.processing": 3,
     # 4: the generation service and the application object
     "modules.generation": 4,
+    "modules.jobs": 4,  # the SQLite queue and image history
     "modules.application": 4,
     # 5: the edges
     "modules.api": 5,
