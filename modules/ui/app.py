@@ -21,6 +21,7 @@ from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
 from modules.ui.models_tab import create_models_tab
 from modules.ui.png_info import PngInfoTab, create_png_info_tab
 from modules.ui.prompt_tools import with_pasted_styles
+from modules.ui.queue_panel import create_queue_tab
 from modules.ui.settings import create_settings_tab
 from modules.ui.txt2img import create_txt2img_tab
 from modules.ui.ui_config import UiConfig
@@ -221,6 +222,8 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
                 png_info = create_png_info_tab()
             with gr.Tab("Models", id="models", elem_id="tab_models"):
                 create_models_tab(application, application.downloads)
+            with gr.Tab("Queue", id="queue", elem_id="tab_queue"):
+                create_queue_tab(application)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 create_settings_tab(application)
         for source in (txt2img, img2img, inpaint):
