@@ -165,6 +165,7 @@ class ImageHistory:
         progress = self.scan_progress
         progress.running = True
         progress.finished.clear()
+        progress.total = progress.done = progress.added = progress.removed = 0
         try:
             progress.removed = self.drop_missing()
             known = {row["path"] for row in self.database.query("SELECT path FROM images")}
