@@ -126,3 +126,15 @@ def test_restart_resumes_waiting_jobs_in_order_and_fails_the_running_one(context
         assert starts == sorted(starts)
     finally:
         service.shutdown()
+
+
+def test_finished_rows_beyond_the_kept_number_are_forgotten_waiting_ones_never() -> None:
+    store = JobStore(Database(), keep_finished=3, trim_every=2)
+    for index in range(8):
+        store.add(f"j{index}", "alice", tiny_request(prompt=f"job {index}"))
+    for _ in range(6):
+        record, _request = store.claim_next()
+        store.finish(record.id, JobState.DONE, ["x.png"])
+    kept = [record.id for record in store.list()]
+    assert kept == ["j6", "j7", "j5", "j4", "j3"]  # trimmed after the 6th finish: the 3 newest finished stay
+    assert [record.prompt for record in store.list() if record.state is JobState.QUEUED] == ["job 6", "job 7"]

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT NOT NULL,
     kind TEXT NOT NULL,                     -- the request's class name
     request TEXT NOT NULL,                  -- JSON (images as PNG base64)
+    prompt TEXT NOT NULL DEFAULT '',        -- shown in the queue lists
     state TEXT NOT NULL,
     round INTEGER NOT NULL,
     queued_at REAL NOT NULL,
@@ -40,6 +41,7 @@ CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, state);
 """
 RESTART_REASON = "the server stopped while this job ran"
 FINISHED_KEPT = 2000  # finished job rows kept (the images stay in the history table)
+TRIM_EVERY = 100  # finished jobs between two trims
 
 
 class JobState(StrEnum):
@@ -72,10 +74,6 @@ class JobRecord:
 
     @classmethod
     def from_row(cls, row) -> JobRecord:
-        try:
-            prompt = str(json.loads(row["request"]).get("prompt", ""))
-        except (ValueError, AttributeError):
-            prompt = ""
         return cls(
             id=row["id"],
             number=row["seq"],
@@ -88,20 +86,23 @@ class JobRecord:
             finished_at=row["finished_at"],
             result_paths=tuple(json.loads(row["result_paths"] or "[]")),
             error=row["error"],
-            prompt=prompt,
+            prompt=row["prompt"],
         )
 
 
 class JobStore:
     """Queue operations on the ``jobs`` table; each is one short transaction."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, keep_finished: int = FINISHED_KEPT, trim_every: int = TRIM_EVERY) -> None:
         self.database = database
+        self.keep_finished = keep_finished
+        self.trim_every = trim_every
         with database.transaction() as connection:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     connection.execute(statement)
         self.current_round = self._last_started_round()
+        self._finished = 0
 
     def _last_started_round(self) -> int:
         rows = self.database.query("SELECT MAX(round) FROM jobs WHERE started_at IS NOT NULL")
@@ -114,12 +115,16 @@ class JobStore:
                 "UPDATE jobs SET state=?, error=?, finished_at=? WHERE state=?",
                 (JobState.FAILED, RESTART_REASON, time.time(), JobState.RUNNING),
             )
-            connection.execute(
-                "DELETE FROM jobs WHERE state IN (?, ?, ?) AND seq <= "
-                "(SELECT seq FROM jobs WHERE state IN (?, ?, ?) ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                (*FINISHED_STATES, *FINISHED_STATES, FINISHED_KEPT),
-            )
+            self._trim(connection)
         return [row["id"] for row in self.database.query(self._waiting_sql("id"))]
+
+    def _trim(self, connection) -> None:
+        """Forget the oldest finished rows beyond ``keep_finished`` (their images stay in the history)."""
+        connection.execute(
+            "DELETE FROM jobs WHERE state IN (?, ?, ?) AND seq <= "
+            "(SELECT seq FROM jobs WHERE state IN (?, ?, ?) ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+            (*FINISHED_STATES, *FINISHED_STATES, self.keep_finished),
+        )
 
     @staticmethod
     def _waiting_sql(columns: str) -> str:
@@ -147,8 +152,9 @@ class JobStore:
             if existing is not None:
                 connection.execute("DELETE FROM jobs WHERE id=?", (job_id,))
             connection.execute(
-                "INSERT INTO jobs (id, owner, kind, request, state, round, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job_id, owner, kind, text, JobState.QUEUED, round_number, time.time()),
+                "INSERT INTO jobs (id, owner, kind, request, prompt, state, round, queued_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, owner, kind, text, request.prompt, JobState.QUEUED, round_number, time.time()),
             )
             row = connection.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         return JobRecord.from_row(row)
@@ -182,6 +188,9 @@ class JobStore:
                 "UPDATE jobs SET state=?, finished_at=?, result_paths=?, error=? WHERE id=?",
                 (state, time.time(), json.dumps(list(result_paths)), error, job_id),
             )
+            self._finished += 1
+            if self._finished % self.trim_every == 0:
+                self._trim(connection)
 
     def cancel(self, job_id: str, owner: str | None, reason: str) -> bool:
         """Cancel a queued job; ``owner`` None: any owner's (the admin). False when no such queued job is visible."""
