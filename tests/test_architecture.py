@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "modules.generation": 4,
     "modules.jobs": 4,  # the SQLite queue and image history
     "modules.application": 4,
+    "modules.settings_policy": 4,  # who may change which settings (the UI and the API ask it)
     # 5: the edges
     "modules.api": 5,
     "modules.server": 5,
