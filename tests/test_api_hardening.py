@@ -503,3 +503,15 @@ def test_ui_shows_the_request_caps_as_sentences() -> None:
     assert (
         validation_message(too_long.value) == f"Prompt: is {MAX_PROMPT_CHARS + 1} characters long; the limit is 32768"
     )
+
+
+def test_vae_card_changes_the_setting_for_the_admin_only(server: ApiServer) -> None:
+    from modules.ui.extra_networks import run_action
+
+    before = server.application.options.sd_vae
+    refused = run_action(server.application, "vae\nNone", user=BOB[0])
+    assert refused.startswith("SD VAE not changed") and "--admin-user" in refused
+    assert server.application.options.sd_vae == before
+    assert run_action(server.application, "vae\nNone", user=ADMIN[0]) == "SD VAE: None"
+    assert server.application.options.sd_vae == "None"
+    run_action(server.application, f"vae\n{before}", user=ADMIN[0])

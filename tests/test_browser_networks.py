@@ -55,6 +55,7 @@ def test_extra_networks_tab(server: tuple[str, Path]) -> None:  # noqa: F811
             search.fill("alpha")
             search.press("Enter")
             sync_api.expect(cards).to_have_count(1, timeout=30_000)
+            sync_api.expect(cards.first).to_contain_text("alpha_style", timeout=30_000)  # the new search shown
             cards.first.locator(".easel-card-edit").click()
             sync_api.expect(page.locator("#extra_networks_editor")).to_be_visible(timeout=30_000)
             page.locator("#extra_networks_edit_activation textarea").fill("alphastyle")

@@ -31,6 +31,7 @@ from modules.networks.cards import (
     thumbnail_data_uri,
 )
 from modules.networks.user_metadata import lora_prompt, negative_prompt, read_user_metadata
+from modules.settings_policy import SettingsRefusedError, settings_policy
 from modules.ui import checkpoints
 from modules.ui.card_editor import build_card_editor, wire_card_editor
 
@@ -208,12 +209,12 @@ def build_cards_panel(application: Application, prefix: str, prompt_id: str) -> 
     editor = build_card_editor(application, prefix)
     wire_card_editor(application, editor, cards_of, show, inputs, outputs)
 
-    def act(event: gr.EventData) -> dict[Any, Any]:
+    def act(event: gr.EventData, request: gr.Request) -> dict[Any, Any]:
         text = str(getattr(event, "text", "") or "")
         kind_name, _, rest = text.partition("\n")
         if kind_name == "edit":
             return editor.open(rest, cards_of)
-        return {status: run_action(application, text)}
+        return {status: run_action(application, text, request.username if request else None)}
 
     cards_html.card_action(act, None, [status, *editor.fields()], show_progress="hidden", api_visibility="private")
     return CardsPanel(inputs=inputs, outputs=outputs, show=show)
@@ -248,13 +249,18 @@ def build_tab_networks(application: Application, tab: str, toggle: gr.Button) ->
     )
 
 
-def run_action(application: Application, text: str) -> str:
-    """A checkpoint or VAE card was clicked: switch the checkpoint, or set the SD VAE setting."""
+def run_action(application: Application, text: str, user: str | None = None) -> str:
+    """A checkpoint or VAE card was clicked: switch the checkpoint, or set the SD VAE setting (a global setting:
+    the admin's alone when --admin-user is set)."""
     kind, _, value = (text or "").partition("\n")
     if kind == "checkpoint":
         outcome = checkpoints.switch_checkpoint(application, value)
         return outcome.error or f"Checkpoint: {outcome.title}"
     if kind == "vae":
+        try:
+            settings_policy(application).check({"sd_vae": value}, user)
+        except SettingsRefusedError as error:
+            return f"SD VAE not changed: {error}"
         application.update_options(sd_vae=value)
         return f"SD VAE: {value}"
     return ""
