@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         mount_ui = functools.partial(mount_gradio_ui, application=application, auth=list(gradio_logins))
     app = server.create_app(application, options, mount_ui)
     application.preload_checkpoint()
+    if application.history is not None:
+        application.history.start_scan()  # index images already in the output folders (background, with progress)
     try:
         server.serve(app, options)
     finally:

@@ -14,6 +14,9 @@ from modules.backends.registry import backend_names, create_backend
 from modules.devices import Attention, MemoryPolicy
 from modules.generation import GenerationService
 from modules.hub.downloads import DownloadManager
+from modules.jobs.database import Database
+from modules.jobs.history import ImageHistory
+from modules.jobs.store import JobStore
 from modules.models.errors import ModelError
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
@@ -55,6 +58,7 @@ class Application:
     service: GenerationService
     postprocessor: Postprocessor
     downloads: DownloadManager | None = None
+    history: ImageHistory | None = None
     networks: Networks | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -88,7 +92,9 @@ class Application:
             postprocessor=postprocessor,
             backends=backends,
         )
-        service = GenerationService(context)
+        database = Database(paths.queue_file)
+        history = ImageHistory(database, paths.outputs_dir)
+        service = GenerationService(context, JobStore(database), history)
         logger.info(
             "application ready data_dir=%s checkpoints=%d %s",
             paths.data_dir,
@@ -106,6 +112,7 @@ class Application:
             postprocessor=postprocessor,
             networks=networks,
             backends=backends,
+            history=history,
         )
 
     def active_backend(self, name: str | None = None) -> Backend:

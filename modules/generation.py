@@ -1,4 +1,10 @@
-"""The generation service: one queue for the UI and the API; jobs run one at a time in arrival order."""
+"""The generation service: one queue for the UI and the API.
+
+Generation jobs are rows of the SQLite queue (modules/jobs/store.py): they start in fair order between logins
+(round-robin, the rule is in that module), survive a restart, and may be cancelled while they wait. Internal tasks
+(model loads, saves: Python callables) stay in memory, are never persisted, and run before waiting generation jobs.
+One worker thread runs one job at a time.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +13,47 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
 
+from modules.jobs.database import Database
+from modules.jobs.history import ImageHistory
+from modules.jobs.store import (
+    FINISHED_STATES,
+    JobCancelledError,
+    JobIdInUseError,
+    JobRecord,
+    JobState,
+    JobStore,
+    QueueError,
+    QueueFullError,
+)
 from modules.models.errors import ModelError
 from modules.processing.job import JobControl
-from modules.processing.processing import ProcessingContext, ProcessingError, process
-from modules.processing.requests import Img2ImgRequest, Txt2ImgRequest
+from modules.processing.processing import ProcessingContext, ProcessingError, ProcessingResult, process
+from modules.processing.requests import GenerationRequest
+
+__all__ = [
+    "GenerationService",
+    "Job",
+    "JobCancelledError",
+    "JobIdInUseError",
+    "JobState",
+    "QueueError",
+    "QueueFullError",
+]
 
 logger = logging.getLogger(__name__)
 
 # Errors that answer a bad request or a missing file: reported to the caller, logged without a traceback.
 USER_ERRORS = (ProcessingError, ModelError, ValidationError)
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
+GENERATE = "generate"
+FINISHED_KEPT_IN_MEMORY = 256
 
 
 @dataclass
@@ -49,89 +72,194 @@ class Job:
         return self.future.done()
 
 
+def finished_job(record: JobRecord) -> Job:
+    """A job known only from its row (finished, or from before a restart): its future is already resolved."""
+    future: Future = Future()
+    future.set_result(None)
+    return Job(record.id, record.owner, GENERATE, JobControl(), future, record.state, record.queued_at, record.number)
+
+
 class GenerationService:
-    """Validates nothing itself (requests are typed); queues, runs, and signals jobs."""
+    """Queues, runs, and signals jobs; requests are typed and validated before they get here."""
 
-    def __init__(self, context: ProcessingContext) -> None:
+    def __init__(
+        self, context: ProcessingContext, store: JobStore | None = None, history: ImageHistory | None = None
+    ) -> None:
         self.context = context
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-job")
+        self.store = store or JobStore(Database())
+        self.history = history
         self._jobs: dict[str, Job] = {}
-        self._lock = threading.Lock()
-        self._counter = itertools.count(1)
+        self._tasks: deque[tuple[Job, Callable[[], Any]]] = deque()
+        self._running: Job | None = None
+        self._stopping = False
+        self._wake = threading.Condition()
+        self._task_numbers = itertools.count(1)
+        for job_id in self.store.recover():
+            record = self.store.record(job_id)
+            if record is not None:
+                self._jobs[job_id] = self._new_job(record, self._control())
+        if self._jobs:
+            logger.info("queue resumed jobs=%d", len(self._jobs))
+        self._worker = threading.Thread(target=self._work, name="easel-job", daemon=True)
+        self._worker.start()
 
-    def submit(self, request: Txt2ImgRequest | Img2ImgRequest, owner: str = "", job_id: str | None = None) -> Job:
-        control = JobControl(
-            preview_every_n_steps=self.context.options.show_progress_every_n_steps
-            if self.context.options.live_previews_enable
-            else 0
+    # --- submitting -------------------------------------------------------------------------------------------
+
+    def _control(self) -> JobControl:
+        options = self.context.options
+        every = options.show_progress_every_n_steps if options.live_previews_enable else 0
+        return JobControl(preview_every_n_steps=every)
+
+    @staticmethod
+    def _new_job(record: JobRecord, control: JobControl) -> Job:
+        return Job(
+            record.id, record.owner, GENERATE, control, Future(), JobState.QUEUED, record.queued_at, record.number
         )
-        return self._submit(lambda: process(request, self.context, control, owner), owner, "generate", control, job_id)
+
+    def submit(self, request: GenerationRequest, owner: str = "", job_id: str | None = None) -> Job:
+        """Queue a generation (a row of the queue); QueueFullError over the per-login limit, JobIdInUseError for
+        the id of an unfinished job."""
+        limit = self.context.options.queue_max_jobs_per_user
+        with self._wake:
+            record = self.store.add(job_id or uuid.uuid4().hex, owner, request, limit=limit)
+            job = self._new_job(record, self._control())
+            self._jobs[job.id] = job
+            self._wake.notify()
+        return job
 
     def submit_task(self, function: Callable[[], Any], owner: str = "", kind: str = "task") -> Job:
-        """Queue work that must not overlap generation (model switching, refresh)."""
-        return self._submit(function, owner, kind, JobControl(), None)
+        """Queue work that must not overlap generation (model switching, refresh): in memory, ahead of generations."""
+        job = Job(uuid.uuid4().hex, owner, kind, JobControl(), Future(), number=-next(self._task_numbers))
+        with self._wake:
+            self._jobs[job.id] = job
+            self._tasks.append((job, function))
+            self._wake.notify()
+        return job
 
     def run_task(self, function: Callable[[], Any], owner: str = "", kind: str = "task") -> Any:
         return self.submit_task(function, owner, kind).future.result()
 
-    def _submit(
-        self, function: Callable[[], Any], owner: str, kind: str, control: JobControl, job_id: str | None
-    ) -> Job:
-        job = Job(
-            id=job_id or uuid.uuid4().hex,
-            owner=owner,
-            kind=kind,
-            control=control,
-            future=Future(),
-            number=next(self._counter),
-        )
-        with self._lock:
-            self._jobs[job.id] = job
-        job.future = self._executor.submit(self._run, job, function)
-        return job
+    # --- running ----------------------------------------------------------------------------------------------
 
-    def _run(self, job: Job, function: Callable[[], Any]) -> Any:
-        job.state = JobState.RUNNING
+    def _next(self) -> tuple[Job, Callable[[], Any]] | None:
+        """The next job (tasks first, then the queue's fair order), marked running; waits while none is there."""
+        with self._wake:
+            while not self._stopping:
+                if self._tasks:
+                    job, function = self._tasks.popleft()
+                else:
+                    claimed = self.store.claim_next()
+                    if claimed is None:
+                        self._wake.wait()
+                        continue
+                    record, request = claimed
+                    job = self._jobs.get(record.id) or self._new_job(record, self._control())
+                    self._jobs[job.id] = job
+                    function = self._generation(job, request)
+                job.state = JobState.RUNNING
+                self._running = job
+                return job, function
+        return None
+
+    def _generation(self, job: Job, request: GenerationRequest) -> Callable[[], ProcessingResult]:
+        return lambda: process(request, self.context, job.control, job.owner)
+
+    def _work(self) -> None:
+        while (picked := self._next()) is not None:
+            job, function = picked
+            try:
+                self._run(job, function)
+            finally:
+                with self._wake:
+                    self._running = None
+                self._forget_old()
+
+    def _run(self, job: Job, function: Callable[[], Any]) -> None:
         job.control.started_at = time.monotonic()
         try:
             result = function()
         except USER_ERRORS as error:
-            job.state = JobState.FAILED
             logger.warning("job refused id=%s kind=%s owner=%s reason=%s", job.id, job.kind, job.owner or "-", error)
-            raise
-        except Exception:
-            job.state = JobState.FAILED
+            self._fail(job, error)
+        except Exception as error:
             logger.exception("job failed id=%s kind=%s owner=%s", job.id, job.kind, job.owner or "-")
-            raise
-        finally:
-            self._forget_old()
-        job.state = JobState.DONE
-        return result
+            self._fail(job, error)
+        else:
+            if job.kind == GENERATE:
+                self._record_result(job, result)
+            job.state = JobState.DONE
+            if not job.future.done():
+                job.future.set_result(result)
 
-    def _forget_old(self, keep: int = 256) -> None:
-        with self._lock:
+    def _fail(self, job: Job, error: BaseException) -> None:
+        if job.kind == GENERATE:
+            self.store.finish(job.id, JobState.FAILED, error=f"{type(error).__name__}: {error}")
+        job.state = JobState.FAILED
+        if not job.future.done():
+            job.future.set_exception(error)
+
+    def _record_result(self, job: Job, result: ProcessingResult) -> None:
+        paths = [str(path) for path in result.saved_paths]
+        if result.grid_path is not None:
+            paths.append(str(result.grid_path))
+        self.store.finish(job.id, JobState.DONE, paths)
+        if self.history is not None and result.saved_paths:
+            try:
+                self.history.add_result(job.owner, result)
+            except Exception:  # the images are saved; a failed index entry must not fail the job
+                logger.exception("history not updated id=%s", job.id)
+
+    def _forget_old(self) -> None:
+        with self._wake:
             finished = [job for job in self._jobs.values() if job.future.done()]
-            for job in finished[:-keep] if len(finished) > keep else []:
+            for job in finished[:-FINISHED_KEPT_IN_MEMORY] if len(finished) > FINISHED_KEPT_IN_MEMORY else []:
                 self._jobs.pop(job.id, None)
 
+    # --- looking ---------------------------------------------------------------------------------------------
+
     def job(self, job_id: str) -> Job | None:
-        return self._jobs.get(job_id)
+        """The job with this id, live or from the queue's finished rows; None when there is none."""
+        found = self._jobs.get(job_id)
+        if found is not None:
+            return found
+        record = self.store.record(job_id)
+        return finished_job(record) if record is not None and record.state in FINISHED_STATES else None
 
     def current(self) -> Job | None:
-        with self._lock:
-            return next((job for job in self._jobs.values() if job.state is JobState.RUNNING), None)
+        return self._running
 
     def pending(self) -> list[Job]:
-        with self._lock:
-            return sorted(
-                (job for job in self._jobs.values() if job.state is JobState.QUEUED), key=lambda job: job.number
-            )
+        """Waiting jobs in the order they will start: internal tasks, then the queue's fair order."""
+        with self._wake:
+            tasks = [job for job, _ in self._tasks]
+            waiting = [self._jobs[job_id] for job_id in self.store.waiting_ids() if job_id in self._jobs]
+        return tasks + waiting
 
     def position(self, job: Job) -> int:
-        """0 when running, else how many queued jobs are ahead (1-based)."""
+        """0 when running or finished, else the 1-based place among the waiting jobs."""
         if job.state is not JobState.QUEUED:
             return 0
-        return 1 + sum(1 for other in self.pending() if other.number < job.number)
+        with self._wake:
+            tasks = [queued for queued, _ in self._tasks]
+            if job.kind != GENERATE:
+                return tasks.index(job) + 1 if job in tasks else 0
+            place = self.store.position(job.id)
+        return len(tasks) + place if place else 0
+
+    # --- signals -----------------------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str, owner: str = "", admin: bool = False, reason: str = "cancelled") -> bool:
+        """Cancel a waiting generation job of ``owner`` (an admin: anyone's). False when there is no such waiting
+        job for this caller: another login's id answers exactly as an unknown id does."""
+        if not self.store.cancel(job_id, None if admin else owner, reason):
+            return False
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.state = JobState.CANCELLED
+            if not job.future.done():
+                job.future.set_exception(JobCancelledError(f"job cancelled before it started: {reason}"))
+        logger.info("job cancelled id=%s by=%s reason=%s", job_id, owner or "-", reason)
+        return True
 
     def interrupt(self, owner: str = "", job_id: str | None = None, admin: bool = False) -> bool:
         return self._signal("interrupt", owner, job_id, admin)
@@ -141,11 +269,11 @@ class GenerationService:
 
     def _signal(self, action: str, owner: str, job_id: str | None, admin: bool) -> bool:
         """Interrupt/skip act on the caller's own running job (an admin's on any), or on the job named by id."""
-        with self._lock:
+        with self._wake:
             if job_id is not None:
                 candidates = [self._jobs[job_id]] if job_id in self._jobs else []
             else:
-                candidates = [job for job in self._jobs.values() if job.state is JobState.RUNNING]
+                candidates = [self._running] if self._running is not None else []
         for job in candidates:
             if job.future.done() or not (admin or job.owner == owner):
                 continue
@@ -155,4 +283,13 @@ class GenerationService:
         return False
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop taking jobs: waiting generations stay in the queue for the next start; their waiters are told."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+            waiting = [job for job in self._jobs.values() if job.state is JobState.QUEUED and not job.done]
+            tasks = [job for job, _ in self._tasks]
+            self._tasks.clear()
+        for job in waiting + tasks:
+            if not job.future.done():
+                job.future.set_exception(QueueError("the server is stopping; queued jobs run at the next start"))

@@ -117,6 +117,9 @@ class Options(BaseModel):
         False, description="API: fetch input images given as http:// or https:// URLs (never local addresses)"
     )
     api_max_body_mb: int = Field(64, ge=1, le=4096, description="API: largest request body, in MB (larger: 413)")
+    queue_max_jobs_per_user: int = Field(
+        0, ge=0, le=100_000, description="Queue: most waiting jobs per login (0: no limit; more: API 429, a UI message)"
+    )
     # User interface (A1111 keys; the browser reads them through the page's `opts`).
     quicksettings_list: list[str] = Field(
         ["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"],

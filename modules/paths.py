@@ -81,6 +81,11 @@ class DataPaths:
         return self.data_dir / "params.txt"
 
     @property
+    def queue_file(self) -> Path:
+        """The SQLite database of the job queue and the image history."""
+        return self.data_dir / "queue.db"
+
+    @property
     def extensions_dir(self) -> Path:
         """A1111 keeps extensions under the data folder (the install folder when --data-dir is not given)."""
         return self.data_dir / "extensions"

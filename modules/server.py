@@ -22,6 +22,7 @@ from modules.api.auth import BasicAuth
 from modules.api.errors import InternalErrorResponse, install_error_handlers
 from modules.api.images import ImageLimits
 from modules.api.limits import ApiLog, BodySizeLimit
+from modules.api.queue import install_queue_errors, queue_router
 from modules.api.routes import ApiConfig, GenerationRoutes
 from modules.api.routes_info import info_router
 from modules.application import Application
@@ -155,6 +156,8 @@ def create_app(application: Application, options: ServerOptions, mount_ui: Mount
         app.include_router(info_router(application, api_auth, generation.limits), prefix=prefix)
     internal_auth = BasicAuth(logins=options.api_logins + options.gradio_logins, admin_user=options.admin_user)
     app.include_router(generation.internal_router(internal_auth), prefix=prefix)
+    app.include_router(queue_router(application.service, internal_auth), prefix=prefix)
+    install_queue_errors(app)
     limit = body_limit(application, options)
     if mount_ui is not None and options.ui:
         mount_ui(app, prefix or "/", warnings=exposure_warnings(options), max_file_size=limit())

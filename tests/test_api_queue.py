@@ -106,3 +106,65 @@ def test_force_task_id_in_use_is_a_conflict(server: ApiServer) -> None:
         assert again.status_code == 409
         alice.post("/sdapi/v1/interrupt")
         info(job)
+
+
+def test_cancel_by_id_is_the_owners_and_another_login_learns_nothing(server: ApiServer) -> None:
+    alice, bob, root = server.client(ALICE), server.client(BOB), server.client(ROOT)
+    with ThreadPoolExecutor(3) as pool:
+        holding = submit(pool, alice, {**HOLDING, "seed": 20, "force_task_id": "hold-c"})
+        wait_for(lambda: task_state(alice, "hold-c")["active"], "the holding job")
+        waiting = submit(pool, alice, {**SMALL, "seed": 21, "force_task_id": "to-cancel"})
+        kept = submit(pool, bob, {**SMALL, "seed": 22, "force_task_id": "bob-kept"})
+        wait_for(lambda: {"to-cancel", "bob-kept"} <= set(root.get("/internal/pending-tasks").json()["tasks"]), "jobs")
+
+        listed = {item["id"]: item for item in alice.get("/internal/queue").json()["items"]}
+        assert listed["to-cancel"]["state"] == "queued" and listed["to-cancel"]["position"] >= 1
+        assert "bob-kept" not in listed
+        assert {"to-cancel", "bob-kept", "hold-c"} <= {
+            item["id"] for item in root.get("/internal/queue").json()["items"]
+        }
+
+        unknown = bob.post("/internal/queue/cancel", json={"id_task": "no-such-job"})
+        others = bob.post("/internal/queue/cancel", json={"id_task": "to-cancel"})
+        assert others.status_code == unknown.status_code == 404
+        assert others.json()["detail"] == unknown.json()["detail"]
+        assert alice.post("/internal/queue/cancel", json={"id_task": "to-cancel"}).json() == {"cancelled": True}
+        answer = waiting.result(timeout=WAIT_SECONDS)
+        assert answer.status_code == 409 and "cancelled" in answer.json()["detail"]
+        assert info(kept)["seed"] == 22
+        info(holding)
+    states = {item["id"]: item["state"] for item in alice.get("/internal/queue").json()["items"]}
+    assert states["to-cancel"] == "cancelled" and states["hold-c"] == "done"
+
+
+def test_over_the_per_login_limit_is_a_429(server: ApiServer) -> None:
+    alice, bob = server.client(ALICE), server.client(BOB)
+    server.application.update_options(queue_max_jobs_per_user=1)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            holding = submit(pool, bob, {**HOLDING, "seed": 30, "force_task_id": "hold-l"})
+            wait_for(lambda: task_state(bob, "hold-l")["active"], "the holding job")
+            first = submit(pool, alice, {**SMALL, "seed": 31, "force_task_id": "limit-1"})
+            wait_for(lambda: task_state(alice, "limit-1")["queued"], "alice's first job")
+            refused = alice.post("/sdapi/v1/txt2img", json={**SMALL, "seed": 32})
+            assert refused.status_code == 429 and "limit 1" in refused.json()["detail"]
+            assert info(first)["seed"] == 31
+            info(holding)
+    finally:
+        server.application.update_options(queue_max_jobs_per_user=0)
+
+
+def test_a_client_gone_before_its_job_starts_cancels_it(server: ApiServer) -> None:
+    alice = server.client(ALICE)
+    impatient = server.client(ALICE, timeout=1.0)
+    with ThreadPoolExecutor(1) as pool:
+        holding = submit(pool, alice, {**HOLDING, "seed": 40, "force_task_id": "hold-d"})
+        wait_for(lambda: task_state(alice, "hold-d")["active"], "the holding job")
+        with pytest.raises(httpx.TimeoutException):
+            impatient.post("/sdapi/v1/txt2img", json={**SMALL, "seed": 41, "force_task_id": "gone"})
+        impatient.close()
+        store = server.application.service.store
+        wait_for(lambda: store.record("gone").state == "cancelled", "the job of the gone client to be cancelled")
+        assert store.record("gone").error == "the client disconnected"
+        assert info(holding)["seed"] == 40
+    assert store.record("gone").started_at is None

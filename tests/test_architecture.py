@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "modules.processing": 3,
     # 4: the generation service and the application object
     "modules.generation": 4,
+    "modules.jobs": 4,  # the SQLite queue and image history
     "modules.application": 4,
     "modules.settings_policy": 4,  # who may change which settings (the UI and the API ask it)
     # 5: the edges

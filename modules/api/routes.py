@@ -3,13 +3,12 @@
 Every generation goes through ``application.service`` (the queue the UI uses too), owned by the caller.
 """
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from modules.api import progress as progress_module
@@ -28,6 +27,7 @@ from modules.api.models import (
     ProgressResponse,
     Txt2ImgBody,
 )
+from modules.api.queue import Disconnected, wait_for_job
 from modules.api.results import build_response
 from modules.api.translate import Translation, TranslationContext, translate_img2img, translate_txt2img
 from modules.application import Application
@@ -80,7 +80,7 @@ class GenerationRoutes:
         )
 
     async def run_generation(
-        self, body: GenerationBody, translation: Translation, caller: Caller
+        self, body: GenerationBody, translation: Translation, caller: Caller, disconnected: Disconnected | None = None
     ) -> GenerationResponse:
         service = self.application.service
         job_id = body.force_task_id or None
@@ -94,18 +94,21 @@ class GenerationRoutes:
         moment = datetime.now()
         job = service.submit(translation.request, owner=caller.user, job_id=job_id)
         logger.info("api job submitted id=%s owner=%s", job.id, caller.user or "-")
-        # shield: a client that goes away does not cancel a job the queue already holds
-        result = await asyncio.shield(asyncio.wrap_future(job.future))
+        result = await wait_for_job(service, job, disconnected)  # a client gone before its job starts cancels it
         return_grid = self.application.options.return_grid
         return await run_in_threadpool(build_response, body, translation, result, moment, return_grid)
 
-    async def txt2img(self, body: Txt2ImgBody, caller: Caller) -> GenerationResponse:
+    async def txt2img(
+        self, body: Txt2ImgBody, caller: Caller, disconnected: Disconnected | None = None
+    ) -> GenerationResponse:
         translation = await run_in_threadpool(translate_txt2img, body, self.translation_context())
-        return await self.run_generation(body, translation, caller)
+        return await self.run_generation(body, translation, caller, disconnected)
 
-    async def img2img(self, body: Img2ImgBody, caller: Caller) -> GenerationResponse:
+    async def img2img(
+        self, body: Img2ImgBody, caller: Caller, disconnected: Disconnected | None = None
+    ) -> GenerationResponse:
         translation = await run_in_threadpool(translate_img2img, body, self.translation_context())
-        return await self.run_generation(body, translation, caller)
+        return await self.run_generation(body, translation, caller, disconnected)
 
     def set_options(self, changes: dict[str, Any], caller: Caller) -> None:
         """POST options: known keys are checked (who and what, settings_policy), validated and saved; a checkpoint
@@ -133,12 +136,12 @@ class GenerationRoutes:
         service = self.application.service
 
         @router.post("/txt2img", response_model=GenerationResponse)
-        async def txt2img(body: Txt2ImgBody, caller: CallerDep) -> GenerationResponse:
-            return await self.txt2img(body, caller)
+        async def txt2img(body: Txt2ImgBody, caller: CallerDep, request: Request) -> GenerationResponse:
+            return await self.txt2img(body, caller, request.is_disconnected)
 
         @router.post("/img2img", response_model=GenerationResponse)
-        async def img2img(body: Img2ImgBody, caller: CallerDep) -> GenerationResponse:
-            return await self.img2img(body, caller)
+        async def img2img(body: Img2ImgBody, caller: CallerDep, request: Request) -> GenerationResponse:
+            return await self.img2img(body, caller, request.is_disconnected)
 
         @router.post("/png-info", response_model=PngInfoResponse)
         def post_png_info(body: PngInfoBody) -> PngInfoResponse:

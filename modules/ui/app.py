@@ -21,6 +21,7 @@ from modules.ui import checkpoints, handlers
 from modules.ui.common import GenerationTab, UiContext, fill_controls
 from modules.ui.extra_networks import create_extra_networks_tab
 from modules.ui.extras import create_extras_tab
+from modules.ui.history_tab import create_history_tab, link_to_extras
 from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
 from modules.ui.models_tab import create_models_tab
 from modules.ui.page import (
@@ -35,6 +36,7 @@ from modules.ui.page import (
 )
 from modules.ui.png_info import PngInfoTab, create_png_info_tab
 from modules.ui.prompt_tools import with_pasted_styles
+from modules.ui.queue_panel import create_queue_tab
 from modules.ui.quicksettings import build_quicksettings, wire_quicksettings
 from modules.ui.settings import create_settings_tab
 from modules.ui.txt2img import create_txt2img_tab
@@ -259,6 +261,10 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
                 png_info = create_png_info_tab()
             with gr.Tab("Models", id="models", elem_id="tab_models"):
                 create_models_tab(application, application.downloads)
+            with gr.Tab("History", id="history", elem_id="tab_history"):
+                history = create_history_tab(application)
+            with gr.Tab("Queue", id="queue", elem_id="tab_queue"):
+                create_queue_tab(application)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 apply_settings = create_settings_tab(application, list(top_bar.quicksettings))
         for source in (txt2img, img2img, inpaint):
@@ -266,6 +272,10 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
             link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint", context.styles)
         link_png_info(png_info, txt2img, png_info.send_to_txt2img, tabs, "txt2img", context.styles)
         link_png_info(png_info, img2img, png_info.send_to_img2img, tabs, "img2img", context.styles)
+        for target, tab_id in ((txt2img, "txt2img"), (img2img, "img2img")):
+            button = getattr(history.png_info, f"send_to_{tab_id}")
+            link_png_info(history.png_info, target, button, tabs, tab_id, context.styles)
+        link_to_extras(blocks, history, tabs)
         wire_page_options(application, blocks, top_bar, carrier, apply_settings, (txt2img, img2img, inpaint))
         wire_localization(blocks, application.paths, application.options)
     return blocks
@@ -300,7 +310,12 @@ def wire_page_options(
 def blocked_paths(application: Application) -> list[str]:
     """Files gradio must never serve, whatever a request asks (settings, logins, models)."""
     paths = application.paths
-    return [str(path) for path in (paths.models_dir, paths.config_file, paths.ui_config_file, paths.cache_file)]
+    queue = paths.queue_file  # every login's prompts and image paths (with SQLite's -wal and -shm files)
+    queue_files = (queue, queue.with_name(queue.name + "-wal"), queue.with_name(queue.name + "-shm"))
+    return [
+        str(path)
+        for path in (paths.models_dir, paths.config_file, paths.ui_config_file, paths.cache_file, *queue_files)
+    ]
 
 
 def mount_ui(

@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image, ImageChops
 
-from modules.generation import GenerationService
+from modules.generation import GenerationService, QueueError
 from modules.processing.infotext import infotext_to_request_fields, parse_infotext
 from modules.processing.inputs import outpaint_request
 from modules.processing.processing import ProcessingResult
@@ -247,7 +247,11 @@ def stream_job(
 ) -> Iterator[JobUpdate]:
     """Submit the request, then report progress and new previews until the job ends; the last update has the
     result or the error message."""
-    job = service.submit(request, owner)
+    try:
+        job = service.submit(request, owner)
+    except QueueError as error:  # over the per-login limit of waiting jobs
+        yield JobUpdate(error=error_message(error))
+        return
     logger.info("ui job submitted id=%s owner=%s", job.id, owner or "-")
     last_preview: Image.Image | None = None
     while not job.done:
