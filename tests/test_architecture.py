@@ -30,7 +30,9 @@ LAYERS: dict[str, int] = {
     "modules.postprocess": 2,
     # 3: processing (the run object and its stages)
     "modules.processing": 3,
-    # 4: the generation service and the application object
+    # 4: scripts (hooks called by processing through its ScriptHooks protocol; run() calls processing), the
+    # generation service and the application object
+    "modules.scripts": 4,
     "modules.generation": 4,
     "modules.application": 4,
     # 5: the edges

@@ -46,6 +46,7 @@ class ProcessingResult:
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
     parameters: dict[str, object] = field(default_factory=dict)
+    first_image_index: int = 0  # images before it are grids a script made (A1111's index_of_first_image)
 
 
 @dataclass
