@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -11,11 +12,12 @@ from typing import Any
 from PIL import Image
 
 from modules.processing import saving
+from modules.processing.filenames import FilenameValues
 from modules.processing.hooks import ImageToPostprocess, ScriptHooks
 from modules.processing.job import JobControl
 from modules.processing.processing import ProcessingContext, process, task_output_folder
 from modules.processing.requests import GenerationRequest, Img2ImgRequest
-from modules.processing.run import GenerationRun, ProcessingResult
+from modules.processing.run import MAX_RANDOM_SEED, GenerationRun, ProcessingResult
 from modules.scripts.controls import Control
 
 ScriptArgs = Mapping[str, Any]
@@ -65,6 +67,47 @@ class ScriptJob:
             file_format=options.grid_format,
             settings=saving.SavingSettings.from_options(options),
         )
+
+    def save_sample(self, image: Image.Image, infotext: str, request: GenerationRequest, seed: int) -> Path:
+        """Save an image a script made (not one processing saved) to the samples folder."""
+        options = self.context.options
+        return saving.save_image(
+            image,
+            task_output_folder(self.context, request.task, grid=False),
+            seed,
+            infotext,
+            file_format=options.samples_format,
+            values=FilenameValues(seed=seed, prompt=request.prompt, negative_prompt=request.negative_prompt),
+            settings=saving.SavingSettings.from_options(options),
+        )
+
+
+def merge_results(results: Sequence[ProcessingResult]) -> ProcessingResult:
+    """Several jobs' results as one (scripts that run processing more than once)."""
+    merged = ProcessingResult()
+    for result in results:
+        merged.images += result.images
+        merged.infotexts += result.infotexts
+        merged.seeds += result.seeds
+        merged.subseeds += result.subseeds
+        merged.prompts += result.prompts
+        merged.negative_prompts += result.negative_prompts
+        merged.saved_paths += result.saved_paths
+        merged.notes += [note for note in result.notes if note not in merged.notes]
+        merged.interrupted = merged.interrupted or result.interrupted
+    merged.parameters = results[0].parameters if results else {}
+    return merged
+
+
+def fixed_seed(request: GenerationRequest) -> GenerationRequest:
+    """A1111's ``fix_seed``: a random seed (-1) is drawn once, so every image of the script uses it."""
+    updates = {name: random.randrange(MAX_RANDOM_SEED) for name in ("seed", "subseed") if getattr(request, name) == -1}
+    return request.model_copy(update=updates) if updates else request
+
+
+def updated(request: GenerationRequest, **fields: Any) -> GenerationRequest:
+    """A copy of the request with changed fields, validated (a bad value raises ValidationError)."""
+    return type(request).model_validate({**dict(request), **fields})
 
 
 class Script:

@@ -109,8 +109,11 @@ class Radio(Dropdown):
 
 
 @dataclass(frozen=True)
-class ImageInput(Control):
-    """An image (for example an init image of a script); not sent through the positional API."""
+class Info(Control):
+    """A line of explanation (A1111's ``gr.HTML`` in a script's controls): it takes an argument slot, as in A1111,
+    so positional API arguments line up; its value is ignored."""
+
+    value: str = ""
 
 
 def default_arguments(controls: Sequence[Control]) -> dict[str, Any]:

@@ -162,7 +162,7 @@ class BoundScripts:
             return script.run(job, args)
         except (ProcessingError, ScriptError) as error:
             raise ProcessingError(f"{safe_title(script)}: {error}") from error
-        except (ValueError, RuntimeError, AssertionError, KeyError, TypeError) as error:
+        except Exception as error:  # the script's own code failed: the job fails with its message
             logger.exception("script failed script=%s source=%s", safe_title(script), script.source)
             raise ProcessingError(f"{safe_title(script)} failed: {error}") from error
 

@@ -20,7 +20,7 @@ from modules.processing.infotext import add_parameters, parse_infotext
 from modules.processing.processing import ProcessingContext
 from modules.processing.requests import GenerationRequest
 from modules.processing.run import MAX_RANDOM_SEED, ProcessingResult
-from modules.scripts.base import Script, ScriptArgs, ScriptError, ScriptJob
+from modules.scripts.base import Script, ScriptArgs, ScriptError, ScriptJob, fixed_seed
 from modules.scripts.builtin.xyz_axes import Axis, axes_for, confirm, parse_values, values_to_csv
 from modules.scripts.controls import Checkbox, Control, Dropdown, Slider, Textbox
 from modules.scripts.grid import annotated_grid, side_by_side
@@ -76,7 +76,7 @@ class XYZPlot(Script):
 
     def run(self, job: ScriptJob, args: ScriptArgs) -> ProcessingResult:
         request = job.request
-        base = fix_seeds(request) if not args["no_fixed_seeds"] else request
+        base = fixed_seed(request) if not args["no_fixed_seeds"] else request
         axes = [self.read_axis(job, base, args, letter) for letter in "xyz"]
         xs, ys, zs = (choice.values for choice in axes)
         cells = len(xs) * len(ys) * len(zs)
