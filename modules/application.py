@@ -23,6 +23,8 @@ from modules.options import Options
 from modules.paths import DataPaths
 from modules.postprocess.service import Postprocessor
 from modules.processing.processing import ProcessingContext
+from modules.scripts.builtin import builtin_scripts
+from modules.scripts.runner import ScriptCatalogue
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class Application:
     postprocessor: Postprocessor
     downloads: DownloadManager | None = None
     networks: Networks | None = None
+    scripts: ScriptCatalogue = field(default_factory=ScriptCatalogue)
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -80,6 +83,7 @@ class Application:
             models=models, backend=backend, options=options, paths=paths, postprocessor=postprocessor
         )
         service = GenerationService(context)
+        scripts = ScriptCatalogue(builtin_scripts(context, allow_code=getattr(args, "allow_code", False)))
         logger.info(
             "application ready data_dir=%s checkpoints=%d %s",
             paths.data_dir,
@@ -96,6 +100,7 @@ class Application:
             service=service,
             postprocessor=postprocessor,
             networks=networks,
+            scripts=scripts,
         )
 
     def initial_checkpoint(self) -> str | None:

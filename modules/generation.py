@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -19,6 +20,7 @@ from modules.models.errors import ModelError
 from modules.processing.job import JobControl
 from modules.processing.processing import ProcessingContext, ProcessingError, process
 from modules.processing.requests import Img2ImgRequest, Txt2ImgRequest
+from modules.scripts.runner import BoundScripts
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +61,24 @@ class GenerationService:
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
 
-    def submit(self, request: Txt2ImgRequest | Img2ImgRequest, owner: str = "", job_id: str | None = None) -> Job:
+    def submit(
+        self,
+        request: Txt2ImgRequest | Img2ImgRequest,
+        owner: str = "",
+        job_id: str | None = None,
+        scripts: BoundScripts | None = None,
+    ) -> Job:
+        """Queue a generation; ``scripts`` (the job's selected and always-on scripts) run with it."""
         control = JobControl(
             preview_every_n_steps=self.context.options.show_progress_every_n_steps
             if self.context.options.live_previews_enable
             else 0
         )
-        return self._submit(lambda: process(request, self.context, control, owner), owner, "generate", control, job_id)
+        if scripts is not None:
+            work = functools.partial(scripts.execute, request, self.context, control, owner)
+        else:
+            work = functools.partial(process, request, self.context, control, owner)
+        return self._submit(work, owner, "generate", control, job_id)
 
     def submit_task(self, function: Callable[[], Any], owner: str = "", kind: str = "task") -> Job:
         """Queue work that must not overlap generation (model switching, refresh)."""

@@ -37,10 +37,12 @@ from modules.api.models import (
     RealesrganItem,
     SamplerItem,
     SchedulerItem,
+    ScriptInfo,
     ScriptsList,
     UpscalerItem,
     VaeItem,
 )
+from modules.api.scripts import script_info, script_names
 from modules.application import Application
 from modules.models.registry import CheckpointInfo
 from modules.samplers import SCHEDULE_ALIASES, SCHEDULE_TYPES, find_sampler, sampler_names
@@ -208,9 +210,13 @@ def add_list_routes(router: APIRouter, application: Application) -> None:
 
     @router.get("/scripts", response_model=ScriptsList)
     def scripts() -> ScriptsList:
-        return ScriptsList()
+        return ScriptsList(**script_names(application.scripts))
 
-    empty_lists: dict[str, type] = {"/hypernetworks": dict, "/script-info": dict, "/extensions": ExtensionItem}
+    @router.get("/script-info", response_model=list[ScriptInfo])
+    def get_script_info() -> list[dict[str, Any]]:
+        return script_info(application.scripts)
+
+    empty_lists: dict[str, type] = {"/hypernetworks": dict, "/extensions": ExtensionItem}
     for path, item in empty_lists.items():
         router.add_api_route(path, lambda: [], methods=["GET"], response_model=list[item], name=path.strip("/"))
 

@@ -1,0 +1,97 @@
+"""Scripts over /sdapi/v1 as A1111 clients use them: X/Y/Z plot with positional script_args, /scripts and
+/script-info shapes, A1111's 422 answers for unknown or misplaced script names."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from PIL import Image
+
+from modules.processing.infotext import parse_infotext, read_infotext
+from tests.api_support import SMALL, ApiServer, copy_checkpoints, decode_png, start_api_server, write_tiny_checkpoints
+
+XYZ_ARGS = [4, "2,3", [], 6, "3,7", [], 0, "", [], True, True, False, False, False, False, False, 0, False]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    root = tmp_path_factory.mktemp("api-scripts")
+    write_tiny_checkpoints(root / "checkpoints", ("tiny",))
+    copy_checkpoints(root / "checkpoints", root / "data")
+    running = start_api_server(root / "data")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: ApiServer) -> httpx.Client:
+    return server.client()
+
+
+def test_xyz_plot_with_positional_script_args(client: httpx.Client, server: ApiServer) -> None:
+    body = {
+        "prompt": "a fox",
+        "seed": 42,
+        "sampler_name": "Euler",
+        "script_name": "X/Y/Z Plot",
+        "script_args": XYZ_ARGS,
+        **SMALL,
+    }
+    response = client.post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    info = json.loads(answer["info"])
+    assert len(answer["images"]) == 5 and len(info["infotexts"]) == 5 and info["index_of_first_image"] == 1
+    grid = decode_png(answer["images"][0])
+    assert grid.size == (176, 137)
+    grid_parameters = parse_infotext(read_infotext(grid))
+    assert grid_parameters["Script"] == "X/Y/Z plot" and grid_parameters["X Type"] == "Steps"
+    cells = [parse_infotext(text) for text in info["infotexts"][1:]]
+    assert [(cell["Steps"], float(cell["CFG scale"])) for cell in cells] == [("2", 3), ("3", 3), ("2", 7), ("3", 7)]
+    assert {cell["Seed"] for cell in cells} == {"42"}
+    grids = list((server.data_dir / "outputs" / "txt2img-grids").rglob("*.png"))
+    assert len(grids) == 1 and "X/Y/Z plot" in read_infotext(Image.open(grids[0]))
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"script_name": "nope"}, "Script 'nope' not found"),
+        ({"alwayson_scripts": {"nope": {"args": []}}}, "Script 'nope' not found"),
+        ({"alwayson_scripts": {"x/y/z plot": {"args": []}}}, "Cannot have a selectable script in the always on"),
+        ({"script_name": "x/y/z plot", "script_args": [99]}, "index 99 is out of range"),
+    ],
+)
+def test_script_names_are_checked_as_a1111_does(client: httpx.Client, body: dict, detail: str) -> None:
+    response = client.post("/sdapi/v1/txt2img", json={**body, **SMALL})
+    assert response.status_code == 422
+    assert detail in response.json()["detail"]
+
+
+def test_img2img_only_scripts_are_not_offered_to_txt2img(client: httpx.Client) -> None:
+    response = client.post("/sdapi/v1/txt2img", json={"script_name": "loopback", **SMALL})
+    assert response.status_code == 422 and response.json()["detail"] == "Script 'loopback' not found"
+
+
+def test_scripts_and_script_info_shapes(client: httpx.Client) -> None:
+    names = client.get("/sdapi/v1/scripts").json()
+    assert names["img2img"] == [
+        "loopback",
+        "poor man's outpainting",
+        "prompt matrix",
+        "prompts from file or textbox",
+        "sd upscale",
+        "x/y/z plot",
+    ]
+    info = client.get("/sdapi/v1/script-info").json()
+    assert [entry["is_img2img"] for entry in info] == [False] * 3 + [True] * 6
+    xyz = next(entry for entry in info if entry["name"] == "x/y/z plot" and not entry["is_img2img"])
+    assert xyz["is_alwayson"] is False and len(xyz["args"]) == 18
+    first = xyz["args"][0]
+    assert first["label"] == "X type" and first["value"] == "Seed" and first["choices"].index("Steps") == 4
+    assert set(first) == {"label", "value", "minimum", "maximum", "step", "choices"}
+    margin = xyz["args"][16]
+    assert (margin["label"], margin["minimum"], margin["maximum"], margin["step"]) == ("Grid margins (px)", 0, 500, 2)
