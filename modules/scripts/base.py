@@ -131,6 +131,11 @@ class Script:
     def run(self, job: ScriptJob, args: ScriptArgs) -> ProcessingResult:
         raise NotImplementedError(f"{self.title()} is not a selectable script")
 
+    def dynamic_choices(self, is_img2img: bool, control: str, source_value: Any) -> list[str] | None:
+        """The choices of dropdown ``control`` (one with ``choices_from``) when its source control holds
+        ``source_value``; None hides it (the values are typed instead)."""
+        return None
+
     def before_process(self, run: GenerationRun, args: ScriptArgs) -> None:
         pass
 

@@ -84,6 +84,7 @@ class Dropdown(Control):
     choices: Sequence[str] = field(default_factory=tuple)
     by_index: bool = False
     multiselect: bool = False
+    choices_from: str | None = None  # the control whose value decides the choices (Script.dynamic_choices)
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "choices": list(self.choices)}

@@ -17,6 +17,7 @@ from modules.processing.inputs import outpaint_request
 from modules.processing.processing import ProcessingResult
 from modules.processing.requests import Img2ImgRequest, MaskedContent, ResizeMode, Txt2ImgRequest
 from modules.samplers import SamplerError, split_sampler_name
+from modules.scripts.runner import BoundScripts
 from modules.ui.messages import InputError, error_message, progress_text
 
 logger = logging.getLogger(__name__)
@@ -222,11 +223,15 @@ class JobUpdate:
 
 
 def stream_job(
-    service: GenerationService, request: Txt2ImgRequest | Img2ImgRequest, owner: str, poll_seconds: float = 0.4
+    service: GenerationService,
+    request: Txt2ImgRequest | Img2ImgRequest,
+    owner: str,
+    poll_seconds: float = 0.4,
+    scripts: BoundScripts | None = None,
 ) -> Iterator[JobUpdate]:
-    """Submit the request, then report progress and new previews until the job ends; the last update has the
-    result or the error message."""
-    job = service.submit(request, owner)
+    """Submit the request (with the tab's scripts), then report progress and new previews until the job ends; the
+    last update has the result or the error message."""
+    job = service.submit(request, owner, scripts=scripts)
     logger.info("ui job submitted id=%s owner=%s", job.id, owner or "-")
     last_preview: Image.Image | None = None
     while not job.done:

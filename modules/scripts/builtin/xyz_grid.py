@@ -54,7 +54,9 @@ class XYZPlot(Script):
             controls += [
                 Dropdown(f"{letter}_type", f"{upper} type", default, f"{upper} Type", choices=labels, by_index=True),
                 Textbox(f"{letter}_values", f"{upper} values", "", f"{upper} Values", lines=1),
-                Dropdown(f"{letter}_values_dropdown", f"{upper} values", [], None, multiselect=True),
+                Dropdown(
+                    f"{letter}_values_dropdown", f"{upper} values", [], multiselect=True, choices_from=f"{letter}_type"
+                ),
             ]
         return [
             *controls,
@@ -69,9 +71,12 @@ class XYZPlot(Script):
             Checkbox("csv_mode", "Use text inputs instead of dropdowns", False, "XYZ Plot csv mode"),
         ]
 
-    def axis_choices(self, is_img2img: bool, axis_index: int) -> list[str] | None:
-        """The values an axis offers in its dropdown (None: type them)."""
-        axis = axes_for(is_img2img)[axis_index]
+    def dynamic_choices(self, is_img2img: bool, control: str, source_value: Any) -> list[str] | None:
+        """The values an axis offers in its dropdown (None: they are typed)."""
+        axes = axes_for(is_img2img)
+        labels = [axis.label for axis in axes]
+        index = labels.index(source_value) if source_value in labels else int(source_value or 0)
+        axis = axes[index]
         return axis.choices(self.context) if axis.choices is not None else None
 
     def run(self, job: ScriptJob, args: ScriptArgs) -> ProcessingResult:
