@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from modules.backends.base import Backend
 from modules.backends.registry import create_backend
 from modules.devices import Attention, MemoryPolicy
+from modules.extensions.registry import Extension
 from modules.generation import GenerationService
 from modules.hub.downloads import DownloadManager
 from modules.models.errors import ModelError
@@ -58,6 +59,7 @@ class Application:
     downloads: DownloadManager | None = None
     networks: Networks | None = None
     scripts: ScriptCatalogue = field(default_factory=ScriptCatalogue)
+    extensions: list[Extension] = field(default_factory=list)  # what the extension loader found (modules.compat)
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod

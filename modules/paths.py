@@ -17,6 +17,7 @@ class DataPaths:
     extra_ckpt_dirs: tuple[Path, ...] = ()
     configs_dir: Path = INSTALL_DIR / "configs"
     styles_path: Path | None = None  # --styles-file; None: DATA_DIR/styles.csv
+    builtin_extensions_dir: Path = INSTALL_DIR / "extensions-builtin"
 
     @classmethod
     def create(
@@ -67,6 +68,11 @@ class DataPaths:
     @property
     def ui_config_file(self) -> Path:
         return self.data_dir / "ui-config.json"
+
+    @property
+    def extensions_dir(self) -> Path:
+        """User extensions (A1111's place: ``DATA_DIR/extensions``)."""
+        return self.data_dir / "extensions"
 
     @property
     def cache_file(self) -> Path:

@@ -106,6 +106,7 @@ def start_run_with_hooks(
         changed = start_run(run.request, context, run.control, original=request)
         changed.extra_generation_params.update(run.extra_generation_params)
         changed.note(*run.notes)
+        changed.script_state.update(run.script_state)
         run = changed
     hooks.process(run)
     return run

@@ -77,6 +77,7 @@ class GenerationRun:
     user: str | None = None  # the login that queued the job ([user])
     model: LoadedModel | None = None  # the first pass's model of the current batch (infotext: Model, Model hash)
     result: ProcessingResult = field(default_factory=ProcessingResult)
+    script_state: dict[str, object] = field(default_factory=dict)  # scripts' own data for this job, by key
 
     # A1111's attribute names for what the request holds.
     @property
