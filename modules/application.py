@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from modules.backends.base import Backend
 from modules.backends.registry import create_backend
@@ -60,6 +62,10 @@ class Application:
     networks: Networks | None = None
     scripts: ScriptCatalogue = field(default_factory=ScriptCatalogue)
     extensions: list[Extension] = field(default_factory=list)  # what the extension loader found (modules.compat)
+    # Given by the composition root: extension UI tabs (each returns [(Blocks, title, elem_id)]) and how to
+    # restart the process (None: not started from webui.py).
+    ui_tab_providers: list[Callable[[], list[Any]]] = field(default_factory=list)
+    restart: Callable[[], None] | None = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod

@@ -95,3 +95,19 @@ def test_scripts_and_script_info_shapes(client: httpx.Client) -> None:
     assert set(first) == {"label", "value", "minimum", "maximum", "step", "choices"}
     margin = xyz["args"][16]
     assert (margin["label"], margin["minimum"], margin["maximum"], margin["step"]) == ("Grid margins (px)", 0, 500, 2)
+
+
+def test_extensions_lists_git_clones_in_a1111_shape(server: ApiServer, tmp_path) -> None:
+    from modules.extensions.manage import install_from_url
+    from modules.extensions.registry import list_extensions
+    from tests.extension_support import make_git_extension
+
+    paths = server.application.paths
+    install_from_url(paths.extensions_dir, make_git_extension(tmp_path).as_uri())
+    (paths.extensions_dir / "plain-folder").mkdir()
+    server.application.extensions = list_extensions(paths)
+    items = server.client().get("/sdapi/v1/extensions").json()
+    assert [item["name"] for item in items] == ["git-ext"]
+    item = items[0]
+    assert set(item) == {"name", "remote", "branch", "commit_hash", "version", "commit_date", "enabled"}
+    assert item["version"] == item["commit_hash"][:8] and isinstance(item["commit_date"], str) and item["enabled"]

@@ -105,8 +105,7 @@ def test_callbacks_are_called(loaded):
     calls(folder)
     script_callbacks.app_started_callback(None, object())
     script_callbacks.ui_tabs_callback()
-    script_callbacks.infotext_pasted_callback("x", {"Test ext": "otter"})
-    assert calls(folder) == [["app_started", "object"], ["ui_tabs"], ["infotext_pasted", "otter"]]
+    assert calls(folder) == [["app_started", "object"], ["ui_tabs"]]
 
 
 def test_module_name_collisions_both_sides(loaded):

@@ -216,7 +216,24 @@ def add_list_routes(router: APIRouter, application: Application) -> None:
     def get_script_info() -> list[dict[str, Any]]:
         return script_info(application.scripts)
 
-    empty_lists: dict[str, type] = {"/hypernetworks": dict, "/extensions": ExtensionItem}
+    @router.get("/extensions", response_model=list[ExtensionItem])
+    def extensions() -> list[ExtensionItem]:
+        """A1111: only git clones with a remote are listed (built-in ones and plain folders are left out)."""
+        return [
+            ExtensionItem(
+                name=extension.name,
+                remote=extension.git.remote,
+                branch=extension.git.branch,
+                commit_hash=extension.git.commit_hash,
+                version=extension.git.version,
+                commit_date=str(extension.git.commit_date),
+                enabled=extension.enabled,
+            )
+            for extension in application.extensions
+            if extension.git.remote
+        ]
+
+    empty_lists: dict[str, type] = {"/hypernetworks": dict}
     for path, item in empty_lists.items():
         router.add_api_route(path, lambda: [], methods=["GET"], response_model=list[item], name=path.strip("/"))
 

@@ -73,6 +73,7 @@ def attach(application: Application, prepared: Prepared) -> list[Script]:
         if extension.enabled and not extension.error:
             added += load_extension_scripts(extension)
     application.scripts.add(added)
+    application.ui_tab_providers.append(script_callbacks.ui_tabs_callback)
     script_callbacks.ui_settings_callback()
     logger.info(
         "extensions loaded count=%d enabled=%d failed=%d scripts=%d seconds=%.3f",
@@ -110,3 +111,10 @@ def load_extension_scripts(extension: Extension) -> list[Script]:
         finally:
             CURRENT.loading, CURRENT.loading_file = None, ""
     return found
+
+
+def app_started(app: object) -> None:
+    """``on_app_started`` callbacks, with the FastAPI app (A1111 passes its Blocks and app; Easel has no global
+    Blocks: None)."""
+    script_callbacks.before_ui_callback()
+    script_callbacks.app_started_callback(None, app)

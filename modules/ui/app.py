@@ -11,10 +11,12 @@ import gradio as gr
 from PIL import Image
 
 from modules.application import Application
+from modules.extensions.registry import page_assets
 from modules.models.errors import ModelError
 from modules.prompts.styles import StyleDatabase
 from modules.ui import checkpoints, handlers
 from modules.ui.common import GenerationTab, UiContext, fill_controls
+from modules.ui.extensions_tab import create_extensions_tab
 from modules.ui.extra_networks import create_extra_networks_tab
 from modules.ui.extras import create_extras_tab
 from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
@@ -200,9 +202,35 @@ def link_png_info(
     )
 
 
+def collect_extension_tabs(application: Application) -> list[tuple[gr.Blocks, str, str]]:
+    """Extensions' own tabs (A1111's on_ui_tabs: built before the main page, rendered inside it)."""
+    tabs = []
+    for provider in application.ui_tab_providers:
+        try:
+            tabs += [(blocks, str(title), str(elem_id)) for blocks, title, elem_id, *_ in provider()]
+        except Exception:  # an extension's own code: its tab is left out, the UI starts
+            logger.exception("extension tabs failed")
+    return tabs
+
+
+def render_extension_tabs(extension_tabs: list[tuple[gr.Blocks, str, str]]) -> None:
+    for extension_blocks, title, elem_id in extension_tabs:
+        with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
+            extension_blocks.render()
+
+
+def extension_head(application: Application) -> str:
+    """Extensions' javascript/*.js and style.css, added to the page as A1111 does (inline here)."""
+    scripts, styles = page_assets(application.extensions)
+    parts = [f"<script>\n{path.read_text(encoding='utf-8')}\n</script>" for path in scripts]
+    parts += [f"<style>\n{path.read_text(encoding='utf-8')}\n</style>" for path in styles]
+    return "\n".join(parts)
+
+
 def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Blocks:
     """Build the whole UI (nothing is served yet); ``warnings`` are shown in a banner at the top."""
     context = UiContext(application=application, ui_config=UiConfig.load(application.paths.ui_config_file))
+    extension_tabs = collect_extension_tabs(application)
     with gr.Blocks(title="Easel", analytics_enabled=False) as blocks:
         exposure_banner(warnings)
         context.checkpoint = build_top_bar(application)
@@ -223,6 +251,9 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
                 create_models_tab(application, application.downloads)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 create_settings_tab(application)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                create_extensions_tab(application)
+            render_extension_tabs(extension_tabs)
         for source in (txt2img, img2img, inpaint):
             link_gallery(source, img2img, source.panel.send_to_img2img, tabs, "img2img", context.styles)
             link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint", context.styles)
@@ -260,6 +291,7 @@ def mount_ui(
         mcp_server=False,
         footer_links=[],
         css=CSS,
+        head=extension_head(application),
     )
     logger.info("ui mounted path=%s auth=%s", path, bool(auth))
     return blocks

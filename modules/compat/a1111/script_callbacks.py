@@ -2,13 +2,12 @@
 
 Called by Easel: ``on_app_started`` (after the server app is built), ``on_ui_settings`` (when extensions are
 loaded, so their settings exist for the API and the scripts), ``on_ui_tabs`` (each returned tab is added to the
-UI), ``on_before_ui``, ``on_infotext_pasted`` (when an infotext is pasted in the UI), ``on_script_unloaded``
-(at shutdown). The others (``on_model_loaded``, ``on_before_image_saved``, ``on_image_saved``,
-``on_cfg_denoiser``, ...) are accepted so extensions load, and are not called: README lists them."""
+UI), ``on_before_ui``. The others (``on_model_loaded``, ``on_before_image_saved``, ``on_image_saved``,
+``on_cfg_denoiser``, ``on_infotext_pasted``, ``on_script_unloaded`` ...) are accepted so extensions load, and are
+not called yet: README lists them."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ CALLBACK_NAMES = (
     "list_unets",
     "before_token_counter",
 )
-CALLED = ("app_started", "ui_settings", "ui_tabs", "before_ui", "infotext_pasted", "script_unloaded")
+CALLED = ("app_started", "ui_settings", "ui_tabs", "before_ui")
 
 
 @dataclass
@@ -194,7 +193,3 @@ def infotext_pasted_callback(infotext: str, params: dict[str, Any]) -> None:
 
 def script_unloaded_callback() -> None:
     run_callbacks("script_unloaded")
-
-
-def takes_arguments(callback: Callable[..., Any]) -> int:
-    return len(inspect.signature(callback).parameters)
