@@ -111,3 +111,36 @@ def test_extensions_lists_git_clones_in_a1111_shape(server: ApiServer, tmp_path)
     item = items[0]
     assert set(item) == {"name", "remote", "branch", "commit_hash", "version", "commit_date", "enabled"}
     assert item["version"] == item["commit_hash"][:8] and isinstance(item["commit_date"], str) and item["enabled"]
+
+
+def test_an_a1111_extension_works_through_the_api(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The test extension, unchanged: named in alwayson_scripts with A1111's positional args, its selectable script
+    by script_name; both listed in /scripts and /script-info."""
+    from modules.cmd_args import build_parser
+    from modules.compat import loader
+    from tests.extension_support import write_test_extension
+
+    root = tmp_path_factory.mktemp("api-extension")
+    write_tiny_checkpoints(root / "checkpoints", ("tiny",))
+    copy_checkpoints(root / "checkpoints", root / "data")
+    write_test_extension(root / "data" / "extensions")
+    running = start_api_server(root / "data")
+    try:
+        argv = ["--data-dir", str(root / "data"), "--test-ext-word", "heron"]
+        loader.attach(running.application, loader.parse_with_extensions(build_parser(), argv))
+        client = running.client()
+        assert "test twice" in client.get("/sdapi/v1/scripts").json()["txt2img"]
+        info = client.get("/sdapi/v1/script-info").json()
+        always_on = next(entry for entry in info if entry["name"] == "test always on" and not entry["is_img2img"])
+        assert always_on["is_alwayson"] and [arg["label"] for arg in always_on["args"]] == ["Enabled", "Flip"]
+        body = {"prompt": "a fox", "alwayson_scripts": {"Test Always On": {"args": [True, False]}}, **SMALL}
+        answer = json.loads(client.post("/sdapi/v1/txt2img", json=body).json()["info"])
+        assert answer["all_prompts"] == ["a fox, heron from settings"]
+        assert parse_infotext(answer["infotexts"][0])["Test ext"] == "heron"
+        plain = json.loads(client.post("/sdapi/v1/txt2img", json={"prompt": "a fox", **SMALL}).json()["info"])
+        assert plain["all_prompts"] == ["a fox"]  # always on, but disabled by its default args
+        twice = {"prompt": "a fox", "script_name": "test twice", "script_args": [2], **SMALL}
+        answer = json.loads(client.post("/sdapi/v1/txt2img", json=twice).json()["info"])
+        assert [parse_infotext(text)["Seed"] for text in answer["infotexts"]] == ["100", "101"]
+    finally:
+        running.stop()

@@ -186,10 +186,11 @@ class Processed:
         self.width, self.height, self.steps, self.cfg_scale = p.width, p.height, p.steps, p.cfg_scale
         self.sampler_name = p.sampler_name
         self.batch_size = p.batch_size
-        self.all_prompts = all_prompts or []
-        self.all_negative_prompts = all_negative_prompts or []
-        self.all_seeds = all_seeds or []
-        self.all_subseeds = all_subseeds or []
+        # A1111's defaults: the lists of the last job ``p`` ran, else the single values.
+        self.all_prompts = all_prompts or list(p.all_prompts or []) or [self.prompt]
+        self.all_negative_prompts = all_negative_prompts or list(p.all_negative_prompts or []) or [self.negative_prompt]
+        self.all_seeds = all_seeds or list(p.all_seeds or []) or [seed]
+        self.all_subseeds = all_subseeds or list(p.all_subseeds or []) or [subseed if subseed is not None else -1]
         self.index_of_first_image = index_of_first_image
         self.infotexts = infotexts or [info] * len(images_list)
         self.extra_generation_params = dict(getattr(p, "extra_generation_params", {}) or {})
@@ -254,11 +255,20 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     job = p._job or getattr(CURRENT_JOB, "job", None)
     request = p._request
     if job is not None:
-        return Processed.from_result(p, job.process(request))
-    app = application()
-    is_img2img = isinstance(request, Img2ImgRequest)
-    scripts = app.scripts.tab(is_img2img).bind()
-    return Processed.from_result(p, app.service.submit(request, scripts=scripts).future.result())
+        result = job.process(request)
+    else:
+        app = application()
+        scripts = app.scripts.tab(isinstance(request, Img2ImgRequest)).bind()
+        result = app.service.submit(request, scripts=scripts).future.result()
+    if p._run is None:  # A1111 leaves the job's lists on p
+        for name, values in (
+            ("all_prompts", result.prompts),
+            ("all_negative_prompts", result.negative_prompts),
+            ("all_seeds", result.seeds),
+            ("all_subseeds", result.subseeds),
+        ):
+            p._extra[name] = list(values)
+    return Processed.from_result(p, result)
 
 
 def get_fixed_seed(seed: int | None) -> int:
