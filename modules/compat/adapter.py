@@ -4,6 +4,7 @@ called with A1111's signature on a ``p`` that views the job's run."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,8 @@ from modules.processing.requests import Img2ImgRequest
 from modules.processing.run import GenerationRun, ProcessingResult
 from modules.scripts import controls as neutral
 from modules.scripts.base import Script, ScriptArgs, ScriptJob, Visibility
+
+logger = logging.getLogger(__name__)
 
 VIEW_KEY = "a1111_p"
 
@@ -75,6 +78,7 @@ class A1111Script(Script):
 
     def __init__(self, script_class: type, source: str) -> None:
         self.source = source
+        self.controls: dict[bool, list[neutral.Control]] = {}
         self.instances = {flag: self._instance(script_class, flag, source) for flag in (False, True)}
 
     @staticmethod
@@ -99,11 +103,18 @@ class A1111Script(Script):
         return Visibility.SELECTABLE if shown else Visibility.HIDDEN
 
     def ui(self, is_img2img: bool) -> Sequence[neutral.Control]:
-        with gr.Blocks():  # the components are read, then built again by Easel's UI from the neutral controls
-            components = self.inner(is_img2img).ui(is_img2img) or []
+        if is_img2img not in self.controls:
+            with gr.Blocks():  # read_controls of many scripts shares one Blocks (making a Blocks costs ~0.5 s)
+                self.read_controls(is_img2img)
+        return self.controls[is_img2img]
+
+    def read_controls(self, is_img2img: bool) -> None:
+        """Call the A1111 ``ui()`` (inside a Blocks context) and keep its components as neutral controls; Easel's
+        UI builds its own widgets from them."""
+        components = self.inner(is_img2img).ui(is_img2img) or []
         if isinstance(components, dict):
             components = list(components.values())
-        return [control_of(component, index) for index, component in enumerate(components)]
+        self.controls[is_img2img] = [control_of(component, index) for index, component in enumerate(components)]
 
     def positional(self, run_or_img2img: GenerationRun | bool, args: ScriptArgs) -> list[Any]:
         return [args[f"arg{index}"] for index in range(len(args))]
@@ -173,3 +184,19 @@ class A1111Script(Script):
         if not isinstance(processed, Processed):
             raise TypeError(f"{self.title()}.run returned {type(processed).__name__}, not Processed")
         return processed.to_result()
+
+
+def read_all_controls(scripts: Sequence[A1111Script]) -> None:
+    """Every script's controls for both tabs, in one Blocks context (as A1111 builds every script's UI at start);
+    a ``ui()`` that raises leaves that script without controls and is logged."""
+    if not scripts:
+        return
+    with gr.Blocks():
+        for script in scripts:
+            for is_img2img in (False, True):
+                try:
+                    if script.show(is_img2img) is not Visibility.HIDDEN:
+                        script.read_controls(is_img2img)
+                except Exception:  # the extension's own code
+                    logger.exception("extension script ui failed script=%s img2img=%s", script.source, is_img2img)
+                    script.controls[is_img2img] = []

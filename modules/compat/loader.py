@@ -14,7 +14,7 @@ from modules.application import Application
 from modules.compat import importer
 from modules.compat.a1111 import script_callbacks
 from modules.compat.a1111 import scripts as a1111_scripts
-from modules.compat.adapter import A1111Script
+from modules.compat.adapter import A1111Script, read_all_controls
 from modules.compat.runtime import CURRENT
 from modules.extensions.manage import run_install_scripts
 from modules.extensions.registry import DisableMode, Extension, list_extensions
@@ -72,6 +72,7 @@ def attach(application: Application, prepared: Prepared) -> list[Script]:
     for extension in extensions:
         if extension.enabled and not extension.error:
             added += load_extension_scripts(extension)
+    read_all_controls([script for script in added if isinstance(script, A1111Script)])
     application.scripts.add(added)
     application.ui_tab_providers.append(script_callbacks.ui_tabs_callback)
     script_callbacks.ui_settings_callback()
