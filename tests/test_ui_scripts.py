@@ -80,3 +80,19 @@ def test_xyz_values_dropdown_follows_the_axis(application: Application) -> None:
     assert "Euler" in xyz.dynamic_choices(False, "x_values_dropdown", "Sampler")
     assert xyz.dynamic_choices(False, "x_values_dropdown", 4) is None
     assert xyz.dynamic_choices(False, "x_values_dropdown", "Checkpoint name") == ["tiny"]
+
+
+def test_script_values_are_read_back_from_an_infotext(application: Application) -> None:
+    tab = application.scripts.tab(False)
+    with gr.Blocks():
+        controls = Controls("probe")
+        build_scripts(controls, tab)
+    text = (
+        'a fox\nSteps: 2, Seed: 1, Script: X/Y/Z plot, X Type: Steps, X Values: "2,3", Y Type: CFG Scale, '
+        'Y Values: "3,7", X Vary seeds: True, Version: Easel'
+    )
+    fields = controls.paste_scripts(text)
+    assert fields["script_name"] == "X/Y/Z plot"
+    assert fields["script:x/y/z plot:x_type"] == "Steps" and fields["script:x/y/z plot:x_values"] == "2,3"
+    assert fields["script:x/y/z plot:y_values"] == "3,7" and fields["script:x/y/z plot:vary_seeds_x"] is True
+    assert controls.paste_scripts("a fox\nSteps: 2") == {}

@@ -132,7 +132,15 @@ def image_value(target: GenerationTab, image: Image.Image | None) -> Any:
 
 
 def sent_outputs(target: GenerationTab) -> list[Any]:
-    return [target.controls.components[name] for name in SENT_FIELDS if name in target.controls.components]
+    """The controls a pasted infotext may fill: the request fields, and the scripts' controls."""
+    components = target.controls.components
+    scripts = [component for name, component in components.items() if name.startswith("script")]
+    return [components[name] for name in SENT_FIELDS if name in components] + scripts
+
+
+def pasted_script_fields(target: GenerationTab, text: str) -> dict[str, Any]:
+    paste = target.controls.paste_scripts
+    return paste(text) if paste is not None and text else {}
 
 
 def pasted_fields(text: str, styles: StyleDatabase | None) -> dict[str, Any]:
@@ -159,7 +167,8 @@ def link_gallery(
             gr.Warning("Nothing to send: generate an image first.")
             return {}
         index = (state or {}).get("selected", 0)
-        fields = pasted_fields(handlers.selected_infotext(state, index), styles)
+        text = handlers.selected_infotext(state, index)
+        fields = {**pasted_fields(text, styles), **pasted_script_fields(target, text)}
         return {
             target.image: image_value(target, image),
             tabs: gr.Tabs(selected=target_id),
@@ -186,7 +195,7 @@ def link_png_info(
     with_image = target.image is not None
 
     def send(image: Image.Image | None, text: str) -> dict[Any, Any]:
-        fields = pasted_fields(text or "", styles)
+        fields = {**pasted_fields(text or "", styles), **pasted_script_fields(target, text or "")}
         updates: dict[Any, Any] = {tabs: gr.Tabs(selected=target_id), **fill_controls(target.controls, fields)}
         if with_image and image is not None:
             updates[target.image] = image_value(target, image)

@@ -62,6 +62,7 @@ class Controls:
     components: dict[str, gr.components.Component] = field(default_factory=dict)
     remembered: dict[str, str] = field(default_factory=dict)
     bind_scripts: Callable[[Mapping[str, Any]], BoundScripts] | None = None  # the tab's scripts (scripts_ui)
+    paste_scripts: Callable[[str], dict[str, Any]] | None = None  # an infotext's script values (scripts_ui)
 
     def add(self, name: str, component: gr.components.Component, remember: bool = True) -> Any:
         self.components[name] = component

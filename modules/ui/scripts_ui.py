@@ -11,6 +11,7 @@ from typing import Any
 
 import gradio as gr
 
+from modules.processing.infotext import parse_infotext
 from modules.scripts import controls as script_controls
 from modules.scripts.base import Script
 from modules.scripts.runner import BoundScripts, TabScripts
@@ -54,6 +55,15 @@ def build_widget(control: script_controls.Control, elem_id: str) -> gr.component
     raise TypeError(f"no widget for script control {type(control).__name__}")
 
 
+def widget_value(control: script_controls.Control, text: object) -> Any:
+    """A value read from an infotext as the control's widget holds it."""
+    if isinstance(control, script_controls.Checkbox):
+        return str(text).strip().lower() == "true"
+    if isinstance(control, script_controls.Slider):
+        return float(str(text))
+    return str(text)
+
+
 def elem_id_of(tab: str, script: Script, name: str) -> str:
     slug = "".join(character if character.isalnum() else "_" for character in script.api_name).strip("_")
     return f"script_{tab}_{slug}_{name}"
@@ -70,6 +80,20 @@ class ScriptWidgets:
         given = {name: values[key] for name, key in self.keys.get(id(script), []) if key in values}
         infos = {c.name for c in self.tab.controls_of(script) if isinstance(c, script_controls.Info)}
         return self.tab.arguments(script, {name: value for name, value in given.items() if name not in infos})
+
+    def pasted(self, text: str) -> dict[str, Any]:
+        """An infotext's script entries as control values: ``Script: X/Y/Z plot`` chooses the script, and every
+        control with an infotext key found in it gets the written value (A1111's ``infotext_fields``)."""
+        parsed = parse_infotext(text) if text else {}
+        fields: dict[str, Any] = {}
+        for script in self.tab.scripts:
+            for control in self.tab.controls_of(script):
+                if control.infotext and control.infotext in parsed:
+                    fields[f"script:{script.api_name}:{control.name}"] = widget_value(control, parsed[control.infotext])
+        chosen = str(parsed.get("Script", ""))
+        if any(script.title() == chosen for script in self.tab.selectable):
+            fields[SCRIPT_FIELD] = chosen
+        return fields
 
     def bind(self, values: Mapping[str, Any]) -> BoundScripts:
         chosen = values.get(SCRIPT_FIELD) or NO_SCRIPT
@@ -142,4 +166,5 @@ def build_scripts(controls: Controls, tab: TabScripts) -> ScriptWidgets:
 
     chooser.change(show_chosen, inputs=chooser, outputs=groups, show_progress="hidden", queue=False)
     controls.bind_scripts = widgets.bind
+    controls.paste_scripts = widgets.pasted
     return widgets
