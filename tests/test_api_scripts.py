@@ -80,6 +80,7 @@ def test_scripts_and_script_info_shapes(client: httpx.Client) -> None:
     names = client.get("/sdapi/v1/scripts").json()
     assert names["img2img"] == [
         "loopback",
+        "outpainting mk2",
         "poor man's outpainting",
         "prompt matrix",
         "prompts from file or textbox",
@@ -87,7 +88,7 @@ def test_scripts_and_script_info_shapes(client: httpx.Client) -> None:
         "x/y/z plot",
     ]
     info = client.get("/sdapi/v1/script-info").json()
-    assert [entry["is_img2img"] for entry in info] == [False] * 3 + [True] * 6
+    assert [entry["is_img2img"] for entry in info] == [False] * 3 + [True] * 7
     xyz = next(entry for entry in info if entry["name"] == "x/y/z plot" and not entry["is_img2img"])
     assert xyz["is_alwayson"] is False and len(xyz["args"]) == 18
     first = xyz["args"][0]

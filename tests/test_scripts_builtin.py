@@ -32,6 +32,7 @@ def test_scripts_per_tab_in_a1111_order(context):
     ]
     assert [s.api_name for s in catalogue.tab(True).selectable] == [
         "loopback",
+        "outpainting mk2",
         "poor man's outpainting",
         "prompt matrix",
         "prompts from file or textbox",
@@ -113,3 +114,18 @@ def test_custom_code_runs_the_users_code(context):
     assert parse_infotext(result.infotexts[0])["Steps"] == "2"
     with pytest.raises(ProcessingError, match="syntax error"):
         run_script(context, tiny_request(), "custom code", ["def ("], allow_code=True)
+
+
+def test_outpainting_mk2_grows_each_direction_from_matched_noise(context):
+    import numpy as np
+
+    from modules.scripts.builtin.outpainting_mk2 import grow, matched_noise
+
+    image = Image.new("RGB", (64, 64), (200, 40, 40))
+    canvas, mask, known = grow(image, "left", 12)
+    assert canvas.size == (80, 64) and known[:, 16:].all() and not known[:, :16].any()
+    assert mask.getpixel((0, 0)) == 255 and mask.getpixel((20, 0)) == 0
+    noised = matched_noise(np.asarray(canvas) / 255.0, known, 1.0, 0.0, np.random.default_rng(0))
+    assert abs(noised[:, :16, 0].mean() - 200 / 255) < 0.05  # the new strip takes the picture's colour
+    result = run_script(context, tiny_img2img(), "Outpainting mk2", ["", 8, 4, ["left", "down"], 1.0, 0.05])
+    assert result.images[0].size == (72, 72)

@@ -7,6 +7,7 @@ from modules.scripts.base import Script
 from modules.scripts.builtin.custom_code import CustomCode
 from modules.scripts.builtin.loopback import Loopback
 from modules.scripts.builtin.outpainting import PoorMansOutpainting
+from modules.scripts.builtin.outpainting_mk2 import OutpaintingMk2
 from modules.scripts.builtin.prompt_matrix import PromptMatrix
 from modules.scripts.builtin.prompts_from_file import PromptsFromFile
 from modules.scripts.builtin.sd_upscale import PLAIN_UPSCALERS, SDUpscale
@@ -20,10 +21,12 @@ def upscaler_names(context: ProcessingContext) -> list[str]:
 
 
 def builtin_scripts(context: ProcessingContext, allow_code: bool = False) -> list[Script]:
-    """custom_code, loopback, poor_mans_outpainting, prompt_matrix, prompts_from_file, sd_upscale, xyz_grid."""
+    """A1111's scripts/ order: custom_code, loopback, outpainting_mk_2, poor_mans_outpainting, prompt_matrix,
+    prompts_from_file, sd_upscale, xyz_grid."""
     scripts: list[Script] = [CustomCode()] if allow_code else []
     scripts += [
         Loopback(),
+        OutpaintingMk2(),
         PoorMansOutpainting(),
         PromptMatrix(),
         PromptsFromFile(),
