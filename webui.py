@@ -20,8 +20,11 @@ def configure_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     configure_logging()
+    from modules.compat import loader as extension_loader  # the composition root wires A1111 extensions in
+
+    prepared = extension_loader.parse_with_extensions(build_parser(), argv)
+    args = prepared.args
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         gradio_logins = tuple(parse_auth(args.gradio_auth, args.gradio_auth_path))
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     server.warn_about_exposure(options)
 
     application = Application.create(args)
+    application.restart = functools.partial(restart_process, application)
+    extension_loader.attach(application, prepared)
     application.downloads = prepare_models(application)
     mount_ui = None
     if options.ui:
@@ -53,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
         mount_ui = functools.partial(mount_gradio_ui, application=application, auth=list(gradio_logins))
     app = server.create_app(application, options, mount_ui)
+    extension_loader.app_started(app)
     application.preload_checkpoint()
     if application.history is not None:
         application.history.start_scan()  # index images already in the output folders (background, with progress)
@@ -61,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         application.service.shutdown()
     return 0
+
+
+def restart_process(application: object) -> None:
+    """Apply and restart (Extensions tab): the queue stops and this process is replaced by a fresh start with the
+    same command line (sockets are not inherited, so the port is free again)."""
+    logger.info("restarting: %s", " ".join(sys.argv))
+    application.service.shutdown()  # type: ignore[attr-defined]
+    os.execv(sys.executable, [sys.executable, *sys.argv])
 
 
 if __name__ == "__main__":

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from modules.backends.base import Backend
 from modules.backends.registry import backend_names, create_backend
 from modules.devices import Attention, MemoryPolicy
+from modules.extensions.registry import Extension
 from modules.generation import GenerationService
 from modules.hub.downloads import DownloadManager
 from modules.jobs.database import Database
@@ -27,6 +29,8 @@ from modules.options import Options
 from modules.paths import DataPaths
 from modules.postprocess.service import Postprocessor
 from modules.processing.processing import ProcessingContext
+from modules.scripts.builtin import builtin_scripts
+from modules.scripts.runner import ScriptCatalogue
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,12 @@ class Application:
     history: ImageHistory | None = None
     networks: Networks | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)
+    scripts: ScriptCatalogue = field(default_factory=ScriptCatalogue)
+    extensions: list[Extension] = field(default_factory=list)  # what the extension loader found (modules.compat)
+    # Given by the composition root: extension UI tabs (each returns [(Blocks, title, elem_id)]) and how to
+    # restart the process (None: not started from webui.py).
+    ui_tab_providers: list[Callable[[], list[Any]]] = field(default_factory=list)
+    restart: Callable[[], None] | None = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -95,6 +105,7 @@ class Application:
         database = Database(paths.queue_file)
         history = ImageHistory(database, paths.outputs_dir)
         service = GenerationService(context, JobStore(database), history)
+        scripts = ScriptCatalogue(builtin_scripts(context, allow_code=getattr(args, "allow_code", False)))
         logger.info(
             "application ready data_dir=%s checkpoints=%d %s",
             paths.data_dir,
@@ -113,6 +124,7 @@ class Application:
             networks=networks,
             backends=backends,
             history=history,
+            scripts=scripts,
         )
 
     def active_backend(self, name: str | None = None) -> Backend:

@@ -92,7 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not download the default SD 1.5 model at first start when no checkpoint exists",
     )
+    add_extension_flags(parser)
     return parser
+
+
+def add_extension_flags(parser: argparse.ArgumentParser) -> None:
+    """A1111's flags for scripts and extensions."""
+    group = parser.add_argument_group("scripts and extensions")
+    group.add_argument("--allow-code", action="store_true", help='offer the "Custom code" script (runs typed Python)')
+    group.add_argument("--skip-install", action="store_true", help="do not run extensions' install.py")
+    group.add_argument("--disable-all-extensions", action="store_true", help="load no extension at all")
+    group.add_argument(
+        "--disable-extra-extensions", action="store_true", help="load only the built-in extensions (extensions-builtin)"
+    )
+    group.add_argument(
+        "--enable-insecure-extension-access",
+        action="store_true",
+        help="allow installing extensions from the UI even with --listen or logins",
+    )
 
 
 def parse_auth(value: str | None, path: Path | None = None) -> list[tuple[str, str]]:

@@ -37,6 +37,7 @@ from modules.models.errors import ModelError
 from modules.processing.job import JobControl
 from modules.processing.processing import ProcessingContext, ProcessingError, ProcessingResult, process
 from modules.processing.requests import GenerationRequest
+from modules.scripts.runner import BoundScripts
 
 __all__ = [
     "GenerationService",
@@ -89,6 +90,7 @@ class GenerationService:
         self.store = store or JobStore(Database())
         self.history = history
         self._jobs: dict[str, Job] = {}
+        self._scripts: dict[str, BoundScripts] = {}  # each waiting job's scripts (not persisted)
         self._tasks: deque[tuple[Job, Callable[[], Any]]] = deque()
         self._running: Job | None = None
         self._stopping = False
@@ -116,14 +118,23 @@ class GenerationService:
             record.id, record.owner, GENERATE, control, Future(), JobState.QUEUED, record.queued_at, record.number
         )
 
-    def submit(self, request: GenerationRequest, owner: str = "", job_id: str | None = None) -> Job:
-        """Queue a generation (a row of the queue); QueueFullError over the per-login limit, JobIdInUseError for
-        the id of an unfinished job."""
+    def submit(
+        self,
+        request: GenerationRequest,
+        owner: str = "",
+        job_id: str | None = None,
+        scripts: BoundScripts | None = None,
+    ) -> Job:
+        """Queue a generation (a row of the queue) with its scripts (the selected and always-on ones, kept in memory:
+        a job resumed after a restart runs without them); QueueFullError over the per-login limit, JobIdInUseError
+        for the id of an unfinished job."""
         limit = self.context.options.queue_max_jobs_per_user
         with self._wake:
             record = self.store.add(job_id or uuid.uuid4().hex, owner, request, limit=limit)
             job = self._new_job(record, self._control())
             self._jobs[job.id] = job
+            if scripts is not None:
+                self._scripts[job.id] = scripts
             self._wake.notify()
         return job
 
@@ -162,6 +173,9 @@ class GenerationService:
         return None
 
     def _generation(self, job: Job, request: GenerationRequest) -> Callable[[], ProcessingResult]:
+        scripts = self._scripts.pop(job.id, None)
+        if scripts is not None:
+            return lambda: scripts.execute(request, self.context, job.control, job.owner)
         return lambda: process(request, self.context, job.control, job.owner)
 
     def _work(self) -> None:

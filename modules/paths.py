@@ -17,6 +17,7 @@ class DataPaths:
     extra_ckpt_dirs: tuple[Path, ...] = ()
     configs_dir: Path = INSTALL_DIR / "configs"
     styles_path: Path | None = None  # --styles-file; None: DATA_DIR/styles.csv
+    builtin_extensions_dir: Path = INSTALL_DIR / "extensions-builtin"
 
     @classmethod
     def create(
@@ -69,6 +70,11 @@ class DataPaths:
         return self.data_dir / "ui-config.json"
 
     @property
+    def extensions_dir(self) -> Path:
+        """User extensions (A1111's place: ``DATA_DIR/extensions``)."""
+        return self.data_dir / "extensions"
+
+    @property
     def cache_file(self) -> Path:
         return self.data_dir / "cache.json"
 
@@ -84,11 +90,6 @@ class DataPaths:
     def queue_file(self) -> Path:
         """The SQLite database of the job queue and the image history."""
         return self.data_dir / "queue.db"
-
-    @property
-    def extensions_dir(self) -> Path:
-        """A1111 keeps extensions under the data folder (the install folder when --data-dir is not given)."""
-        return self.data_dir / "extensions"
 
     @property
     def javascript_dir(self) -> Path:

@@ -32,7 +32,7 @@ LIST_ROUTES = {
 }
 # Empty here: features Easel does not have, and folders this server has no files in (tests/test_api_lists.py
 # fills them).
-EMPTY_LIST_ROUTES = ("sd-vae", "hypernetworks", "prompt-styles", "loras", "extensions", "script-info")
+EMPTY_LIST_ROUTES = ("sd-vae", "hypernetworks", "prompt-styles", "loras", "extensions")
 POST_NULL_ROUTES = ("refresh-checkpoints", "refresh-loras", "refresh-embeddings", "refresh-vae")
 
 
@@ -83,7 +83,8 @@ def test_features_not_built_answer_empty_lists(client: httpx.Client, route: str)
 
 def test_dict_routes(client: httpx.Client) -> None:
     assert client.get("/sdapi/v1/embeddings").json() == {"loaded": {}, "skipped": {}}
-    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
+    scripts = client.get("/sdapi/v1/scripts").json()
+    assert scripts["txt2img"] == ["prompt matrix", "prompts from file or textbox", "x/y/z plot"]
     memory = client.get("/sdapi/v1/memory").json()
     assert set(memory["ram"]) == {"free", "used", "total"} and "cuda" in memory
     flags = client.get("/sdapi/v1/cmd-flags").json()
@@ -186,15 +187,13 @@ def test_unsupported_fields_are_reported_not_pretended(client: httpx.Client) -> 
         json={
             "seed": 1,
             "tiling": True,
-            "alwayson_scripts": {"controlnet": {"args": []}},
-            "script_name": "x/y/z plot",
             "override_settings": {"sd_noise_schedule": "Zero Terminal SNR"},
             "some_future_field": 1,
             **SMALL,
         },
     )
     unsupported = info_of(response)["unsupported_fields"]
-    for name in ("tiling", "alwayson_scripts", "script_name"):
+    for name in ("tiling",):
         assert name in unsupported
     assert "override_settings.sd_noise_schedule" in unsupported
     assert not any("some_future_field" in name for name in unsupported)

@@ -138,3 +138,23 @@ def test_finished_rows_beyond_the_kept_number_are_forgotten_waiting_ones_never()
     kept = [record.id for record in store.list()]
     assert kept == ["j6", "j7", "j5", "j4", "j3"]  # trimmed after the 6th finish: the 3 newest finished stay
     assert [record.prompt for record in store.list() if record.state is JobState.QUEUED] == ["job 6", "job 7"]
+
+
+def test_a_page_closed_while_its_job_waits_cancels_the_job(context) -> None:
+    """The UI's job stream: when Gradio closes it (the page went away) before the job started, the job is cancelled."""
+    from modules.ui.handlers import stream_job
+
+    service = GenerationService(context)
+    try:
+        release = blocked(service)
+        updates = stream_job(service, tiny_request(steps=1), owner="ann", poll_seconds=0.05)
+        first = next(updates)
+        assert "queue" in (first.progress or "").lower()
+        [job] = [job for job in service.pending() if job.owner == "ann"]
+        updates.close()
+        assert job.state is JobState.CANCELLED
+        with pytest.raises(JobCancelledError, match="page was closed"):
+            job.future.result(timeout=WAIT)
+        release.set()
+    finally:
+        service.shutdown()

@@ -244,13 +244,29 @@ class ScriptsList(ApiModel):
     img2img: list[str] = Field(default_factory=list)
 
 
+class ScriptArg(ApiModel):
+    label: str | None = None
+    value: Any = None
+    minimum: Any = None
+    maximum: Any = None
+    step: Any = None
+    choices: list[str] | None = None
+
+
+class ScriptInfo(ApiModel):
+    name: str | None = None
+    is_alwayson: bool | None = None
+    is_img2img: bool | None = None
+    args: list[ScriptArg] = Field(default_factory=list)
+
+
 class ExtensionItem(ApiModel):
     name: str
     remote: str = ""
     branch: str = ""
     commit_hash: str = ""
     version: str = ""
-    commit_date: int = 0
+    commit_date: str = Field("0", description="HEAD's commit time in unix seconds, as a string (A1111)")
     enabled: bool = True
 
 

@@ -70,7 +70,7 @@ def build_info(
         "seed_resize_from_h": request.seed_resize_from_h if request.seed_resized else -1,
         "denoising_strength": getattr(request, "denoising_strength", None),
         "extra_generation_params": written_extras(result),
-        "index_of_first_image": 1 if with_grid else 0,
+        "index_of_first_image": 1 if with_grid else result.first_image_index,
         "infotexts": infotexts,
         "styles": [],
         "job_timestamp": job_timestamp(moment),

@@ -29,6 +29,7 @@ from modules.api.models import (
 )
 from modules.api.queue import Disconnected, wait_for_job
 from modules.api.results import build_response
+from modules.api.scripts import bind_scripts
 from modules.api.translate import Translation, TranslationContext, translate_img2img, translate_txt2img
 from modules.application import Application
 from modules.processing.infotext import parse_infotext, read_infotext
@@ -92,7 +93,9 @@ class GenerationRoutes:
         elif existing is not None and not existing.done:
             raise ApiError(f"force_task_id {job_id!r} is already queued or running", status_code=409)
         moment = datetime.now()
-        job = service.submit(translation.request, owner=caller.user, job_id=job_id)
+        tab = self.application.scripts.tab(isinstance(body, Img2ImgBody))
+        scripts = bind_scripts(body, tab)
+        job = service.submit(translation.request, owner=caller.user, job_id=job_id, scripts=scripts)
         logger.info("api job submitted id=%s owner=%s", job.id, caller.user or "-")
         result = await wait_for_job(service, job, disconnected)  # a client gone before its job starts cancels it
         return_grid = self.application.options.return_grid

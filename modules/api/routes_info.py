@@ -37,10 +37,12 @@ from modules.api.models import (
     RealesrganItem,
     SamplerItem,
     SchedulerItem,
+    ScriptInfo,
     ScriptsList,
     UpscalerItem,
     VaeItem,
 )
+from modules.api.scripts import script_info, script_names
 from modules.application import Application
 from modules.models.registry import CheckpointInfo
 from modules.samplers import SCHEDULE_ALIASES, SCHEDULE_TYPES, find_sampler, sampler_names
@@ -208,9 +210,30 @@ def add_list_routes(router: APIRouter, application: Application) -> None:
 
     @router.get("/scripts", response_model=ScriptsList)
     def scripts() -> ScriptsList:
-        return ScriptsList()
+        return ScriptsList(**script_names(application.scripts))
 
-    empty_lists: dict[str, type] = {"/hypernetworks": dict, "/script-info": dict, "/extensions": ExtensionItem}
+    @router.get("/script-info", response_model=list[ScriptInfo])
+    def get_script_info() -> list[dict[str, Any]]:
+        return script_info(application.scripts)
+
+    @router.get("/extensions", response_model=list[ExtensionItem])
+    def extensions() -> list[ExtensionItem]:
+        """A1111: only git clones with a remote are listed (built-in ones and plain folders are left out)."""
+        return [
+            ExtensionItem(
+                name=extension.name,
+                remote=extension.git.remote,
+                branch=extension.git.branch,
+                commit_hash=extension.git.commit_hash,
+                version=extension.git.version,
+                commit_date=str(extension.git.commit_date),
+                enabled=extension.enabled,
+            )
+            for extension in application.extensions
+            if extension.git.remote
+        ]
+
+    empty_lists: dict[str, type] = {"/hypernetworks": dict}
     for path, item in empty_lists.items():
         router.add_api_route(path, lambda: [], methods=["GET"], response_model=list[item], name=path.strip("/"))
 

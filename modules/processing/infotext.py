@@ -457,3 +457,19 @@ def read_infotext(image: Image.Image) -> str | None:
     if isinstance(comment, bytes):
         return comment.decode("utf_8", errors="ignore") or None
     return comment or None
+
+
+def add_parameters(infotext: str, parameters: Mapping[str, object]) -> str:
+    """An infotext with more ``Key: value`` pairs, put before the trailing keys (Version) as A1111 writes a
+    script's extra parameters; None values are left out."""
+    head, _, line = infotext.rpartition("\n")
+    pairs = [f"{key}: {quote_value(value)}" for key, value in parameters.items() if value is not None]
+    if not pairs:
+        return infotext
+    existing = line.split(", ") if line else []
+    cut = next(
+        (index for index, pair in enumerate(existing) if any(pair.startswith(f"{key}: ") for key in TRAILING_KEYS)),
+        len(existing),
+    )
+    joined = ", ".join(existing[:cut] + pairs + existing[cut:])
+    return f"{head}\n{joined}" if head else joined

@@ -30,6 +30,7 @@ from modules.processing.hires import (
     second_pass_plan,
     upscale_first_pass,
 )
+from modules.processing.hooks import ImageToPostprocess, ScriptHooks
 from modules.processing.inputs import finish_images
 from modules.processing.job import JobControl
 from modules.processing.requests import GenerationRequest
@@ -74,30 +75,81 @@ class ProcessingContext:
 
 
 def process(
-    request: GenerationRequest, context: ProcessingContext, control: JobControl | None = None, user: str | None = None
+    request: GenerationRequest,
+    context: ProcessingContext,
+    control: JobControl | None = None,
+    user: str | None = None,
+    hooks: ScriptHooks | None = None,
 ) -> ProcessingResult:
-    """Run a whole request (batch count x batch size) and save what the options say."""
-    run = start_run(request, context, control)
+    """Run a whole request (batch count x batch size) and save what the options say; ``hooks`` (the job's
+    scripts) are called at each stage."""
+    run = start_run_with_hooks(request, context, control, hooks)
     run.user = user or None
     with context.models.use(run.request.checkpoint):  # a per-request checkpoint is given back after the job
         for iteration in range(run.n_iter):
             if run.control.interrupted:
                 break
             run.iteration = iteration
-            images = generate_batch(run, context)
+            if hooks is not None:
+                hooks.before_process_batch(run, iteration)
+                hooks.process_batch(run, iteration)
+            images = finish_images(generate_batch(run, context), run.inputs)
             run.control.clear_skip()
-            images = restore_faces_if_asked(run, context, finish_images(images, run.inputs))
-            keep_images(run, context, images)
+            if hooks is not None:
+                hooks.postprocess_batch(run, images, iteration)
+            images = restore_faces_if_asked(run, context, images)
+            keep_images(run, context, postprocessed_images(run, hooks, images))
     finish_run(run, context)
+    if hooks is not None:
+        hooks.postprocess(run, run.result)
     logger.info(
         "job done task=%s images=%d interrupted=%s", run.task.value, len(run.result.images), run.control.interrupted
     )
     return run.result
 
 
-def start_run(request: GenerationRequest, context: ProcessingContext, control: JobControl | None) -> GenerationRun:
-    """Resolve everything once: styles, sampler and schedule, hires plan, inputs, every image's prompts and seeds."""
-    original = request
+def start_run_with_hooks(
+    request: GenerationRequest, context: ProcessingContext, control: JobControl | None, hooks: ScriptHooks | None
+) -> GenerationRun:
+    """Start the run; scripts' ``before_process`` may replace ``run.request`` (the run is then resolved again from
+    it, keeping what the scripts added), and ``process`` sees every image's prompts and seeds."""
+    run = start_run(request, context, control)
+    if hooks is None:
+        return run
+    started = run.request
+    hooks.before_process(run)
+    if run.request is not started:
+        changed = start_run(run.request, context, run.control, original=request)
+        changed.extra_generation_params.update(run.extra_generation_params)
+        changed.note(*run.notes)
+        changed.script_state.update(run.script_state)
+        run = changed
+    hooks.process(run)
+    return run
+
+
+def postprocessed_images(run: GenerationRun, hooks: ScriptHooks | None, images: list[Image.Image]) -> list[Image.Image]:
+    """Each image through the scripts' ``postprocess_image`` (which may replace it)."""
+    if hooks is None:
+        return images
+    start = run.batch_slice(run.iteration).start
+    finished = []
+    for offset, image in enumerate(images):
+        holder = ImageToPostprocess(image=image, index=start + offset)
+        hooks.postprocess_image(run, holder)
+        finished.append(holder.image)
+    return finished
+
+
+def start_run(
+    request: GenerationRequest,
+    context: ProcessingContext,
+    control: JobControl | None,
+    original: GenerationRequest | None = None,
+) -> GenerationRun:
+    """Resolve everything once: styles, sampler and schedule, hires plan, inputs, every image's prompts and seeds.
+    ``original``: the request as the user gave it (its prompt and styles name files), when ``request`` is derived."""
+    original = original or request
     request = apply_styles(request, context)
     options = context.options
     backend = context.backend_for(request.sampling_backend)
@@ -369,8 +421,13 @@ def build_infotext(run: GenerationRun, context: ProcessingContext, index: int) -
 
 
 def output_folder(context: ProcessingContext, run: GenerationRun, grid: bool) -> Path:
+    return task_output_folder(context, run.task, grid)
+
+
+def task_output_folder(context: ProcessingContext, task: Task, grid: bool) -> Path:
+    """The samples (or grids) folder of a task, from the settings."""
     options = context.options
-    txt2img = run.task is Task.TXT2IMG
+    txt2img = task is Task.TXT2IMG
     if grid:
         relative = options.outdir_txt2img_grids if txt2img else options.outdir_img2img_grids
     elif options.outdir_samples:

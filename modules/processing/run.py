@@ -47,6 +47,7 @@ class ProcessingResult:
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
     parameters: dict[str, object] = field(default_factory=dict)
+    first_image_index: int = 0  # images before it are grids a script made (A1111's index_of_first_image)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class GenerationRun:
     user: str | None = None  # the login that queued the job ([user])
     model: LoadedModel | None = None  # the first pass's model of the current batch (infotext: Model, Model hash)
     result: ProcessingResult = field(default_factory=ProcessingResult)
+    script_state: dict[str, object] = field(default_factory=dict)  # scripts' own data for this job, by key
 
     # A1111's attribute names for what the request holds.
     @property

@@ -15,10 +15,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount
 
 from modules.application import Application
+from modules.extensions.registry import page_assets
 from modules.processing.infotext import InfotextTooLongError
 from modules.prompts.styles import StyleDatabase
 from modules.ui import checkpoints, handlers
 from modules.ui.common import GenerationTab, UiContext, fill_controls
+from modules.ui.extensions_tab import create_extensions_tab
 from modules.ui.extra_networks import create_extra_networks_tab
 from modules.ui.extras import create_extras_tab
 from modules.ui.history_tab import create_history_tab, link_to_extras
@@ -26,7 +28,6 @@ from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
 from modules.ui.models_tab import create_models_tab
 from modules.ui.page import (
     build_options_carrier,
-    extension_styles,
     options_json,
     page_css,
     page_head,
@@ -164,7 +165,15 @@ def image_value(target: GenerationTab, image: Image.Image | None) -> Any:
 
 
 def sent_outputs(target: GenerationTab) -> list[Any]:
-    return [target.controls.components[name] for name in SENT_FIELDS if name in target.controls.components]
+    """The controls a pasted infotext may fill: the request fields, and the scripts' controls."""
+    components = target.controls.components
+    scripts = [component for name, component in components.items() if name.startswith("script")]
+    return [components[name] for name in SENT_FIELDS if name in components] + scripts
+
+
+def pasted_script_fields(target: GenerationTab, text: str) -> dict[str, Any]:
+    paste = target.controls.paste_scripts
+    return paste(text) if paste is not None and text else {}
 
 
 def pasted_fields(text: str, styles: StyleDatabase | None) -> dict[str, Any]:
@@ -195,7 +204,8 @@ def link_gallery(
             gr.Warning("Nothing to send: generate an image first.")
             return {}
         index = (state or {}).get("selected", 0)
-        fields = pasted_fields(handlers.selected_infotext(state, index), styles)
+        text = handlers.selected_infotext(state, index)
+        fields = {**pasted_fields(text, styles), **pasted_script_fields(target, text)}
         return {
             target.image: image_value(target, image),
             tabs: gr.Tabs(selected=target_id),
@@ -222,7 +232,7 @@ def link_png_info(
     with_image = target.image is not None
 
     def send(image: Image.Image | None, text: str) -> dict[Any, Any]:
-        fields = pasted_fields(text or "", styles)
+        fields = {**pasted_fields(text or "", styles), **pasted_script_fields(target, text or "")}
         updates: dict[Any, Any] = {tabs: gr.Tabs(selected=target_id), **fill_controls(target.controls, fields)}
         if with_image and image is not None:
             updates[target.image] = image_value(target, image)
@@ -238,9 +248,27 @@ def link_png_info(
     )
 
 
+def collect_extension_tabs(application: Application) -> list[tuple[gr.Blocks, str, str]]:
+    """Extensions' own tabs (A1111's on_ui_tabs: built before the main page, rendered inside it)."""
+    tabs = []
+    for provider in application.ui_tab_providers:
+        try:
+            tabs += [(blocks, str(title), str(elem_id)) for blocks, title, elem_id, *_ in provider()]
+        except Exception:  # an extension's own code: its tab is left out, the UI starts
+            logger.exception("extension tabs failed")
+    return tabs
+
+
+def render_extension_tabs(extension_tabs: list[tuple[gr.Blocks, str, str]]) -> None:
+    for extension_blocks, title, elem_id in extension_tabs:
+        with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
+            extension_blocks.render()
+
+
 def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Blocks:
     """Build the whole UI (nothing is served yet); ``warnings`` are shown in a banner at the top."""
     context = UiContext(application=application, ui_config=UiConfig.load(application.paths.ui_config_file))
+    extension_tabs = collect_extension_tabs(application)
     with gr.Blocks(title="Easel", analytics_enabled=False) as blocks:
         exposure_banner(warnings)
         top_bar = build_top_bar(application)
@@ -267,6 +295,9 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
                 create_queue_tab(application)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 apply_settings = create_settings_tab(application, list(top_bar.quicksettings))
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                create_extensions_tab(application)
+            render_extension_tabs(extension_tabs)
         for source in (txt2img, img2img, inpaint):
             link_gallery(source, img2img, source.panel.send_to_img2img, tabs, "img2img", context.styles)
             link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint", context.styles)
@@ -330,6 +361,8 @@ def mount_ui(
     blocks = create_ui(application, warnings)
     blocks.queue()
     paths = application.paths
+    # the loaded (enabled, working) extensions' javascript/*.js and style.css, in load order
+    extension_scripts, extension_styles = page_assets(application.extensions)
     gr.mount_gradio_app(
         app,
         blocks,
@@ -341,8 +374,8 @@ def mount_ui(
         ssr_mode=False,
         mcp_server=False,
         footer_links=[],
-        css=page_css(CSS, [paths.javascript_dir / "page.css", *extension_styles(paths)]),
-        head=page_head(script_files(paths)),
+        css=page_css(CSS, [paths.javascript_dir / "page.css", *extension_styles]),
+        head=page_head(script_files(paths, extension_scripts)),
     )
     if auth:
         gradio_app = next(route.app for route in reversed(app.routes) if isinstance(route, Mount))

@@ -14,6 +14,7 @@ from modules.application import Application
 from modules.processing.requests import Img2ImgRequest, Txt2ImgRequest
 from modules.prompts.styles import StyleDatabase
 from modules.samplers import SCHEDULE_TYPES, SamplerError, SamplerSupport, sampler_names, schedule_types_for
+from modules.scripts.runner import BoundScripts
 from modules.ui import handlers
 from modules.ui.extra_networks import build_tab_networks
 from modules.ui.messages import error_message, status_html
@@ -62,6 +63,8 @@ class Controls:
     tab: str
     components: dict[str, gr.components.Component] = field(default_factory=dict)
     remembered: dict[str, str] = field(default_factory=dict)
+    bind_scripts: Callable[[Mapping[str, Any]], BoundScripts] | None = None  # the tab's scripts (scripts_ui)
+    paste_scripts: Callable[[str], dict[str, Any]] | None = None  # an infotext's script values (scripts_ui)
 
     def add(self, name: str, component: gr.components.Component, remember: bool = True) -> Any:
         self.components[name] = component
@@ -386,7 +389,8 @@ def run_generation(
         return
     context.ui_config.update(controls.remembered_values(values))
     yield {panel.status: status_html("Submitting..."), panel.preview: gr.update(visible=True, value=None)}
-    for update in handlers.stream_job(context.application.service, request, owner):
+    scripts = controls.bind_scripts(values) if controls.bind_scripts is not None else None
+    for update in handlers.stream_job(context.application.service, request, owner, scripts=scripts):
         if update.error is not None:
             yield {panel.status: status_html(update.error, "error"), panel.preview: gr.update(visible=False)}
         elif update.result is not None:

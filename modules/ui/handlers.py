@@ -17,6 +17,7 @@ from modules.processing.inputs import outpaint_request
 from modules.processing.processing import ProcessingResult
 from modules.processing.requests import Img2ImgRequest, MaskedContent, ResizeMode, Txt2ImgRequest
 from modules.samplers import SamplerError, split_sampler_name
+from modules.scripts.runner import BoundScripts
 from modules.ui.messages import InputError, error_message, progress_text
 
 logger = logging.getLogger(__name__)
@@ -243,25 +244,34 @@ class JobUpdate:
 
 
 def stream_job(
-    service: GenerationService, request: Txt2ImgRequest | Img2ImgRequest, owner: str, poll_seconds: float = 0.4
+    service: GenerationService,
+    request: Txt2ImgRequest | Img2ImgRequest,
+    owner: str,
+    poll_seconds: float = 0.4,
+    scripts: BoundScripts | None = None,
 ) -> Iterator[JobUpdate]:
-    """Submit the request, then report progress and new previews until the job ends; the last update has the
-    result or the error message."""
+    """Submit the request (with the tab's scripts), then report progress and new previews until the job ends; the
+    last update has the result or the error message."""
     try:
-        job = service.submit(request, owner)
+        job = service.submit(request, owner, scripts=scripts)
     except QueueError as error:  # over the per-login limit of waiting jobs
         yield JobUpdate(error=error_message(error))
         return
     logger.info("ui job submitted id=%s owner=%s", job.id, owner or "-")
     last_preview: Image.Image | None = None
-    while not job.done:
-        wait([job.future], timeout=poll_seconds)
-        if job.done:
-            break
-        snapshot = job.control.snapshot()
-        preview = snapshot.preview if snapshot.preview is not last_preview else None
-        last_preview = snapshot.preview
-        yield JobUpdate(progress=progress_text(snapshot, service.position(job)), preview=preview)
+    try:
+        while not job.done:
+            wait([job.future], timeout=poll_seconds)
+            if job.done:
+                break
+            snapshot = job.control.snapshot()
+            preview = snapshot.preview if snapshot.preview is not last_preview else None
+            last_preview = snapshot.preview
+            yield JobUpdate(progress=progress_text(snapshot, service.position(job)), preview=preview)
+    except GeneratorExit:  # the page went away (Gradio closes the stream): a job that has not started is cancelled
+        if service.cancel(job.id, owner, reason="the page was closed before the job started"):
+            logger.info("ui job cancelled id=%s (page closed while queued)", job.id)
+        raise
     error = job.future.exception()
     if error is not None:
         yield JobUpdate(error=error_message(error))

@@ -16,6 +16,7 @@ from modules.ui.common import (
     build_seed_row,
     wire_generation,
 )
+from modules.ui.scripts_ui import build_scripts
 
 
 def add_radio(
@@ -55,6 +56,7 @@ def create_img2img_tab(context: UiContext) -> GenerationTab:
             )
             build_img2img_parameters(context, controls)
             seed_row = build_seed_row(context, controls)
+            build_scripts(controls, context.application.scripts.tab(is_img2img=True))
         panel = build_output_panel(controls.tab)
     wire_generation(context, controls, prompt, seed_row, panel, handlers.build_img2img_request)
     return GenerationTab(controls=controls, panel=panel, image=image)
@@ -121,6 +123,7 @@ def create_inpaint_tab(context: UiContext) -> GenerationTab:
             build_outpaint_inputs(controls)
             build_img2img_parameters(context, controls)
             seed_row = build_seed_row(context, controls)
+            build_scripts(controls, context.application.scripts.tab(is_img2img=True))
         panel = build_output_panel(controls.tab)
     wire_generation(context, controls, prompt, seed_row, panel, handlers.build_inpaint_request)
     return GenerationTab(controls=controls, panel=panel, image=editor)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import gradio as gr
@@ -22,14 +22,13 @@ logger = logging.getLogger(__name__)
 PAGE_API_SCRIPT = "page.js"
 
 
-def script_files(paths: DataPaths) -> list[Path]:
-    """Easel's javascript/*.js (page.js first, then by name), then each extension's javascript/*.js (A1111 order)."""
+def script_files(paths: DataPaths, extension_scripts: Sequence[Path] | None = None) -> list[Path]:
+    """Easel's javascript/*.js (page.js first, then by name), then the extensions' javascript/*.js: the loaded
+    extensions' (``extension_scripts``, in load order), else every extension folder's (A1111 order)."""
     own = sorted(paths.javascript_dir.glob("*.js"), key=lambda path: (path.name != PAGE_API_SCRIPT, path.name))
-    return own + sorted(paths.extensions_dir.glob("*/javascript/*.js"))
-
-
-def extension_styles(paths: DataPaths) -> list[Path]:
-    return sorted(paths.extensions_dir.glob("*/style.css"))
+    if extension_scripts is None:
+        extension_scripts = sorted(paths.extensions_dir.glob("*/javascript/*.js"))
+    return own + list(extension_scripts)
 
 
 def inline_script(path: Path) -> str:

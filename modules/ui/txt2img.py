@@ -21,6 +21,7 @@ from modules.ui.common import (
     build_seed_row,
     wire_generation,
 )
+from modules.ui.scripts_ui import build_scripts
 
 
 def hires_upscaler_choices(context: UiContext) -> list[str]:
@@ -101,6 +102,7 @@ def create_txt2img_tab(context: UiContext) -> GenerationTab:
             build_sampling_controls(context, controls)
             build_hires_controls(context, controls)
             seed_row = build_seed_row(context, controls)
+            build_scripts(controls, context.application.scripts.tab(is_img2img=False))
         panel = build_output_panel(controls.tab)
     wire_generation(context, controls, prompt, seed_row, panel, handlers.build_txt2img_request)
     return GenerationTab(controls=controls, panel=panel)

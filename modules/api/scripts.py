@@ -1,0 +1,77 @@
+"""The API's scripts: A1111's ``script_name`` + positional ``script_args`` and ``alwayson_scripts`` mapped to a
+job's scripts with arguments by name (at this edge, as ARCHITECTURE.md asks), and ``/scripts``, ``/script-info``.
+
+A1111's rules: names match a script's title in any case; ``script_name`` only names selectable scripts; an unknown
+name, or a selectable script in ``alwayson_scripts``, is a 422; missing arguments keep their defaults, and
+arguments past a script's controls are ignored (A1111 slices them off)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from modules.api.errors import ApiError
+from modules.api.models import GenerationBody
+from modules.scripts.base import Script, Visibility
+from modules.scripts.runner import BoundScripts, ScriptCatalogue, ScriptNotFoundError, TabScripts
+
+SELECTABLE_AS_ALWAYS_ON = "Cannot have a selectable script in the always on scripts params"
+
+
+def script_arguments(tab: TabScripts, script: Script, values: Any) -> dict[str, Any]:
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise ApiError(f"{script.title()}: args must be a list (got {type(values).__name__})", 422)
+    try:
+        return tab.arguments(script, list(values)[: len(tab.controls_of(script))])
+    except ValueError as error:
+        raise ApiError(str(error), 422) from error
+
+
+def find_script(tab: TabScripts, name: str, selectable: bool) -> Script:
+    try:
+        return tab.find_selectable(name) if selectable else tab.find(name)
+    except ScriptNotFoundError as error:
+        raise ApiError(str(error), 422) from error
+
+
+def bind_scripts(body: GenerationBody, tab: TabScripts) -> BoundScripts:
+    """The job's scripts from the request body (every always-on script runs, with its defaults when not named)."""
+    selected = None
+    if body.script_name:
+        script = find_script(tab, body.script_name, selectable=True)
+        selected = (script, script_arguments(tab, script, body.script_args or []))
+    given: dict[int, dict[str, Any]] = {}
+    for name, entry in (body.alwayson_scripts or {}).items():
+        script = find_script(tab, str(name), selectable=False)
+        if tab.visibility(script) is Visibility.SELECTABLE:
+            raise ApiError(SELECTABLE_AS_ALWAYS_ON, 422)
+        if not isinstance(entry, Mapping):
+            raise ApiError(f'alwayson_scripts.{name}: give {{"args": [...]}}', 422)
+        if "args" in entry:
+            given[id(script)] = script_arguments(tab, script, entry["args"])
+    return tab.bind(selected, given)
+
+
+def script_names(catalogue: ScriptCatalogue) -> dict[str, list[str]]:
+    """``GET /scripts``: each tab's scripts that have controls, lower-case titles, in load order."""
+    return {
+        tab_name: [script.api_name for script in catalogue.tab(is_img2img).with_ui()]
+        for tab_name, is_img2img in (("txt2img", False), ("img2img", True))
+    }
+
+
+def script_info(catalogue: ScriptCatalogue) -> list[dict[str, Any]]:
+    """``GET /script-info``: txt2img entries, then img2img, each with its controls as A1111's ScriptArg."""
+    entries = []
+    for is_img2img in (False, True):
+        tab = catalogue.tab(is_img2img)
+        for script in tab.with_ui():
+            entries.append(
+                {
+                    "name": script.api_name,
+                    "is_alwayson": tab.visibility(script) is Visibility.ALWAYS_ON,
+                    "is_img2img": is_img2img,
+                    "args": [control.info() for control in tab.controls_of(script)],
+                }
+            )
+    return entries

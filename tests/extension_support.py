@@ -1,0 +1,158 @@
+"""Test extensions written as A1111 extensions are (not a test module): one exercising every hook and the called
+callbacks, broken ones, and a local git repository to install from."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+TEST_SCRIPT = """
+import json
+import os
+
+import gradio as gr
+from PIL import Image
+
+import modules.scripts as scripts
+from modules import script_callbacks, shared
+from modules.processing import Processed, process_images
+from modules.ui_components import FormRow
+
+RECORD = os.path.join(scripts.basedir(), "calls.jsonl")
+
+
+def record(*event):
+    with open(RECORD, "a", encoding="utf-8") as file:
+        file.write(json.dumps([str(part) for part in event]) + "\\n")
+
+
+def on_ui_settings():
+    section = ("test-ext", "Test extension")
+    shared.opts.add_option("test_ext_suffix", shared.OptionInfo("from settings", "Suffix", section=section).info("x"))
+
+
+script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_app_started(lambda demo, app: record("app_started", type(app).__name__))
+script_callbacks.on_ui_tabs(lambda: record("ui_tabs") or [])
+script_callbacks.on_infotext_pasted(lambda text, params: record("infotext_pasted", params.get("Test ext")))
+
+
+class AlwaysOn(scripts.Script):
+    def title(self):
+        return "Test always on"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        with gr.Accordion("Test", open=False), FormRow():
+            enabled = gr.Checkbox(label="Enabled", value=False)
+            flip = gr.Checkbox(label="Flip", value=False)
+        return [enabled, flip]
+
+    def before_process(self, p, enabled, flip):
+        record("before_process", enabled, p.steps)
+
+    def process(self, p, enabled, flip):
+        record("process", enabled, len(p.all_prompts))
+        if enabled:
+            word = shared.cmd_opts.test_ext_word
+            p.all_prompts = [f"{prompt}, {word} {shared.opts.test_ext_suffix}" for prompt in p.all_prompts]
+            p.extra_generation_params["Test ext"] = word
+
+    def before_process_batch(self, p, enabled, flip, **kwargs):
+        record("before_process_batch", kwargs["batch_number"], kwargs["seeds"][0])
+
+    def process_batch(self, p, enabled, flip, **kwargs):
+        record("process_batch", kwargs["batch_number"])
+
+    def postprocess_batch(self, p, enabled, flip, **kwargs):
+        record("postprocess_batch", kwargs["batch_number"], len(kwargs["images"]))
+
+    def postprocess_batch_list(self, p, pp, enabled, flip, **kwargs):
+        record("postprocess_batch_list", len(pp.images))
+
+    def postprocess_image(self, p, pp, enabled, flip):
+        record("postprocess_image", pp.image.size[0])
+        if flip:
+            pp.image = pp.image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+
+    def postprocess(self, p, processed, enabled, flip):
+        record("postprocess", len(processed.images), processed.all_seeds[0])
+
+
+class Twice(scripts.Script):
+    def title(self):
+        return "Test twice"
+
+    def ui(self, is_img2img):
+        return [gr.Slider(minimum=1, maximum=3, step=1, value=2, label="Count")]
+
+    def run(self, p, count):
+        images, infotexts = [], []
+        for index in range(int(count)):
+            p.seed = 100 + index
+            processed = process_images(p)
+            images += processed.images
+            infotexts += processed.infotexts
+        return Processed(p, images, 100, infotexts[0], infotexts=infotexts)
+"""
+
+PRELOAD = """
+def preload(parser):
+    parser.add_argument("--test-ext-word", type=str, default="badger", help="a word the test extension adds")
+"""
+
+INSTALL = """
+from pathlib import Path
+marker = Path(__file__).parent / "installed.txt"
+marker.write_text(marker.read_text() + "x" if marker.exists() else "x")
+print("test extension installed")
+"""
+
+
+def write_test_extension(folder: Path, name: str = "test-ext") -> Path:
+    """An A1111-style extension: preload flag, install.py, metadata.ini, a script file, javascript and style."""
+    root = folder / name
+    (root / "scripts").mkdir(parents=True)
+    (root / "javascript").mkdir()
+    (root / "scripts" / "test_script.py").write_text(textwrap.dedent(TEST_SCRIPT), encoding="utf-8")
+    (root / "preload.py").write_text(PRELOAD, encoding="utf-8")
+    (root / "install.py").write_text(INSTALL, encoding="utf-8")
+    (root / "metadata.ini").write_text("[Extension]\nName = test-ext\n", encoding="utf-8")
+    (root / "javascript" / "test.js").write_text("window.testExtensionLoaded = true;\n", encoding="utf-8")
+    (root / "style.css").write_text(".test-ext-marker { color: #123456; }\n", encoding="utf-8")
+    return root
+
+
+def write_broken_extensions(folder: Path) -> None:
+    """A syntax error, a missing attribute, a module Easel does not provide; each beside a working file."""
+    broken = {
+        "broken-syntax": "def nope(:\n",
+        "broken-attribute": "from modules.shared import no_such_thing\n",
+        "broken-module": "from modules import sd_hijack\n",
+    }
+    for name, source in broken.items():
+        (folder / name / "scripts").mkdir(parents=True)
+        (folder / name / "scripts" / "bad.py").write_text(source, encoding="utf-8")
+
+
+def git(folder: Path, *arguments: str) -> str:
+    command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=master", *arguments]
+    return subprocess.run(command, cwd=folder, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_git_extension(folder: Path, name: str = "git-ext") -> Path:
+    """A local git repository holding a small extension (one always-on script), one commit."""
+    root = folder / name
+    (root / "scripts").mkdir(parents=True)
+    source = (
+        "from modules import scripts\n\n\nclass Git(scripts.Script):\n    def title(self):\n        return 'Git ext'\n"
+    )
+    source += "\n    def show(self, is_img2img):\n        return scripts.AlwaysVisible\n"
+    (root / "scripts" / "git_ext.py").write_text(source, encoding="utf-8")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "first")
+    return root

@@ -1,0 +1,122 @@
+"""A1111 extensions loading unchanged: preload flags, install.py, every hook and the called callbacks, settings
+added by an extension, a selectable script with process_images, broken extensions marked failed, both sides of
+the module-name collisions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modules.application import Application
+from modules.cmd_args import build_parser
+from modules.compat import loader
+from modules.compat.a1111 import script_callbacks
+from modules.compat.importer import compat_import
+from modules.processing.infotext import parse_infotext
+from modules.tiny_model import write_diffusers
+from tests.extension_support import write_broken_extensions, write_test_extension
+from tests.helpers import pixels, tiny_request
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline):
+    data_dir: Path = tmp_path_factory.mktemp("extensions")
+    write_diffusers(tiny_pipeline, data_dir / "models" / "Stable-diffusion" / "tiny")
+    write_test_extension(data_dir / "extensions")
+    write_broken_extensions(data_dir / "extensions")
+    prepared = loader.parse_with_extensions(build_parser(), ["--data-dir", str(data_dir), "--test-ext-word", "otter"])
+    application = Application.create(prepared.args)
+    loader.attach(application, prepared)
+    yield application, data_dir / "extensions" / "test-ext"
+    application.service.shutdown()
+
+
+def calls(folder: Path) -> list[list[str]]:
+    path = folder / "calls.jsonl"
+    found = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+    path.unlink(missing_ok=True)
+    return found
+
+
+def test_broken_extensions_are_failed_and_the_rest_loads(loaded):
+    application, _ = loaded
+    status = {extension.name: extension for extension in application.extensions}
+    assert status["test-ext"].status == "enabled" and status["test-ext"].scripts == ["Test always on", "Test twice"]
+    assert "SyntaxError" in status["broken-syntax"].error
+    assert "no_such_thing" in status["broken-attribute"].error
+    assert "has no module 'modules.sd_hijack'" in status["broken-module"].error
+    assert {script.title() for script in application.scripts.scripts} >= {"Test always on", "Test twice", "X/Y/Z plot"}
+
+
+def test_preload_flag_install_and_settings(loaded):
+    application, folder = loaded
+    assert application.extensions[0].name == "broken-attribute"  # sorted folder order
+    assert (folder / "installed.txt").read_text() == "x"  # install.py ran once
+    from modules.compat.a1111 import shared
+
+    assert shared.cmd_opts.test_ext_word == "otter"
+    assert shared.opts.test_ext_suffix == "from settings"
+    assert shared.opts.samples_format == application.options.samples_format
+
+
+def test_every_hook_acts_on_the_job(loaded, context):
+    application, folder = loaded
+    tab = application.scripts.tab(False)
+    script = tab.find("test always on")
+    calls(folder)
+    bound = tab.bind(always_on={id(script): tab.arguments(script, [True, True])})
+    result = bound.execute(tiny_request(n_iter=2, seed=7), application.service.context)
+    assert result.prompts == ["a red fox, otter from settings"] * 2
+    assert parse_infotext(result.infotexts[0])["Test ext"] == "otter"
+    assert [event[0] for event in calls(folder)] == [
+        "before_process",
+        "process",
+        "before_process_batch",
+        "process_batch",
+        "postprocess_batch",
+        "postprocess_batch_list",
+        "postprocess_image",
+        "before_process_batch",
+        "process_batch",
+        "postprocess_batch",
+        "postprocess_batch_list",
+        "postprocess_image",
+        "postprocess",
+    ]
+    plain = tab.bind().execute(
+        tiny_request(seed=7, prompt="a red fox, otter from settings"), application.service.context
+    )
+    assert np.array_equal(pixels(result.images[0]), pixels(plain.images[0])[:, ::-1])
+
+
+def test_selectable_extension_script_uses_process_images(loaded):
+    application, _ = loaded
+    tab = application.scripts.tab(False)
+    twice = tab.find_selectable("TEST TWICE")
+    result = tab.bind(selected=(twice, tab.arguments(twice, [3]))).execute(tiny_request(), application.service.context)
+    assert [parse_infotext(text)["Seed"] for text in result.infotexts] == ["100", "101", "102"]
+
+
+def test_callbacks_are_called(loaded):
+    _, folder = loaded
+    calls(folder)
+    script_callbacks.app_started_callback(None, object())
+    script_callbacks.ui_tabs_callback()
+    assert calls(folder) == [["app_started", "object"], ["ui_tabs"]]
+
+
+def test_module_name_collisions_both_sides(loaded):
+    """Easel's modules.processing and modules.scripts stay Easel's; extension code gets A1111's."""
+    import modules.processing
+    import modules.scripts
+
+    assert hasattr(modules.processing, "processing") and not hasattr(modules.processing, "process_images")
+    assert not hasattr(modules.scripts, "AlwaysVisible")
+    assert compat_import("modules.processing", fromlist=("process_images",)).process_images
+    assert compat_import("modules", fromlist=("scripts",)).scripts.AlwaysVisible is not None
+    from modules.processing.processing import process  # Easel's own import still works after extensions load
+
+    assert callable(process)
