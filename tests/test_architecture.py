@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "modules.paths": 0,
     "modules.options": 0,
     "modules.devices": 0,
+    "modules.compute": 1,  # compute settings applied to a loaded model (below the model manager)
     "modules.samplers": 0,  # the neutral sampler catalogue
     # 1: models (registry, loader, manager, model service), the hub downloader
     "modules.models": 1,

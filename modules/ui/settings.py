@@ -55,7 +55,24 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("save_to_dirs", "grid_save_to_dirs", "directories_filename_pattern", "directories_max_prompt_words"),
     ),
     ("Infotext", ("enable_pnginfo", "save_txt")),
-    ("Live previews", ("live_previews_enable", "show_progress_every_n_steps")),
+    ("Live previews", ("live_previews_enable", "show_progress_type", "show_progress_every_n_steps")),
+    (
+        "Compute (speed: compile, memory format and FP8 reload the checkpoint; see README)",
+        (
+            "compute_compile_unet",
+            "compute_compile_vae",
+            "compute_compile_mode",
+            "compute_compile_dynamic",
+            "compute_compile_warmup",
+            "compute_channels_last",
+            "compute_fuse_qkv",
+            "compute_cudnn_benchmark",
+            "compute_tf32",
+            "fp8_storage",
+            "token_merging_ratio",
+            "deepcache_interval",
+        ),
+    ),
     (
         "Defaults (used by the controls at the next start, unless ui-config.json remembers a value)",
         (

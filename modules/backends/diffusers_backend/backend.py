@@ -14,6 +14,7 @@ from modules.backends.base import BackendError, GenerationPlan, MaskedContent, P
 from modules.backends.diffusers_backend.composable import ComposableGuidance, ComposableGuidanceUNet
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
 from modules.backends.preview import latents_to_preview
+from modules.compute import DeepCacheUNet
 from modules.models.manager import LoadedModel, Task
 from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
 from modules.prompts.step_switching import ScheduledEmbeddings
@@ -49,11 +50,14 @@ class DiffusersBackend:
                 noise_multiplier=plan.noise_multiplier,
             )
         }
+        unet = request_unet(model)
+        if unet is not model.pipeline.unet:
+            components["unet"] = unet
         guidance: StepHook
         if any(conditioning.is_composable for conditioning in positives):
             if plan.cfg_scale <= 1:
                 raise BackendError("AND prompts need classifier-free guidance: set CFG scale above 1")
-            components["unet"] = ComposableGuidanceUNet(model.pipeline.unet, positives, negatives)
+            components["unet"] = ComposableGuidanceUNet(unet, positives, negatives)
             guidance = ComposableGuidance(components["unet"])
             embeddings = guidance.initial_embeddings()
         else:
@@ -165,6 +169,12 @@ class StepCallback:
             pipeline._interrupt = True
         # Prompt editing and alternation: new embeddings for the next step, when the schedule says so.
         return self.guidance(pipeline, step, timestep, tensors)
+
+
+def request_unet(model: LoadedModel) -> torch.nn.Module:
+    """The UNet for one request: the model's own, or wrapped for DeepCache (a new cache per request)."""
+    interval = model.compute.deepcache_interval if model.compute is not None else 1
+    return DeepCacheUNet(model.pipeline.unet, interval) if interval > 1 else model.pipeline.unet
 
 
 def steps_run(plan: GenerationPlan) -> int:
