@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def memory_policy_from_args(args: argparse.Namespace) -> MemoryPolicy:
-    attention = Attention.XFORMERS if args.xformers else Attention.SPLIT if args.opt_split_attention else Attention.SDP
+    xformers = args.xformers or getattr(args, "reinstall_xformers", False)
+    attention = Attention.XFORMERS if xformers else Attention.SPLIT if args.opt_split_attention else Attention.SDP
     return MemoryPolicy.from_flags(
         use_cpu=args.use_cpu,
         device_id=args.device_id,

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     attention = device.add_mutually_exclusive_group()
     attention.add_argument("--opt-sdp-attention", action="store_true", help="PyTorch SDP attention (default)")
     attention.add_argument("--xformers", action="store_true", help="xformers attention, when installed")
+    device.add_argument(
+        "--reinstall-xformers", action="store_true", help="webui.sh: install the xformers wheel again (implies it)"
+    )
     attention.add_argument("--opt-split-attention", action="store_true", help="sliced attention (less memory)")
 
     models = parser.add_argument_group("models and downloads")

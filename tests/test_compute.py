@@ -205,3 +205,38 @@ def test_compiled_unet_equals_eager_without_recompiling_across_sizes():
                 assert torch.allclose(compiled, eager_unet(sample, timestep, states).sample, atol=1e-4)
     finally:
         torch.compiler.set_stance("default")
+
+
+def test_xformers_falls_back_to_sdpa_with_a_log_line(caplog):
+    from modules.devices import Attention, MemoryPolicy
+
+    pipeline = build_tiny_pipeline(seed=8)
+    policy = MemoryPolicy(torch.device("cpu"), torch.float32, torch.float32, attention=Attention.XFORMERS)
+    with caplog.at_level("WARNING", logger="modules.devices"):
+        policy.apply(pipeline)
+    assert "falling back to PyTorch SDPA attention" in caplog.text
+    kinds = {type(processor).__name__ for processor in pipeline.unet.attn_processors.values()}
+    assert kinds == {"AttnProcessor2_0"}
+
+
+def test_setup_installs_the_xformers_wheel_without_dependencies_when_missing(tmp_path):
+    import subprocess
+
+    from modules.paths import INSTALL_DIR
+
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    # A stand-in interpreter: "import xformers" fails until pip "installs" it; every call is logged.
+    python.write_text(
+        '#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\n'
+        'case "$*" in *"import xformers"*) [ -f "$(dirname "$0")/installed" ];; '
+        '*"pip install"*) touch "$(dirname "$0")/installed";; esac\n'
+    )
+    python.chmod(0o755)
+    script = f'source "{INSTALL_DIR}/scripts/setup-venv.sh"; VENV_DIR="{tmp_path}/venv"; easel_install_xformers'
+    for _ in range(2):
+        subprocess.run(["bash", "-c", script], check=True, capture_output=True)
+    installs = [line for line in (python.parent / "calls").read_text().splitlines() if "pip install" in line]
+    assert installs == ["-m pip install --quiet -U -I --no-deps xformers==0.0.35"]
+    launcher = (INSTALL_DIR / "webui.sh").read_text(encoding="utf-8")
+    assert '*" --xformers "*) easel_install_xformers' in launcher
