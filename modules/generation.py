@@ -63,7 +63,9 @@ class GenerationService:
         control = JobControl(
             preview_every_n_steps=self.context.options.show_progress_every_n_steps
             if self.context.options.live_previews_enable
-            else 0
+            else 0,
+            preview_method=self.context.options.show_progress_type,
+            preview_dir=self.context.paths.vae_approx_dir,
         )
         return self._submit(lambda: process(request, self.context, control, owner), owner, "generate", control, job_id)
 

@@ -52,6 +52,9 @@ class Options(BaseModel):
     enable_pnginfo: bool = Field(True, description="Write infotext to metadata of the generated image")
     save_txt: bool = Field(False, description="Create a text file with infotext next to every generated image")
     live_previews_enable: bool = Field(True, description="Show live previews of the created image")
+    show_progress_type: Literal["Full", "Approx NN", "Approx cheap", "TAESD"] = Field(
+        "Approx cheap", description="Live preview display mode (Approx NN and TAESD read models/VAE-approx)"
+    )
     show_progress_every_n_steps: int = Field(5, ge=-1, le=32, description="Live preview every N sampling steps")
     sd_vae: str = Field("Automatic", description="SD VAE: Automatic, None, or a file from models/VAE")
     CLIP_stop_at_last_layers: int = Field(1, ge=1, le=12, description="Clip skip")
