@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
+from modules import system_info
 from modules.api import progress as progress_module
 from modules.api.auth import BasicAuth, Caller
 from modules.api.errors import ApiError
@@ -32,6 +33,7 @@ from modules.api.results import build_response
 from modules.api.translate import Translation, TranslationContext, translate_img2img, translate_txt2img
 from modules.application import Application
 from modules.processing.infotext import parse_infotext, read_infotext
+from modules.system_info import BenchmarkHistory
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +169,12 @@ class GenerationRoutes:
             return progress_module.internal_progress(
                 service, caller, body.id_task, body.id_live_preview, body.live_preview
             )
+
+        @router.get("/sysinfo")
+        def sysinfo() -> dict[str, Any]:
+            """Versions, device, memory, flags, loaded models, compute settings and past benchmarks."""
+            history = BenchmarkHistory(self.application.paths.data_dir / "benchmarks.json").rows()
+            return system_info.collect(service.context.models, self.application.args, history)
 
         @router.get("/pending-tasks", response_model=PendingTasksResponse)
         def pending_tasks(caller: CallerDep) -> PendingTasksResponse:

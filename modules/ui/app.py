@@ -22,6 +22,7 @@ from modules.ui.models_tab import create_models_tab
 from modules.ui.png_info import PngInfoTab, create_png_info_tab
 from modules.ui.prompt_tools import with_pasted_styles
 from modules.ui.settings import create_settings_tab
+from modules.ui.system_info import create_system_info_tab
 from modules.ui.txt2img import create_txt2img_tab
 from modules.ui.ui_config import UiConfig
 
@@ -223,6 +224,8 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
                 create_models_tab(application, application.downloads)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 create_settings_tab(application)
+            with gr.Tab("System info", id="system_info", elem_id="tab_system_info"):
+                create_system_info_tab(application)
         for source in (txt2img, img2img, inpaint):
             link_gallery(source, img2img, source.panel.send_to_img2img, tabs, "img2img", context.styles)
             link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint", context.styles)
