@@ -240,3 +240,17 @@ def test_setup_installs_the_xformers_wheel_without_dependencies_when_missing(tmp
     assert installs == ["-m pip install --quiet -U -I --no-deps xformers==0.0.35"]
     launcher = (INSTALL_DIR / "webui.sh").read_text(encoding="utf-8")
     assert '*" --xformers "*) easel_install_xformers' in launcher
+
+
+def test_an_inpainting_checkpoint_skips_the_warm_up_and_says_so(inpaint_context):
+    from modules.devices import MemoryPolicy
+    from modules.models.manager import ModelManager
+
+    registry = inpaint_context.models.registry
+    manager = ModelManager(
+        registry, MemoryPolicy.cpu(), inpaint_context.paths.configs_dir, compute=ComputeSettings(compile_unet=True)
+    )
+    model = manager.get()
+    assert "compile unet" in model.compute.applied
+    assert model.compute.skipped["warm-up"].startswith("inpainting checkpoint") and model.compute.warmups == []
+    manager.unload()

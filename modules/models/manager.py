@@ -258,9 +258,22 @@ class ModelManager:
             compute=compute,
         )
         if self.compute.compiles and self.compute.warmup:
-            # Compilation happens here, while the checkpoint loads, not in the first job (logged per shape).
-            warm_up(pipeline, compute, [warmup_size(model.native_size, self.compute.compile_dynamic)])
+            self._warm_up(model)
         return model
+
+    def _warm_up(self, model: LoadedModel) -> None:
+        """Compilation happens here, while the checkpoint loads, not in the first job (logged per shape). A failed
+        warm-up is reported and leaves compilation to the first job."""
+        if model.compute is None:
+            return
+        if model.is_inpainting:
+            model.compute.skipped["warm-up"] = "inpainting checkpoint: compiled on the first job"
+            return
+        try:
+            warm_up(model.pipeline, model.compute, [warmup_size(model.native_size, self.compute.compile_dynamic)])
+        except (RuntimeError, ValueError, torch.OutOfMemoryError) as error:
+            model.compute.skipped["warm-up"] = str(error)
+            logger.warning("compile warm-up failed name=%s error=%s", model.info.name, error)
 
     def set_compute(self, settings: ComputeSettings) -> None:
         """New compute settings: TF32/cudnn at once; token merging and DeepCache on the loaded model at once;
