@@ -41,6 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--vae-dir", type=Path, action="append", default=[], help="extra VAE folder")
     paths.add_argument("--vae-path", type=Path, default=None, help="VAE file to use (overrides the SD VAE setting)")
     paths.add_argument("--styles-file", type=Path, default=None, help="styles file (default DATA_DIR/styles.csv)")
+    paths.add_argument(
+        "--hide-ui-dir-config",
+        action="store_true",
+        help="hide server folder inputs (Extras > Batch from Directory) and lock the folder settings "
+        "(implied by --listen, --server-name and --share)",
+    )
+    paths.add_argument(
+        "--enable-insecure-dir-access",
+        action="store_true",
+        help="with --listen: keep server folder inputs and folder settings (still inside the data dir)",
+    )
+    paths.add_argument(
+        "--allow-outside-data-dir",
+        action="store_true",
+        help="folder settings and folder inputs may be absolute or use '..' (anywhere the server can reach)",
+    )
 
     device = parser.add_argument_group("device and memory")
     device.add_argument("--backend", choices=backend_names(), default=DEFAULT_BACKEND, help="generation backend")

@@ -110,6 +110,37 @@ class Options(BaseModel):
         False, description="API: fetch input images given as http:// or https:// URLs (never local addresses)"
     )
     api_max_body_mb: int = Field(64, ge=1, le=4096, description="API: largest request body, in MB (larger: 413)")
+    # User interface (A1111 keys; the browser reads them through the page's `opts`).
+    quicksettings_list: list[str] = Field(
+        ["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"],
+        description="Quicksettings list (shown at the top of the page instead of the Settings tab; after a restart)",
+    )
+    theme: Literal["Follow the browser", "Light", "Dark"] = Field(
+        "Follow the browser", description="Colour theme of the page (?__theme=dark or light in the address wins)"
+    )
+    localization: str = Field("None", description="Localization (a file of localizations/, after a page reload)")
+    keyedit_precision_attention: float = Field(
+        0.1, ge=0.01, le=0.2, description="Precision for (attention:1.1) when editing the prompt with Ctrl+up/down"
+    )
+    keyedit_precision_extra: float = Field(
+        0.05,
+        ge=0.01,
+        le=0.2,
+        description="Precision for <extra networks:0.9> when editing the prompt with Ctrl+up/down",
+    )
+    keyedit_delimiters: str = Field(
+        r".,\/!?%^*;:{}=`~() ", description="Word delimiters when editing the prompt with Ctrl+up/down"
+    )
+    keyedit_delimiters_whitespace: list[Literal["Tab", "Carriage Return", "Line Feed"]] = Field(
+        ["Tab", "Carriage Return", "Line Feed"], description="Ctrl+up/down whitespace delimiters"
+    )
+    js_modal_lightbox: bool = Field(True, description="Full page image viewer: enable")
+    js_modal_lightbox_initially_zoomed: bool = Field(
+        True, description="Full page image viewer: show images zoomed in by default"
+    )
+    browser_notifications: bool = Field(
+        False, description="Show a browser notification when a job ends while the page is in the background"
+    )
     # Secret: left out of model_dump() (so out of the API and any dump), hidden from repr, written by save() only.
     hf_token: str = Field("", description="Hugging Face token (gated or private models)", exclude=True, repr=False)
 
@@ -161,12 +192,14 @@ class Options(BaseModel):
 
 
 def write_json_atomic(path: Path, data: dict, mode: int | None = None) -> None:
-    """Write JSON through a temporary file and rename, so a crash never leaves half a file."""
+    """Write JSON through a temporary file, fsync and rename, so a crash (or a power cut) never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             json.dump(data, file, indent=4, ensure_ascii=False)
+            file.flush()
+            os.fsync(file.fileno())
         if mode is not None:
             os.chmod(temp_name, mode)
         os.replace(temp_name, path)

@@ -85,6 +85,21 @@ class DataPaths:
     def params_file(self) -> Path:
         return self.data_dir / "params.txt"
 
+    @property
+    def extensions_dir(self) -> Path:
+        """A1111 keeps extensions under the data folder (the install folder when --data-dir is not given)."""
+        return self.data_dir / "extensions"
+
+    @property
+    def javascript_dir(self) -> Path:
+        """Easel's own browser helpers, served inline with the page."""
+        return INSTALL_DIR / "javascript"
+
+    @property
+    def localizations_dirs(self) -> tuple[Path, ...]:
+        """Easel's localizations/*.json, then the data folder's (A1111 format: English text -> translation)."""
+        return tuple(dict.fromkeys((INSTALL_DIR / "localizations", self.data_dir / "localizations")))
+
     def ensure(self) -> None:
         """Create the folders a fresh install needs."""
         for folder in (self.checkpoints_dir, self.lora_dir, self.vae_dir, self.embeddings_dir, self.outputs_dir):

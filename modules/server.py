@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Protocol
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from modules.api.auth import BasicAuth
-from modules.api.errors import install_error_handlers
+from modules.api.errors import InternalErrorResponse, install_error_handlers
 from modules.api.images import ImageLimits
 from modules.api.limits import ApiLog, BodySizeLimit
 from modules.api.routes import ApiConfig, GenerationRoutes
@@ -134,14 +136,17 @@ def body_limit(application: Application, options: ServerOptions) -> Callable[[],
 def create_app(application: Application, options: ServerOptions, mount_ui: MountUi | None = None) -> FastAPI:
     """The app: API routers (under the subpath), the UI at the subpath, error handlers and middleware."""
     prefix = options.subpath
+    logins = options.api_logins + options.gradio_logins
     app = FastAPI(
         title="Easel",
         description="AUTOMATIC1111-compatible API",
-        docs_url=f"{prefix}/docs",
-        redoc_url=f"{prefix}/redoc",
-        openapi_url=f"{prefix}/openapi.json",
+        docs_url=None if logins else f"{prefix}/docs",
+        redoc_url=None if logins else f"{prefix}/redoc",
+        openapi_url=None if logins else f"{prefix}/openapi.json",
     )
     install_error_handlers(app)
+    if logins:
+        add_docs_routes(app, prefix, BasicAuth(logins=logins, admin_user=options.admin_user))
     api_auth = BasicAuth(logins=options.api_logins, admin_user=options.admin_user)
     config = ApiConfig(logins=options.api_logins, admin_user=options.admin_user, limits=options.image_limits)
     generation = GenerationRoutes(application, config, api_auth)
@@ -157,9 +162,29 @@ def create_app(application: Application, options: ServerOptions, mount_ui: Mount
     return app
 
 
+def add_docs_routes(app: FastAPI, prefix: str, auth: BasicAuth) -> None:
+    """``/openapi.json``, ``/docs`` and ``/redoc`` behind the logins (FastAPI serves its own ones to anyone)."""
+    guarded = [Depends(auth)]
+    openapi_url = f"{prefix}/openapi.json"
+
+    @app.get(openapi_url, include_in_schema=False, dependencies=guarded)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get(f"{prefix}/docs", include_in_schema=False, dependencies=guarded)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=openapi_url, title=f"{app.title} - Swagger UI")
+
+    @app.get(f"{prefix}/redoc", include_in_schema=False, dependencies=guarded)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=openapi_url, title=f"{app.title} - ReDoc")
+
+
 def add_middleware(app: FastAPI, options: ServerOptions, limit: Callable[[], int]) -> None:
+    app.add_middleware(InternalErrorResponse)  # innermost: a 500 keeps the keep-alive connection
+    # every route, the UI's included (Gradio reads whole bodies into memory, logged in or not)
+    app.add_middleware(BodySizeLimit, max_bytes=limit, prefixes=(options.subpath or "/",))
     prefixes = (f"{options.subpath}/sdapi/", f"{options.subpath}/internal/")
-    app.add_middleware(BodySizeLimit, max_bytes=limit, prefixes=prefixes)
     if options.api_log:
         app.add_middleware(ApiLog, prefixes=prefixes)
     if options.cors_origins or options.cors_origin_regex:

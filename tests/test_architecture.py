@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     # 4: the generation service and the application object
     "modules.generation": 4,
     "modules.application": 4,
+    "modules.settings_policy": 4,  # who may change which settings (the UI and the API ask it)
     "modules.system_info": 4,  # versions, memory, loaded models, the benchmark
     # 5: the edges
     "modules.api": 5,

@@ -124,14 +124,18 @@ def test_search_download_and_pick_the_model_in_the_browser(
                 timeout=30_000,
             )
             assert 0.0 < progress_fraction(page) < 1.0, "the stalled download shows a partial bar"
-            assert re.search(r"\d+(\.\d+)? [KM]?B / \d+(\.\d+)? [KM]?B \(\d+%\)", progress.inner_text())
+            assert re.search(r"\d+(\.\d+)? (?:[KMG]i)?B / \d+(\.\d+)? (?:[KMG]i)?B \(\d+%\)", progress.inner_text())
             screenshot(page, "models-download-running.png")
 
             go_on.set()
             expect(progress).to_contain_text(f"{REPO_ID} (diffusers): done", timeout=DOWNLOAD_SECONDS * 1000)
             assert progress_fraction(page) == 1.0
             assert (data_dir / "models" / "Diffusers" / "models--tester--tiny-sd" / "snapshots").is_dir()
+            assert "ETA" not in progress.inner_text()  # no "ETA - -" once done
             screenshot(page, "models-download-done.png")
+            # without Refresh: the top bar and the Checkpoints table follow the new checkpoint
+            expect(page.locator("#checkpoint_message")).not_to_contain_text("No checkpoint found", timeout=30_000)
+            expect(page.locator("#models_checkpoints")).to_contain_text(REPO_ID, timeout=30_000)
 
             page.locator("#setting_sd_model_checkpoint input").click()
             expect(page.get_by_role("option", name=REPO_ID)).to_be_visible(timeout=30_000)

@@ -1,7 +1,9 @@
-"""The Extra Networks tab in a real browser: cards shown, search filters them, a LoRA card fills the prompt."""
+"""The Extra Networks tab in a real browser: cards shown, search filters them, a LoRA card fills the prompt with
+its activation text, and the card editor saves <name>.json (A1111's keys) that the next click follows."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,27 @@ def test_extra_networks_tab(server: tuple[str, Path]) -> None:  # noqa: F811
 
             cards.first.click()
             prompt = page.locator("#txt2img_prompt textarea")
-            sync_api.expect(prompt).to_have_value("a castle <lora:beta_face:1>", timeout=10_000)
+            # the activation text of beta_face.json follows the tag, as in A1111
+            sync_api.expect(prompt).to_have_value("a castle <lora:beta_face:1> betaface", timeout=10_000)
+
+            search.fill("alpha")
+            search.press("Enter")
+            sync_api.expect(cards).to_have_count(1, timeout=30_000)
+            sync_api.expect(cards.first).to_contain_text("alpha_style", timeout=30_000)  # the new search shown
+            cards.first.locator(".easel-card-edit").click()
+            sync_api.expect(page.locator("#extra_networks_editor")).to_be_visible(timeout=30_000)
+            page.locator("#extra_networks_edit_activation textarea").fill("alphastyle")
+            weight = page.locator("#extra_networks_edit_weight input")
+            weight.fill("0.7")
+            page.locator("#extra_networks_edit_notes textarea").fill("from the editor")
+            page.click("#extra_networks_edit_save")
+            sync_api.expect(page.locator("#extra_networks_edit_message")).to_contain_text("Saved", timeout=30_000)
+            # the txt2img tab is not shown: empty its prompt as a script would
+            prompt.evaluate("(box) => { box.value = ''; box.dispatchEvent(new Event('input', {bubbles: true})); }")
+            cards.first.click()
+            sync_api.expect(prompt).to_have_value("<lora:alpha_style:0.7> alphastyle", timeout=10_000)
         finally:
             browser.close()
+    saved = json.loads((data_dir / "models" / "Lora" / "alpha_style.json").read_text(encoding="utf-8"))
+    assert saved["activation text"] == "alphastyle" and saved["preferred weight"] == 0.7
+    assert saved["notes"] == "from the editor"

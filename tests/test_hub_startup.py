@@ -79,9 +79,10 @@ def test_models_tab_handlers_show_rows_progress_and_errors(tmp_path, tiny_files)
         downloads.jobs()[0].future.result(timeout=60)
         assert "done" in progress_html(downloads) and "100%" in progress_html(downloads)
         gated = start_download(tab, "corp/gated", True, True, [], "Checkpoint")
-        downloads.jobs()[-1].future.result(timeout=60)
-        assert "Download started" in gated
-        assert "this model is gated: accept its license at" in progress_html(downloads)
+        # refused at once (no token), not "Download started" followed by a failure
+        assert "Download started" not in gated
+        assert "this model is gated: accept its license at" in gated
+        assert len(downloads.jobs()) == 1
     assert [info.name for info in application.registry.checkpoints()] == ["org/tiny"]
 
 

@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
 from modules.processing.infotext import (
+    MAX_INFOTEXT_CHARS,
     MISSING_KEY_DEFAULTS,
+    PARAMETER_PATTERN,
+    InfotextTooLongError,
     build_user_comment_exif,
     create_infotext,
     decode_user_comment,
@@ -258,3 +261,37 @@ def test_user_comment_encodings() -> None:
     assert decode_user_comment(b"UNICODE\x00H\x00i\x00") == "Hi"
     assert decode_user_comment(b"ASCII\x00\x00\x00Steps: 20") == "Steps: 20"
     assert decode_user_comment("already text") == "already text"
+
+
+# --- linear parsing and the length cap (issue 20) ------------------------------------------------------------
+
+A1111_PARAMETER_PATTERN = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+LINE_PIECES = st.sampled_from(["a", "Key", " ", "-", "/", ":", ",", '"', "\\", "\n", "\t", "é", "1", "_", "x: y"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(LINE_PIECES, max_size=14).map("".join))
+def test_parameter_pattern_finds_what_a1111_finds(line: str) -> None:
+    assert PARAMETER_PATTERN.findall(line) == A1111_PARAMETER_PATTERN.findall(line)
+
+
+HOSTILE_INFOTEXTS = {
+    "one long key without a colon": "a" * 1_000_000,
+    "unclosed quotes": 'a: "x, ' * 140_000,
+    "dashes and blanks": "- " * 500_000,
+    "escaped quotes": 'a: "' + '\\"' * 500_000,
+}
+
+
+@pytest.mark.timeout(5)  # a guard, not a measure: A1111's pattern takes minutes on these
+@pytest.mark.parametrize("line", HOSTILE_INFOTEXTS.values(), ids=HOSTILE_INFOTEXTS.keys())
+def test_megabyte_of_hostile_parameter_line_parses(line: str) -> None:
+    pairs = PARAMETER_PATTERN.findall(line)
+    assert all(len(key) < len(line) for key, _ in pairs)
+
+
+def test_infotext_over_the_cap_is_refused_before_parsing() -> None:
+    text = "a" * (MAX_INFOTEXT_CHARS + 1)
+    with pytest.raises(InfotextTooLongError, match=f"limit is {MAX_INFOTEXT_CHARS}"):
+        parse_infotext(text)
+    assert parse_infotext("a" * MAX_INFOTEXT_CHARS)["Prompt"] == "a" * MAX_INFOTEXT_CHARS

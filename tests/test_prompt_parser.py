@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -9,13 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modules import prompt_parser
+from modules.processing.requests import MAX_PROMPT_CHARS
 from modules.prompts.parser import (
+    BREAK_SPLIT,
     extract_extra_networks,
     get_learned_conditioning_prompt_schedules,
     get_multicond_prompt_list,
     parse_prompt_attention,
     plan_prompt,
     split_and_prompts,
+    split_weight,
 )
 
 # A1111's own documented examples (docstrings of modules/prompt_parser.py, webui 1.10)
@@ -214,3 +218,65 @@ def test_never_raises_on_any_string(text: str) -> None:
     parse_prompt_attention(text)
     get_learned_conditioning_prompt_schedules([text], 7)
     plan_prompt(text, 7, 3)
+
+
+# --- linear parsing (issue 20): the same results as A1111's regexes, and hostile text parsed quickly ----------
+
+A1111_SUBPROMPT_WEIGHT = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
+A1111_BREAK_SPLIT = re.compile(r"\s*\bBREAK\b\s*", re.DOTALL)
+A1111_EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
+PROMPT_PIECES = st.sampled_from(
+    ["a", "b c", " ", "\n", "\t", "\u3000", ":", "1", ".5", "-", "+", "AND", "BREAK", "<", ">", "<lora:x:1>", "(", ")"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(PROMPT_PIECES, max_size=12).map("".join))
+def test_weight_split_matches_a1111_regex(part: str) -> None:
+    match = A1111_SUBPROMPT_WEIGHT.search(part)
+    assert match is not None
+    assert split_weight(part) == match.groups()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(PROMPT_PIECES, max_size=12).map("".join))
+def test_break_and_tags_match_a1111_regexes(text: str) -> None:
+    assert BREAK_SPLIT.split(text) == A1111_BREAK_SPLIT.split(text)
+    tags: list[tuple[str, str]] = []
+    expected = A1111_EXTRA_NETWORK_TAG.sub(lambda match: tags.append(match.groups()) or "", text)
+    remaining, found = extract_extra_networks(text)
+    assert remaining == expected
+    assert [(tag.kind, ":".join(tag.items)) for tag in found] == tags
+
+
+HOSTILE_PROMPTS = {
+    "spaces then a letter": " " * 1_000_000 + "x",
+    "a colon between spaces": " " * 500_000 + ":" + " " * 500_000 + "x",
+    "unclosed tags": "<a:" * 333_333,
+    "digits after a colon": ":" + "1" * 1_000_000 + "x",
+    "blank BREAK runs": "  BREAKx" * 125_000,
+}
+
+
+@pytest.mark.timeout(5)  # a guard, not a measure: A1111's regexes take minutes on these
+@pytest.mark.parametrize("text", HOSTILE_PROMPTS.values(), ids=HOSTILE_PROMPTS.keys())
+def test_megabyte_of_hostile_prompt_parses(text: str) -> None:
+    plan = plan_prompt(text, 20)
+    assert plan.original == text
+    assert [part.weight for part in plan.sub_prompts] == [1.0]
+    kept = "".join(str(piece[0]) for piece in parse_prompt_attention(text) if piece[1] != -1)
+    assert 0 < len(kept) <= len(text)
+
+
+@pytest.mark.timeout(5)
+def test_megabyte_of_unclosed_brackets_schedules() -> None:
+    text = "[a:" * 333_333
+    assert get_learned_conditioning_prompt_schedules([text], 20) == [[[20, text]]]
+
+
+@pytest.mark.timeout(5)
+def test_deeply_nested_attention_at_the_prompt_cap_parses() -> None:
+    text = "(a" * (MAX_PROMPT_CHARS // 2)
+    pieces = parse_prompt_attention(text)
+    assert pieces[0][0] == "a" and pieces[0][1] == pytest.approx(1.1)
+    assert pieces[-1][1] == float("inf")  # 1.1 ** 16384 overflows, as A1111's Python floats do

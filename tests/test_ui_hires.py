@@ -183,7 +183,7 @@ def test_extras_tab_handler_runs_and_reports(application: Application, tmp_path:
     assert "1 image done" in view.status and "extras-images" in view.status
     missing = run_extras_job(extras, SINGLE_IMAGE, {**values, "image": None})
     assert "Upload an image" in missing.status and "easel-error" in missing.status
-    no_folder = run_extras_job(extras, BATCH_FOLDER, {**values, "input_dir": str(tmp_path / "absent")})
+    no_folder = run_extras_job(extras, BATCH_FOLDER, {**values, "input_dir": "absent"})
     assert "input directory not found" in no_folder.status
     image.save(tmp_path / "upload.png")
     batch = run_extras_job(extras, BATCH_UPLOADS, {**values, "image_batch": [str(tmp_path / "upload.png")]})

@@ -24,7 +24,7 @@ def test_table_lists_files_and_folders_with_architecture_hash_and_size(tmp_path:
         assert rows["file-model"][4] == "sidecar config"
         assert rows["broken"][4].startswith("unsupported:")
         assert rows["file-model"][3] == "(on load)", "nothing is hashed just to list"
-        assert rows["file-model"][2].endswith("MB")
+        assert rows["file-model"][2].endswith("MiB")  # binary units, named as such
         assert "No checkpoint is loaded" in loaded_status(application)
         application.service.run_task(lambda: application.models.load("file-model"))
         status = loaded_status(application)

@@ -12,6 +12,10 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modules.models.errors import CheckpointNotFoundError, ModelError
+from modules.postprocess.face_detection import FaceModelMissingError
+from modules.postprocess.model_files import ModelFileError
+from modules.postprocess.retinaface import RetinaFaceWeightsError
+from modules.processing.infotext import InfotextTooLongError
 from modules.processing.processing import ProcessingError
 from modules.processing.saving import ImageSaveError
 from modules.samplers import SamplerError
@@ -40,6 +44,10 @@ class PayloadTooLargeError(ApiError):
     status_code = 413
 
 
+# Upscaler, face restoration and face detection files that are damaged or hold more than weights (refused unread)
+MODEL_FILE_ERRORS = (ModelFileError, RetinaFaceWeightsError)
+
+
 def validation_text(error: ValidationError | RequestValidationError) -> str:
     """ "steps: Input should be greater than or equal to 1 (got -3)", one problem per line."""
     lines = []
@@ -49,7 +57,7 @@ def validation_text(error: ValidationError | RequestValidationError) -> str:
         message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
         got = item.get("input")
         suffix = f" (got {got!r})" if isinstance(got, int | float | str) and len(repr(got)) < 80 else ""
-        lines.append(f"{field}: {message}{suffix}")
+        lines.append(f"{field}: {message}{suffix}" if location else message)
     return "\n".join(lines)
 
 
@@ -63,6 +71,14 @@ def status_for(error: Exception) -> int:
         return error.status_code
     if isinstance(error, CheckpointNotFoundError):
         return 404
+    if isinstance(error, InfotextTooLongError):
+        return 413
+    if isinstance(error, FaceModelMissingError):
+        return 404
+    if isinstance(error, MODEL_FILE_ERRORS):
+        return 400
+    if isinstance(error, ImageSaveError) and error.disk_full:
+        return 507
     if isinstance(error, ValidationError | SamplerError | ProcessingError | ModelError):
         return 400
     return 500
@@ -72,6 +88,8 @@ def message_for(error: Exception) -> str:
     if isinstance(error, ValidationError):
         return validation_text(error)
     if isinstance(error, ApiError | ProcessingError | ModelError | SamplerError | ImageSaveError):
+        return str(error)
+    if isinstance(error, (InfotextTooLongError, FaceModelMissingError, *MODEL_FILE_ERRORS)):
         return str(error)
     return f"{type(error).__name__}: {error}"
 
@@ -99,5 +117,37 @@ def install_error_handlers(app: FastAPI) -> None:
 
     # Known errors get their own handlers (handled inside the app); Exception is the last resort (a 500,
     # which Starlette's ServerErrorMiddleware also logs and re-raises).
-    for known in (ApiError, ValidationError, ModelError, SamplerError, ProcessingError, ImageSaveError, Exception):
+    known_errors = (ApiError, ValidationError, ModelError, SamplerError, ProcessingError, ImageSaveError)
+    for known in (*known_errors, InfotextTooLongError, FaceModelMissingError, *MODEL_FILE_ERRORS, Exception):
         app.add_exception_handler(known, on_error)
+
+
+class InternalErrorResponse:
+    """Answers an unexpected error with the JSON 500 body, as plain ASGI middleware inside Starlette's own.
+
+    Starlette's ServerErrorMiddleware answers 500 and then re-raises, and uvicorn closes the connection on an
+    exception: a keep-alive client lost its connection with every 500. Caught here, the connection stays open."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            if started:
+                raise
+            message = message_for(error)
+            logger.error("api error path=%s error=%s", scope.get("path"), message, exc_info=error)
+            response = JSONResponse(error_body(type(error).__name__, message, message), status_code=status_for(error))
+            await response(scope, receive, send)

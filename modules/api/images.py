@@ -8,7 +8,9 @@ import io
 import ipaddress
 import logging
 import socket
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
@@ -22,6 +24,11 @@ from modules.processing.saving import save_options
 logger = logging.getLogger(__name__)
 
 URL_FETCH_TIMEOUT_SECONDS = 10.0
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Text a posted PNG may carry in all its tEXt/zTXt/iTXt chunks together, decompressed. Pillow allows 1 MB a chunk
+# and 64 MB in all, so a request of a few KB could make the server inflate 64 MB; A1111's infotext is a few KB,
+# and other programs' workflows (ComfyUI) some hundred KB.
+MAX_PNG_TEXT_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,60 @@ def decode_base64(text: str, limits: ImageLimits, field: str) -> bytes:
         raise BadInputError(f"{field}: not valid base64 ({error})") from error
 
 
+def png_text_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, data) of the text chunks of a PNG file, without decompressing anything.
+
+    Written by hand: Pillow decompresses text chunks while it opens a file and has no per-call limit."""
+    chunks: list[tuple[bytes, bytes]] = []
+    position = len(PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        body = data[position + 8 : position + 8 + length]
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            chunks.append((kind, body))
+        if kind == b"IEND":
+            break
+        position += 12 + length  # length, type, data, CRC
+    return chunks
+
+
+def inflated_size(compressed: bytes, limit: int) -> int:
+    """The decompressed size of zlib data, counting at most ``limit + 1`` bytes (a damaged stream counts 0)."""
+    inflater = zlib.decompressobj()
+    try:
+        return len(inflater.decompress(compressed, limit + 1))
+    except zlib.error:
+        return 0
+
+
+def png_text_size(chunk_type: bytes, body: bytes, limit: int) -> int:
+    """The size of one text chunk's text once decompressed (at most ``limit + 1``)."""
+    _keyword, _, rest = body.partition(b"\0")
+    if chunk_type == b"zTXt":
+        return inflated_size(rest[1:], limit)
+    if chunk_type == b"iTXt" and rest[:1] == b"\x01":
+        _language, _, rest = rest[2:].partition(b"\0")
+        _translated, _, text = rest.partition(b"\0")
+        return inflated_size(text, limit)
+    return len(rest)
+
+
+def check_png_text(data: bytes, field: str) -> None:
+    """Refuse a PNG whose text chunks hold more than MAX_PNG_TEXT_BYTES (before Pillow inflates them)."""
+    if not data.startswith(PNG_SIGNATURE):
+        return
+    left = MAX_PNG_TEXT_BYTES
+    for chunk_type, body in png_text_chunks(data):
+        left -= png_text_size(chunk_type, body, left)
+        if left < 0:
+            raise PayloadTooLargeError(
+                f"{field}: the PNG's text chunks hold more than {MAX_PNG_TEXT_BYTES} bytes of text"
+            )
+
+
 def open_image(data: bytes, limits: ImageLimits, field: str) -> Image.Image:
     """Open and fully load an image; oversized (decompression bombs included) or non-images are refused."""
+    check_png_text(data, field)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -33,6 +33,7 @@ from modules.api.results import build_response
 from modules.api.translate import Translation, TranslationContext, translate_img2img, translate_txt2img
 from modules.application import Application
 from modules.processing.infotext import parse_infotext, read_infotext
+from modules.settings_policy import SettingsRefusedError, settings_policy
 from modules.system_info import BenchmarkHistory
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,11 @@ class GenerationRoutes:
         service = self.application.service
         job_id = body.force_task_id or None
         existing = service.job(job_id) if job_id else None
-        if existing is not None and not existing.done:
+        if existing is not None and existing.owner != caller.user:
+            # another login's id: answered as any new id would be (nothing confirms it exists), never taken over
+            logger.info("api force_task_id of another login not used; the job gets its own id owner=%s", caller.user)
+            job_id = None
+        elif existing is not None and not existing.done:
             raise ApiError(f"force_task_id {job_id!r} is already queued or running", status_code=409)
         moment = datetime.now()
         job = service.submit(translation.request, owner=caller.user, job_id=job_id)
@@ -103,13 +108,18 @@ class GenerationRoutes:
         translation = await run_in_threadpool(translate_img2img, body, self.translation_context())
         return await self.run_generation(body, translation, caller)
 
-    def set_options(self, changes: dict[str, Any]) -> None:
-        """POST options: known keys are validated and saved; a checkpoint change loads it through the queue."""
+    def set_options(self, changes: dict[str, Any], caller: Caller) -> None:
+        """POST options: known keys are checked (who and what, settings_policy), validated and saved; a checkpoint
+        change loads it through the queue."""
         application = self.application
         known = {key: value for key, value in changes.items() if key in type(application.options).model_fields}
         ignored = sorted(set(changes) - set(known))
         if ignored:
             logger.info("api options ignored keys=%s", ",".join(ignored))
+        try:
+            settings_policy(application).check(known, caller.user)
+        except SettingsRefusedError as error:
+            raise ApiError(str(error), status_code=error.status_code) from error
         checkpoint = known.get("sd_model_checkpoint")
         if checkpoint:
             info = application.registry.find(str(checkpoint))
@@ -154,8 +164,8 @@ class GenerationRoutes:
             return self.application.options.model_dump()
 
         @router.post("/options")
-        def post_options(changes: dict[str, Any]) -> None:
-            self.set_options(changes)
+        def post_options(changes: dict[str, Any], caller: CallerDep) -> None:
+            self.set_options(changes, caller)
 
         return router
 

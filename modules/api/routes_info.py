@@ -46,12 +46,12 @@ from modules.system_info import memory_figures
 
 logger = logging.getLogger(__name__)
 
-SECRET_FLAGS = frozenset({"api_auth", "gradio_auth"})
+SECRET_FLAGS = frozenset({"api_auth", "gradio_auth", "gradio_auth_path", "admin_user"})
 ImageLimitsSource = Callable[[], ImageLimits]  # the limits for this request (they follow the settings)
 
 
 def command_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags as A1111 lists them, with logins hidden."""
+    """The flags as A1111 lists them, with logins (and the admin's name, and the logins file) hidden."""
     flags: dict[str, Any] = {}
     for key, value in vars(args).items():
         if key in SECRET_FLAGS and value:
@@ -208,3 +208,7 @@ def add_refresh_routes(router: APIRouter, application: Application) -> None:
     @router.post("/refresh-vae")
     def refresh_vae() -> None:
         lists.require_networks(application).registry.refresh(["vae"])
+
+    @router.post("/refresh-upscalers")
+    def refresh_upscalers() -> None:
+        application.postprocessor.upscalers.refresh()

@@ -68,10 +68,11 @@ class DownloadStatus:
         return min(self.done_bytes / self.total_bytes, 1.0) if self.total_bytes else 0.0
 
     def describe(self) -> str:
-        eta = f"{self.eta_seconds:.0f} s" if self.eta_seconds is not None else "-"
+        """One line; the ETA only while it is known (a running job with a measured speed)."""
+        eta = f", ETA {self.eta_seconds:.0f} s" if self.eta_seconds is not None else ""
         return (
             f"{self.description}: {self.state.value} {format_bytes(self.done_bytes)} / "
-            f"{format_bytes(self.total_bytes)} ({self.fraction:.0%}) {format_bytes(self.speed_bytes)}/s ETA {eta}"
+            f"{format_bytes(self.total_bytes)} ({self.fraction:.0%}), {format_bytes(self.speed_bytes)}/s{eta}"
             + (f" - {self.message}" if self.message else "")
         )
 
@@ -89,6 +90,7 @@ class DownloadJob:
     file_bytes: int = 0
     transferred_bytes: int = 0
     started: float = 0.0
+    ended: float = 0.0
     current_file: str = ""
     message: str = ""
     result: Path | None = None
@@ -99,7 +101,8 @@ class DownloadJob:
 
     def status(self) -> DownloadStatus:
         with self.lock:
-            elapsed = time.monotonic() - self.started if self.started else 0.0
+            # a finished job's speed is the average over its run, not over the time since it started
+            elapsed = (self.ended or time.monotonic()) - self.started if self.started else 0.0
             speed = self.transferred_bytes / elapsed if elapsed > 0 else 0.0
             done = self.finished_bytes + self.file_bytes
             eta = (self.total_bytes - done) / speed if speed > 0 and self.state is DownloadState.RUNNING else None
@@ -145,6 +148,7 @@ class DownloadJob:
             self.state = state
             self.message = message
             self.current_file = ""
+            self.ended = time.monotonic()
 
 
 def progress_class_for(job: DownloadJob) -> type:
@@ -171,11 +175,12 @@ def progress_class_for(job: DownloadJob) -> type:
 
 
 def format_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(count) < 1024 or unit == "GB":
+    """Binary units, named as such (1 MiB = 1024 KiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
-    return f"{count:.1f} GB"
+    return f"{count:.1f} GiB"
 
 
 def place_atomically(source: Path, target: Path) -> Path:
@@ -262,9 +267,9 @@ class DownloadManager:
         return self._submit(job, lambda: self._run_files(job, listing, targets, sizes))
 
     def _submit(self, job: DownloadJob, work: Callable[[], Path]) -> DownloadJob:
-        with self._lock:
+        with self._lock:  # listed with its future: jobs() never hands out a job whose future is not set yet
             self._jobs[job.id] = job
-        job.future = self._executor.submit(self._run, job, work)
+            job.future = self._executor.submit(self._run, job, work)
         logger.info("download queued id=%s %s", job.id, job.status().describe())
         return job
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from pathlib import Path
 from types import MappingProxyType
 
@@ -48,7 +49,17 @@ ARCHITECTURE_PIPELINES: MappingProxyType[ModelArchitecture, type[DiffusionPipeli
     }
 )
 INPAINT_CHANNELS = 9
-LOAD_FAILURES = (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, IndexError)
+# pickle.UnpicklingError: a pickle-only component (pytorch_model.bin) that torch.load(weights_only=True) refuses
+LOAD_FAILURES = (
+    OSError,
+    ValueError,
+    RuntimeError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    pickle.UnpicklingError,
+)
 
 
 def load_pipeline(

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from modules.models.errors import ModelError
 from modules.models.safe_load import is_safetensors, load_safetensors
 from modules.prompts.conditioning import PromptEncoder
 
@@ -68,7 +69,10 @@ def _as_matrix(tensor: torch.Tensor) -> torch.Tensor:
 
 def _read_raw(path: Path) -> Mapping[str, object]:
     if is_safetensors(path):
-        return load_safetensors(path)
+        try:
+            return load_safetensors(path)
+        except ModelError as error:
+            raise EmbeddingError(f"{path.name}: damaged safetensors file") from error
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -88,8 +92,18 @@ def embedding_name(path: Path) -> str:
 
 
 def read_embedding(path: Path) -> Embedding:
-    """Read one embedding file of any supported format."""
+    """Read one embedding file of any supported format; any damage is an EmbeddingError naming the file."""
     raw = _read_raw(path)
+    try:
+        embedding = _embedding_from(path, raw)
+    except (RuntimeError, IndexError, TypeError) as error:  # tensors of shapes no embedding has
+        raise EmbeddingError(f"{path.name}: not a textual-inversion embedding ({type(error).__name__})") from error
+    if any(tensor.dim() != 2 or 0 in tensor.shape for tensor in embedding.vectors.values()):
+        raise EmbeddingError(f"{path.name}: holds no vectors")
+    return embedding
+
+
+def _embedding_from(path: Path, raw: Mapping[str, object]) -> Embedding:
     name = embedding_name(path)
     triggers = [name]
     if "string_to_param" in raw and isinstance(raw["string_to_param"], Mapping):

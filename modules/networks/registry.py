@@ -203,6 +203,11 @@ class NetworkRegistry:
             self._metadata[key] = found
         return found
 
+    def forget_metadata(self, entry: NetworkEntry) -> None:
+        """Read ``name.json`` again next time (the card editor just wrote it)."""
+        with self._lock:
+            self._metadata.pop((entry.path, entry.mtime), None)
+
     def cached_metadata(self, entry: NetworkEntry) -> NetworkMetadata | None:
         """Metadata already read (never reads a file): lets a search look into descriptions for free."""
         return self._metadata.get((entry.path, entry.mtime))

@@ -6,10 +6,11 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modules.backends.base import MaskedContent
 from modules.models.manager import Task
+from modules.prompts.parser import AND_SEPARATOR
 
 if TYPE_CHECKING:
     from modules.processing.inputs import PreparedInputs
@@ -18,6 +19,46 @@ if TYPE_CHECKING:
 __all__ = ["MaskedContent"]  # re-exported: A1111's inpainting_fill is a request field
 
 MAX_SIDE = 4096
+# Per-request caps (issue 20: a LAN-shared server must not let one request hold it for hours). Each is well above
+# real use; what a cap refuses is a 4xx (API) or a message (UI) naming the cap.
+# A prompt is ~4 characters a token: 32,768 characters are ~8,000 tokens, over 100 chunks of 75; long real prompts
+# (A1111's "masterpiece, best quality, ..." lists, regional prompts) stay under 5,000 characters.
+MAX_PROMPT_CHARS = 32_768
+# AND parts: each one is one more UNet input per step (composable diffusion uses 2 to 8).
+MAX_AND_PARTS = 32
+# n_iter x batch_size: A1111's UI sliders allow at most 100 x 8 = 800 images.
+MAX_IMAGES_PER_REQUEST = 1000
+# steps x width x height of one pass: 2**30 lets every size up to 2048x2048 use up to 256 steps (the step cap is
+# 150) and 4096x4096 use 64 steps.
+MAX_STEP_PIXELS = 2**30
+
+
+def check_prompt_text(value: str) -> str:
+    """A prompt within MAX_PROMPT_CHARS and valid Unicode (a lone surrogate cannot be tokenized or saved)."""
+    if len(value) > MAX_PROMPT_CHARS:
+        raise ValueError(f"is {len(value)} characters long; the limit is {MAX_PROMPT_CHARS}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"holds a lone surrogate ({value[error.start]!a}) at character {error.start}; send valid Unicode text"
+        ) from error
+    return value
+
+
+def check_and_parts(value: str) -> str:
+    parts = len(AND_SEPARATOR.findall(value)) + 1
+    if parts > MAX_AND_PARTS:
+        raise ValueError(f"has {parts} AND parts; the limit is {MAX_AND_PARTS}")
+    return value
+
+
+def check_step_pixels(steps: int, width: int, height: int, what: str) -> None:
+    if steps * width * height > MAX_STEP_PIXELS:
+        raise ValueError(
+            f"{what}: {steps} steps at {width}x{height} is {steps * width * height:,} step-pixels; the limit is "
+            f"{MAX_STEP_PIXELS:,} (fewer steps or a smaller size)"
+        )
 
 
 class ResizeMode(IntEnum):
@@ -105,6 +146,27 @@ class GenerationRequest(BaseModel):
         """A1111's img2img noise multiplier (``initial_noise_multiplier``); txt2img adds no noise to an image."""
         return 1.0
 
+    @field_validator("prompt", "negative_prompt")
+    @classmethod
+    def _prompt_text(cls, value: str) -> str:
+        return check_prompt_text(value)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_and_parts(cls, value: str) -> str:
+        return check_and_parts(value)
+
+    @model_validator(mode="after")
+    def _request_size(self) -> GenerationRequest:
+        images = self.n_iter * self.batch_size
+        if images > MAX_IMAGES_PER_REQUEST:
+            raise ValueError(
+                f"n_iter x batch_size: {self.n_iter} x {self.batch_size} = {images} images; "
+                f"the limit is {MAX_IMAGES_PER_REQUEST} per request"
+            )
+        check_step_pixels(self.steps, self.width, self.height, "steps x size")
+        return self
+
 
 class Txt2ImgRequest(GenerationRequest):
     """Text to image, with A1111's hires fix (a second img2img pass at a larger size)."""
@@ -137,6 +199,29 @@ class Txt2ImgRequest(GenerationRequest):
 
     def infotext_parameters(self) -> dict[str, object]:
         return {"Denoising strength": self.denoising_strength} if self.enable_hr else {}
+
+    @field_validator("hr_prompt", "hr_negative_prompt")
+    @classmethod
+    def _hires_prompt_text(cls, value: str) -> str:
+        return check_prompt_text(value)
+
+    @field_validator("hr_prompt")
+    @classmethod
+    def _hires_and_parts(cls, value: str) -> str:
+        return check_and_parts(value)
+
+    @model_validator(mode="after")
+    def _hires_target(self) -> Txt2ImgRequest:
+        if not self.enable_hr:
+            return self
+        width, height = self.hires_size()
+        if max(width, height) > MAX_SIDE:
+            raise ValueError(
+                f"hires fix: the target size {width}x{height} is over {MAX_SIDE} pixels a side "
+                f"({self.width}x{self.height} upscaled by {self.hr_scale:g}); lower the scale or the resize"
+            )
+        check_step_pixels(self.hr_second_pass_steps or self.steps, width, height, "hires steps x hires size")
+        return self
 
     def hires_size(self) -> tuple[int, int]:
         """A1111's target size: "resize to" when set (one side 0 keeps the ratio), else "upscale by"."""

@@ -61,7 +61,19 @@ GRID_BACKGROUND = (255, 255, 255)  # A1111's default grid_background_color "#fff
 
 
 class ImageSaveError(Exception):
-    """An image could not be written; the message says why and where, for the UI and the API."""
+    """An image could not be written; the message says why and where, for the UI and the API. ``disk_full``: the
+    disk (or the quota) is full, which the API answers with 507 Insufficient Storage."""
+
+    def __init__(self, message: str, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def save_error(error: OSError, path: Path) -> ImageSaveError:
+    return ImageSaveError(describe_os_error(error, path), disk_full=error.errno in DISK_FULL_ERRNOS)
 
 
 @dataclass(frozen=True)
@@ -189,7 +201,7 @@ def save_options(
 
 
 def describe_os_error(error: OSError, path: Path) -> str:
-    if error.errno == errno.ENOSPC:
+    if error.errno in DISK_FULL_ERRNOS:
         return f"disk full: could not save {path} (no space left on device); free some space or choose another folder"
     return f"could not save {path}: {error.strerror or error}"
 
@@ -204,7 +216,7 @@ def temporary_file(folder: Path, name: str, write: Callable[[BinaryIO], None]) -
         # the temporary name is short, so that it fits wherever the final name fits
         handle, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{name[:40]}.", suffix=".tmp")
     except OSError as error:
-        raise ImageSaveError(describe_os_error(error, target)) from error
+        raise save_error(error, target) from error
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
@@ -212,7 +224,7 @@ def temporary_file(folder: Path, name: str, write: Callable[[BinaryIO], None]) -
             os.fsync(file.fileno())
         yield temp_name
     except OSError as error:
-        raise ImageSaveError(describe_os_error(error, target)) from error
+        raise save_error(error, target) from error
     finally:
         Path(temp_name).unlink(missing_ok=True)
 
@@ -452,6 +464,13 @@ def save_grid(
     return path
 
 
-def write_params_txt(path: Path, infotext: str) -> None:
-    """Write the last infotext to params.txt (A1111's "paste last parameters" reads it), atomically."""
-    write_file_atomic(path, lambda file: file.write(infotext.encode("utf-8")))
+def write_params_txt(path: Path, infotext: str) -> bool:
+    """Write the last infotext to params.txt (A1111's "paste last parameters" reads it), atomically.
+
+    A convenience, never a reason for a job to fail: a failure (a full disk) is logged and gives False."""
+    try:
+        write_file_atomic(path, lambda file: file.write(infotext.encode("utf-8")))
+    except ImageSaveError as error:
+        logger.warning("params.txt not written path=%s error=%s", path, error)
+        return False
+    return True

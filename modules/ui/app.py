@@ -5,13 +5,17 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 from PIL import Image
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount
 
 from modules.application import Application
-from modules.models.errors import ModelError
+from modules.processing.infotext import InfotextTooLongError
 from modules.prompts.styles import StyleDatabase
 from modules.ui import checkpoints, handlers
 from modules.ui.common import GenerationTab, UiContext, fill_controls
@@ -19,8 +23,19 @@ from modules.ui.extra_networks import create_extra_networks_tab
 from modules.ui.extras import create_extras_tab
 from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
 from modules.ui.models_tab import create_models_tab
+from modules.ui.page import (
+    build_options_carrier,
+    extension_styles,
+    options_json,
+    page_css,
+    page_head,
+    script_files,
+    send_options,
+    wire_localization,
+)
 from modules.ui.png_info import PngInfoTab, create_png_info_tab
 from modules.ui.prompt_tools import with_pasted_styles
+from modules.ui.quicksettings import build_quicksettings, wire_quicksettings
 from modules.ui.settings import create_settings_tab
 from modules.ui.system_info import create_system_info_tab
 from modules.ui.txt2img import create_txt2img_tab
@@ -45,6 +60,8 @@ SENT_FIELDS: tuple[str, ...] = (
     "restore_faces",
     *handlers.HIRES_FIELDS,
 )
+# How often the top bar looks for new, removed or switched checkpoints (downloads, other clients).
+FOLLOW_SECONDS = 2.0
 CSS = """
 .easel-status { padding: 0.4em 0.6em; border-radius: 6px; font-size: 0.9em; white-space: pre-wrap; }
 .easel-error { background: #fde8e8; color: #8a1c1c; border: 1px solid #f5b5b5; }
@@ -52,19 +69,19 @@ CSS = """
 .easel-info { background: var(--block-background-fill); }
 #exposure_warning { padding: 0.4em 0.8em; border-radius: 6px; font-weight: 600; }
 #exposure_warning { background: #fde8e8; color: #8a1c1c; border: 1px solid #f5b5b5; }
-#checkpoint_row { align-items: end; }
+#quicksettings { align-items: end; }
 """
 
 
 def kept_choice(application: Application, selected: str | None) -> str | None:
-    """The dropdown's own choice (its title refreshed: it gains a hash once loaded), not whatever another client
-    (an API override) loaded since; the loaded or start checkpoint when nothing valid is selected."""
+    """The dropdown's own choice (a file name), not whatever another client (an API override) loaded since; the
+    loaded or start checkpoint when nothing valid is selected."""
     if selected:
-        try:
-            return application.registry.find(selected).title
-        except ModelError:
-            logger.info("selected checkpoint gone title=%s", selected)
-    return checkpoints.current_title(application)
+        value = checkpoints.choice_value(application, selected)
+        if value is not None:
+            return value
+        logger.info("selected checkpoint gone title=%s", selected)
+    return checkpoints.choice_value(application, checkpoints.current_title(application))
 
 
 def exposure_banner(warnings: Sequence[str]) -> None:
@@ -74,44 +91,56 @@ def exposure_banner(warnings: Sequence[str]) -> None:
         gr.HTML(f"<div>{lines}</div>", elem_id="exposure_warning")
 
 
-def build_top_bar(application: Application) -> gr.Dropdown:
-    """The checkpoint dropdown; its value goes with every generation request of this browser session."""
-    with gr.Row(elem_id="checkpoint_row"):
+@dataclass
+class TopBar:
+    checkpoint: gr.Dropdown
+    quicksettings: dict[str, gr.components.Component]
+
+
+def build_top_bar(application: Application) -> TopBar:
+    """The checkpoint dropdown (its value goes with every generation request of this browser session) and the
+    quicksettings."""
+    with gr.Row(elem_id="quicksettings"):
         dropdown = gr.Dropdown(
-            checkpoints.checkpoint_titles(application),
+            checkpoints.checkpoint_choices(application),
             label="Stable Diffusion checkpoint",
-            value=checkpoints.current_title(application),
+            value=kept_choice(application, None),
             elem_id="setting_sd_model_checkpoint",
             scale=4,
             allow_custom_value=False,
         )
         refresh = gr.Button("Refresh", elem_id="refresh_checkpoints", scale=0, min_width=90, size="lg")
-        gr.Column(scale=6)
+        quick = build_quicksettings(application)
+        gr.Column(scale=max(1, 6 - 2 * len(quick)))
     message = gr.Markdown(checkpoints.missing_checkpoint_message(application), elem_id="checkpoint_message")
+    seen = gr.State(checkpoints.checkpoint_state(application))
 
-    def switch(title: str) -> tuple[Any, str]:
-        outcome = checkpoints.switch_checkpoint(application, title)
+    def listed(selected: str | None) -> Any:
+        return gr.update(choices=checkpoints.checkpoint_choices(application), value=kept_choice(application, selected))
+
+    def switch(value: str) -> tuple[Any, str]:
+        outcome = checkpoints.switch_checkpoint(application, value)
         if outcome.error:
             gr.Warning(outcome.error)
-        choices = checkpoints.checkpoint_titles(application)
-        return gr.update(choices=choices, value=outcome.title), outcome.error
+        return listed(outcome.title), outcome.error
 
     def refresh_list(selected: str | None) -> tuple[Any, str]:
         application.registry.refresh()
-        titles = checkpoints.checkpoint_titles(application)
-        return (
-            gr.update(choices=titles, value=kept_choice(application, selected)),
-            checkpoints.missing_checkpoint_message(application),
-        )
+        return listed(selected), checkpoints.missing_checkpoint_message(application)
 
-    def list_titles(selected: str | None) -> Any:
-        # titles gain their hash once a checkpoint is loaded (A1111's "name [hash]")
-        return gr.update(choices=checkpoints.checkpoint_titles(application), value=kept_choice(application, selected))
+    def follow(selected: str | None, last: str) -> tuple[Any, Any, Any]:
+        """A download, a rescan or another client changed the checkpoints: the bar shows it without Refresh."""
+        state = checkpoints.checkpoint_state(application)
+        if state == last:
+            return gr.skip(), gr.skip(), gr.skip()
+        return listed(selected), checkpoints.missing_checkpoint_message(application), state
 
-    dropdown.focus(list_titles, inputs=dropdown, outputs=dropdown, show_progress="hidden", api_visibility="private")
-    dropdown.input(switch, inputs=dropdown, outputs=[dropdown, message], api_visibility="private")
+    quiet: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
+    dropdown.focus(listed, inputs=dropdown, outputs=dropdown, **quiet)
+    dropdown.input(switch, inputs=dropdown, outputs=[dropdown, message], trigger_mode="always_last", **quiet)
     refresh.click(refresh_list, inputs=dropdown, outputs=[dropdown, message], api_visibility="private")
-    return dropdown
+    gr.Timer(FOLLOW_SECONDS).tick(follow, inputs=[dropdown, seen], outputs=[dropdown, message, seen], **quiet)
+    return TopBar(dropdown, quick)
 
 
 def selected_image(gallery: Sequence[Any] | None, state: dict[str, Any] | None) -> Image.Image | None:
@@ -136,7 +165,11 @@ def sent_outputs(target: GenerationTab) -> list[Any]:
 
 def pasted_fields(text: str, styles: StyleDatabase | None) -> dict[str, Any]:
     """The fields an infotext sends; with a style database, the styles found in its prompts are selected."""
-    fields = handlers.fields_from_infotext(text)
+    try:
+        fields = handlers.fields_from_infotext(text)
+    except InfotextTooLongError as error:
+        gr.Warning(f"Nothing sent: {error}.")
+        return {}
     if styles is not None:
         fields = with_pasted_styles(styles, fields)
     return {name: value for name, value in fields.items() if name in SENT_FIELDS}
@@ -206,7 +239,9 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
     context = UiContext(application=application, ui_config=UiConfig.load(application.paths.ui_config_file))
     with gr.Blocks(title="Easel", analytics_enabled=False) as blocks:
         exposure_banner(warnings)
-        context.checkpoint = build_top_bar(application)
+        top_bar = build_top_bar(application)
+        context.checkpoint = top_bar.checkpoint
+        carrier = build_options_carrier(application.options)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 txt2img = create_txt2img_tab(context)
@@ -223,7 +258,7 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
             with gr.Tab("Models", id="models", elem_id="tab_models"):
                 create_models_tab(application, application.downloads)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
-                create_settings_tab(application)
+                apply_settings = create_settings_tab(application, list(top_bar.quicksettings))
             with gr.Tab("System info", id="system_info", elem_id="tab_system_info"):
                 create_system_info_tab(application)
         for source in (txt2img, img2img, inpaint):
@@ -231,7 +266,35 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
             link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint", context.styles)
         link_png_info(png_info, txt2img, png_info.send_to_txt2img, tabs, "txt2img", context.styles)
         link_png_info(png_info, img2img, png_info.send_to_img2img, tabs, "img2img", context.styles)
+        wire_page_options(application, blocks, top_bar, carrier, apply_settings, (txt2img, img2img, inpaint))
+        wire_localization(blocks, application.paths, application.options)
     return blocks
+
+
+def wire_page_options(
+    application: Application,
+    blocks: gr.Blocks,
+    top_bar: TopBar,
+    carrier: gr.Textbox,
+    apply_settings: gr.events.Dependency,
+    tabs: Sequence[GenerationTab],
+) -> None:
+    """The page's ``opts`` follow the settings: at load, after Apply, after a quicksetting change. A CLIP skip
+    quicksetting also moves the tabs' Clip skip sliders (the value their next job sends)."""
+
+    def current() -> str:
+        return options_json(application.options, application.paths.config_file)
+
+    send_options(blocks.load(current, outputs=carrier, show_progress="hidden", api_visibility="private"), carrier)
+    applied = apply_settings.then(current, outputs=carrier, show_progress="hidden", api_visibility="private")
+    send_options(applied, carrier)
+    events = wire_quicksettings(application, top_bar.quicksettings, carrier, current)
+    for event in events:
+        send_options(event, carrier)
+    clip_skip = top_bar.quicksettings.get("CLIP_stop_at_last_layers")
+    sliders = [tab.controls.components["clip_skip"] for tab in tabs if "clip_skip" in tab.controls.components]
+    if clip_skip is not None and sliders:
+        clip_skip.input(lambda value: [value] * len(sliders), inputs=clip_skip, outputs=sliders, queue=False)
 
 
 def blocked_paths(application: Application) -> list[str]:
@@ -251,6 +314,7 @@ def mount_ui(
     """Build the UI and mount it on ``app`` (a FastAPI app served by modules.server) at ``path``."""
     blocks = create_ui(application, warnings)
     blocks.queue()
+    paths = application.paths
     gr.mount_gradio_app(
         app,
         blocks,
@@ -262,7 +326,38 @@ def mount_ui(
         ssr_mode=False,
         mcp_server=False,
         footer_links=[],
-        css=CSS,
+        css=page_css(CSS, [paths.javascript_dir / "page.css", *extension_styles(paths)]),
+        head=page_head(script_files(paths)),
     )
+    if auth:
+        gradio_app = next(route.app for route in reversed(app.routes) if isinstance(route, Mount))
+        gradio_app.add_middleware(GradioLoginRequired, gradio_app=gradio_app)
     logger.info("ui mounted path=%s auth=%s", path, bool(auth))
     return blocks
+
+
+class GradioLoginRequired:
+    """Gradio serves ``/cancel``, ``/reset`` and ``/startup-events`` without its login check; with UI logins set,
+    these answer 401 unless the request carries Gradio's login cookie (as its other routes require).
+
+    Plain ASGI middleware added to the mounted Gradio app (its supported ``add_middleware``), not a patch."""
+
+    GUARDED = ("/gradio_api/cancel", "/gradio_api/reset", "/gradio_api/startup-events")
+
+    def __init__(self, app: Any, gradio_app: Any) -> None:
+        self.app = app
+        self.gradio_app = gradio_app
+
+    def logged_in(self, scope: dict[str, Any]) -> bool:
+        cookies = Request(scope).cookies
+        cookie_id = self.gradio_app.cookie_id
+        token = cookies.get(f"access-token-{cookie_id}") or cookies.get(f"access-token-unsecure-{cookie_id}")
+        return token is not None and token in self.gradio_app.tokens
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        guarded = scope["type"] == "http" and scope.get("path", "").rstrip("/").endswith(self.GUARDED)
+        if guarded and not self.logged_in(scope):
+            response = JSONResponse({"detail": "Not authenticated"}, status_code=401)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -24,6 +24,28 @@ def checkpoint_titles(application: Application) -> list[str]:
     return [info.title for info in application.registry.checkpoints()]
 
 
+def checkpoint_choices(application: Application) -> list[tuple[str, str]]:
+    """The dropdown's (label, value) pairs: the label is A1111's title, which gains "[hash]" once the file is
+    hashed; the value is the file's name, which does not change, so a choice stays valid while its title grows."""
+    return [(info.title, info.relative_name) for info in application.registry.checkpoints()]
+
+
+def choice_value(application: Application, title: str | None) -> str | None:
+    """The dropdown value (file name) of a title, name or hash; None when it is unknown."""
+    if not title:
+        return None
+    try:
+        return application.registry.find(title).relative_name
+    except ModelError:
+        return None
+
+
+def checkpoint_state(application: Application) -> str:
+    """Changes when a checkpoint appears, goes, gains its hash, or another one is loaded."""
+    loaded = application.models.current
+    return "\n".join([*checkpoint_titles(application), str(loaded.info.path) if loaded is not None else ""])
+
+
 def current_title(application: Application) -> str | None:
     """The loaded checkpoint's title, else the one that will load at start; None when there is none."""
     return application.current_title()
@@ -48,16 +70,29 @@ def switch_checkpoint(application: Application, title: str | None) -> Checkpoint
     if not title:
         return CheckpointSwitch(current_title(application), "Choose a checkpoint.")
     models = application.models
-    try:
-        loaded = application.service.run_task(lambda: models.load(title), kind="load-checkpoint")
-    except Exception as error:  # every failure is reported to the user; the previous model stays loaded
-        if not isinstance(error, ModelError):
-            logger.exception("checkpoint switch failed title=%s", title)
-        return CheckpointSwitch(current_title(application), f"Could not load {title}: {error_message(error)}")
+    # a repeated event for the choice already loaded (a click can send two) loads nothing again
+    if not already_loaded(application, title):
+        try:
+            loaded = application.service.run_task(lambda: models.load(title), kind="load-checkpoint")
+        except Exception as error:  # every failure is reported to the user; the previous model stays loaded
+            if not isinstance(error, ModelError):
+                logger.exception("checkpoint switch failed title=%s", title)
+            return CheckpointSwitch(current_title(application), f"Could not load {title}: {error_message(error)}")
+        logger.info("checkpoint switched title=%s seconds=%.2f", title, loaded.load_seconds)
     new_title = current_title(application) or title
-    try:
-        application.update_options(sd_model_checkpoint=new_title)
-    except OSError as error:
-        logger.error("checkpoint setting not saved error=%s", error)
-    logger.info("checkpoint switched title=%s seconds=%.2f", new_title, loaded.load_seconds)
+    if application.options.sd_model_checkpoint != new_title:
+        try:
+            application.update_options(sd_model_checkpoint=new_title)
+        except OSError as error:
+            logger.error("checkpoint setting not saved error=%s", error)
     return CheckpointSwitch(new_title)
+
+
+def already_loaded(application: Application, title: str) -> bool:
+    loaded = application.models.current
+    if loaded is None:
+        return False
+    try:
+        return application.registry.find(title).path == loaded.info.path
+    except ModelError:
+        return False

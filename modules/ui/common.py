@@ -15,9 +15,11 @@ from modules.processing.requests import Img2ImgRequest, Txt2ImgRequest
 from modules.prompts.styles import StyleDatabase
 from modules.samplers import SCHEDULE_TYPES, SamplerError, SamplerSupport, sampler_names, schedule_types_for
 from modules.ui import handlers
+from modules.ui.extra_networks import build_tab_networks
 from modules.ui.messages import error_message, status_html
-from modules.ui.prompt_tools import TokenCounter
+from modules.ui.prompt_tools import TokenCounter, with_pasted_styles
 from modules.ui.prompt_widgets import (
+    QUICK,
     PromptTools,
     build_counter,
     build_style_editor,
@@ -91,6 +93,13 @@ class PromptArea:
     interrupt: gr.Button
     skip: gr.Button
     tools: PromptTools
+    paste: gr.Button
+    clear: gr.Button
+
+
+def tool_button(label: str, elem_id: str) -> gr.Button:
+    """A small button of the prompt area's tool row (↙ paste, 🗑️ clear, 🎴 extra networks)."""
+    return gr.Button(label, elem_id=elem_id, size="sm", min_width=40, elem_classes=["tool"])
 
 
 def build_prompt_area(context: UiContext, controls: Controls) -> PromptArea:
@@ -117,10 +126,15 @@ def build_prompt_area(context: UiContext, controls: Controls) -> PromptArea:
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", size="sm", variant="stop")
                 skip = gr.Button("Skip", elem_id=f"{tab}_skip", size="sm")
+            with gr.Row(elem_id=f"{tab}_tools"):
+                paste = tool_button("↙", f"{tab}_paste")
+                clear = tool_button("🗑️", f"{tab}_clear_prompt")
+                networks = tool_button("🎴", f"{tab}_extra_networks")
             styles, apply, refresh = build_styles_dropdown(context, controls)
+    build_tab_networks(context.application, tab, networks)
     editor = build_style_editor(context, tab)
     tools = PromptTools(prompt_counter, negative_counter, styles, apply, refresh, editor)
-    return PromptArea(generate=generate, interrupt=interrupt, skip=skip, tools=tools)
+    return PromptArea(generate=generate, interrupt=interrupt, skip=skip, tools=tools, paste=paste, clear=clear)
 
 
 def build_sampling_controls(context: UiContext, controls: Controls) -> None:
@@ -347,7 +361,7 @@ def wire_generation(
         index = event.index if isinstance(event.index, int) else 0
         return handlers.selected_infotext(state, index), {**(state or {}), "selected": index}
 
-    prompt.generate.click(
+    started = prompt.generate.click(
         generate,
         inputs=controls.inputs(),
         outputs=panel.outputs(),
@@ -355,6 +369,8 @@ def wire_generation(
         concurrency_limit=None,
         api_visibility="private",
     )
+    # the page's scripts (javascript/jobs.js) learn that the job ended: generate forever, notifications
+    started.then(None, js=f"() => {{ easelJobEnded('{controls.tab}'); }}", queue=False)
     prompt.interrupt.click(interrupt, show_progress="hidden", concurrency_limit=None, api_visibility="private")
     prompt.skip.click(skip, show_progress="hidden", concurrency_limit=None, api_visibility="private")
     panel.gallery.select(
@@ -365,9 +381,41 @@ def wire_generation(
         api_visibility="private",
     )
     wire_prompt_tools(context, controls, prompt.tools)
+    wire_paste_and_clear(context, controls, prompt)
     seed = controls.components["seed"]
     seed_row.random.click(lambda: -1, outputs=seed, show_progress="hidden", queue=False)
     seed_row.reuse.click(handlers.selected_seed, inputs=panel.state, outputs=seed, show_progress="hidden", queue=False)
+
+
+def pasted_values(context: UiContext, text: str) -> dict[str, Any]:
+    """The fields of the infotext in the prompt box; an empty box reads the last job's params.txt (A1111's ↙)."""
+    if not text.strip():
+        try:
+            text = context.application.paths.params_file.read_text(encoding="utf-8")
+        except OSError:
+            gr.Warning("Nothing to paste: the prompt box is empty and no job has written params.txt yet.")
+            return {}
+    fields = handlers.fields_from_infotext(text)
+    return with_pasted_styles(context.styles, fields) if fields else fields
+
+
+def wire_paste_and_clear(context: UiContext, controls: Controls, prompt: PromptArea) -> None:
+    """↙ reads an infotext from the prompt box into every control it names; 🗑️ empties both prompt boxes after
+    the browser's confirmation (as A1111's confirm_clear_prompt)."""
+    pasted = [component for name, component in controls.components.items() if name != "checkpoint"]
+
+    def paste(text: str) -> dict[Any, Any]:
+        return fill_controls(controls, {k: v for k, v in pasted_values(context, text).items() if k != "checkpoint"})
+
+    boxes = [controls.components["prompt"], controls.components["negative_prompt"]]
+    prompt.paste.click(paste, inputs=boxes[0], outputs=pasted, **QUICK)
+    prompt.clear.click(
+        None,
+        inputs=boxes,
+        outputs=boxes,
+        js="(prompt, negative) => confirm('Delete prompt?') ? ['', ''] : [prompt, negative]",
+        **QUICK,
+    )
 
 
 def fill_controls(controls: Controls, fields: Mapping[str, Any]) -> dict[Any, Any]:

@@ -25,13 +25,14 @@ from modules.processing.extras import (
     sources_from_folder,
     sources_from_images,
 )
+from modules.settings_policy import SettingsPolicy, SettingsRefusedError, settings_policy
 from modules.ui.messages import error_message, status_html
 
 logger = logging.getLogger(__name__)
 
 SINGLE_IMAGE, BATCH_UPLOADS, BATCH_FOLDER = 0, 1, 2  # A1111's extras_mode
 REQUEST_FIELDS = tuple(ExtrasRequest.model_fields)
-USER_ERRORS = (ExtrasError, FileNotFoundError, UpscalerNotFoundError, UpscalerUnsupportedError)
+USER_ERRORS = (ExtrasError, FileNotFoundError, UpscalerNotFoundError, UpscalerUnsupportedError, SettingsRefusedError)
 
 
 @dataclass
@@ -49,10 +50,15 @@ def extras_request_from_values(values: Mapping[str, Any]) -> ExtrasRequest:
     return ExtrasRequest(**fields)
 
 
-def run_extras_job(extras: Extras, mode: int, values: Mapping[str, Any]) -> ExtrasView:
-    """Run Extras for the chosen input mode; every failure becomes a message (the server keeps serving)."""
+def run_extras_job(
+    extras: Extras, mode: int, values: Mapping[str, Any], folders: SettingsPolicy | None = None
+) -> ExtrasView:
+    """Run Extras for the chosen input mode; every failure becomes a message (the server keeps serving).
+
+    ``folders`` decides which server folders Batch from Directory may read and write (default: inside the data
+    dir)."""
     try:
-        result = run_for_mode(extras, mode, values)
+        result = run_for_mode(extras, mode, values, folders or SettingsPolicy(data_dir=extras.data_dir))
     except ValidationError as error:
         return ExtrasView([], "", status_html(error_message(error), "error"))
     except USER_ERRORS as error:
@@ -63,17 +69,19 @@ def run_extras_job(extras: Extras, mode: int, values: Mapping[str, Any]) -> Extr
     return ExtrasView(result.images, last_parameters(result), status_html(*summary(result)))
 
 
-def run_for_mode(extras: Extras, mode: int, values: Mapping[str, Any]) -> ExtrasResult:
+def run_for_mode(extras: Extras, mode: int, values: Mapping[str, Any], folders: SettingsPolicy) -> ExtrasResult:
     request = extras_request_from_values(values)
     if mode == BATCH_FOLDER:
         input_dir = str(values.get("input_dir") or "").strip()
         if not input_dir:
             raise ExtrasError("Enter the input directory (the folder that holds the images).")
+        input_folder = folders.user_folder(input_dir)
         output_dir = str(values.get("output_dir") or "").strip()
+        output_folder = folders.user_folder(output_dir) if output_dir else None
         return extras.run(
             request,
-            sources_from_folder(Path(input_dir)),
-            output_dir=Path(output_dir) if output_dir else None,
+            sources_from_folder(input_folder),
+            output_dir=output_folder,
             keep_images=bool(values.get("show_extras_results", True)),
         )
     if mode == BATCH_UPLOADS:
@@ -116,7 +124,7 @@ def upscaler_names(application: Application, refresh: bool = False) -> list[str]
 # --- layout ------------------------------------------------------------------------------------------------------
 
 
-def build_inputs(components: dict[str, Any], mode: gr.State) -> None:
+def build_inputs(components: dict[str, Any], mode: gr.State, folders_shown: bool = True) -> None:
     with gr.Tabs(elem_id="mode_extras"):
         with gr.Tab("Single Image", id="extras_single_tab", elem_id="extras_single_tab") as single:
             components["image"] = gr.Image(
@@ -127,7 +135,10 @@ def build_inputs(components: dict[str, Any], mode: gr.State) -> None:
                 label="Batch Process", file_count="multiple", file_types=["image"], elem_id="extras_image_batch"
             )
         with gr.Tab(
-            "Batch from Directory", id="extras_batch_directory_tab", elem_id="extras_batch_directory_tab"
+            "Batch from Directory",
+            id="extras_batch_directory_tab",
+            elem_id="extras_batch_directory_tab",
+            visible=folders_shown,
         ) as folder:
             components["input_dir"] = gr.Textbox(label="Input directory", elem_id="extras_batch_input_dir")
             components["output_dir"] = gr.Textbox(
@@ -211,11 +222,12 @@ class ExtrasTab:
 
 def create_extras_tab(application: Application) -> ExtrasTab:
     extras = Extras(application.postprocessor, application.options, application.paths.data_dir)
+    folders = settings_policy(application)
     components: dict[str, Any] = {}
     mode, resize_mode = gr.State(SINGLE_IMAGE), gr.State(RESIZE_BY)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            build_inputs(components, mode)
+            build_inputs(components, mode, folders_shown=not folders.folders_locked)
             generate = gr.Button("Generate", variant="primary", elem_id="extras_generate", size="lg")
             with gr.Accordion("Upscale", open=True, elem_id="extras_upscale"):
                 build_upscale_controls(application, components, resize_mode)
@@ -240,7 +252,7 @@ def create_extras_tab(application: Application) -> ExtrasTab:
 
     def run(mode_value: int, resize_value: int, *values: Any) -> tuple[list[Image.Image], str, str]:
         view = run_extras_job(
-            extras, mode_value, {**dict(zip(names, values, strict=True)), "resize_mode": resize_value}
+            extras, mode_value, {**dict(zip(names, values, strict=True)), "resize_mode": resize_value}, folders
         )
         return view.images, view.infotext, view.status
 

@@ -51,7 +51,11 @@ def validation_message(error: ValidationError) -> str:
         label = FIELD_LABELS.get(field, field)
         message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
         got = item.get("input")
-        suffix = f" (got {got!r})" if "got" not in message and isinstance(got, int | float | str) else ""
+        shown = isinstance(got, int | float | str) and len(repr(got)) < 80  # never echo a pasted novel
+        suffix = f" (got {got!r})" if "got" not in message and shown else ""
+        if not item.get("loc"):  # a check of the whole request (caps on size and count) names its fields itself
+            lines.append(message)
+            continue
         lines.append(f"{label}: {message}{suffix}")
     return "\n".join(lines)
 

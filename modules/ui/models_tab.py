@@ -12,13 +12,15 @@ from typing import Any
 import gradio as gr
 
 from modules.application import Application
-from modules.hub.client import HubClient, ModelSummary, RepoListing, SearchKind, SortKey
+from modules.hub.client import HubClient, ModelSummary, RepoListing, SearchKind, SortKey, gated_error
 from modules.hub.downloads import DownloadManager, DownloadState, format_bytes
 from modules.hub.errors import HubError
 from modules.hub.files import FileKind, guess_file_kind, is_weight
 from modules.hub.startup import create_download_manager
 from modules.models.errors import ModelError
 from modules.models.inventory import checkpoint_rows
+from modules.settings_policy import settings_policy
+from modules.ui.checkpoints import checkpoint_state
 from modules.ui.messages import status_html
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,9 @@ def start_download(tab: ModelsTab, repo_id: str, as_pipeline: bool, fp16: bool, 
         return status_html("Enter or select a repository first.", "note")
     try:
         listing = tab.client.list_files(repo_id)
+        if listing.gated and not tab.client.token():
+            # refused here rather than "Download started" followed by a failure a moment later
+            raise gated_error(tab.client.endpoint, repo_id, has_token=False)
         if as_pipeline:
             job = tab.downloads.start_pipeline(repo_id, fp16=fp16, listing=listing)
         else:
@@ -145,6 +150,15 @@ def build_files(tab: ModelsTab, repo: gr.Textbox) -> None:
         )
 
     show.click(list_repo, repo, [files, summary, chosen, as_pipeline, kind], api_visibility="private")
+    # another repository: the listed files (and the choice among them) belong to the previous one
+    repo.change(
+        lambda: (None, "", gr.update(choices=[], value=[])),
+        None,
+        [files, summary, chosen],
+        show_progress="hidden",
+        queue=False,
+        api_visibility="private",
+    )
     download.click(
         lambda *values: start_download(tab, *values),
         [repo, as_pipeline, fp16, chosen, kind],
@@ -153,23 +167,31 @@ def build_files(tab: ModelsTab, repo: gr.Textbox) -> None:
     )
 
 
-def build_progress(tab: ModelsTab) -> None:
+def build_progress(tab: ModelsTab, application: Application, table: gr.Dataframe, loaded: gr.HTML) -> None:
+    """The downloads' progress, refreshed every second; the Checkpoints table and the loaded-model line follow
+    when a download (or anything else) changed the checkpoints or the loaded model."""
     progress = gr.HTML(progress_html(tab.downloads), elem_id="models_progress")
+    seen = gr.State("")
     with gr.Row():
         job = gr.Dropdown([], label="Running download", elem_id="models_job", allow_custom_value=True, scale=3)
         cancel = gr.Button("Cancel download", variant="stop", elem_id="models_cancel", scale=0, min_width=150)
     timer = gr.Timer(1.0)
 
-    def tick(selected: str | None) -> tuple[str, Any]:
+    def tick(selected: str | None, last: str) -> tuple[Any, ...]:
         ids = active_job_ids(tab.downloads)
-        return progress_html(tab.downloads), gr.update(choices=ids, value=selected if selected in ids else None)
+        jobs = progress_html(tab.downloads), gr.update(choices=ids, value=selected if selected in ids else None)
+        state = checkpoint_state(application)
+        if state == last:
+            return *jobs, gr.skip(), gr.skip(), last
+        return *jobs, checkpoint_table(application), loaded_status(application), state
 
     def cancel_job(selected: str | None) -> str:
         if selected:
             tab.downloads.cancel(selected)
         return progress_html(tab.downloads)
 
-    timer.tick(tick, job, [progress, job], show_progress="hidden", api_visibility="private")
+    outputs = [progress, job, table, loaded, seen]
+    timer.tick(tick, [job, seen], outputs, show_progress="hidden", api_visibility="private")
     cancel.click(cancel_job, job, progress, api_visibility="private")
 
 
@@ -242,7 +264,7 @@ def reload_checkpoint(application: Application) -> str:
     return loaded_status(application)
 
 
-def build_checkpoints(application: Application) -> None:
+def build_checkpoints(application: Application) -> tuple[gr.Dataframe, gr.HTML]:
     with gr.Accordion("Checkpoints", open=True):
         table = gr.Dataframe(
             value=lambda: checkpoint_table(application),
@@ -263,6 +285,7 @@ def build_checkpoints(application: Application) -> None:
     )
     unload.click(lambda: unload_checkpoint(application), None, status, api_visibility="private")
     reload.click(lambda: reload_checkpoint(application), None, status, api_visibility="private")
+    return table, status
 
 
 def create_models_tab(application: Application, downloads: DownloadManager | None = None) -> ModelsTab:
@@ -273,10 +296,10 @@ def create_models_tab(application: Application, downloads: DownloadManager | Non
         "Search the Hugging Face hub and download into `models/` (diffusers pipelines into `models/Diffusers`). "
         "Gated models need a token: Settings > Hugging Face token, or the `HF_TOKEN` environment variable."
     )
-    build_checkpoints(application)
+    table, loaded = build_checkpoints(application)
     _, repo = build_search(tab)
     build_files(tab, repo)
-    build_progress(tab)
+    build_progress(tab, application, table, loaded)
     build_save_as(application)
     return tab
 
@@ -287,8 +310,11 @@ def token_state_text(application: Application) -> str:
     return "No token saved; HF_TOKEN or a saved `hf auth login` is used when present."
 
 
-def save_token(application: Application, token: str) -> tuple[str, str]:
-    """Store (or, when empty, clear) the token; the value is never echoed or logged."""
+def save_token(application: Application, token: str, user: str | None = None) -> tuple[str, str]:
+    """Store (or, when empty, clear) the token for the login ``user`` (the admin when --admin-user is set); the value
+    is never echoed or logged."""
+    if not settings_policy(application).may_change(user):
+        return "", status_html("Only the admin login (--admin-user) may change the Hugging Face token.", "error")
     try:
         application.update_options(hf_token=(token or "").strip())
     except OSError as error:
@@ -308,6 +334,10 @@ def create_token_settings(application: Application) -> None:
             elem_id="setting_hf_token",
         )
         with gr.Row():
-            save = gr.Button("Save token", elem_id="settings_hf_token_save", scale=0, min_width=140)
+            save_button = gr.Button("Save token", elem_id="settings_hf_token_save", scale=0, min_width=140)
             state = gr.HTML(status_html(token_state_text(application)), elem_id="settings_hf_token_state")
-    save.click(lambda value: save_token(application, value), token, [token, state], api_visibility="private")
+
+    def save(value: str, request: gr.Request) -> tuple[str, str]:
+        return save_token(application, value, request.username if request else None)
+
+    save_button.click(save, token, [token, state], api_visibility="private")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 from PIL import Image
 
-from modules.processing.infotext import read_infotext
+from modules.processing.infotext import MAX_INFOTEXT_CHARS, InfotextTooLongError, read_infotext
 from modules.ui.messages import status_html
 
 
@@ -27,6 +27,8 @@ def read_png_info(image: Image.Image | None) -> tuple[str, str]:
     text = read_infotext(image)
     if not text:
         return "", status_html("This image has no generation parameters (no infotext).", "note")
+    if len(text) > MAX_INFOTEXT_CHARS:
+        return "", status_html(f"This image's {InfotextTooLongError(len(text))}.", "error")
     other = {key: value for key, value in image.info.items() if isinstance(value, str) and key != "parameters"}
     extra = "\n".join(f"{key}: {value}" for key, value in other.items())
     return text, status_html(extra) if extra else ""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from modules.models.service import ModelService
+from modules.processing.requests import MAX_PROMPT_CHARS
 from modules.prompts.conditioning import PromptEncoder, TextEncoderPart, prompt_encoder_of
 from modules.prompts.styles import PromptStyle, StyleDatabase, StyleError
 
@@ -57,7 +58,10 @@ def token_counter_text(used: int, limit: int) -> str:
 
 
 def count_text(counter: TokenCounter, prompt: str | None, steps: float | None) -> str:
-    """The counter's text for a prompt box; a prompt that cannot be counted shows "?/75" and is logged."""
+    """The counter's text for a prompt box; a prompt that cannot be counted shows "?/75" and is logged; one over
+    the prompt length cap is not tokenized (generating refuses it with a message)."""
+    if prompt and len(prompt) > MAX_PROMPT_CHARS:
+        return f"over {MAX_PROMPT_CHARS} characters"
     try:
         return token_counter_text(*counter.count(prompt or "", int(steps or 20)))
     except Exception:  # the UI boundary: a counter must never break typing

@@ -1,20 +1,24 @@
-"""The Settings tab: every option of modules/options.py, labelled with its description; Apply persists them."""
+"""The Settings tab: every option of modules/options.py on A1111's pages (sections), a search box, "Show all
+pages", a reset button per setting; Apply persists them. Quicksettings (modules/ui/quicksettings.py) are shown at
+the top of the page instead of here."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any, Literal, get_args, get_origin
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gradio as gr
 from pydantic import ValidationError
-from pydantic.fields import FieldInfo
 
 from modules.application import Application
 from modules.options import IMAGE_FORMAT_NAMES, Options
-from modules.samplers import SCHEDULE_TYPES, SamplerSupport, sampler_names
+from modules.samplers import SCHEDULE_TYPES, sampler_names
+from modules.settings_policy import FOLDER_SETTING_PREFIX, SettingsRefusedError, settings_policy
 from modules.ui.messages import status_html
 from modules.ui.models_tab import create_token_settings
+from modules.ui.page import localization_files
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +26,7 @@ logger = logging.getLogger(__name__)
 # hf_token has its own password field (modules/ui/models_tab.py create_token_settings).
 HIDDEN_OPTIONS = frozenset({"sd_model_checkpoint", "hf_token"})
 
+# A1111's pages (section titles and order), with Easel's own "Defaults" page; options no page lists go to "Other".
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "Saving images/grids",
@@ -34,7 +39,6 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "grid_save",
             "grid_format",
             "grid_extended_filename",
-            "return_grid",
             "jpeg_quality",
             "webp_lossless",
         ),
@@ -54,10 +58,30 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Saving to a directory",
         ("save_to_dirs", "grid_save_to_dirs", "directories_filename_pattern", "directories_max_prompt_words"),
     ),
+    ("Upscaling", ("ESRGAN_tile", "ESRGAN_tile_overlap")),
+    (
+        "Face restoration",
+        ("face_restoration_model", "code_former_weight", "face_restoration_visibility", "face_detector"),
+    ),
+    ("API", ("api_enable_requests", "api_max_body_mb")),
+    ("Stable Diffusion", ("CLIP_stop_at_last_layers", "emphasis")),
+    ("VAE", ("sd_vae",)),
+    ("img2img", ("initial_noise_multiplier", "img2img_fix_steps")),
+    (
+        "Prompt editing",
+        (
+            "keyedit_precision_attention",
+            "keyedit_precision_extra",
+            "keyedit_delimiters",
+            "keyedit_delimiters_whitespace",
+        ),
+    ),
+    ("Gallery", ("return_grid", "js_modal_lightbox", "js_modal_lightbox_initially_zoomed")),
+    ("User interface", ("quicksettings_list", "theme", "localization", "browser_notifications")),
     ("Infotext", ("enable_pnginfo", "save_txt")),
     ("Live previews", ("live_previews_enable", "show_progress_type", "show_progress_every_n_steps")),
     (
-        "Compute (speed: compile, memory format and FP8 reload the checkpoint; see README)",
+        "Compute",
         (
             "compute_compile_unet",
             "compute_compile_vae",
@@ -74,7 +98,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        "Defaults (used by the controls at the next start, unless ui-config.json remembers a value)",
+        "Defaults",
         (
             "default_sampler",
             "default_scheduler",
@@ -82,12 +106,13 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "default_cfg_scale",
             "default_width",
             "default_height",
-            "CLIP_stop_at_last_layers",
-            "initial_noise_multiplier",
-            "img2img_fix_steps",
         ),
     ),
 )
+SHOW_ALL_PAGES = "Show all pages"
+CUSTOM_VALUES_ALLOWED = frozenset({"default_sampler", "default_scheduler", "sd_vae", "localization"})
+# Shown on the page as the "Defaults" page's note.
+DEFAULTS_NOTE = "Used by the controls at the next start, unless ui-config.json remembers a value."
 
 
 def option_label(name: str) -> str:
@@ -95,16 +120,25 @@ def option_label(name: str) -> str:
     return info.description if info is not None and info.description else name
 
 
-def grouped_option_names() -> list[tuple[str, list[str]]]:
-    """The sections above, then any option they do not list (added by later versions) under "Other"."""
+def default_value(name: str) -> Any:
+    return Options.model_fields[name].get_default(call_default_factory=True)
+
+
+def grouped_option_names(shown_elsewhere: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
+    """The sections above (less the options ``shown_elsewhere``), then the options they do not list under "Other"."""
+    skipped = HIDDEN_OPTIONS | set(shown_elsewhere)
     listed = {name for _, names in SECTIONS for name in names}
-    groups = [(title, [name for name in names if name in Options.model_fields]) for title, names in SECTIONS]
-    other = [name for name in Options.model_fields if name not in listed and name not in HIDDEN_OPTIONS]
-    return groups + ([("Other", other)] if other else [])
+    groups = [
+        (title, [name for name in names if name in Options.model_fields and name not in skipped])
+        for title, names in SECTIONS
+    ]
+    other = [name for name in Options.model_fields if name not in listed and name not in skipped]
+    groups = groups + ([("Other", other)] if other else [])
+    return [(title, names) for title, names in groups if names]
 
 
-def apply_settings(application: Application, values: Mapping[str, Any]) -> str:
-    """Apply the changed values; returns the status html (what changed, or why nothing did)."""
+def apply_settings(application: Application, values: Mapping[str, Any], user: str | None = None) -> str:
+    """Apply the changed values for the login ``user``; returns the status html (what changed, or why nothing did)."""
     current = application.options
     changes = {
         name: value
@@ -114,7 +148,10 @@ def apply_settings(application: Application, values: Mapping[str, Any]) -> str:
     if not changes:
         return status_html("Nothing changed.")
     try:
+        settings_policy(application).check(changes, user)
         application.update_options(**changes)
+    except SettingsRefusedError as error:
+        return status_html(f"Settings not applied: {error}", "error")
     except ValidationError as error:
         lines = [
             f"{option_label(str(item['loc'][0]) if item.get('loc') else '')}: "
@@ -131,41 +168,122 @@ def apply_settings(application: Application, values: Mapping[str, Any]) -> str:
     )
 
 
+def vae_choices(application: Application) -> list[str]:
+    """ "Automatic", "None", then the files of models/VAE by file name (A1111's ``sd_vae`` values)."""
+    networks = application.networks
+    files = [entry.file_name for entry in networks.registry.entries("vae")] if networks is not None else []
+    return ["Automatic", "None", *files]
+
+
+def localization_choices(application: Application) -> list[str]:
+    return ["None", *sorted(localization_files(application.paths))]
+
+
+def fixed_choices(name: str, application: Application) -> list[str] | None:
+    """The choices of a setting picked from a list (None: the setting is typed in or ticked)."""
+    lists = {
+        "default_sampler": lambda: sampler_names(application.backend.sampler_support()),
+        "default_scheduler": lambda: list(SCHEDULE_TYPES),
+        "samples_format": lambda: list(IMAGE_FORMAT_NAMES),
+        "grid_format": lambda: list(IMAGE_FORMAT_NAMES),
+        "sd_vae": lambda: vae_choices(application),
+        "localization": lambda: localization_choices(application),
+        "quicksettings_list": lambda: [item for item in Options.model_fields if item != "hf_token"],
+    }
+    if name in lists:
+        return lists[name]()
+    annotation = Options.model_fields[name].annotation
+    if typing.get_origin(annotation) is list:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(item) for item in typing.get_args(annotation)]
+    return None
+
+
 def setting_component(
-    name: str, info: FieldInfo, value: Any, support: SamplerSupport | None = None
+    application: Application, name: str, value: Any, elem_id: str | None = None, locked: bool = False, **layout: Any
 ) -> gr.components.Component:
-    label, elem_id = option_label(name), f"setting_{name}"
-    if name == "default_sampler":
-        return gr.Dropdown(sampler_names(support), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
-    if name == "default_scheduler":
-        return gr.Dropdown(list(SCHEDULE_TYPES), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
-    if name in ("samples_format", "grid_format"):
-        return gr.Dropdown(list(IMAGE_FORMAT_NAMES), value=value, label=label, elem_id=elem_id)
-    if get_origin(info.annotation) is Literal:
-        return gr.Dropdown(list(get_args(info.annotation)), value=value, label=label, elem_id=elem_id)
-    if info.annotation is bool:
-        return gr.Checkbox(value=value, label=label, elem_id=elem_id)
-    if info.annotation is int:
-        return gr.Number(value=value, label=label, precision=0, elem_id=elem_id)
-    if info.annotation is float:
-        return gr.Number(value=value, label=label, elem_id=elem_id)
-    return gr.Textbox(value="" if value is None else str(value), label=label, elem_id=elem_id)
+    """The control for one setting, labelled with its description (``elem_id`` defaults to ``setting_<name>``);
+    ``locked``: shown read-only (a folder setting on a server that locks them)."""
+    annotation = Options.model_fields[name].annotation
+    label, elem_id = option_label(name), elem_id or f"setting_{name}"
+    if locked:
+        return gr.Textbox(
+            value=str(value), label=f"{label} (locked on this server)", elem_id=elem_id, interactive=False, **layout
+        )
+    choices = fixed_choices(name, application)
+    is_list = typing.get_origin(annotation) is list
+    if choices is not None and is_list and name != "quicksettings_list":
+        return gr.CheckboxGroup(choices, value=list(value), label=label, elem_id=elem_id, **layout)
+    if choices is not None:
+        return gr.Dropdown(
+            choices,
+            value=list(value) if is_list else value,
+            multiselect=is_list,
+            label=label,
+            elem_id=elem_id,
+            # a saved value whose file went away (or a sampler of the other backend) stays shown
+            allow_custom_value=name in CUSTOM_VALUES_ALLOWED,
+            **layout,
+        )
+    if annotation is bool:
+        return gr.Checkbox(value=value, label=label, elem_id=elem_id, **layout)
+    if annotation is int:
+        return gr.Number(value=value, label=label, precision=0, elem_id=elem_id, **layout)
+    if annotation is float:
+        return gr.Number(value=value, label=label, elem_id=elem_id, **layout)
+    return gr.Textbox(value="" if value is None else str(value), label=label, elem_id=elem_id, **layout)
 
 
-def create_settings_tab(application: Application) -> None:
+def setting_row(application: Application, name: str) -> gr.components.Component:
+    """The setting's control and its reset button (back to the default; Apply saves it)."""
+    with gr.Row(elem_classes=["easel-setting"], elem_id=f"setting_row_{name}", equal_height=True):
+        locked = settings_policy(application).folders_locked and name.startswith(FOLDER_SETTING_PREFIX)
+        component = setting_component(application, name, getattr(application.options, name), locked=locked, scale=12)
+        reset = gr.Button("↺", elem_id=f"setting_{name}_reset", size="sm", scale=0, min_width=40)
+    reset.click(lambda: default_value(name), outputs=component, queue=False, show_progress="hidden")
+    return component
+
+
+def page_elem_id(title: str) -> str:
+    return "settings_page_" + "".join(char if char.isalnum() else "_" for char in title.lower())
+
+
+def create_settings_tab(application: Application, quicksettings: Sequence[str] = ()) -> gr.events.Dependency:
+    """The tab; returns Apply's event (what follows it sees the saved settings)."""
     components: dict[gr.components.Component, str] = {}
-    with gr.Row():
+    with gr.Row(equal_height=True):
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_apply", scale=0, min_width=200)
-        status = gr.HTML(elem_id="settings_status")
-    for title, names in grouped_option_names():
-        with gr.Accordion(title, open=True):
-            for name in names:
-                value = getattr(application.options, name)
-                support = application.backend.sampler_support()
-                components[setting_component(name, Options.model_fields[name], value, support)] = name
+        # filtered in the browser as the user types (javascript/settings.js)
+        gr.Textbox(placeholder="Search...", show_label=False, elem_id="settings_search", scale=3, container=False)
+        notifications = gr.Button("Request browser notifications", elem_id="request_notifications", scale=0)
+    status = gr.HTML(elem_id="settings_status")
+    groups = grouped_option_names(quicksettings)
+    with gr.Row():
+        # pages are switched in the browser (javascript/settings.js): every setting stays on the page, so the
+        # search box and "Show all pages" can show any of them
+        with gr.Column(scale=1, min_width=200):
+            page = gr.Radio(
+                [title for title, _ in groups] + [SHOW_ALL_PAGES],
+                value=groups[0][0],
+                show_label=False,
+                elem_id="settings_page_choice",
+            )
+        with gr.Column(scale=5):
+            for title, names in groups:
+                with gr.Column(elem_classes=["easel-settings-page"], elem_id=page_elem_id(title)):
+                    gr.Markdown(f"### {title}" + (f"\n{DEFAULTS_NOTE}" if title == "Defaults" else ""))
+                    for name in names:
+                        components[setting_row(application, name)] = name
 
-    def apply_values(data: dict[Any, Any]) -> str:
-        return apply_settings(application, {components[component]: value for component, value in data.items()})
+    def apply_values(data: dict[Any, Any], request: gr.Request) -> str:
+        values = {components[component]: value for component, value in data.items()}
+        return apply_settings(application, values, request.username if request else None)
 
-    apply.click(apply_values, inputs=set(components), outputs=status, show_progress="hidden", api_visibility="private")
+    applied = apply.click(
+        apply_values, inputs=set(components), outputs=status, show_progress="hidden", api_visibility="private"
+    )
+    page.input(None, inputs=page, js="(title) => { easelShowSettingsPage(title); return []; }", queue=False)
+    notifications.click(None, js="() => { easelRequestNotifications(); }", queue=False)
     create_token_settings(application)
+    return applied
