@@ -329,7 +329,9 @@ def pipeline_view(pipeline: DiffusionPipeline, **overrides: Any) -> DiffusionPip
 
 def warmup_size(native: int, dynamic: bool) -> tuple[int, int]:
     """The warm-up image size. A dynamic graph is traced on a non-square size: traced on a square one, torch
-    would tie width to height (duck sizing) and compile again for the first non-square job."""
+    would tie width to height (duck sizing) and compile again for the first non-square job. Duck sizing also ties a
+    latent side to any other input dimension of the same value (the text width: 768, 1024 or 2048 in SD models,
+    never a latent side of these sizes)."""
     return (native, native - 64) if dynamic and native > 128 else (native, native)
 
 
