@@ -6,4 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup-venv.sh
 easel_setup_venv
+case " $* " in
+    *" --reinstall-xformers "*) easel_install_xformers --reinstall ;;
+    *" --xformers "*) easel_install_xformers ;;
+esac
 exec "$VENV_DIR/bin/python" webui.py "$@"

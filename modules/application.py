@@ -12,6 +12,8 @@ from typing import Any
 
 from modules.backends.base import Backend
 from modules.backends.registry import backend_names, create_backend
+from modules.compute import apply_backend_flags
+from modules.compute.options import OPTION_FIELDS, compute_settings_from
 from modules.devices import Attention, MemoryPolicy
 from modules.extensions.registry import Extension
 from modules.generation import GenerationService
@@ -36,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 
 def memory_policy_from_args(args: argparse.Namespace) -> MemoryPolicy:
-    attention = Attention.XFORMERS if args.xformers else Attention.SPLIT if args.opt_split_attention else Attention.SDP
+    xformers = args.xformers or getattr(args, "reinstall_xformers", False)
+    attention = Attention.XFORMERS if xformers else Attention.SPLIT if args.opt_split_attention else Attention.SDP
     return MemoryPolicy.from_flags(
         use_cpu=args.use_cpu,
         device_id=args.device_id,
@@ -86,7 +89,11 @@ class Application:
         registry = CheckpointRegistry(paths.checkpoint_dirs, HashCache(paths.cache_file), extra_files=extra_files)
         registry.refresh()
         policy = memory_policy_from_args(args)
-        manager = ModelManager(registry, policy, paths.configs_dir, cache_size=getattr(args, "ckpt_cache", 1))
+        compute = compute_settings_from(options, args)
+        apply_backend_flags(compute)
+        manager = ModelManager(
+            registry, policy, paths.configs_dir, cache_size=getattr(args, "ckpt_cache", 1), compute=compute
+        )
         detector = paths.configs_dir / "face-detection" / "yunet.onnx"
         postprocessor = Postprocessor(paths.models_dir, options, detector)
         networks = build_networks(paths, args, HashCache(paths.cache_file), lambda: options.sd_vae)
@@ -181,3 +188,5 @@ class Application:
             for key in changes:
                 setattr(self.options, key, getattr(updated, key))
             self.options.save(self.paths.config_file)
+        if any(key in OPTION_FIELDS for key in changes):
+            self.models.set_compute(compute_settings_from(self.options, self.args))

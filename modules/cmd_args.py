@@ -78,9 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--no-half-vae", action="store_true", help="keep the VAE in float32")
     device.add_argument("--medvram", action="store_true", help="model CPU offload + VAE slicing (GPU only)")
     device.add_argument("--lowvram", action="store_true", help="sequential CPU offload + VAE tiling (GPU only)")
+    device.add_argument(
+        "--opt-channelslast", action="store_true", help="channels_last memory format for the UNet and VAE"
+    )
     attention = device.add_mutually_exclusive_group()
     attention.add_argument("--opt-sdp-attention", action="store_true", help="PyTorch SDP attention (default)")
     attention.add_argument("--xformers", action="store_true", help="xformers attention, when installed")
+    device.add_argument(
+        "--reinstall-xformers", action="store_true", help="webui.sh: install the xformers wheel again (implies it)"
+    )
     attention.add_argument("--opt-split-attention", action="store_true", help="sliced attention (less memory)")
 
     models = parser.add_argument_group("models and downloads")

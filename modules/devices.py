@@ -80,8 +80,9 @@ class MemoryPolicy:
         if self.attention is Attention.XFORMERS:
             try:
                 pipeline.enable_xformers_memory_efficient_attention()
-            except (ImportError, ModuleNotFoundError, ValueError) as error:
-                logger.warning("xformers unavailable error=%s; using SDP attention", error)
+            except (ImportError, ValueError, RuntimeError, OSError) as error:
+                # diffusers raises ValueError without CUDA, ModuleNotFoundError when xformers is not installed.
+                logger.warning("xformers cannot load error=%s; falling back to PyTorch SDPA attention", error)
         elif self.attention is Attention.SPLIT:
             pipeline.enable_attention_slicing()
 

@@ -110,7 +110,11 @@ class GenerationService:
     def _control(self) -> JobControl:
         options = self.context.options
         every = options.show_progress_every_n_steps if options.live_previews_enable else 0
-        return JobControl(preview_every_n_steps=every)
+        return JobControl(
+            preview_every_n_steps=every,
+            preview_method=options.show_progress_type,
+            preview_dir=self.context.paths.vae_approx_dir,
+        )
 
     @staticmethod
     def _new_job(record: JobRecord, control: JobControl) -> Job:

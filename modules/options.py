@@ -66,6 +66,9 @@ class Options(BaseModel):
     enable_pnginfo: bool = Field(True, description="Write infotext to metadata of the generated image")
     save_txt: bool = Field(False, description="Create a text file with infotext next to every generated image")
     live_previews_enable: bool = Field(True, description="Show live previews of the created image")
+    show_progress_type: Literal["Full", "Approx NN", "Approx cheap", "TAESD"] = Field(
+        "Approx cheap", description="Live preview display mode (Approx NN and TAESD read models/VAE-approx)"
+    )
     show_progress_every_n_steps: int = Field(5, ge=-1, le=32, description="Live preview every N sampling steps")
     sd_vae: str = Field("Automatic", description="SD VAE: Automatic, None, or a file from models/VAE")
     CLIP_stop_at_last_layers: int = Field(1, ge=1, le=12, description="Clip skip")
@@ -112,6 +115,31 @@ class Options(BaseModel):
     initial_noise_multiplier: float = Field(1.0, ge=0.0, le=1.5, description="Noise multiplier for img2img")
     img2img_fix_steps: bool = Field(
         False, description="With img2img, do exactly the amount of steps the slider specifies"
+    )
+    # Settings > Compute (modules/compute): how loaded models are prepared for speed.
+    compute_compile_unet: bool = Field(False, description="Compile the UNet with torch.compile (reloads the model)")
+    compute_compile_vae: bool = Field(False, description="Compile the VAE decoder with torch.compile (reloads)")
+    compute_compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode (reduce-overhead records CUDA graphs)"
+    )
+    compute_compile_dynamic: bool = Field(
+        True, description="Compile for any image size (no recompile when the size changes; else one graph per size)"
+    )
+    compute_compile_warmup: bool = Field(
+        True, description="Compile while the model loads (a warm-up generation), not in the first job"
+    )
+    compute_channels_last: bool = Field(False, description="channels_last memory format (--opt-channelslast)")
+    compute_fuse_qkv: bool = Field(False, description="Fused QKV projections in attention layers (reloads)")
+    compute_cudnn_benchmark: bool = Field(False, description="cudnn benchmark (autotunes convolutions per size)")
+    compute_tf32: bool = Field(True, description="Allow TF32 matmuls and convolutions on Ampere and newer GPUs")
+    fp8_storage: Literal["Disable", "Enable for SDXL", "Enable"] = Field(
+        "Disable", description="FP8 weight: store the UNet's weights in FP8, computed in half precision (reloads)"
+    )
+    token_merging_ratio: float = Field(
+        0.0, ge=0.0, le=0.9, description="Token merging ratio (0=disable, higher=faster, changes the image)"
+    )
+    deepcache_interval: int = Field(
+        1, ge=1, le=10, description="DeepCache interval (1=disable; N reuses deep UNet features for N-1 of N steps)"
     )
     api_enable_requests: bool = Field(
         False, description="API: fetch input images given as http:// or https:// URLs (never local addresses)"

@@ -50,6 +50,11 @@ class DataPaths:
         return self.models_dir / "Lora"
 
     @property
+    def vae_approx_dir(self) -> Path:
+        """Live preview decoders (A1111's place): TAESD folders and the Approx NN files."""
+        return self.models_dir / "VAE-approx"
+
+    @property
     def vae_dir(self) -> Path:
         return self.models_dir / "VAE"
 

@@ -43,3 +43,15 @@ easel_setup_venv() {
         fi
     done
 }
+
+easel_install_xformers() {  # easel_install_xformers [--reinstall]: as A1111's launcher does for --xformers
+    # The wheel for the pinned torch (xformers 0.0.35 needs torch >= 2.10), without dependencies so that it never
+    # changes torch; only when it is not importable yet (or --reinstall-xformers). XFORMERS_PACKAGE overrides it.
+    local package="${XFORMERS_PACKAGE:-xformers==0.0.35}"
+    if [ "${1:-}" != "--reinstall" ] && "$VENV_DIR/bin/python" -c "import xformers" >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "easel: installing $package for --xformers"
+    "$VENV_DIR/bin/python" -m pip install --quiet -U -I --no-deps "$package" \
+        || echo "easel: could not install $package; Easel will use PyTorch SDPA attention"
+}

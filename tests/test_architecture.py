@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "modules.paths": 0,
     "modules.options": 0,
     "modules.devices": 0,
+    "modules.compute": 1,  # compute settings applied to a loaded model (below the model manager)
     "modules.samplers": 0,  # the neutral sampler catalogue
     # 1: models (registry, loader, manager, model service), the hub downloader
     "modules.models": 1,
@@ -38,6 +39,7 @@ LAYERS: dict[str, int] = {
     "modules.jobs": 4,  # the SQLite queue and image history
     "modules.application": 4,
     "modules.settings_policy": 4,  # who may change which settings (the UI and the API ask it)
+    "modules.system_info": 4,  # versions, memory, loaded models, the benchmark
     # 5: the edges
     "modules.api": 5,
     "modules.server": 5,

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from modules import system_info
 from modules.api import progress as progress_module
 from modules.api.auth import BasicAuth, Caller
 from modules.api.errors import ApiError
@@ -34,6 +35,7 @@ from modules.api.translate import Translation, TranslationContext, translate_img
 from modules.application import Application
 from modules.processing.infotext import parse_infotext, read_infotext
 from modules.settings_policy import SettingsRefusedError, settings_policy
+from modules.system_info import BenchmarkHistory
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +186,12 @@ class GenerationRoutes:
             return progress_module.internal_progress(
                 service, caller, body.id_task, body.id_live_preview, body.live_preview
             )
+
+        @router.get("/sysinfo")
+        def sysinfo() -> dict[str, Any]:
+            """Versions, device, memory, flags, loaded models, compute settings and past benchmarks."""
+            history = BenchmarkHistory(self.application.paths.data_dir / "benchmarks.json").rows()
+            return system_info.collect(service.context.models, self.application.args, history)
 
         @router.get("/pending-tasks", response_model=PendingTasksResponse)
         def pending_tasks(caller: CallerDep) -> PendingTasksResponse:

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-import torch
 from fastapi import APIRouter, Depends
 
 from modules.api import lists
@@ -46,6 +44,7 @@ from modules.api.scripts import script_info, script_names
 from modules.application import Application
 from modules.models.registry import CheckpointInfo
 from modules.samplers import SCHEDULE_ALIASES, SCHEDULE_TYPES, find_sampler, sampler_names
+from modules.system_info import memory_figures
 
 logger = logging.getLogger(__name__)
 
@@ -90,31 +89,7 @@ def schedulers() -> list[SchedulerItem]:
 
 
 def memory() -> dict[str, Any]:
-    ram = psutil.virtual_memory()
-    result: dict[str, Any] = {"ram": {"free": ram.available, "used": ram.total - ram.available, "total": ram.total}}
-    if not torch.cuda.is_available():
-        result["cuda"] = {"error": "CUDA is not available"}
-        return result
-    free, total = torch.cuda.mem_get_info()
-    stats = torch.cuda.memory_stats()
-    result["cuda"] = {
-        "system": {"free": free, "used": total - free, "total": total},
-        "active": {"current": stats.get("active_bytes.all.current", 0), "peak": stats.get("active_bytes.all.peak", 0)},
-        "allocated": {
-            "current": stats.get("allocated_bytes.all.current", 0),
-            "peak": stats.get("allocated_bytes.all.peak", 0),
-        },
-        "reserved": {
-            "current": stats.get("reserved_bytes.all.current", 0),
-            "peak": stats.get("reserved_bytes.all.peak", 0),
-        },
-        "inactive": {
-            "current": stats.get("inactive_split_bytes.all.current", 0),
-            "peak": stats.get("inactive_split_bytes.all.peak", 0),
-        },
-        "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
-    }
-    return result
+    return memory_figures()
 
 
 def info_router(application: Application, auth: BasicAuth, limits: ImageLimitsSource) -> APIRouter:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
 
+from modules.compute import ComputeSettings, ComputeState, apply_backend_flags, prepare_pipeline, warm_up
 from modules.devices import MemoryPolicy, MemoryPreset
 from modules.models.detection import ModelArchitecture, detect_architecture, read_key_shapes
 from modules.models.errors import CheckpointNotFoundError, ModelError
@@ -44,6 +45,7 @@ class LoadedModel:
     # Per-model state that upper layers keep with the model and that is freed with it (the prompt encoder
     # and its cache, the networks' module index): keyed by the owning module's name.
     attachments: dict[str, Any] = field(default_factory=dict, repr=False)
+    compute: ComputeState | None = None  # the compute settings applied at load (modules/compute)
     _task_pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict, repr=False)
 
     @property
@@ -59,6 +61,15 @@ class LoadedModel:
                 tensors = [*component.parameters(), *component.buffers()]
                 total += sum(tensor.numel() * tensor.element_size() for tensor in tensors)
         return total
+
+    @property
+    def is_xl(self) -> bool:
+        return getattr(self.pipeline, "text_encoder_2", None) is not None
+
+    @property
+    def native_size(self) -> int:
+        """The checkpoint's native image side in pixels (512 for SD 1.x, 1024 for SDXL)."""
+        return int(self.pipeline.unet.config.sample_size) * int(getattr(self.pipeline, "vae_scale_factor", 8))
 
     @property
     def short_hash(self) -> str:
@@ -93,10 +104,16 @@ class ModelManager:
     a failed load keeps the previous one usable."""
 
     def __init__(
-        self, registry: CheckpointRegistry, policy: MemoryPolicy, configs_dir: Path, cache_size: int = 1
+        self,
+        registry: CheckpointRegistry,
+        policy: MemoryPolicy,
+        configs_dir: Path,
+        cache_size: int = 1,
+        compute: ComputeSettings | None = None,
     ) -> None:
         self.registry = registry
         self.policy = policy
+        self.compute = compute or ComputeSettings()
         self.configs_dir = configs_dir
         self._current: LoadedModel | None = None
         self._lock = threading.RLock()
@@ -189,6 +206,7 @@ class ModelManager:
         started = time.perf_counter()
         if self.policy.has_accelerator and self.policy.preset is MemoryPreset.NONE:
             model.pipeline.to(self.policy.device)
+        self._refresh_compute(model)
         model.load_seconds = time.perf_counter() - started
         logger.info("model taken from RAM cache name=%s seconds=%.3f", model.info.name, model.load_seconds)
         return model
@@ -219,6 +237,8 @@ class ModelManager:
         pipeline, architecture = load_pipeline(info, self.configs_dir, torch_dtype=self.policy.dtype)
         self.policy.apply(pipeline)
         pipeline.set_progress_bar_config(disable=True)
+        is_xl = getattr(pipeline, "text_encoder_2", None) is not None
+        compute = prepare_pipeline(pipeline, self.compute, is_xl)
         seconds = time.perf_counter() - started
         sha256 = self.registry.hash_of(info)
         logger.info(
@@ -228,14 +248,58 @@ class ModelManager:
             seconds,
             self.policy.describe(),
         )
-        return LoadedModel(
+        model = LoadedModel(
             info=info,
             pipeline=pipeline,
             architecture=architecture,
             sha256=sha256,
             scheduler_config=dict(pipeline.scheduler.config),
             load_seconds=seconds,
+            compute=compute,
         )
+        if self.compute.compiles and self.compute.warmup:
+            self._warm_up(model)
+        return model
+
+    def _warm_up(self, model: LoadedModel) -> None:
+        """Compilation happens here, while the checkpoint loads, not in the first job (logged per shape). A failed
+        warm-up is reported and leaves compilation to the first job."""
+        if model.compute is None:
+            return
+        if model.is_inpainting:
+            model.compute.skipped["warm-up"] = "inpainting checkpoint: compiled on the first job"
+            return
+        try:
+            warm_up(model.pipeline, model.compute, [warmup_size(model.native_size, self.compute.compile_dynamic)])
+        except (RuntimeError, ValueError, torch.OutOfMemoryError) as error:
+            model.compute.skipped["warm-up"] = str(error)
+            logger.warning("compile warm-up failed name=%s error=%s", model.info.name, error)
+
+    def set_compute(self, settings: ComputeSettings) -> None:
+        """New compute settings: TF32/cudnn at once; token merging and DeepCache on the loaded model at once;
+        compile, channels_last, fused QKV and FP8 reload the loaded checkpoint (the RAM cache is emptied)."""
+        with self._lock:
+            previous, self.compute = self.compute, settings
+            apply_backend_flags(settings)
+            if settings.needs_reload(previous):
+                for path in [path for path in self._ram_cache if path not in self._pinned]:
+                    self._ram_cache.pop(path)
+                if self._current is not None:
+                    info = self._current.info
+                    logger.info("compute settings changed; reloading name=%s", info.name)
+                    self.unload()
+                    self.load(info)
+            elif self._current is not None:
+                self._refresh_compute(self._current)
+
+    def _refresh_compute(self, model: LoadedModel) -> None:
+        """Bring the settings that need no reload (token merging, DeepCache) up to date on ``model``."""
+        state = model.compute
+        if state is None or state.settings == self.compute or state.settings.needs_reload(self.compute):
+            return
+        if state.settings.token_merging_ratio != self.compute.token_merging_ratio:
+            state.set_token_merging(model.pipeline.unet, self.compute.token_merging_ratio)
+        state.settings = self.compute
 
     def unload(self) -> None:
         """Free the loaded checkpoint (RAM and device memory)."""
@@ -261,6 +325,14 @@ def pipeline_view(pipeline: DiffusionPipeline, **overrides: Any) -> DiffusionPip
     view = type(pipeline)(**arguments)
     view.set_progress_bar_config(disable=True)
     return view
+
+
+def warmup_size(native: int, dynamic: bool) -> tuple[int, int]:
+    """The warm-up image size. A dynamic graph is traced on a non-square size: traced on a square one, torch
+    would tie width to height (duck sizing) and compile again for the first non-square job. Duck sizing also ties a
+    latent side to any other input dimension of the same value (the text width: 768, 1024 or 2048 in SD models,
+    never a latent side of these sizes)."""
+    return (native, native - 64) if dynamic and native > 128 else (native, native)
 
 
 def free_memory() -> None:

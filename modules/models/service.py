@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from modules.compute import ComputeSettings
 from modules.models.convert import save_as
 from modules.models.errors import ModelError
 from modules.models.manager import LoadedModel, ModelManager
@@ -89,13 +90,14 @@ class ModelService:
             entry = self.manager.current
             model = self._activate(checkpoint)
             try:
+                compute = dict(model.compute.infotext) if model.compute is not None else {}
                 if networks is None or self.networks is None:
-                    yield ModelScope(model)
+                    yield ModelScope(model, infotext=compute)
                 else:
                     with self.networks.applied(
                         model, networks.prompts, networks.negative_prompts, networks.vae
                     ) as applied:
-                        yield ModelScope(model, list(applied.notes), dict(applied.infotext))
+                        yield ModelScope(model, list(applied.notes), {**compute, **applied.infotext})
             finally:
                 self._give_back(entry)
 
@@ -150,6 +152,11 @@ class ModelService:
             if self.networks is not None:
                 self.networks.use_checkpoint_vae(model)
             return save_as(model.pipeline, target, fp16=fp16)
+
+    def set_compute(self, settings: ComputeSettings) -> None:
+        """Apply new compute settings (Settings > Compute); may reload the loaded checkpoint."""
+        with self._lock:
+            self.manager.set_compute(settings)
 
     def set_cache_size(self, size: int) -> None:
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image
 
@@ -28,6 +29,8 @@ class JobControl:
     """Written by the processing thread, read and signalled by the UI/API threads."""
 
     preview_every_n_steps: int = 5
+    preview_method: str = "Approx cheap"  # the show_progress_type setting (modules/backends/previews.py)
+    preview_dir: Path | None = None  # models/VAE-approx
     started_at: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _interrupted: threading.Event = field(default_factory=threading.Event, repr=False)

@@ -164,7 +164,12 @@ def start_run(
     count = request.n_iter * request.batch_size
     run = GenerationRun(
         request=request,
-        control=control or JobControl(preview_every_n_steps=options.show_progress_every_n_steps),
+        control=control
+        or JobControl(
+            preview_every_n_steps=options.show_progress_every_n_steps,
+            preview_method=options.show_progress_type,
+            preview_dir=context.paths.vae_approx_dir,
+        ),
         backend=backend,
         sampler=sampler,
         schedule_type=schedule,

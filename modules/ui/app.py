@@ -40,6 +40,7 @@ from modules.ui.prompt_tools import with_pasted_styles
 from modules.ui.queue_panel import create_queue_tab
 from modules.ui.quicksettings import build_quicksettings, wire_quicksettings
 from modules.ui.settings import create_settings_tab
+from modules.ui.system_info import create_system_info_tab
 from modules.ui.txt2img import create_txt2img_tab
 from modules.ui.ui_config import UiConfig
 
@@ -298,6 +299,8 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                 create_extensions_tab(application)
             render_extension_tabs(extension_tabs)
+            with gr.Tab("System info", id="system_info", elem_id="tab_system_info"):
+                create_system_info_tab(application)
         for source in (txt2img, img2img, inpaint):
             link_gallery(source, img2img, source.panel.send_to_img2img, tabs, "img2img", context.styles)
             link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint", context.styles)

@@ -97,7 +97,24 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "use_old_karras_scheduler_sigmas",
         ),
     ),
-    ("Live previews", ("live_previews_enable", "show_progress_every_n_steps")),
+    ("Live previews", ("live_previews_enable", "show_progress_type", "show_progress_every_n_steps")),
+    (
+        "Compute",
+        (
+            "compute_compile_unet",
+            "compute_compile_vae",
+            "compute_compile_mode",
+            "compute_compile_dynamic",
+            "compute_compile_warmup",
+            "compute_channels_last",
+            "compute_fuse_qkv",
+            "compute_cudnn_benchmark",
+            "compute_tf32",
+            "fp8_storage",
+            "token_merging_ratio",
+            "deepcache_interval",
+        ),
+    ),
     (
         "Defaults",
         (

@@ -14,7 +14,8 @@ from modules.backends.base import BackendError, GenerationPlan, MaskedContent, P
 from modules.backends.diffusers_backend.composable import ComposableGuidance, ComposableGuidanceUNet
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
 from modules.backends.original.rng import ImageRNG, NoiseSource, RandnSource
-from modules.backends.preview import latents_to_preview
+from modules.backends.previews import PreviewModels, render_preview
+from modules.compute import DeepCacheUNet
 from modules.models.manager import LoadedModel, Task
 from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
 from modules.prompts.step_switching import ScheduledEmbeddings
@@ -57,18 +58,21 @@ class DiffusersBackend:
                 noise_multiplier=plan.noise_multiplier,
             )
         }
+        unet = request_unet(model)
+        if unet is not model.pipeline.unet:
+            components["unet"] = unet
         guidance: StepHook
         if any(conditioning.is_composable for conditioning in positives):
             if plan.cfg_scale <= 1:
                 raise BackendError("AND prompts need classifier-free guidance: set CFG scale above 1")
-            components["unet"] = ComposableGuidanceUNet(model.pipeline.unet, positives, negatives)
+            components["unet"] = ComposableGuidanceUNet(unet, positives, negatives)
             guidance = ComposableGuidance(components["unet"])
             embeddings = guidance.initial_embeddings()
         else:
             guidance = ScheduledEmbeddings(positives, negatives)
             embeddings = guidance.at_step(1)
         pipeline = model.pipeline_view(plan.task, **components)
-        arguments = self._common_arguments(pipeline, plan, progress, guidance)
+        arguments = self._common_arguments(pipeline, plan, progress, guidance, preview_models(model, progress))
         arguments.update(embeddings.as_kwargs())
         if plan.task is Task.TXT2IMG and not model.is_inpainting:
             arguments["latents"], arguments["generator"] = initial_noise(pipeline, plan)
@@ -116,7 +120,12 @@ class DiffusersBackend:
         return positives, negatives
 
     def _common_arguments(
-        self, pipeline: DiffusionPipeline, plan: GenerationPlan, progress: ProgressReporter, guidance: StepHook
+        self,
+        pipeline: DiffusionPipeline,
+        plan: GenerationPlan,
+        progress: ProgressReporter,
+        guidance: StepHook,
+        previews: PreviewModels | None = None,
     ) -> dict[str, Any]:
         device = pipeline._execution_device
         generator_device = "cpu" if device.type == "mps" else device
@@ -128,7 +137,7 @@ class DiffusersBackend:
             "height": plan.height,
             "generator": generators,
             # CLIP skip is applied by the prompt encoder (A1111's numbering: 1 is the last layer).
-            "callback_on_step_end": StepCallback(progress, steps_run(plan), self._is_xl(pipeline), guidance),
+            "callback_on_step_end": StepCallback(progress, steps_run(plan), self._is_xl(pipeline), guidance, previews),
             "callback_on_step_end_tensor_inputs": ["latents", *guidance.tensor_inputs],
             "output_type": "latent" if plan.output_latents else "pil",
         }
@@ -215,8 +224,16 @@ def noise_notes(plan: GenerationPlan) -> list[str]:
 class StepCallback:
     """Reports progress and previews, and stops the loop on interrupt or skip."""
 
-    def __init__(self, control: ProgressReporter, steps: int, xl: bool, guidance: StepHook) -> None:
+    def __init__(
+        self,
+        control: ProgressReporter,
+        steps: int,
+        xl: bool,
+        guidance: StepHook,
+        previews: PreviewModels | None = None,
+    ) -> None:
         self.control = control
+        self.previews = previews
         self.steps = steps
         self.xl = xl
         self.guidance = guidance
@@ -226,13 +243,28 @@ class StepCallback:
         preview = None
         every = self.control.preview_every_n_steps
         if every > 0 and done % every == 0 and done < self.steps and "latents" in tensors:
-            preview = latents_to_preview(tensors["latents"], xl=self.xl)
+            method = getattr(self.control, "preview_method", "Approx cheap")
+            preview = render_preview(method, tensors["latents"], self.xl, pipeline, self.previews)
         self.control.step_done(done, preview)
         if self.control.interrupted or self.control.skipped:
             # diffusers' documented way to stop the denoising loop early; the current latents are decoded.
             pipeline._interrupt = True
         # Prompt editing and alternation: new embeddings for the next step, when the schedule says so.
         return self.guidance(pipeline, step, timestep, tensors)
+
+
+def preview_models(model: LoadedModel, control: ProgressReporter) -> PreviewModels | None:
+    """The model's preview decoders (TAESD, Approx NN), loaded on first use and freed with the model."""
+    folder = getattr(control, "preview_dir", None)
+    if folder is None:
+        return None
+    return model.attachments.setdefault(f"{PreviewModels.__module__}:{folder}", PreviewModels(folder))
+
+
+def request_unet(model: LoadedModel) -> torch.nn.Module:
+    """The UNet for one request: the model's own, or wrapped for DeepCache (a new cache per request)."""
+    interval = model.compute.deepcache_interval if model.compute is not None else 1
+    return DeepCacheUNet(model.pipeline.unet, interval) if interval > 1 else model.pipeline.unet
 
 
 def steps_run(plan: GenerationPlan) -> int:
