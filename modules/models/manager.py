@@ -17,10 +17,11 @@ import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
 
 from modules.devices import MemoryPolicy, MemoryPreset
-from modules.models.detection import ModelArchitecture, detect_architecture, read_key_shapes
+from modules.models.detection import ModelArchitecture, read_key_shapes
 from modules.models.errors import CheckpointNotFoundError, ModelError
-from modules.models.loader import load_pipeline
-from modules.models.registry import CheckpointInfo, CheckpointRegistry
+from modules.models.loader import detect_single_file, load_pipeline
+from modules.models.prediction import resolve_sd2_prediction
+from modules.models.registry import CheckpointInfo, CheckpointRegistry, sidecar_config_dir
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ class ModelManager:
             sidecar = info.path.with_suffix(".config")
             shapes = read_key_shapes(info.path)
             if not sidecar.is_dir():
-                detect_architecture(shapes)
+                detect_single_file(shapes, self.configs_dir)
 
     def _load_fresh(self, info: CheckpointInfo) -> LoadedModel:
         self.disk_loads += 1
@@ -221,6 +222,9 @@ class ModelManager:
         pipeline.set_progress_bar_config(disable=True)
         seconds = time.perf_counter() - started
         sha256 = self.registry.hash_of(info)
+        if info.kind != "diffusers" and not sidecar_config_dir(info.path).is_dir():
+            # Only the keys spoke: an SD 2.x file may be a 512 epsilon or a 768-v model.
+            architecture = resolve_sd2_prediction(pipeline, architecture, sha256, self.registry.hash_cache)
         logger.info(
             "model loaded name=%s arch=%s seconds=%.2f %s",
             info.name,
