@@ -100,6 +100,7 @@ PASSED_FIELDS: tuple[str, ...] = (
     "hr_negative_prompt",
     "hr_checkpoint_name",
     "initial_noise_multiplier",
+    "image_cfg_scale",
 )
 HIRES_PREFIX = "hr_"
 

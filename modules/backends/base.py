@@ -70,6 +70,7 @@ class GenerationPlan:
     # img2img_fix_steps option); otherwise each backend applies its own img2img step rule.
     exact_steps: bool = False
     noise_multiplier: float = 1.0  # A1111's initial_noise_multiplier (img2img only)
+    image_cfg_scale: float | None = None  # instruct-pix2pix's image guidance (None: 1.0, as A1111)
 
     @property
     def batch_size(self) -> int:

@@ -52,6 +52,16 @@ class LoadedModel:
         return self.pipeline.unet.config.in_channels == 9
 
     @property
+    def is_pix2pix(self) -> bool:
+        """An instruct-pix2pix model: the UNet reads the latents and the source image's latents (8 channels)."""
+        return self.pipeline.unet.config.in_channels == 8
+
+    @property
+    def is_refiner(self) -> bool:
+        """The SDXL refiner: OpenCLIP-G only, conditioned on an aesthetic score (its pipeline is img2img)."""
+        return bool(getattr(self.pipeline.config, "requires_aesthetics_score", False))
+
+    @property
     def weights_bytes(self) -> int:
         """Memory held by the model's weights and buffers (every component), in bytes."""
         total = 0
@@ -72,7 +82,9 @@ class LoadedModel:
     def pipeline_for(self, task: Task) -> DiffusionPipeline:
         """The pipeline for a task, built once with ``from_pipe`` so that no weight is loaded twice."""
         if task not in self._task_pipelines:
-            if task is Task.TXT2IMG and not self.is_inpainting:
+            if self.is_pix2pix or (self.is_refiner and task is not Task.INPAINT):
+                pipeline = self.pipeline  # its img2img pipeline serves txt2img too (see the diffusers backend)
+            elif task is Task.TXT2IMG and not self.is_inpainting:
                 pipeline = self.pipeline
             elif task is Task.IMG2IMG and not self.is_inpainting:
                 pipeline = AutoPipelineForImage2Image.from_pipe(self.pipeline)

@@ -142,6 +142,7 @@ def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image
     try:
         with context.models.use(run.request.checkpoint, networks) as scope:
             record_scope(run, scope, first_pass=True)
+            plan = plan_for_model(run, scope, plan)
             if hires is None:
                 return run_pass(run, context, scope, plan)
             first = run_pass(run, context, scope, dataclasses.replace(plan, output_latents=hires.latent))
@@ -191,6 +192,21 @@ def record_scope(run: GenerationRun, scope: ModelScope, first_pass: bool) -> Non
     if first_pass:
         run.model = scope.model
         run.extra_generation_params.update(scope.infotext)
+
+
+def plan_for_model(run: GenerationRun, scope: ModelScope, plan: GenerationPlan) -> GenerationPlan:
+    """What depends on the kind of model in the scope: instruct-pix2pix gets the Image CFG scale (A1111 keeps it
+    for edit models only, infotext "Image CFG scale") and always denoises from pure noise on the diffusers
+    pipeline, which the note says."""
+    if not scope.model.is_pix2pix:
+        return plan
+    image_cfg_scale = getattr(run.request, "image_cfg_scale", None)
+    if image_cfg_scale is not None:
+        run.extra_generation_params["Image CFG scale"] = image_cfg_scale
+    if plan.denoising_strength < 1:
+        run.note("instruct-pix2pix: the image is edited from pure noise (denoising strength 1)")
+        run.extra_generation_params["Denoising strength"] = 1.0
+    return replace(plan, image_cfg_scale=image_cfg_scale, denoising_strength=1.0, exact_steps=False)
 
 
 def hires_upscaler(context: ProcessingContext) -> ImageUpscaler | None:

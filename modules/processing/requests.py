@@ -166,6 +166,9 @@ class Img2ImgRequest(GenerationRequest):
     initial_noise_multiplier: float | None = Field(
         None, ge=0.0, le=1.5, description="Scales the noise added to the init image (None: the setting)"
     )
+    image_cfg_scale: float | None = Field(
+        None, ge=0.0, le=100.0, description="instruct-pix2pix image guidance (None: 1.0); other models ignore it"
+    )
 
     @property
     def is_inpaint(self) -> bool:

@@ -62,7 +62,12 @@ class DiffusersBackend:
         pipeline = model.pipeline_view(plan.task, **components)
         arguments = self._common_arguments(pipeline, plan, progress, guidance)
         arguments.update(embeddings.as_kwargs())
-        if plan.task is Task.IMG2IMG and not model.is_inpainting:
+        if model.is_pix2pix:
+            arguments.update(pix2pix_arguments(plan, positives, negatives))
+            del arguments["width"], arguments["height"]  # the source image gives the size
+        elif model.is_refiner and plan.task is Task.TXT2IMG:
+            arguments.update(refiner_txt2img_arguments(pipeline, plan))
+        elif plan.task is Task.IMG2IMG and not model.is_inpainting:
             arguments.update(image=plan.init_image, **img2img_steps(plan))
         elif plan.task is not Task.TXT2IMG or model.is_inpainting:
             arguments.update(self._inpaint_arguments(pipeline, plan))
@@ -133,13 +138,15 @@ class DiffusersBackend:
             blank = Image.new("RGB", (plan.width, plan.height), (127, 127, 127))
             return {"image": blank, "mask_image": Image.new("L", blank.size, 255), "strength": 1.0}
         image: Image.Image | torch.Tensor = plan.init_image
-        arguments: dict[str, Any] = {"mask_image": plan.mask, **img2img_steps(plan)}
+        # img2img on an inpainting checkpoint: the whole image is masked (A1111's conditioning mask of ones).
+        mask = plan.mask if plan.mask is not None else Image.new("L", plan.init_image.size, 255)
+        arguments: dict[str, Any] = {"mask_image": mask, **img2img_steps(plan)}
         if plan.masked_content in (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING):
             latents = encode_image(pipeline, plan.init_image)
             image = replace_masked_latents(latents, plan.mask, plan.masked_content, plan.seeds[0])
             # With latents as `image`, diffusers needs the masked-image latents given (the 9-channel
             # conditioning; a 4-channel pipeline computes but does not use them).
-            arguments["masked_image_latents"] = encode_image(pipeline, masked_pixels(plan.init_image, plan.mask))
+            arguments["masked_image_latents"] = encode_image(pipeline, masked_pixels(plan.init_image, mask))
         arguments["image"] = image
         return arguments
 
@@ -185,6 +192,32 @@ def img2img_steps(plan: GenerationPlan) -> dict[str, Any]:
         return {"num_inference_steps": plan.steps, "strength": plan.denoising_strength}
     total = max(plan.steps, int(plan.steps / min(plan.denoising_strength, 0.999)))
     return {"num_inference_steps": total, "strength": min(1.0, (plan.steps + 0.5) / total)}
+
+
+def pix2pix_arguments(
+    plan: GenerationPlan, positives: list[PromptConditioning], negatives: list[PromptConditioning]
+) -> dict[str, Any]:
+    """instruct-pix2pix through diffusers' pipeline, whose guidance is A1111's edit-model formula:
+    uncond + cfg * (cond - image_cond) + image_cfg * (image_cond - uncond), the image latents unscaled."""
+    if plan.task is not Task.IMG2IMG:
+        raise BackendError("an instruct-pix2pix checkpoint edits an image: use img2img without a mask")
+    if any(not item.is_static or item.is_composable for item in (*positives, *negatives)):
+        raise BackendError("instruct-pix2pix: prompt editing, alternation and AND are not supported")
+    image_cfg_scale = 1.0 if plan.image_cfg_scale is None else plan.image_cfg_scale
+    if image_cfg_scale < 1:
+        # diffusers' pipeline turns all guidance off below 1, which A1111 does not: refused, not changed.
+        raise BackendError(f"Image CFG scale {image_cfg_scale} is below 1, which the diffusers backend cannot run")
+    # diffusers' pix2pix pipeline always denoises from pure noise (A1111 at denoising strength 1).
+    return {"image": plan.init_image, "image_guidance_scale": image_cfg_scale, "num_inference_steps": plan.steps}
+
+
+def refiner_txt2img_arguments(pipeline: DiffusionPipeline, plan: GenerationPlan) -> dict[str, Any]:
+    """txt2img with the SDXL refiner as the main model: its img2img pipeline from zero latents at strength 1,
+    whose first step adds noise at the largest sigma to zeros, which is txt2img's starting point."""
+    vae_scale = 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
+    shape = (plan.batch_size, pipeline.unet.config.in_channels, plan.height // vae_scale, plan.width // vae_scale)
+    zeros = torch.zeros(shape, device=pipeline._execution_device, dtype=pipeline.unet.dtype)
+    return {"image": zeros, "strength": 1.0, "num_inference_steps": plan.steps}
 
 
 def encode_image(pipeline: DiffusionPipeline, image: Image.Image) -> torch.Tensor:

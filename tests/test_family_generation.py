@@ -1,0 +1,113 @@
+"""Every kind of the SD family generates through processing (tiny single files, no sidecar, detection alone);
+instruct-pix2pix with the Image CFG scale (request, API field, infotext)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modules.api.models import Img2ImgBody
+from modules.api.translate import TranslationContext, translate_img2img
+from modules.backends.diffusers_backend import DiffusersBackend
+from modules.devices import MemoryPolicy
+from modules.models.checkpoint_writer import write_single_file
+from modules.models.detection import ModelArchitecture
+from modules.models.hashing import HashCache
+from modules.models.manager import ModelManager
+from modules.models.registry import CheckpointRegistry
+from modules.models.service import ModelService
+from modules.options import Options
+from modules.paths import DataPaths
+from modules.processing.processing import ProcessingContext, ProcessingError, process
+from modules.tiny_model import build_tiny_pipeline
+from tests.helpers import pixels, tiny_img2img, tiny_request
+
+KINDS = (
+    ModelArchitecture.SD1_PIX2PIX,
+    ModelArchitecture.SD2,
+    ModelArchitecture.SD2_INPAINT,
+    ModelArchitecture.SDXL,
+    ModelArchitecture.SDXL_INPAINT,
+    ModelArchitecture.SDXL_REFINER,
+)
+
+
+@pytest.fixture(scope="module")
+def family_context(tmp_path_factory, tiny_configs) -> ProcessingContext:
+    paths = DataPaths.create(tmp_path_factory.mktemp("family"))
+    paths.ensure()
+    for architecture in KINDS:
+        pipeline = build_tiny_pipeline(architecture=architecture)
+        write_single_file(pipeline, paths.checkpoints_dir / f"{architecture.value}.safetensors", with_config=False)
+    registry = CheckpointRegistry(paths.checkpoint_dirs, HashCache(paths.cache_file))
+    registry.refresh()
+    manager = ModelManager(registry, MemoryPolicy.cpu(), tiny_configs)
+    return ProcessingContext(models=ModelService(manager), backend=DiffusersBackend(), options=Options(), paths=paths)
+
+
+def mask_image() -> Image.Image:
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    return mask
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "task"),
+    [
+        (ModelArchitecture.SD2, "txt2img"),
+        (ModelArchitecture.SD2_INPAINT, "inpaint"),
+        (ModelArchitecture.SD2_INPAINT, "img2img"),
+        (ModelArchitecture.SDXL, "txt2img"),
+        (ModelArchitecture.SDXL_INPAINT, "inpaint"),
+        (ModelArchitecture.SDXL_REFINER, "txt2img"),
+        (ModelArchitecture.SDXL_REFINER, "img2img"),
+        (ModelArchitecture.SD1_PIX2PIX, "img2img"),
+    ],
+)
+def test_each_kind_generates(family_context, kind, task) -> None:
+    fields = {"checkpoint": kind.value, "save_images": False, "save_grid": False}
+    if task == "txt2img":
+        request = tiny_request(**fields)
+    else:
+        request = tiny_img2img(**fields, mask=mask_image() if task == "inpaint" else None)
+    result = process(request, family_context)
+    assert len(result.images) == 1 and result.images[0].size == (64, 64)
+    assert pixels(result.images[0]).std() > 0
+    assert f"Model: {kind.value}," in result.infotexts[0]
+
+
+@pytest.mark.slow
+def test_pix2pix_image_cfg_scale_changes_the_image_and_is_in_the_infotext(family_context) -> None:
+    def run(scale: float | None):
+        request = tiny_img2img(checkpoint="sd1-pix2pix", image_cfg_scale=scale, save_images=False, save_grid=False)
+        return process(request, family_context)
+
+    weak, strong, unset = run(1.0), run(2.5), run(None)
+    assert "Image CFG scale: 2.5" in strong.infotexts[0]
+    assert "Image CFG scale" not in unset.infotexts[0]  # A1111 writes it only when set
+    assert np.abs(pixels(weak.images[0]) - pixels(strong.images[0])).max() > 0
+    assert np.array_equal(pixels(weak.images[0]), pixels(unset.images[0]))  # None is A1111's plain CFG (1.0)
+    assert "Denoising strength: 1.0" in strong.infotexts[0]  # the pipeline denoises from noise, and says so
+
+
+def test_pix2pix_refuses_txt2img_and_masks(family_context) -> None:
+    with pytest.raises(ProcessingError, match="edits an image"):
+        process(tiny_request(checkpoint="sd1-pix2pix", save_images=False, save_grid=False), family_context)
+    with pytest.raises(ProcessingError, match="edits an image"):
+        request = tiny_img2img(checkpoint="sd1-pix2pix", mask=mask_image(), save_images=False, save_grid=False)
+        process(request, family_context)
+
+
+def test_image_cfg_scale_is_a_supported_api_field(family_context) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(buffer, format="PNG")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    context = TranslationContext(family_context.options, family_context.models.manager.registry)
+    translation = translate_img2img(Img2ImgBody(init_images=[encoded], image_cfg_scale=1.7), context)
+    assert translation.request.image_cfg_scale == 1.7
+    assert not any("image_cfg_scale" in item for item in translation.unsupported)
