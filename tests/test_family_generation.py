@@ -111,3 +111,10 @@ def test_image_cfg_scale_is_a_supported_api_field(family_context) -> None:
     translation = translate_img2img(Img2ImgBody(init_images=[encoded], image_cfg_scale=1.7), context)
     assert translation.request.image_cfg_scale == 1.7
     assert not any("image_cfg_scale" in item for item in translation.unsupported)
+
+
+def test_img2img_tab_sends_the_image_cfg_scale() -> None:
+    from modules.ui.handlers import build_img2img_request
+
+    request = build_img2img_request({"init_image": Image.new("RGB", (64, 64)), "image_cfg_scale": 1.25})
+    assert request.image_cfg_scale == 1.25

@@ -107,7 +107,7 @@ def build_img2img_request(values: Mapping[str, Any]) -> Img2ImgRequest:
     if image is None:
         raise InputError("Upload an image to start from (img2img needs an input image).")
     return Img2ImgRequest(
-        **pick_fields(values, IMG2IMG_FIELDS),
+        **pick_fields(values, (*IMG2IMG_FIELDS, "image_cfg_scale")),
         init_image=image,
         resize_mode=ResizeMode(choice_index(RESIZE_MODES, values.get("resize_mode", RESIZE_MODES[0]), "Resize mode")),
     )

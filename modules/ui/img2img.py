@@ -54,6 +54,8 @@ def create_img2img_tab(context: UiContext) -> GenerationTab:
                 remember=False,
             )
             build_img2img_parameters(context, controls)
+            # A1111's label; only instruct-pix2pix checkpoints read it (infotext "Image CFG scale").
+            add_slider(context, controls, "image_cfg_scale", "Image CFG Scale", 1.5, 0.0, 3.0, 0.05)
             seed_row = build_seed_row(context, controls)
         panel = build_output_panel(controls.tab)
     wire_generation(context, controls, prompt, seed_row, panel, handlers.build_img2img_request)
