@@ -101,6 +101,8 @@ PASSED_FIELDS: tuple[str, ...] = (
     "hr_checkpoint_name",
     "initial_noise_multiplier",
     "image_cfg_scale",
+    "refiner_checkpoint",
+    "refiner_switch_at",
 )
 HIRES_PREFIX = "hr_"
 

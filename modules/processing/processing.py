@@ -91,6 +91,8 @@ def start_run(request: GenerationRequest, context: ProcessingContext, control: J
     except SamplerError as error:
         raise ProcessingError(str(error)) from error
     check_hires_upscaler(context, hires)
+    if hires is not None and request.refiner_enabled:
+        raise ProcessingError("Refiner together with Hires fix is not supported yet: turn one of them off")
     inputs = request.prepare_inputs()
     count = request.n_iter * request.batch_size
     run = GenerationRun(
@@ -135,25 +137,55 @@ def apply_styles(request: GenerationRequest, context: ProcessingContext) -> Gene
 
 
 def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image.Image]:
-    """One batch: the first pass in its model scope, then the hires pass (when asked) in its own."""
+    """One batch: the first pass in its model scope, then the refiner or the hires pass (when asked) in its own."""
     plan = run.plan(run.iteration)
     networks = NetworkRequest(plan.prompts, plan.negative_prompts, run.request.sd_vae)
     hires = run.hires
+    refiner = run.request.refiner_enabled
     try:
         with context.models.use(run.request.checkpoint, networks) as scope:
             record_scope(run, scope, first_pass=True)
             plan = plan_for_model(run, scope, plan)
-            if hires is None:
+            if hires is None and not refiner:
                 return run_pass(run, context, scope, plan)
-            first = run_pass(run, context, scope, dataclasses.replace(plan, output_latents=hires.latent))
+            if refiner:
+                switch = replace(plan, output_latents=True, denoising_end=run.request.refiner_switch_at)
+                first = run_pass(run, context, scope, switch)
+            else:
+                first = run_pass(run, context, scope, dataclasses.replace(plan, output_latents=hires.latent))
             if run.control.interrupted or run.control.skipped:  # the first pass's images are kept
                 return decoded(context, scope, first)
+            if refiner:
+                return run_refiner_pass(run, context, plan, first)
             init = upscale_first_pass(first, hires, hires_upscaler(context))
             if run.hires_request.denoising_strength == 0:
                 return decoded(context, scope, init)
         return run_hires_pass(run, context, plan, init)
     except BackendError as error:
         raise ProcessingError(str(error)) from error
+
+
+def run_refiner_pass(
+    run: GenerationRun, context: ProcessingContext, base_plan: GenerationPlan, latents: torch.Tensor
+) -> list[Image.Image]:
+    """A1111's refiner: the refiner checkpoint continues the base pass's latents from the switch point, in a
+    scope of its own without the prompt's networks (LoRA applies to the base model only, as in A1111)."""
+    switch_at = run.request.refiner_switch_at
+    plan = replace(
+        base_plan,
+        task=Task.IMG2IMG,
+        init_image=latents,
+        mask=None,
+        denoising_start=switch_at,
+        denoising_end=None,
+        output_latents=False,
+        image_cfg_scale=None,
+    )
+    with context.models.use(run.request.refiner_checkpoint, NetworkRequest((), (), run.request.sd_vae)) as scope:
+        run.note(*scope.notes)
+        run.extra_generation_params["Refiner"] = f"{scope.model.name} [{scope.model.short_hash}]"
+        run.extra_generation_params["Refiner switch at"] = switch_at
+        return decoded(context, scope, run_pass(run, context, scope, plan))
 
 
 def decoded(

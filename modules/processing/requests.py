@@ -52,6 +52,8 @@ class GenerationRequest(BaseModel):
     checkpoint: str | None = Field(None, description="Checkpoint title for this request only")
     sd_vae: str | None = Field(None, description="SD VAE for this request only (Automatic, None or a file name)")
     restore_faces: bool = Field(False, description="Run the face restorer chosen in settings on each image")
+    refiner_checkpoint: str | None = Field(None, description="Refiner checkpoint (None: no refiner)")
+    refiner_switch_at: float = Field(0.8, ge=0.0, le=1.0, description="Fraction of the steps run by the base model")
     save_images: bool = True
     save_grid: bool = True
     extra: dict[str, Any] = Field(default_factory=dict, description="Accepted but unsupported fields")
@@ -71,6 +73,11 @@ class GenerationRequest(BaseModel):
     def hires_enabled(self) -> bool:
         """Whether a hires second pass follows the first one."""
         return False
+
+    @property
+    def refiner_enabled(self) -> bool:
+        """A1111: a refiner checkpoint other than "None" takes over at a switch point inside the schedule."""
+        return self.refiner_checkpoint not in (None, "", "None", "none") and 0 < self.refiner_switch_at < 1
 
     @property
     def first_pass_strength(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -71,6 +72,7 @@ class DiffusersBackend:
             arguments.update(image=plan.init_image, **img2img_steps(plan))
         elif plan.task is not Task.TXT2IMG or model.is_inpainting:
             arguments.update(self._inpaint_arguments(pipeline, plan))
+        arguments.update(switch_arguments(pipeline, plan))
         with torch.inference_mode():
             output = pipeline(**arguments)
         return output.images if plan.output_latents else list(output.images)
@@ -176,10 +178,15 @@ class StepCallback:
 
 def steps_run(plan: GenerationPlan) -> int:
     """Denoising steps a pipeline call runs: ``steps`` for txt2img and exact-step img2img (the hires pass),
-    else int(steps * strength) as diffusers' img2img does."""
+    else int(steps * strength) as diffusers' img2img does; a refiner switch splits them (about: diffusers cuts
+    at a timestep)."""
+    if plan.denoising_start is not None:
+        return max(1, plan.steps - round(plan.steps * plan.denoising_start))
     if plan.task is Task.TXT2IMG or plan.exact_steps:
-        return plan.steps
-    return max(1, min(int(plan.steps * plan.denoising_strength), plan.steps))
+        total = plan.steps
+    else:
+        total = max(1, min(int(plan.steps * plan.denoising_strength), plan.steps))
+    return total if plan.denoising_end is None else max(1, round(total * plan.denoising_end))
 
 
 def img2img_steps(plan: GenerationPlan) -> dict[str, Any]:
@@ -192,6 +199,21 @@ def img2img_steps(plan: GenerationPlan) -> dict[str, Any]:
         return {"num_inference_steps": plan.steps, "strength": plan.denoising_strength}
     total = max(plan.steps, int(plan.steps / min(plan.denoising_strength, 0.999)))
     return {"num_inference_steps": total, "strength": min(1.0, (plan.steps + 0.5) / total)}
+
+
+def switch_arguments(pipeline: DiffusionPipeline, plan: GenerationPlan) -> dict[str, Any]:
+    """The refiner switch through diffusers' SDXL ``denoising_end`` / ``denoising_start`` (its "ensemble of
+    expert denoisers"): the cut is a fraction of the training timesteps, A1111's switch a fraction of the steps;
+    with the usual schedules both fall between the same two steps."""
+    wanted = {
+        name: value for name in ("denoising_end", "denoising_start") if (value := getattr(plan, name)) is not None
+    }
+    if not wanted:
+        return {}
+    accepted = inspect.signature(type(pipeline).__call__).parameters
+    if any(name not in accepted for name in wanted):
+        raise BackendError(f"the refiner switch needs SDXL models on the diffusers backend ({type(pipeline).__name__})")
+    return wanted
 
 
 def pix2pix_arguments(
