@@ -99,3 +99,13 @@ def test_refiner_fields_are_supported_api_fields(refiner_context) -> None:
     assert translation.request.refiner_checkpoint == "sdxl-refiner"
     assert translation.request.refiner_switch_at == 0.6
     assert not any("refiner" in item for item in translation.unsupported)
+
+
+def test_refiner_accordion_values_become_request_fields() -> None:
+    from modules.ui.handlers import build_txt2img_request
+
+    chosen = {"refiner_enabled": True, "refiner_checkpoint": "sdxl-refiner [abc]", "refiner_switch_at": 0.65}
+    request = build_txt2img_request(chosen)
+    assert request.refiner_checkpoint == "sdxl-refiner [abc]" and request.refiner_switch_at == 0.65
+    assert build_txt2img_request({**chosen, "refiner_enabled": False}).refiner_checkpoint is None
+    assert build_txt2img_request({**chosen, "refiner_checkpoint": "None"}).refiner_checkpoint is None

@@ -94,12 +94,20 @@ def choice_index(choices: Sequence[str], label: str, what: str) -> int:
     return choices.index(label)
 
 
+def refiner_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The Refiner accordion: its checkpoint and switch point when the switch is on and a checkpoint chosen."""
+    checkpoint = values.get("refiner_checkpoint")
+    if not values.get("refiner_enabled") or checkpoint in (None, "", "None"):
+        return {}
+    return {"refiner_checkpoint": checkpoint, "refiner_switch_at": float(values.get("refiner_switch_at", 0.8))}
+
+
 def build_txt2img_request(values: Mapping[str, Any]) -> Txt2ImgRequest:
     fields = pick_fields(values, (*COMMON_FIELDS, *HIRES_FIELDS))
     for name, same in SAME_CHOICES.items():
         if fields.get(name) in {same, ""}:
             fields[name] = None
-    return Txt2ImgRequest(**fields)
+    return Txt2ImgRequest(**fields, **refiner_fields(values))
 
 
 def build_img2img_request(values: Mapping[str, Any]) -> Img2ImgRequest:
@@ -108,6 +116,7 @@ def build_img2img_request(values: Mapping[str, Any]) -> Img2ImgRequest:
         raise InputError("Upload an image to start from (img2img needs an input image).")
     return Img2ImgRequest(
         **pick_fields(values, (*IMG2IMG_FIELDS, "image_cfg_scale")),
+        **refiner_fields(values),
         init_image=image,
         resize_mode=ResizeMode(choice_index(RESIZE_MODES, values.get("resize_mode", RESIZE_MODES[0]), "Resize mode")),
     )

@@ -21,6 +21,7 @@ from modules.ui.common import (
     build_seed_row,
     wire_generation,
 )
+from modules.ui.refiner import build_refiner_controls
 
 
 def hires_upscaler_choices(context: UiContext) -> list[str]:
@@ -100,6 +101,7 @@ def create_txt2img_tab(context: UiContext) -> GenerationTab:
         with gr.Column(scale=1):
             build_sampling_controls(context, controls)
             build_hires_controls(context, controls)
+            build_refiner_controls(context, controls)
             seed_row = build_seed_row(context, controls)
         panel = build_output_panel(controls.tab)
     wire_generation(context, controls, prompt, seed_row, panel, handlers.build_txt2img_request)
