@@ -16,6 +16,7 @@ from modules.backends.diffusers_backend.composable import ComposableGuidance, Co
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
 from modules.backends.preview import latents_to_preview
 from modules.models.manager import LoadedModel, Task
+from modules.models.vae_codec import decode_latents, encode_pixels
 from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
 from modules.prompts.step_switching import ScheduledEmbeddings
 from modules.samplers import SamplerSupport
@@ -75,16 +76,12 @@ class DiffusersBackend:
         arguments.update(switch_arguments(pipeline, plan))
         with torch.inference_mode():
             output = pipeline(**arguments)
-        return output.images if plan.output_latents else list(output.images)
+        # Easel decodes the latents itself, so every decode gets the upcast rule and the NaN check.
+        return output.images if plan.output_latents else self.decode(model, output.images)
 
     def decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
-        pipeline = model.pipeline
-        vae = pipeline.vae
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        with torch.inference_mode():
-            scaled = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor + shift
-            pixels = vae.decode(scaled, return_dict=False)[0]
-        return pipeline.image_processor.postprocess(pixels, output_type="pil")
+        pixels = decode_latents(model.pipeline.vae, latents)
+        return model.pipeline.image_processor.postprocess(pixels, output_type="pil")
 
     def _encode_prompts(
         self, model: LoadedModel, plan: GenerationPlan
@@ -127,7 +124,7 @@ class DiffusersBackend:
             # CLIP skip is applied by the prompt encoder (A1111's numbering: 1 is the last layer).
             "callback_on_step_end": StepCallback(progress, steps_run(plan), self._is_xl(pipeline), guidance),
             "callback_on_step_end_tensor_inputs": ["latents", *guidance.tensor_inputs],
-            "output_type": "latent" if plan.output_latents else "pil",
+            "output_type": "latent",
         }
 
     @staticmethod
@@ -244,12 +241,7 @@ def refiner_txt2img_arguments(pipeline: DiffusionPipeline, plan: GenerationPlan)
 
 def encode_image(pipeline: DiffusionPipeline, image: Image.Image) -> torch.Tensor:
     """VAE latents of an RGB image (distribution mode), scaled for the UNet."""
-    vae = pipeline.vae
-    pixels = pipeline.image_processor.preprocess(image).to(device=vae.device, dtype=vae.dtype)
-    with torch.inference_mode():
-        latents = vae.encode(pixels).latent_dist.mode()
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (latents - shift) * vae.config.scaling_factor
+    return encode_pixels(pipeline.vae, pipeline.image_processor.preprocess(image))
 
 
 def replace_masked_latents(latents: torch.Tensor, mask: Image.Image, content: MaskedContent, seed: int) -> torch.Tensor:
