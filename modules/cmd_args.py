@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--no-half-vae", action="store_true", help="keep the VAE in float32")
     device.add_argument("--medvram", action="store_true", help="model CPU offload + VAE slicing (GPU only)")
     device.add_argument("--lowvram", action="store_true", help="sequential CPU offload + VAE tiling (GPU only)")
+    device.add_argument("--medvram-sdxl", action="store_true", help="--medvram for SDXL models only (GPU only)")
     attention = device.add_mutually_exclusive_group()
     attention.add_argument("--opt-sdp-attention", action="store_true", help="PyTorch SDP attention (default)")
     attention.add_argument("--xformers", action="store_true", help="xformers attention, when installed")

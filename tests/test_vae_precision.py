@@ -76,3 +76,25 @@ def test_half_precision_decode_on_cuda_has_no_nan() -> None:
     upcast = half_vae(force_upcast=True).to("cuda")
     assert not torch.isnan(decode_latents(upcast, latents().cuda())).any()
     assert upcast.dtype == torch.float16
+
+
+def test_medvram_sdxl_picks_medvram_for_sdxl_models_only() -> None:
+    from modules.devices import MemoryPolicy, MemoryPreset
+    from modules.models.detection import ModelArchitecture
+    from modules.tiny_model import build_tiny_pipeline
+
+    policy = MemoryPolicy(torch.device("cpu"), torch.float32, torch.float32, medvram_sdxl=True)
+    assert policy.preset_for(build_tiny_pipeline()) is MemoryPreset.NONE
+    for kind in (ModelArchitecture.SDXL, ModelArchitecture.SDXL_REFINER):
+        assert policy.preset_for(build_tiny_pipeline(architecture=kind)) is MemoryPreset.MEDVRAM
+    plain = MemoryPolicy(torch.device("cpu"), torch.float32, torch.float32)
+    assert plain.preset_for(build_tiny_pipeline(architecture=ModelArchitecture.SDXL)) is MemoryPreset.NONE
+
+
+def test_medvram_sdxl_flag_reaches_the_policy() -> None:
+    from modules.application import memory_policy_from_args
+    from modules.cmd_args import build_parser
+
+    args = build_parser().parse_args(["--medvram-sdxl"])
+    assert memory_policy_from_args(args).medvram_sdxl is True
+    assert memory_policy_from_args(build_parser().parse_args([])).medvram_sdxl is False

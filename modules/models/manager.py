@@ -190,7 +190,7 @@ class ModelManager:
         if pin:
             self._pinned.add(self._current.info.path)
         model, self._current = self._current, None
-        if self.policy.has_accelerator and self.policy.preset is MemoryPreset.NONE:
+        if self.policy.has_accelerator and self.policy.preset_for(model.pipeline) is MemoryPreset.NONE:
             model.pipeline.to("cpu")
         self._ram_cache[model.info.path] = model
         self._ram_cache.move_to_end(model.info.path)
@@ -200,7 +200,7 @@ class ModelManager:
     def _restore(self, model: LoadedModel) -> LoadedModel:
         """A model from the RAM cache, back on the device (no disk read)."""
         started = time.perf_counter()
-        if self.policy.has_accelerator and self.policy.preset is MemoryPreset.NONE:
+        if self.policy.has_accelerator and self.policy.preset_for(model.pipeline) is MemoryPreset.NONE:
             model.pipeline.to(self.policy.device)
         model.load_seconds = time.perf_counter() - started
         logger.info("model taken from RAM cache name=%s seconds=%.3f", model.info.name, model.load_seconds)
