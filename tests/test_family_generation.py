@@ -118,3 +118,27 @@ def test_img2img_tab_sends_the_image_cfg_scale() -> None:
 
     request = build_img2img_request({"init_image": Image.new("RGB", (64, 64)), "image_cfg_scale": 1.25})
     assert request.image_cfg_scale == 1.25
+
+
+def lcm_pair(context, **fields):
+    """Two LCM runs at CFG 1 that differ only in the negative prompt."""
+    base = {"sampler_name": "LCM", "cfg_scale": 1.0, "steps": 4, "save_images": False, "save_grid": False}
+    first = process(tiny_request(**base, **fields, negative_prompt="blurry"), context)
+    second = process(tiny_request(**base, **fields, negative_prompt="sharp, detailed"), context)
+    return first, second
+
+
+def test_lcm_sampler_runs_at_cfg_1(context) -> None:
+    """Turbo / Lightning / LCM settings: LCM sampler, CFG 1 (no unconditional pass: the negative prompt is
+    unused), few steps."""
+    first, second = lcm_pair(context)
+    assert "Sampler: LCM" in first.infotexts[0] and "CFG scale: 1.0" in first.infotexts[0]
+    assert pixels(first.images[0]).std() > 0
+    assert np.array_equal(pixels(first.images[0]), pixels(second.images[0]))
+
+
+@pytest.mark.slow
+def test_lcm_sampler_runs_at_cfg_1_on_sdxl(family_context) -> None:
+    first, second = lcm_pair(family_context, checkpoint="sdxl")
+    assert "Model: sdxl," in first.infotexts[0]
+    assert np.array_equal(pixels(first.images[0]), pixels(second.images[0]))
