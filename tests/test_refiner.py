@@ -109,3 +109,14 @@ def test_refiner_accordion_values_become_request_fields() -> None:
     assert request.refiner_checkpoint == "sdxl-refiner [abc]" and request.refiner_switch_at == 0.65
     assert build_txt2img_request({**chosen, "refiner_enabled": False}).refiner_checkpoint is None
     assert build_txt2img_request({**chosen, "refiner_checkpoint": "None"}).refiner_checkpoint is None
+
+
+def test_infotext_keys_paste_back() -> None:
+    from modules.ui.handlers import fields_from_infotext
+
+    text = "a cat\nSteps: 4, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, Image CFG scale: 1.25, "
+    text += "Refiner: sdxl-refiner [0123456789], Refiner switch at: 0.6"
+    fields = fields_from_infotext(text)
+    assert fields["refiner_enabled"] is True and fields["refiner_checkpoint"] == "sdxl-refiner [0123456789]"
+    assert fields["refiner_switch_at"] == 0.6 and fields["image_cfg_scale"] == 1.25
+    assert fields_from_infotext("a cat\nSteps: 4, Seed: 1")["refiner_enabled"] is False

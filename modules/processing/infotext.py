@@ -280,6 +280,9 @@ REQUEST_FIELDS: tuple[tuple[str, str, Callable[[object], Any]], ...] = (
     ("Size-2", "height", to_int),
     ("Denoising strength", "denoising_strength", to_float),
     ("Clip skip", "clip_skip", to_int),
+    ("Image CFG scale", "image_cfg_scale", to_float),
+    ("Refiner", "refiner_checkpoint", str),
+    ("Refiner switch at", "refiner_switch_at", to_float),
 )
 
 

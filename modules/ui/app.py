@@ -43,6 +43,8 @@ SENT_FIELDS: tuple[str, ...] = (
     "denoising_strength",
     "restore_faces",
     *handlers.HIRES_FIELDS,
+    *handlers.REFINER_FIELDS,
+    "image_cfg_scale",
 )
 CSS = """
 .easel-status { padding: 0.4em 0.6em; border-radius: 6px; font-size: 0.9em; white-space: pre-wrap; }

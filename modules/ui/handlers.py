@@ -70,6 +70,7 @@ SAME_CHOICES = MappingProxyType(
     }
 )
 IMG2IMG_FIELDS: tuple[str, ...] = (*COMMON_FIELDS, "denoising_strength")
+REFINER_FIELDS: tuple[str, ...] = ("refiner_enabled", "refiner_checkpoint", "refiner_switch_at")
 INPAINT_FIELDS: tuple[str, ...] = (*IMG2IMG_FIELDS, "mask_blur", "inpaint_full_res_padding")
 OUTPAINT_SIDES: tuple[str, ...] = ("outpaint_left", "outpaint_right", "outpaint_up", "outpaint_down")
 
@@ -290,6 +291,7 @@ def fields_from_infotext(text: str) -> dict[str, Any]:
     split_legacy_sampler(fields, "sampler_name", "scheduler")
     fields.setdefault("restore_faces", False)
     fields.setdefault("enable_hr", False)
+    fields["refiner_enabled"] = "refiner_checkpoint" in fields
     if fields["enable_hr"]:
         split_legacy_sampler(fields, "hr_sampler_name", "hr_scheduler")
         for name, first_pass in (("hr_sampler_name", "sampler_name"), ("hr_scheduler", "scheduler")):
