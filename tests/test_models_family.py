@@ -139,3 +139,23 @@ def test_sd2_v_model_keeps_v_prediction(tmp_path, tiny_configs) -> None:
     loaded = ModelManager(registry, MemoryPolicy.cpu(), tiny_configs).load("sd2-768")
     assert loaded.architecture is ModelArchitecture.SD2_V
     assert loaded.scheduler_config["prediction_type"] == "v_prediction"
+
+
+def test_models_tab_names_sd2_prediction_once_known(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from modules.models.inventory import describe_architecture
+
+    path = tmp_path / "sd2.safetensors"
+    save_file(
+        {
+            "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
+            "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(320, 1024),
+            "cond_stage_model.model.token_embedding.weight": torch.zeros(1, 1),
+        },
+        path,
+    )
+    info = info_of(path)
+    assert describe_architecture(info) == "SD 2.x (epsilon or v: on load)"
+    assert describe_architecture(info, "epsilon") == "SD 2.x (epsilon)"
+    assert describe_architecture(info, "v_prediction") == "SD 2.x (v-prediction)"
