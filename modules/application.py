@@ -49,6 +49,7 @@ def memory_policy_from_args(args: argparse.Namespace) -> MemoryPolicy:
         medvram=args.medvram,
         lowvram=args.lowvram,
         attention=attention,
+        medvram_sdxl=args.medvram_sdxl,
     )
 
 

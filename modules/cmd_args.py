@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument(
         "--opt-channelslast", action="store_true", help="channels_last memory format for the UNet and VAE"
     )
+    device.add_argument("--medvram-sdxl", action="store_true", help="--medvram for SDXL models only (GPU only)")
     attention = device.add_mutually_exclusive_group()
     attention.add_argument("--opt-sdp-attention", action="store_true", help="PyTorch SDP attention (default)")
     attention.add_argument("--xformers", action="store_true", help="xformers attention, when installed")

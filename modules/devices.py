@@ -32,6 +32,7 @@ class MemoryPolicy:
     vae_dtype: torch.dtype
     preset: MemoryPreset = MemoryPreset.NONE
     attention: Attention = Attention.SDP
+    medvram_sdxl: bool = False  # A1111's --medvram-sdxl: the medvram preset for SDXL models only
 
     @classmethod
     def from_flags(
@@ -44,13 +45,21 @@ class MemoryPolicy:
         medvram: bool,
         lowvram: bool,
         attention: Attention = Attention.SDP,
+        medvram_sdxl: bool = False,
     ) -> MemoryPolicy:
         device = choose_device(use_cpu, device_id)
         half = device.type == "cuda" and precision != "full" and not no_half
         dtype = torch.float16 if half else torch.float32
         vae_dtype = torch.float32 if no_half_vae else dtype
         preset = MemoryPreset.LOWVRAM if lowvram else MemoryPreset.MEDVRAM if medvram else MemoryPreset.NONE
-        return cls(device=device, dtype=dtype, vae_dtype=vae_dtype, preset=preset, attention=attention)
+        return cls(
+            device=device,
+            dtype=dtype,
+            vae_dtype=vae_dtype,
+            preset=preset,
+            attention=attention,
+            medvram_sdxl=medvram_sdxl,
+        )
 
     @classmethod
     def cpu(cls) -> MemoryPolicy:
@@ -60,16 +69,25 @@ class MemoryPolicy:
     def has_accelerator(self) -> bool:
         return self.device.type != "cpu"
 
+    def preset_for(self, pipeline) -> MemoryPreset:
+        """The preset of one pipeline: ``--medvram-sdxl`` turns medvram on for SDXL-family UNets only."""
+        unet = getattr(pipeline, "unet", None)
+        is_sdxl = unet is not None and unet.config.get("addition_embed_type") == "text_time"
+        if self.preset is MemoryPreset.NONE and self.medvram_sdxl and is_sdxl:
+            return MemoryPreset.MEDVRAM
+        return self.preset
+
     def apply(self, pipeline) -> None:
         """Move a freshly loaded pipeline to its device and apply the offload and attention choices."""
         if self.vae_dtype != self.dtype and getattr(pipeline, "vae", None) is not None:
             pipeline.vae.to(dtype=self.vae_dtype)
-        if self.preset is not MemoryPreset.NONE and not self.has_accelerator:
-            logger.info("memory preset=%s changes nothing on the CPU", self.preset.value)
-        if self.has_accelerator and self.preset is MemoryPreset.MEDVRAM:
+        preset = self.preset_for(pipeline)
+        if preset is not MemoryPreset.NONE and not self.has_accelerator:
+            logger.info("memory preset=%s changes nothing on the CPU", preset.value)
+        if self.has_accelerator and preset is MemoryPreset.MEDVRAM:
             pipeline.enable_model_cpu_offload(device=self.device)
             pipeline.vae.enable_slicing()
-        elif self.has_accelerator and self.preset is MemoryPreset.LOWVRAM:
+        elif self.has_accelerator and preset is MemoryPreset.LOWVRAM:
             pipeline.enable_sequential_cpu_offload(device=self.device)
             pipeline.vae.enable_tiling()
         else:

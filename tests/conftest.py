@@ -90,3 +90,11 @@ def hires_context(context, tmp_path_factory):
         paths=context.paths,
         postprocessor=postprocessor,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_configs(tmp_path_factory) -> Path:
+    """configs/-style folders of every architecture at the tiny sizes (the loader's ``configs_dir`` in tests)."""
+    from modules.tiny_model import write_config_folders
+
+    return write_config_folders(tmp_path_factory.mktemp("tiny-configs"))

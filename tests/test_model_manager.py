@@ -77,3 +77,14 @@ def test_memory_presets_change_nothing_on_the_cpu(caplog):
     )
     assert lowvram.preset is MemoryPreset.LOWVRAM
     assert lowvram.dtype == torch.float32 and lowvram.vae_dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_switching_sd15_and_sdxl_three_times_gives_the_memory_back(tmp_path) -> None:
+    """RSS after three SD 1.5 -> SDXL -> SD 1.5 round trips stays within 10 % of the first SD 1.5 figure."""
+    from benchmarks.model_switch_memory import largest_change, measure
+    from modules.models.detection import ModelArchitecture
+
+    figures = measure(tmp_path, rounds=3, other=ModelArchitecture.SDXL)
+    assert len(figures) == 7
+    assert largest_change(figures) < 0.10

@@ -27,7 +27,9 @@ def ldm_shapes(config_name: str) -> dict[str, tuple[int, ...]]:
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
-        text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
+        text_encoder = None  # the SDXL refiner has none
+        if (folder / "text_encoder").is_dir():
+            text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
         text_encoder_2 = None
         if (folder / "text_encoder_2").is_dir():
             text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))
@@ -40,8 +42,12 @@ def ldm_shapes(config_name: str) -> dict[str, tuple[int, ...]]:
     [
         ("sd15", ModelArchitecture.SD1),
         ("sd15-inpainting", ModelArchitecture.SD1_INPAINT),
+        ("sd15-pix2pix", ModelArchitecture.SD1_PIX2PIX),
         ("sd2-v", ModelArchitecture.SD2_V),
+        ("sd2-inpainting", ModelArchitecture.SD2_INPAINT),
         ("sdxl", ModelArchitecture.SDXL),
+        ("sdxl-inpainting", ModelArchitecture.SDXL_INPAINT),
+        ("sdxl-refiner", ModelArchitecture.SDXL_REFINER),
     ],
 )
 def test_full_size_layouts_are_detected(config_name: str, expected: ModelArchitecture) -> None:
@@ -49,6 +55,24 @@ def test_full_size_layouts_are_detected(config_name: str, expected: ModelArchite
     assert architecture is expected
     assert architecture.config_name == config_name
     assert (CONFIGS / architecture.config_name / "model_index.json").is_file()
+
+
+def test_sd2_512_layout_reads_as_sd2_until_the_probe() -> None:
+    """SD 2.x 512 and 768-v share every key and shape: the layout alone says SD2_V (the loader probes)."""
+    assert ldm_shapes("sd2") == ldm_shapes("sd2-v")
+    assert detect_architecture(ldm_shapes("sd2")) is ModelArchitecture.SD2_V
+
+
+def test_refiner_layout_matches_the_published_refiner() -> None:
+    """Shapes every sd_xl_refiner_1.0.safetensors has (model_channels 384, adm_in_channels 2560, OpenCLIP-G)."""
+    refiner = ldm_shapes("sdxl-refiner")
+    assert refiner["model.diffusion_model.label_emb.0.0.weight"] == (1536, 2560)
+    assert refiner["model.diffusion_model.input_blocks.0.0.weight"] == (384, 4, 3, 3)
+    assert refiner["model.diffusion_model.input_blocks.4.1.transformer_blocks.3.attn2.to_k.weight"] == (768, 1280)
+    assert refiner["model.diffusion_model.middle_block.1.transformer_blocks.3.attn1.to_q.weight"] == (1536, 1536)
+    assert refiner["conditioner.embedders.0.model.transformer.resblocks.31.attn.in_proj_weight"] == (3840, 1280)
+    assert refiner["conditioner.embedders.0.model.text_projection"] == (1280, 1280)
+    assert not any(key.startswith("conditioner.embedders.1.") for key in refiner)
 
 
 def test_converted_layouts_match_the_original_checkpoints_key_names() -> None:
@@ -94,17 +118,17 @@ def test_sd3_layout_is_unsupported() -> None:
         detect_architecture(sd3)
 
 
-def test_sdxl_refiner_is_unsupported() -> None:
+def test_refiner_from_the_base_layout_is_detected() -> None:
     shapes = {
         key.replace("conditioner.embedders.1.", "conditioner.embedders.0."): shape
         for key, shape in ldm_shapes("sdxl").items()
         if not key.startswith("conditioner.embedders.0.")
     }
-    with pytest.raises(UnsupportedModelError, match="refiner"):
+    with pytest.raises(UnsupportedModelError, match="SDXL refiner layout with cross-attention width 2048"):
         detect_architecture(shapes)
 
 
-@pytest.mark.parametrize(("config_name", "channels"), [("sd15", 8), ("sd2-v", 9), ("sdxl", 9), ("sd15", 7)])
+@pytest.mark.parametrize(("config_name", "channels"), [("sd2-v", 8), ("sdxl", 8), ("sdxl-refiner", 9), ("sd15", 7)])
 def test_other_unet_inputs_are_unsupported(config_name: str, channels: int) -> None:
     shapes = dict(ldm_shapes(config_name))
     out_channels, _, height, width = shapes["model.diffusion_model.input_blocks.0.0.weight"]

@@ -109,6 +109,9 @@ PASSED_FIELDS: tuple[str, ...] = (
     "s_tmin",
     "s_tmax",
     "s_noise",
+    "image_cfg_scale",
+    "refiner_checkpoint",
+    "refiner_switch_at",
 )
 HIRES_PREFIX = "hr_"
 

@@ -116,6 +116,11 @@ class GenerationPlan:
     noise_multiplier: float = 1.0  # A1111's initial_noise_multiplier (img2img only)
     noise: NoiseSeeds = NoiseSeeds()
     sampling: SamplingSettings = SamplingSettings()
+    image_cfg_scale: float | None = None  # instruct-pix2pix's image guidance (None: 1.0, as A1111)
+    # The refiner switch: the base pass stops at this fraction of the schedule and returns its noisy latents;
+    # the refiner pass (``init_image`` = those latents) starts there without adding noise.
+    denoising_end: float | None = None
+    denoising_start: float | None = None
 
     @property
     def batch_size(self) -> int:

@@ -1,7 +1,9 @@
 """Tell a checkpoint's architecture from its key names and tensor shapes (no tensor data is read).
 
-Supported: SD 1.x, SD 1.x inpainting (9-channel UNet), SD 2.x (loaded as 768-v: the keys do not say
-whether a 2.x model predicts v or epsilon) and SDXL base. Everything else raises UnsupportedModelError;
+Supported: SD 1.x, SD 1.x inpainting (9-channel UNet), instruct-pix2pix (8-channel SD 1.x UNet), SD 2.x
+(the keys do not say whether a 2.x model predicts v or epsilon: it is detected as 768-v here and the loader
+decides with one tiny UNet forward pass, see ``prediction``), SD 2.x inpainting, SDXL base, SDXL inpainting
+and the SDXL refiner (OpenCLIP-G as its only text encoder). Everything else raises UnsupportedModelError;
 diffusers' ``infer_diffusers_model_type`` is asked only to name what a foreign checkpoint is.
 """
 
@@ -27,14 +29,22 @@ SDXL_REFINER_KEY = "conditioner.embedders.0.model.positional_embedding"
 SDXL_ADM_KEY = "model.diffusion_model.label_emb.0.0.weight"
 SD2_OPEN_CLIP_KEY = "cond_stage_model.model.token_embedding.weight"
 SD1_CLIP_PREFIX = "cond_stage_model.transformer."
-SUPPORTED_TEXT = "supported are SD 1.x, SD 1.x inpainting, SD 2.x (768-v) and SDXL base"
+SUPPORTED_TEXT = (
+    "supported are SD 1.x (and its inpainting and instruct-pix2pix models), SD 2.x (and inpainting), "
+    "SDXL base, SDXL inpainting and the SDXL refiner"
+)
 
 
 class ModelArchitecture(StrEnum):
     SD1 = "sd1"
     SD1_INPAINT = "sd1-inpaint"
+    SD1_PIX2PIX = "sd1-pix2pix"
+    SD2 = "sd2"
     SD2_V = "sd2-v"
+    SD2_INPAINT = "sd2-inpaint"
     SDXL = "sdxl"
+    SDXL_INPAINT = "sdxl-inpaint"
+    SDXL_REFINER = "sdxl-refiner"
 
     @property
     def config_name(self) -> str:
@@ -45,26 +55,58 @@ class ModelArchitecture(StrEnum):
     def display_name(self) -> str:
         return DISPLAY_NAMES[self]
 
+    @property
+    def is_sdxl(self) -> bool:
+        return self in (ModelArchitecture.SDXL, ModelArchitecture.SDXL_INPAINT, ModelArchitecture.SDXL_REFINER)
+
 
 CONFIG_NAMES = MappingProxyType(
     {
         ModelArchitecture.SD1: "sd15",
         ModelArchitecture.SD1_INPAINT: "sd15-inpainting",
+        ModelArchitecture.SD1_PIX2PIX: "sd15-pix2pix",
+        ModelArchitecture.SD2: "sd2",
         ModelArchitecture.SD2_V: "sd2-v",
+        ModelArchitecture.SD2_INPAINT: "sd2-inpainting",
         ModelArchitecture.SDXL: "sdxl",
+        ModelArchitecture.SDXL_INPAINT: "sdxl-inpainting",
+        ModelArchitecture.SDXL_REFINER: "sdxl-refiner",
     }
 )
 DISPLAY_NAMES = MappingProxyType(
     {
         ModelArchitecture.SD1: "SD 1.x",
         ModelArchitecture.SD1_INPAINT: "SD 1.x inpainting",
+        ModelArchitecture.SD1_PIX2PIX: "instruct-pix2pix (SD 1.x)",
+        ModelArchitecture.SD2: "SD 2.x (epsilon)",
         ModelArchitecture.SD2_V: "SD 2.x (v-prediction)",
+        ModelArchitecture.SD2_INPAINT: "SD 2.x inpainting",
         ModelArchitecture.SDXL: "SDXL base",
+        ModelArchitecture.SDXL_INPAINT: "SDXL inpainting",
+        ModelArchitecture.SDXL_REFINER: "SDXL refiner",
     }
 )
-# Cross-attention width of each family's UNet (the text encoder's hidden size).
+# Cross-attention width of each family's UNet (the text encoder's hidden size) at the standard sizes.
 CONTEXT_WIDTHS = MappingProxyType(
-    {ModelArchitecture.SD1: 768, ModelArchitecture.SD2_V: 1024, ModelArchitecture.SDXL: 2048}
+    {
+        ModelArchitecture.SD1: 768,
+        ModelArchitecture.SD2_V: 1024,
+        ModelArchitecture.SDXL: 2048,
+        ModelArchitecture.SDXL_REFINER: 1280,
+    }
+)
+# (family, UNet input channels) -> architecture; a family is what detect_family answers.
+CHANNEL_VARIANTS = MappingProxyType(
+    {
+        (ModelArchitecture.SD1, 4): ModelArchitecture.SD1,
+        (ModelArchitecture.SD1, 9): ModelArchitecture.SD1_INPAINT,
+        (ModelArchitecture.SD1, 8): ModelArchitecture.SD1_PIX2PIX,
+        (ModelArchitecture.SD2_V, 4): ModelArchitecture.SD2_V,
+        (ModelArchitecture.SD2_V, 9): ModelArchitecture.SD2_INPAINT,
+        (ModelArchitecture.SDXL, 4): ModelArchitecture.SDXL,
+        (ModelArchitecture.SDXL, 9): ModelArchitecture.SDXL_INPAINT,
+        (ModelArchitecture.SDXL_REFINER, 4): ModelArchitecture.SDXL_REFINER,
+    }
 )
 
 
@@ -80,30 +122,45 @@ def read_key_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def detect_architecture(shapes: Mapping[str, tuple[int, ...]]) -> ModelArchitecture:
-    """The architecture of an LDM-layout checkpoint, or UnsupportedModelError saying what it is instead."""
+    """The architecture of a standard-size LDM checkpoint, or UnsupportedModelError saying what it is instead."""
+    architecture = detect_layout(shapes)
+    family = detect_family(shapes)
+    check_context_width(shapes, architecture, CONTEXT_WIDTHS[family])
+    return architecture
+
+
+def detect_layout(shapes: Mapping[str, tuple[int, ...]]) -> ModelArchitecture:
+    """The architecture from the key layout and the UNet input channels alone, whatever the model's size."""
     unet_input = shapes.get(UNET_INPUT_KEY)
     if unet_input is None:
         raise UnsupportedModelError(
             f"not a Stable Diffusion UNet checkpoint ({describe_foreign(shapes)}); {SUPPORTED_TEXT}"
         )
-    family = detect_family(shapes)
+    return apply_input_channels(detect_family(shapes), int(unet_input[1]))
+
+
+def check_context_width(
+    shapes: Mapping[str, tuple[int, ...]], architecture: ModelArchitecture, expected: int | None
+) -> None:
+    """A UNet whose cross-attention width differs from the config it would be loaded with cannot load."""
     context_width = cross_attention_width(shapes)
-    if context_width != CONTEXT_WIDTHS[family]:
+    if context_width != expected:
         raise UnsupportedModelError(
-            f"{family.display_name} layout with cross-attention width {context_width} "
-            f"(expected {CONTEXT_WIDTHS[family]}); a model of non-standard size needs a <name>.config folder beside it"
+            f"{architecture.display_name} layout with cross-attention width {context_width} "
+            f"(expected {expected}); a model of non-standard size needs a <name>.config folder beside it"
         )
-    return apply_input_channels(family, int(unet_input[1]))
 
 
 def detect_family(shapes: Mapping[str, tuple[int, ...]]) -> ModelArchitecture:
-    """SD 1.x, 2.x or SDXL from the text encoder layout."""
+    """SD 1.x, 2.x, SDXL or the SDXL refiner from the text encoder layout."""
     if SDXL_OPEN_CLIP_KEY in shapes:
         if SDXL_ADM_KEY not in shapes:
             raise UnsupportedModelError(f"SDXL text encoders without SDXL's size conditioning; {SUPPORTED_TEXT}")
         return ModelArchitecture.SDXL
     if SDXL_REFINER_KEY in shapes:
-        raise UnsupportedModelError(f"this is an SDXL refiner checkpoint; {SUPPORTED_TEXT}")
+        if SDXL_ADM_KEY not in shapes:
+            raise UnsupportedModelError(f"an SDXL refiner text encoder without size conditioning; {SUPPORTED_TEXT}")
+        return ModelArchitecture.SDXL_REFINER
     if SD2_OPEN_CLIP_KEY in shapes:
         return ModelArchitecture.SD2_V
     if any(key.startswith(SD1_CLIP_PREFIX) for key in shapes):
@@ -119,14 +176,15 @@ def cross_attention_width(shapes: Mapping[str, tuple[int, ...]]) -> int | None:
 
 
 def apply_input_channels(family: ModelArchitecture, channels: int) -> ModelArchitecture:
-    if channels == 4:
-        return family
-    if channels == 9 and family is ModelArchitecture.SD1:
-        return ModelArchitecture.SD1_INPAINT
+    architecture = CHANNEL_VARIANTS.get((family, channels))
+    if architecture is not None:
+        return architecture
+    if channels == 8:
+        raise UnsupportedModelError(
+            f"an 8-channel (instruct-pix2pix) {family.display_name} UNet is not supported; {SUPPORTED_TEXT}"
+        )
     if channels == 9:
         raise UnsupportedModelError(f"{family.display_name} inpainting models are not supported; {SUPPORTED_TEXT}")
-    if channels == 8:
-        raise UnsupportedModelError(f"an 8-channel UNet (instruct-pix2pix) is not supported; {SUPPORTED_TEXT}")
     raise UnsupportedModelError(f"a UNet with {channels} input channels is not supported; {SUPPORTED_TEXT}")
 
 

@@ -133,6 +133,19 @@ class HashCache:
             return {}
         return data if isinstance(data, dict) else {}
 
+    def read_section(self, section: str) -> dict:
+        """Another section of cache.json (A1111 keeps several there), empty when absent."""
+        value = self.read_file().get(section)
+        return value if isinstance(value, dict) else {}
+
+    def store_section(self, section: str, key: str, value: object) -> None:
+        with self.lock:
+            data = self.read_file()
+            entries = data.get(section) if isinstance(data.get(section), dict) else {}
+            entries[key] = value
+            data[section] = entries
+            write_json_atomic(self.cache_file, data)
+
     def store(self, key: str, entry: dict) -> None:
         """Re-read and merge before the atomic write, so other sections of cache.json survive."""
         data = self.read_file()

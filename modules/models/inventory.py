@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from modules.models.detection import detect_architecture, read_key_shapes
+from modules.models.detection import ModelArchitecture, detect_architecture, read_key_shapes
 from modules.models.errors import ModelError
 from modules.models.loader import architecture_from_unet_config, read_json
+from modules.models.prediction import CACHE_SECTION
 from modules.models.registry import CheckpointInfo, CheckpointRegistry, sidecar_config_dir
 
 logger = logging.getLogger(__name__)
@@ -22,8 +23,9 @@ class CheckpointRow:
     architecture: str
 
 
-def describe_architecture(info: CheckpointInfo) -> str:
-    """Read from the safetensors header or the UNet config only; nothing is loaded."""
+def describe_architecture(info: CheckpointInfo, prediction: str | None = None) -> str:
+    """Read from the safetensors header or the UNet config only; nothing is loaded. An SD 2.x file says epsilon
+    or v once its probe answer (``prediction``, from cache.json) is known."""
     try:
         if info.kind == "diffusers":
             architecture = architecture_from_unet_config(read_json(info.path / "unet" / "config.json"))
@@ -32,7 +34,10 @@ def describe_architecture(info: CheckpointInfo) -> str:
             return "sidecar config"
         if info.path.suffix.lower() != ".safetensors":
             return "known once loaded (pickle file)"
-        return detect_architecture(read_key_shapes(info.path)).display_name
+        architecture = detect_architecture(read_key_shapes(info.path))
+        if architecture is ModelArchitecture.SD2_V and prediction != "v_prediction":
+            return ModelArchitecture.SD2.display_name if prediction == "epsilon" else "SD 2.x (epsilon or v: on load)"
+        return architecture.display_name
     except ModelError as error:
         return f"unsupported: {error}"
 
@@ -40,6 +45,7 @@ def describe_architecture(info: CheckpointInfo) -> str:
 def checkpoint_rows(registry: CheckpointRegistry) -> list[CheckpointRow]:
     """One row per listed checkpoint; hashes only where already computed (they are computed on load)."""
     rows = []
+    predictions = registry.hash_cache.read_section(CACHE_SECTION)
     for info in registry.checkpoints():
         sha256 = registry.hash_cache.cached_sha256(info.path)
         rows.append(
@@ -48,7 +54,7 @@ def checkpoint_rows(registry: CheckpointRegistry) -> list[CheckpointRow]:
                 kind=info.kind,
                 size_bytes=info.size_bytes,
                 short_hash=sha256[:10] if sha256 else "",
-                architecture=describe_architecture(info),
+                architecture=describe_architecture(info, predictions.get(sha256) if sha256 else None),
             )
         )
     return rows

@@ -23,6 +23,7 @@ SD1_CLIP_PREFIX = "cond_stage_model.transformer."
 SD2_OPEN_CLIP_PREFIX = "cond_stage_model.model."
 SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."
 SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
+SDXL_REFINER_OPEN_CLIP_PREFIX = "conditioner.embedders.0.model."
 
 TextEncoderLayout = Literal["clip", "openclip"]
 
@@ -214,13 +215,18 @@ def text_encoder_layout(config: Any) -> TextEncoderLayout:
 def convert_components(
     unet: torch.nn.Module,
     vae: torch.nn.Module,
-    text_encoder: torch.nn.Module,
+    text_encoder: torch.nn.Module | None,
     text_encoder_2: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
-    """A whole SD 1.x / 2.x / SDXL checkpoint in the LDM layout from the diffusers components."""
+    """A whole SD 1.x / 2.x / SDXL checkpoint in the LDM layout from the diffusers components (the SDXL
+    refiner has no first text encoder: its OpenCLIP-G sits at ``conditioner.embedders.0``)."""
     converted = convert_unet(unet.state_dict(), unet.config)
     converted.update(convert_vae(vae.state_dict(), vae.config))
-    if text_encoder_2 is not None:
+    if text_encoder is None and text_encoder_2 is not None:
+        converted.update(convert_open_clip(text_encoder_2.state_dict(), SDXL_REFINER_OPEN_CLIP_PREFIX))
+    elif text_encoder is None:
+        raise ValueError("a checkpoint needs at least one text encoder")
+    elif text_encoder_2 is not None:
         converted.update(convert_clip(text_encoder.state_dict(), SDXL_CLIP_PREFIX))
         converted.update(convert_open_clip(text_encoder_2.state_dict(), SDXL_OPEN_CLIP_PREFIX))
     elif text_encoder_layout(text_encoder.config) == "openclip":

@@ -19,11 +19,20 @@ import torch
 from diffusers import (
     DiffusionPipeline,
     StableDiffusionInpaintPipeline,
+    StableDiffusionInstructPix2PixPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
 )
 
-from modules.models.detection import ModelArchitecture, detect_architecture, read_key_shapes
+from modules.models.detection import (
+    ModelArchitecture,
+    check_context_width,
+    detect_architecture,
+    detect_layout,
+    read_key_shapes,
+)
 from modules.models.errors import (
     CheckpointLoadError,
     CheckpointNotFoundError,
@@ -38,17 +47,33 @@ PIPELINE_CLASSES: MappingProxyType[str, type[DiffusionPipeline]] = MappingProxyT
         "StableDiffusionPipeline": StableDiffusionPipeline,
         "StableDiffusionInpaintPipeline": StableDiffusionInpaintPipeline,
         "StableDiffusionXLPipeline": StableDiffusionXLPipeline,
+        "StableDiffusionXLInpaintPipeline": StableDiffusionXLInpaintPipeline,
+        "StableDiffusionXLImg2ImgPipeline": StableDiffusionXLImg2ImgPipeline,
+        "StableDiffusionInstructPix2PixPipeline": StableDiffusionInstructPix2PixPipeline,
     }
 )
 ARCHITECTURE_PIPELINES: MappingProxyType[ModelArchitecture, type[DiffusionPipeline]] = MappingProxyType(
     {
         ModelArchitecture.SD1: StableDiffusionPipeline,
         ModelArchitecture.SD1_INPAINT: StableDiffusionInpaintPipeline,
+        ModelArchitecture.SD1_PIX2PIX: StableDiffusionInstructPix2PixPipeline,
+        ModelArchitecture.SD2: StableDiffusionPipeline,
         ModelArchitecture.SD2_V: StableDiffusionPipeline,
+        ModelArchitecture.SD2_INPAINT: StableDiffusionInpaintPipeline,
         ModelArchitecture.SDXL: StableDiffusionXLPipeline,
+        ModelArchitecture.SDXL_INPAINT: StableDiffusionXLInpaintPipeline,
+        ModelArchitecture.SDXL_REFINER: StableDiffusionXLImg2ImgPipeline,
+    }
+)
+# The inpainting class of each text-to-image class, for a diffusers folder whose UNet takes 9 channels.
+INPAINT_CLASSES: MappingProxyType[type[DiffusionPipeline], type[DiffusionPipeline]] = MappingProxyType(
+    {
+        StableDiffusionPipeline: StableDiffusionInpaintPipeline,
+        StableDiffusionXLPipeline: StableDiffusionXLInpaintPipeline,
     }
 )
 INPAINT_CHANNELS = 9
+PIX2PIX_CHANNELS = 8
 # pickle.UnpicklingError: a pickle-only component (pytorch_model.bin) that torch.load(weights_only=True) refuses
 LOAD_FAILURES = (
     OSError,
@@ -93,26 +118,55 @@ def load_single_file(
         architecture = detect_or_none(shapes)
         config_dir = sidecar
         pipeline_class = pipeline_class_from_index(sidecar, unet_in_channels(shapes))
+        if architecture is ModelArchitecture.SD2_V and sidecar_prediction(sidecar) == "epsilon":
+            architecture = ModelArchitecture.SD2
     else:
-        architecture = detect_architecture(shapes)
-        config_dir = configs_dir / architecture.config_name
+        architecture, config_dir = detect_single_file(shapes, configs_dir)
         pipeline_class = ARCHITECTURE_PIPELINES[architecture]
-    if not is_diffusers_folder(config_dir):
-        raise CheckpointLoadError(f"model config folder {config_dir} is missing; reinstall configs/")
     logger.info("loading single file path=%s config=%s pipeline=%s", path, config_dir, pipeline_class.__name__)
     extra = safety_kwargs(pipeline_class)
     try:
-        return pipeline_class.from_single_file(
+        pipeline = pipeline_class.from_single_file(
             str(path), config=str(config_dir), local_files_only=True, dtype=torch_dtype, **extra
-        ), architecture
+        )
     except LOAD_FAILURES as error:
         raise CheckpointLoadError(f"could not load {path} with config {config_dir.name}: {reason(error)}") from error
+    check_all_weights_loaded(pipeline, path)
+    return pipeline, architecture
+
+
+def detect_single_file(shapes: dict[str, tuple[int, ...]], configs_dir: Path) -> tuple[ModelArchitecture, Path]:
+    """The architecture from the key layout and its config folder, which must match the model's size: configs/
+    holds the standard sizes (tests pass folders of tiny ones)."""
+    architecture = detect_layout(shapes)
+    config_dir = configs_dir / architecture.config_name
+    if not is_diffusers_folder(config_dir):
+        raise CheckpointLoadError(f"model config folder {config_dir} is missing; reinstall configs/")
+    expected_width = read_json(config_dir / "unet" / "config.json").get("cross_attention_dim")
+    check_context_width(shapes, architecture, expected_width)
+    return architecture, config_dir
+
+
+def sidecar_prediction(folder: Path) -> str | None:
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    return read_json(scheduler_file).get("prediction_type") if scheduler_file.is_file() else None
+
+
+def check_all_weights_loaded(pipeline: DiffusionPipeline, path: Path) -> None:
+    """diffusers leaves a weight on the meta device when the file lacks it or its converter skipped it; such a
+    model would fail (or compute garbage) at the first step, so the load fails here instead."""
+    for name, component in pipeline.components.items():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        missing = [key for key, value in component.state_dict().items() if value.is_meta]
+        if missing:
+            raise CheckpointLoadError(f"{path} lacks {len(missing)} weights of its {name} (first: {missing[0]})")
 
 
 def load_diffusers_folder(folder: Path, torch_dtype: torch.dtype) -> tuple[DiffusionPipeline, ModelArchitecture | None]:
     unet_config = read_json(folder / "unet" / "config.json")
     pipeline_class = pipeline_class_from_index(folder, unet_config.get("in_channels"))
-    architecture = architecture_from_unet_config(unet_config)
+    architecture = architecture_from_unet_config(unet_config, sidecar_prediction(folder))
     logger.info("loading diffusers folder path=%s pipeline=%s", folder, pipeline_class.__name__)
     try:
         pipeline = pipeline_class.from_pretrained(
@@ -125,7 +179,8 @@ def load_diffusers_folder(folder: Path, torch_dtype: torch.dtype) -> tuple[Diffu
 
 def safety_kwargs(pipeline_class: type[DiffusionPipeline]) -> dict[str, object]:
     """SD 1.x/2.x pipelines take a safety checker; Easel loads none (A1111 has none either)."""
-    if issubclass(pipeline_class, StableDiffusionXLPipeline):
+    xl_classes = (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline)
+    if issubclass(pipeline_class, xl_classes):
         return {}
     return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
@@ -155,25 +210,32 @@ def pipeline_class_from_index(folder: Path, in_channels: int | None) -> type[Dif
     class_name = read_json(folder / "model_index.json").get("_class_name")
     pipeline_class = PIPELINE_CLASSES.get(str(class_name))
     if pipeline_class is None:
-        raise UnsupportedModelError(
-            f"{folder} is a {class_name}; Easel loads StableDiffusion, StableDiffusionInpaint and StableDiffusionXL"
-        )
-    if in_channels == INPAINT_CHANNELS and pipeline_class is StableDiffusionPipeline:
-        return StableDiffusionInpaintPipeline
+        raise UnsupportedModelError(f"{folder} is a {class_name}; Easel loads {', '.join(PIPELINE_CLASSES)}")
+    if in_channels == INPAINT_CHANNELS:
+        return INPAINT_CLASSES.get(pipeline_class, pipeline_class)
+    if in_channels == PIX2PIX_CHANNELS and pipeline_class is StableDiffusionPipeline:
+        return StableDiffusionInstructPix2PixPipeline
     return pipeline_class
 
 
-def architecture_from_unet_config(config: dict) -> ModelArchitecture | None:
-    """The standard architecture a diffusers UNet config describes, None for other sizes."""
+def architecture_from_unet_config(config: dict, prediction_type: str | None = None) -> ModelArchitecture | None:
+    """The standard architecture a diffusers UNet config describes, None for other sizes (an SD 2.x UNet is
+    the 768-v model unless the scheduler's ``prediction_type`` says epsilon)."""
     width = config.get("cross_attention_dim")
     channels = config.get("in_channels")
-    if width == 2048 and config.get("addition_embed_type") == "text_time" and channels == 4:
-        return ModelArchitecture.SDXL
-    if width == 1024 and channels == 4:
-        return ModelArchitecture.SD2_V
-    if width == 768:
-        return {4: ModelArchitecture.SD1, INPAINT_CHANNELS: ModelArchitecture.SD1_INPAINT}.get(channels)
-    return None
+    text_time = config.get("addition_embed_type") == "text_time"
+    sd2 = ModelArchitecture.SD2 if prediction_type == "epsilon" else ModelArchitecture.SD2_V
+    known = {
+        (2048, True, 4): ModelArchitecture.SDXL,
+        (2048, True, INPAINT_CHANNELS): ModelArchitecture.SDXL_INPAINT,
+        (1280, True, 4): ModelArchitecture.SDXL_REFINER,
+        (1024, False, 4): sd2,
+        (1024, False, INPAINT_CHANNELS): ModelArchitecture.SD2_INPAINT,
+        (768, False, 4): ModelArchitecture.SD1,
+        (768, False, INPAINT_CHANNELS): ModelArchitecture.SD1_INPAINT,
+        (768, False, PIX2PIX_CHANNELS): ModelArchitecture.SD1_PIX2PIX,
+    }
+    return known.get((width, text_time, channels))
 
 
 def read_json(path: Path) -> dict:

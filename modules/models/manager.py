@@ -18,10 +18,11 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, Dif
 
 from modules.compute import ComputeSettings, ComputeState, apply_backend_flags, prepare_pipeline, warm_up
 from modules.devices import MemoryPolicy, MemoryPreset
-from modules.models.detection import ModelArchitecture, detect_architecture, read_key_shapes
+from modules.models.detection import ModelArchitecture, read_key_shapes
 from modules.models.errors import CheckpointNotFoundError, ModelError
-from modules.models.loader import load_pipeline
-from modules.models.registry import CheckpointInfo, CheckpointRegistry
+from modules.models.loader import detect_single_file, load_pipeline
+from modules.models.prediction import resolve_sd2_prediction
+from modules.models.registry import CheckpointInfo, CheckpointRegistry, sidecar_config_dir
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,16 @@ class LoadedModel:
         return self.pipeline.unet.config.in_channels == 9
 
     @property
+    def is_pix2pix(self) -> bool:
+        """An instruct-pix2pix model: the UNet reads the latents and the source image's latents (8 channels)."""
+        return self.pipeline.unet.config.in_channels == 8
+
+    @property
+    def is_refiner(self) -> bool:
+        """The SDXL refiner: OpenCLIP-G only, conditioned on an aesthetic score (its pipeline is img2img)."""
+        return bool(getattr(self.pipeline.config, "requires_aesthetics_score", False))
+
+    @property
     def weights_bytes(self) -> int:
         """Memory held by the model's weights and buffers (every component), in bytes."""
         total = 0
@@ -82,7 +93,9 @@ class LoadedModel:
     def pipeline_for(self, task: Task) -> DiffusionPipeline:
         """The pipeline for a task, built once with ``from_pipe`` so that no weight is loaded twice."""
         if task not in self._task_pipelines:
-            if task is Task.TXT2IMG and not self.is_inpainting:
+            if self.is_pix2pix or (self.is_refiner and task is not Task.INPAINT):
+                pipeline = self.pipeline  # its img2img pipeline serves txt2img too (see the diffusers backend)
+            elif task is Task.TXT2IMG and not self.is_inpainting:
                 pipeline = self.pipeline
             elif task is Task.IMG2IMG and not self.is_inpainting:
                 pipeline = AutoPipelineForImage2Image.from_pipe(self.pipeline)
@@ -194,7 +207,7 @@ class ModelManager:
         if pin:
             self._pinned.add(self._current.info.path)
         model, self._current = self._current, None
-        if self.policy.has_accelerator and self.policy.preset is MemoryPreset.NONE:
+        if self.policy.has_accelerator and self.policy.preset_for(model.pipeline) is MemoryPreset.NONE:
             model.pipeline.to("cpu")
         self._ram_cache[model.info.path] = model
         self._ram_cache.move_to_end(model.info.path)
@@ -204,7 +217,7 @@ class ModelManager:
     def _restore(self, model: LoadedModel) -> LoadedModel:
         """A model from the RAM cache, back on the device (no disk read)."""
         started = time.perf_counter()
-        if self.policy.has_accelerator and self.policy.preset is MemoryPreset.NONE:
+        if self.policy.has_accelerator and self.policy.preset_for(model.pipeline) is MemoryPreset.NONE:
             model.pipeline.to(self.policy.device)
         self._refresh_compute(model)
         model.load_seconds = time.perf_counter() - started
@@ -229,7 +242,7 @@ class ModelManager:
             sidecar = info.path.with_suffix(".config")
             shapes = read_key_shapes(info.path)
             if not sidecar.is_dir():
-                detect_architecture(shapes)
+                detect_single_file(shapes, self.configs_dir)
 
     def _load_fresh(self, info: CheckpointInfo) -> LoadedModel:
         self.disk_loads += 1
@@ -241,6 +254,9 @@ class ModelManager:
         compute = prepare_pipeline(pipeline, self.compute, is_xl)
         seconds = time.perf_counter() - started
         sha256 = self.registry.hash_of(info)
+        if info.kind != "diffusers" and not sidecar_config_dir(info.path).is_dir():
+            # Only the keys spoke: an SD 2.x file may be a 512 epsilon or a 768-v model.
+            architecture = resolve_sd2_prediction(pipeline, architecture, sha256, self.registry.hash_cache)
         logger.info(
             "model loaded name=%s arch=%s seconds=%.2f %s",
             info.name,

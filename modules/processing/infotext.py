@@ -314,6 +314,9 @@ REQUEST_FIELDS: tuple[tuple[str, str, Callable[[object], Any]], ...] = (
     ("Variation seed strength", "subseed_strength", to_float),
     ("Seed resize from-1", "seed_resize_from_w", to_int),
     ("Seed resize from-2", "seed_resize_from_h", to_int),
+    ("Image CFG scale", "image_cfg_scale", to_float),
+    ("Refiner", "refiner_checkpoint", str),
+    ("Refiner switch at", "refiner_switch_at", to_float),
 )
 # Keys A1111's paste turns into settings (its infotext_to_setting_name_mapping): a request's override_settings.
 SETTING_KEYS: tuple[tuple[str, str, Callable[[object], Any]], ...] = (

@@ -160,6 +160,8 @@ def start_run(
     except SamplerError as error:
         raise ProcessingError(str(error)) from error
     check_hires_upscaler(context, hires)
+    if hires is not None and request.refiner_enabled:
+        raise ProcessingError("Refiner together with Hires fix is not supported yet: turn one of them off")
     inputs = request.prepare_inputs()
     count = request.n_iter * request.batch_size
     run = GenerationRun(
@@ -238,25 +240,56 @@ def apply_styles(request: GenerationRequest, context: ProcessingContext) -> Gene
 
 
 def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image.Image]:
-    """One batch: the first pass in its model scope, then the hires pass (when asked) in its own."""
+    """One batch: the first pass in its model scope, then the refiner or the hires pass (when asked) in its own."""
     plan = run.plan(run.iteration)
     record_details(run, plan)
     networks = NetworkRequest(plan.prompts, plan.negative_prompts, run.request.sd_vae)
     hires = run.hires
+    refiner = run.request.refiner_enabled
     try:
         with context.models.use(run.request.checkpoint, networks) as scope:
             record_scope(run, scope, first_pass=True)
-            if hires is None:
+            plan = plan_for_model(run, scope, plan)
+            if hires is None and not refiner:
                 return run_pass(run, context, scope, plan)
-            first = run_pass(run, context, scope, dataclasses.replace(plan, output_latents=hires.latent))
+            if refiner:
+                switch = replace(plan, output_latents=True, denoising_end=run.request.refiner_switch_at)
+                first = run_pass(run, context, scope, switch)
+            else:
+                first = run_pass(run, context, scope, dataclasses.replace(plan, output_latents=hires.latent))
             if run.control.interrupted or run.control.skipped:  # the first pass's images are kept
                 return decoded(run, scope, first)
+            if refiner:
+                return run_refiner_pass(run, context, plan, first)
             init = upscale_first_pass(first, hires, hires_upscaler(context))
             if run.hires_request.denoising_strength == 0:
                 return decoded(run, scope, init)
         return run_hires_pass(run, context, plan, init)
     except BackendError as error:
         raise ProcessingError(str(error)) from error
+
+
+def run_refiner_pass(
+    run: GenerationRun, context: ProcessingContext, base_plan: GenerationPlan, latents: torch.Tensor
+) -> list[Image.Image]:
+    """A1111's refiner: the refiner checkpoint continues the base pass's latents from the switch point, in a
+    scope of its own without the prompt's networks (LoRA applies to the base model only, as in A1111)."""
+    switch_at = run.request.refiner_switch_at
+    plan = replace(
+        base_plan,
+        task=Task.IMG2IMG,
+        init_image=latents,
+        mask=None,
+        denoising_start=switch_at,
+        denoising_end=None,
+        output_latents=False,
+        image_cfg_scale=None,
+    )
+    with context.models.use(run.request.refiner_checkpoint, NetworkRequest((), (), run.request.sd_vae)) as scope:
+        run.note(*scope.notes)
+        run.extra_generation_params["Refiner"] = f"{scope.model.name} [{scope.model.short_hash}]"
+        run.extra_generation_params["Refiner switch at"] = switch_at
+        return decoded(run, scope, run_pass(run, context, scope, plan))
 
 
 def decoded(run: GenerationRun, scope: ModelScope, images: list[Image.Image] | torch.Tensor) -> list[Image.Image]:
@@ -300,6 +333,21 @@ def record_scope(run: GenerationRun, scope: ModelScope, first_pass: bool) -> Non
     if first_pass:
         run.model = scope.model
         run.extra_generation_params.update(scope.infotext)
+
+
+def plan_for_model(run: GenerationRun, scope: ModelScope, plan: GenerationPlan) -> GenerationPlan:
+    """What depends on the kind of model in the scope: instruct-pix2pix gets the Image CFG scale (A1111 keeps it
+    for edit models only, infotext "Image CFG scale") and always denoises from pure noise on the diffusers
+    pipeline, which the note says."""
+    if not scope.model.is_pix2pix:
+        return plan
+    image_cfg_scale = getattr(run.request, "image_cfg_scale", None)
+    if image_cfg_scale is not None:
+        run.extra_generation_params["Image CFG scale"] = image_cfg_scale
+    if plan.denoising_strength < 1:
+        run.note("instruct-pix2pix: the image is edited from pure noise (denoising strength 1)")
+        run.extra_generation_params["Denoising strength"] = 1.0
+    return replace(plan, image_cfg_scale=image_cfg_scale, denoising_strength=1.0, exact_steps=False)
 
 
 def hires_upscaler(context: ProcessingContext) -> ImageUpscaler | None:

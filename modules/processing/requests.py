@@ -106,6 +106,8 @@ class GenerationRequest(BaseModel):
     sampling_backend: str | None = Field(
         None, description="Sampler backend for this request: original or diffusers (None: the setting, else --backend)"
     )
+    refiner_checkpoint: str | None = Field(None, description="Refiner checkpoint (None: no refiner)")
+    refiner_switch_at: float = Field(0.8, ge=0.0, le=1.0, description="Fraction of the steps run by the base model")
     save_images: bool = True
     save_grid: bool = True
     extra: dict[str, Any] = Field(default_factory=dict, description="Accepted but unsupported fields")
@@ -138,6 +140,11 @@ class GenerationRequest(BaseModel):
     def hires_enabled(self) -> bool:
         """Whether a hires second pass follows the first one."""
         return False
+
+    @property
+    def refiner_enabled(self) -> bool:
+        """A1111: a refiner checkpoint other than "None" takes over at a switch point inside the schedule."""
+        return self.refiner_checkpoint not in (None, "", "None", "none") and 0 < self.refiner_switch_at < 1
 
     @property
     def first_pass_strength(self) -> float:
@@ -276,6 +283,9 @@ class Img2ImgRequest(GenerationRequest):
     inpainting_mask_invert: bool = False
     initial_noise_multiplier: float | None = Field(
         None, ge=0.0, le=1.5, description="Scales the noise added to the init image (None: the setting)"
+    )
+    image_cfg_scale: float | None = Field(
+        None, ge=0.0, le=100.0, description="instruct-pix2pix image guidance (None: 1.0); other models ignore it"
     )
 
     @property

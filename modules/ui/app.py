@@ -65,6 +65,8 @@ SENT_FIELDS: tuple[str, ...] = (
     "seed_extra",
     *handlers.EXTRA_SEED_FIELDS,
     *handlers.HIRES_FIELDS,
+    *handlers.REFINER_FIELDS,
+    "image_cfg_scale",
 )
 # How often the top bar looks for new, removed or switched checkpoints (downloads, other clients).
 FOLLOW_SECONDS = 2.0

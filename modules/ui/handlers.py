@@ -78,6 +78,7 @@ SAME_CHOICES = MappingProxyType(
     }
 )
 IMG2IMG_FIELDS: tuple[str, ...] = (*COMMON_FIELDS, "denoising_strength")
+REFINER_FIELDS: tuple[str, ...] = ("refiner_enabled", "refiner_checkpoint", "refiner_switch_at")
 INPAINT_FIELDS: tuple[str, ...] = (*IMG2IMG_FIELDS, "mask_blur", "inpaint_full_res_padding")
 OUTPAINT_SIDES: tuple[str, ...] = ("outpaint_left", "outpaint_right", "outpaint_up", "outpaint_down")
 
@@ -107,12 +108,20 @@ def choice_index(choices: Sequence[str], label: str, what: str) -> int:
     return choices.index(label)
 
 
+def refiner_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The Refiner accordion: its checkpoint and switch point when the switch is on and a checkpoint chosen."""
+    checkpoint = values.get("refiner_checkpoint")
+    if not values.get("refiner_enabled") or checkpoint in (None, "", "None"):
+        return {}
+    return {"refiner_checkpoint": checkpoint, "refiner_switch_at": float(values.get("refiner_switch_at", 0.8))}
+
+
 def build_txt2img_request(values: Mapping[str, Any]) -> Txt2ImgRequest:
     fields = pick_fields(values, (*COMMON_FIELDS, *HIRES_FIELDS))
     for name, same in SAME_CHOICES.items():
         if fields.get(name) in {same, ""}:
             fields[name] = None
-    return Txt2ImgRequest(**fields)
+    return Txt2ImgRequest(**fields, **refiner_fields(values))
 
 
 def build_img2img_request(values: Mapping[str, Any]) -> Img2ImgRequest:
@@ -120,7 +129,8 @@ def build_img2img_request(values: Mapping[str, Any]) -> Img2ImgRequest:
     if image is None:
         raise InputError("Upload an image to start from (img2img needs an input image).")
     return Img2ImgRequest(
-        **pick_fields(values, IMG2IMG_FIELDS),
+        **pick_fields(values, (*IMG2IMG_FIELDS, "image_cfg_scale")),
+        **refiner_fields(values),
         init_image=image,
         resize_mode=ResizeMode(choice_index(RESIZE_MODES, values.get("resize_mode", RESIZE_MODES[0]), "Resize mode")),
     )
@@ -327,6 +337,7 @@ def fields_from_infotext(text: str) -> dict[str, Any]:
         fields.setdefault("subseed_strength", 0.0)
         fields.setdefault("seed_resize_from_w", 0)
         fields.setdefault("seed_resize_from_h", 0)
+    fields["refiner_enabled"] = "refiner_checkpoint" in fields
     if fields["enable_hr"]:
         split_legacy_sampler(fields, "hr_sampler_name", "hr_scheduler")
         for name, first_pass in (("hr_sampler_name", "sampler_name"), ("hr_scheduler", "scheduler")):

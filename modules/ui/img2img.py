@@ -16,6 +16,7 @@ from modules.ui.common import (
     build_seed_row,
     wire_generation,
 )
+from modules.ui.refiner import build_refiner_controls
 from modules.ui.scripts_ui import build_scripts
 
 
@@ -55,6 +56,9 @@ def create_img2img_tab(context: UiContext) -> GenerationTab:
                 remember=False,
             )
             build_img2img_parameters(context, controls)
+            # A1111's label; only instruct-pix2pix checkpoints read it (infotext "Image CFG scale").
+            add_slider(context, controls, "image_cfg_scale", "Image CFG Scale", 1.5, 0.0, 3.0, 0.05)
+            build_refiner_controls(context, controls)
             seed_row = build_seed_row(context, controls)
             build_scripts(controls, context.application.scripts.tab(is_img2img=True))
         panel = build_output_panel(controls.tab)

@@ -21,6 +21,7 @@ from modules.ui.common import (
     build_seed_row,
     wire_generation,
 )
+from modules.ui.refiner import build_refiner_controls
 from modules.ui.scripts_ui import build_scripts
 
 
@@ -101,6 +102,7 @@ def create_txt2img_tab(context: UiContext) -> GenerationTab:
         with gr.Column(scale=1):
             build_sampling_controls(context, controls)
             build_hires_controls(context, controls)
+            build_refiner_controls(context, controls)
             seed_row = build_seed_row(context, controls)
             build_scripts(controls, context.application.scripts.tab(is_img2img=False))
         panel = build_output_panel(controls.tab)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -17,6 +18,7 @@ from modules.backends.original.rng import ImageRNG, NoiseSource, RandnSource
 from modules.backends.previews import PreviewModels, render_preview
 from modules.compute import DeepCacheUNet
 from modules.models.manager import LoadedModel, Task
+from modules.models.vae_codec import decode_latents, encode_pixels
 from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
 from modules.prompts.step_switching import ScheduledEmbeddings
 from modules.samplers import SamplerSupport, find_sampler
@@ -74,24 +76,27 @@ class DiffusersBackend:
         pipeline = model.pipeline_view(plan.task, **components)
         arguments = self._common_arguments(pipeline, plan, progress, guidance, preview_models(model, progress))
         arguments.update(embeddings.as_kwargs())
-        if plan.task is Task.TXT2IMG and not model.is_inpainting:
+        plain_txt2img = plan.task is Task.TXT2IMG and not (model.is_inpainting or model.is_pix2pix or model.is_refiner)
+        if plain_txt2img:
             arguments["latents"], arguments["generator"] = initial_noise(pipeline, plan)
-        if plan.task is Task.IMG2IMG and not model.is_inpainting:
+        if model.is_pix2pix:
+            arguments.update(pix2pix_arguments(plan, positives, negatives))
+            del arguments["width"], arguments["height"]  # the source image gives the size
+        elif model.is_refiner and plan.task is Task.TXT2IMG:
+            arguments.update(refiner_txt2img_arguments(pipeline, plan))
+        elif plan.task is Task.IMG2IMG and not model.is_inpainting:
             arguments.update(image=plan.init_image, **img2img_steps(plan))
         elif plan.task is not Task.TXT2IMG or model.is_inpainting:
             arguments.update(self._inpaint_arguments(pipeline, plan))
+        arguments.update(switch_arguments(pipeline, plan))
         with torch.inference_mode():
             output = pipeline(**arguments)
-        return output.images if plan.output_latents else list(output.images)
+        # Easel decodes the latents itself, so every decode gets the upcast rule and the NaN check.
+        return output.images if plan.output_latents else self.decode(model, output.images)
 
     def decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
-        pipeline = model.pipeline
-        vae = pipeline.vae
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        with torch.inference_mode():
-            scaled = latents.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor + shift
-            pixels = vae.decode(scaled, return_dict=False)[0]
-        return pipeline.image_processor.postprocess(pixels, output_type="pil")
+        pixels = decode_latents(model.pipeline.vae, latents)
+        return model.pipeline.image_processor.postprocess(pixels, output_type="pil")
 
     def _encode_prompts(
         self, model: LoadedModel, plan: GenerationPlan
@@ -139,7 +144,7 @@ class DiffusersBackend:
             # CLIP skip is applied by the prompt encoder (A1111's numbering: 1 is the last layer).
             "callback_on_step_end": StepCallback(progress, steps_run(plan), self._is_xl(pipeline), guidance, previews),
             "callback_on_step_end_tensor_inputs": ["latents", *guidance.tensor_inputs],
-            "output_type": "latent" if plan.output_latents else "pil",
+            "output_type": "latent",
         }
 
     @staticmethod
@@ -152,13 +157,15 @@ class DiffusersBackend:
             blank = Image.new("RGB", (plan.width, plan.height), (127, 127, 127))
             return {"image": blank, "mask_image": Image.new("L", blank.size, 255), "strength": 1.0}
         image: Image.Image | torch.Tensor = plan.init_image
-        arguments: dict[str, Any] = {"mask_image": plan.mask, **img2img_steps(plan)}
+        # img2img on an inpainting checkpoint: the whole image is masked (A1111's conditioning mask of ones).
+        mask = plan.mask if plan.mask is not None else Image.new("L", plan.init_image.size, 255)
+        arguments: dict[str, Any] = {"mask_image": mask, **img2img_steps(plan)}
         if plan.masked_content in (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING):
             latents = encode_image(pipeline, plan.init_image)
             image = replace_masked_latents(latents, plan.mask, plan.masked_content, plan.seeds[0])
             # With latents as `image`, diffusers needs the masked-image latents given (the 9-channel
             # conditioning; a 4-channel pipeline computes but does not use them).
-            arguments["masked_image_latents"] = encode_image(pipeline, masked_pixels(plan.init_image, plan.mask))
+            arguments["masked_image_latents"] = encode_image(pipeline, masked_pixels(plan.init_image, mask))
         arguments["image"] = image
         return arguments
 
@@ -269,10 +276,15 @@ def request_unet(model: LoadedModel) -> torch.nn.Module:
 
 def steps_run(plan: GenerationPlan) -> int:
     """Denoising steps a pipeline call runs: ``steps`` for txt2img and exact-step img2img (the hires pass),
-    else int(steps * strength) as diffusers' img2img does."""
+    else int(steps * strength) as diffusers' img2img does; a refiner switch splits them (about: diffusers cuts
+    at a timestep)."""
+    if plan.denoising_start is not None:
+        return max(1, plan.steps - round(plan.steps * plan.denoising_start))
     if plan.task is Task.TXT2IMG or plan.exact_steps:
-        return plan.steps
-    return max(1, min(int(plan.steps * plan.denoising_strength), plan.steps))
+        total = plan.steps
+    else:
+        total = max(1, min(int(plan.steps * plan.denoising_strength), plan.steps))
+    return total if plan.denoising_end is None else max(1, round(total * plan.denoising_end))
 
 
 def img2img_steps(plan: GenerationPlan) -> dict[str, Any]:
@@ -287,14 +299,50 @@ def img2img_steps(plan: GenerationPlan) -> dict[str, Any]:
     return {"num_inference_steps": total, "strength": min(1.0, (plan.steps + 0.5) / total)}
 
 
+def switch_arguments(pipeline: DiffusionPipeline, plan: GenerationPlan) -> dict[str, Any]:
+    """The refiner switch through diffusers' SDXL ``denoising_end`` / ``denoising_start`` (its "ensemble of
+    expert denoisers"): the cut is a fraction of the training timesteps, A1111's switch a fraction of the steps;
+    with the usual schedules both fall between the same two steps."""
+    wanted = {
+        name: value for name in ("denoising_end", "denoising_start") if (value := getattr(plan, name)) is not None
+    }
+    if not wanted:
+        return {}
+    accepted = inspect.signature(type(pipeline).__call__).parameters
+    if any(name not in accepted for name in wanted):
+        raise BackendError(f"the refiner switch needs SDXL models on the diffusers backend ({type(pipeline).__name__})")
+    return wanted
+
+
+def pix2pix_arguments(
+    plan: GenerationPlan, positives: list[PromptConditioning], negatives: list[PromptConditioning]
+) -> dict[str, Any]:
+    """instruct-pix2pix through diffusers' pipeline, whose guidance is A1111's edit-model formula:
+    uncond + cfg * (cond - image_cond) + image_cfg * (image_cond - uncond), the image latents unscaled."""
+    if plan.task is not Task.IMG2IMG:
+        raise BackendError("an instruct-pix2pix checkpoint edits an image: use img2img without a mask")
+    if any(not item.is_static or item.is_composable for item in (*positives, *negatives)):
+        raise BackendError("instruct-pix2pix: prompt editing, alternation and AND are not supported")
+    image_cfg_scale = 1.0 if plan.image_cfg_scale is None else plan.image_cfg_scale
+    if image_cfg_scale < 1:
+        # diffusers' pipeline turns all guidance off below 1, which A1111 does not: refused, not changed.
+        raise BackendError(f"Image CFG scale {image_cfg_scale} is below 1, which the diffusers backend cannot run")
+    # diffusers' pix2pix pipeline always denoises from pure noise (A1111 at denoising strength 1).
+    return {"image": plan.init_image, "image_guidance_scale": image_cfg_scale, "num_inference_steps": plan.steps}
+
+
+def refiner_txt2img_arguments(pipeline: DiffusionPipeline, plan: GenerationPlan) -> dict[str, Any]:
+    """txt2img with the SDXL refiner as the main model: its img2img pipeline from zero latents at strength 1,
+    whose first step adds noise at the largest sigma to zeros, which is txt2img's starting point."""
+    vae_scale = 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
+    shape = (plan.batch_size, pipeline.unet.config.in_channels, plan.height // vae_scale, plan.width // vae_scale)
+    zeros = torch.zeros(shape, device=pipeline._execution_device, dtype=pipeline.unet.dtype)
+    return {"image": zeros, "strength": 1.0, "num_inference_steps": plan.steps}
+
+
 def encode_image(pipeline: DiffusionPipeline, image: Image.Image) -> torch.Tensor:
     """VAE latents of an RGB image (distribution mode), scaled for the UNet."""
-    vae = pipeline.vae
-    pixels = pipeline.image_processor.preprocess(image).to(device=vae.device, dtype=vae.dtype)
-    with torch.inference_mode():
-        latents = vae.encode(pixels).latent_dist.mode()
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return (latents - shift) * vae.config.scaling_factor
+    return encode_pixels(pipeline.vae, pipeline.image_processor.preprocess(image))
 
 
 def replace_masked_latents(latents: torch.Tensor, mask: Image.Image, content: MaskedContent, seed: int) -> torch.Tensor:
