@@ -30,6 +30,36 @@ def add_radio(
     )
 
 
+SKETCH_COLOURS = ["#000000", "#ffffff", "#ff0000", "#00ff00", "#0000ff", "#ffff00", "#ff00ff", "#00ffff"]
+
+
+def add_mode(controls: Controls, default: str) -> gr.State:
+    """The chosen inner tab (A1111's img2img mode), sent with every request."""
+    return controls.add("mode", gr.State(default), remember=False)
+
+
+def follow_mode(tab: gr.Tab, mode: gr.State, label: str) -> None:
+    tab.select(lambda: label, outputs=mode, show_progress="hidden", queue=False)
+
+
+def colour_editor(controls: Controls, name: str, label: str, elem_id: str) -> gr.ImageEditor:
+    """An editor whose strokes are colours (A1111's Sketch): a colour picker with a few ready colours."""
+    return controls.add(
+        name,
+        gr.ImageEditor(
+            label=label,
+            type="pil",
+            sources=["upload", "clipboard"],
+            height=420,
+            brush=gr.Brush(colors=SKETCH_COLOURS, default_color="#ff0000", color_mode="defaults"),
+            layers=False,
+            format="png",
+            elem_id=elem_id,
+        ),
+        remember=False,
+    )
+
+
 def build_img2img_parameters(context: UiContext, controls: Controls) -> None:
     add_radio(context, controls, "resize_mode", "Resize mode", handlers.RESIZE_MODES, handlers.RESIZE_MODES[0])
     build_sampling_controls(context, controls)
@@ -41,18 +71,25 @@ def create_img2img_tab(context: UiContext) -> GenerationTab:
     prompt = build_prompt_area(context, controls)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            image = controls.add(
-                "init_image",
-                gr.Image(
-                    label="Image",
-                    type="pil",
-                    image_mode=None,
-                    sources=["upload", "clipboard"],
-                    height=360,
-                    elem_id="img2img_image",
-                ),
-                remember=False,
-            )
+            mode = add_mode(controls, handlers.IMG2IMG_MODE)
+            with gr.Tabs(elem_id="mode_img2img"):
+                with gr.Tab("img2img", id="img2img_img2img_tab", elem_id="img2img_img2img_tab") as plain:
+                    image = controls.add(
+                        "init_image",
+                        gr.Image(
+                            label="Image",
+                            type="pil",
+                            image_mode=None,
+                            sources=["upload", "clipboard"],
+                            height=360,
+                            elem_id="img2img_image",
+                        ),
+                        remember=False,
+                    )
+                with gr.Tab("Sketch", id="img2img_img2img_sketch_tab", elem_id="img2img_img2img_sketch_tab") as sketch:
+                    colour_editor(controls, "sketch", "Image (the painted colours become part of it)", "img2img_sketch")
+            follow_mode(plain, mode, handlers.IMG2IMG_MODE)
+            follow_mode(sketch, mode, handlers.SKETCH_MODE)
             build_img2img_parameters(context, controls)
             seed_row = build_seed_row(context, controls)
         panel = build_output_panel(controls.tab)
@@ -61,6 +98,26 @@ def create_img2img_tab(context: UiContext) -> GenerationTab:
 
 
 def build_mask_inputs(context: UiContext, controls: Controls) -> gr.ImageEditor:
+    mode = add_mode(controls, handlers.INPAINT_MODE)
+    with gr.Tabs(elem_id="mode_inpaint"):
+        with gr.Tab("Inpaint", id="img2img_inpaint_tab", elem_id="img2img_inpaint_tab") as inpaint:
+            editor = build_mask_editor(controls)
+        with gr.Tab("Inpaint sketch", id="inpaint_sketch_tab", elem_id="img2img_inpaint_sketch_tab") as sketch:
+            colour_editor(controls, "inpaint_sketch", "Image (paint colours where it should change)", "inpaint_sketch")
+            add_slider(context, controls, "mask_alpha", "Mask transparency", 0, 0, 100, 1)
+    follow_mode(inpaint, mode, handlers.INPAINT_MODE)
+    follow_mode(sketch, mode, handlers.INPAINT_SKETCH_MODE)
+    add_slider(context, controls, "mask_blur", "Mask blur", 4, 0, 64, 1)
+    add_radio(context, controls, "mask_mode", "Mask mode", handlers.MASK_MODES, handlers.MASK_MODES[0])
+    add_radio(context, controls, "inpainting_fill", "Masked content", handlers.MASKED_CONTENT, "original")
+    with gr.Row():
+        add_radio(context, controls, "inpaint_area", "Inpaint area", handlers.INPAINT_AREAS, handlers.INPAINT_AREAS[0])
+        add_slider(context, controls, "inpaint_full_res_padding", "Only masked padding, pixels", 32, 0, 256, 4)
+    return editor
+
+
+def build_mask_editor(controls: Controls) -> gr.ImageEditor:
+    """Inpaint: a white brush paints the mask; or a mask is uploaded."""
     editor = controls.add(
         "editor",
         gr.ImageEditor(
@@ -87,12 +144,6 @@ def build_mask_inputs(context: UiContext, controls: Controls) -> gr.ImageEditor:
             ),
             remember=False,
         )
-    add_slider(context, controls, "mask_blur", "Mask blur", 4, 0, 64, 1)
-    add_radio(context, controls, "mask_mode", "Mask mode", handlers.MASK_MODES, handlers.MASK_MODES[0])
-    add_radio(context, controls, "inpainting_fill", "Masked content", handlers.MASKED_CONTENT, "original")
-    with gr.Row():
-        add_radio(context, controls, "inpaint_area", "Inpaint area", handlers.INPAINT_AREAS, handlers.INPAINT_AREAS[0])
-        add_slider(context, controls, "inpaint_full_res_padding", "Only masked padding, pixels", 32, 0, 256, 4)
     return editor
 
 
