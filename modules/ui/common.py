@@ -16,6 +16,7 @@ from modules.prompts.styles import StyleDatabase
 from modules.samplers import SCHEDULE_TYPES, SamplerError, SamplerSupport, sampler_names, schedule_types_for
 from modules.ui import handlers
 from modules.ui.extra_networks import build_tab_networks
+from modules.ui.img2img_batch import BatchJob, stream_batch
 from modules.ui.messages import error_message, status_html
 from modules.ui.prompt_tools import TokenCounter, with_pasted_styles
 from modules.ui.prompt_widgets import (
@@ -30,7 +31,7 @@ from modules.ui.ui_config import UiConfig, ui_key
 
 logger = logging.getLogger(__name__)
 
-RequestBuilder = Callable[[Mapping[str, Any]], Txt2ImgRequest | Img2ImgRequest]
+RequestBuilder = Callable[[Mapping[str, Any]], Txt2ImgRequest | Img2ImgRequest | BatchJob]
 
 
 @dataclass
@@ -316,7 +317,12 @@ def run_generation(
         return
     context.ui_config.update(controls.remembered_values(values))
     yield {panel.status: status_html("Submitting..."), panel.preview: gr.update(visible=True, value=None)}
-    for update in handlers.stream_job(context.application.service, request, owner):
+    application = context.application
+    if isinstance(request, BatchJob):
+        updates = stream_batch(application.service, request, owner, application.options)
+    else:
+        updates = handlers.stream_job(application.service, request, owner)
+    for update in updates:
         if update.error is not None:
             yield {panel.status: status_html(update.error, "error"), panel.preview: gr.update(visible=False)}
         elif update.result is not None:

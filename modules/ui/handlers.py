@@ -115,10 +115,16 @@ def build_img2img_request(values: Mapping[str, Any]) -> Img2ImgRequest:
         image = values.get("init_image")
         if image is None:
             raise InputError("Upload an image to start from (img2img needs an input image).")
+    return img2img_request(values, image)
+
+
+def img2img_request(values: Mapping[str, Any], image: Image.Image, **extra: Any) -> Img2ImgRequest:
+    """The img2img request of the tab's values with ``image`` (and ``extra`` fields: a batch mask, saving)."""
     return Img2ImgRequest(
         **pick_fields(values, IMG2IMG_FIELDS),
         init_image=image,
         resize_mode=ResizeMode(choice_index(RESIZE_MODES, values.get("resize_mode", RESIZE_MODES[0]), "Resize mode")),
+        **extra,
     )
 
 

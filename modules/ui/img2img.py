@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import gradio as gr
 
+from modules.models.errors import CheckpointNotFoundError
+from modules.processing.requests import Img2ImgRequest
+from modules.settings_policy import SettingsPolicy, settings_policy
 from modules.ui import handlers
 from modules.ui.common import (
     Controls,
@@ -16,6 +22,7 @@ from modules.ui.common import (
     build_seed_row,
     wire_generation,
 )
+from modules.ui.img2img_batch import PNG_INFO_PROPS, BatchJob, build_batch_job
 
 
 def add_radio(
@@ -66,8 +73,57 @@ def build_img2img_parameters(context: UiContext, controls: Controls) -> None:
     add_slider(context, controls, "denoising_strength", "Denoising strength", 0.75, 0.0, 1.0, 0.01)
 
 
+def build_batch_inputs(controls: Controls) -> None:
+    """A1111's img2img Batch: server folders (relative to the data dir) and the "PNG info" options."""
+    gr.Markdown(
+        "Process the images of a folder on the server, each as its own job (folders relative to the data dir). "
+        "Give a mask folder for an inpaint batch (one mask for all, or one per image with the same name)."
+    )
+    for name, label, placeholder in (
+        ("batch_input_dir", "Input directory", ""),
+        ("batch_output_dir", "Output directory", "Leave blank to save images to the default path."),
+        ("batch_inpaint_mask_dir", "Inpaint batch mask directory (required for inpaint batch processing only)", ""),
+    ):
+        controls.add(name, gr.Textbox(label=label, placeholder=placeholder, elem_id=f"img2img_{name}"), remember=False)
+    with gr.Accordion("PNG info", open=False):
+        controls.add(
+            "batch_use_png_info",
+            gr.Checkbox(label="Append png info to prompts", elem_id="img2img_batch_use_png_info"),
+            remember=False,
+        )
+        controls.add(
+            "batch_png_info_props",
+            gr.CheckboxGroup(list(PNG_INFO_PROPS), label="Parameters to take from png info", value=["Prompt"]),
+            remember=False,
+        )
+        controls.add(
+            "batch_png_info_dir",
+            gr.Textbox(label="PNG info directory", placeholder="Leave blank to use input directory"),
+            remember=False,
+        )
+
+
+def img2img_builder(context: UiContext, policy: SettingsPolicy) -> Any:
+    """The request of the img2img tab: one image (img2img, Sketch) or the Batch tab's jobs."""
+    registry = context.application.registry
+
+    def checkpoint_for_hash(model_hash: str) -> str | None:
+        try:
+            return registry.find(model_hash).title
+        except CheckpointNotFoundError:
+            return None
+
+    def build(values: Mapping[str, Any]) -> Img2ImgRequest | BatchJob:
+        if values.get("mode") == handlers.BATCH_MODE:
+            return build_batch_job(values, policy, checkpoint_for_hash)
+        return handlers.build_img2img_request(values)
+
+    return build
+
+
 def create_img2img_tab(context: UiContext) -> GenerationTab:
     controls = Controls("img2img")
+    policy = settings_policy(context.application)
     prompt = build_prompt_area(context, controls)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
@@ -88,12 +144,17 @@ def create_img2img_tab(context: UiContext) -> GenerationTab:
                     )
                 with gr.Tab("Sketch", id="img2img_img2img_sketch_tab", elem_id="img2img_img2img_sketch_tab") as sketch:
                     colour_editor(controls, "sketch", "Image (the painted colours become part of it)", "img2img_sketch")
+                with gr.Tab(
+                    "Batch", id="img2img_batch_tab", elem_id="img2img_batch_tab", visible=not policy.folders_locked
+                ) as batch:
+                    build_batch_inputs(controls)
             follow_mode(plain, mode, handlers.IMG2IMG_MODE)
             follow_mode(sketch, mode, handlers.SKETCH_MODE)
+            follow_mode(batch, mode, handlers.BATCH_MODE)
             build_img2img_parameters(context, controls)
             seed_row = build_seed_row(context, controls)
         panel = build_output_panel(controls.tab)
-    wire_generation(context, controls, prompt, seed_row, panel, handlers.build_img2img_request)
+    wire_generation(context, controls, prompt, seed_row, panel, img2img_builder(context, policy))
     return GenerationTab(controls=controls, panel=panel, image=image)
 
 
