@@ -247,6 +247,7 @@ class OutputPanel:
     state: gr.State
     send_to_img2img: gr.Button
     send_to_inpaint: gr.Button
+    send_to_extras: gr.Button
 
     def outputs(self) -> list[gr.components.Component]:
         return [self.preview, self.gallery, self.status, self.infotext, self.state]
@@ -272,6 +273,7 @@ def build_output_panel(tab: str) -> OutputPanel:
         with gr.Row():
             send_to_img2img = gr.Button("Send to img2img", size="sm", elem_id=f"{tab}_send_to_img2img")
             send_to_inpaint = gr.Button("Send to inpaint", size="sm", elem_id=f"{tab}_send_to_inpaint")
+            send_to_extras = gr.Button("Send to extras", size="sm", elem_id=f"{tab}_send_to_extras")
         status = gr.HTML(elem_id=f"{tab}_status")
         infotext = gr.Textbox(label="Generation info", lines=4, interactive=False, elem_id=f"{tab}_infotext")
         state = gr.State({})
@@ -284,6 +286,7 @@ def build_output_panel(tab: str) -> OutputPanel:
         state=state,
         send_to_img2img=send_to_img2img,
         send_to_inpaint=send_to_inpaint,
+        send_to_extras=send_to_extras,
     )
 
 
