@@ -41,6 +41,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "grid_extended_filename",
             "jpeg_quality",
             "webp_lossless",
+            "save_init_img",
         ),
     ),
     (
@@ -52,6 +53,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "outdir_extras_samples",
             "outdir_txt2img_grids",
             "outdir_img2img_grids",
+            "outdir_init_images",
         ),
     ),
     (
