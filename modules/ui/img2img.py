@@ -49,6 +49,12 @@ def follow_mode(tab: gr.Tab, mode: gr.State, label: str) -> None:
     tab.select(lambda: label, outputs=mode, show_progress="hidden", queue=False)
 
 
+def upload_image(label: str, height: int, elem_id: str) -> gr.Image:
+    return gr.Image(
+        label=label, type="pil", image_mode=None, sources=["upload", "clipboard"], height=height, elem_id=elem_id
+    )
+
+
 def colour_editor(controls: Controls, name: str, label: str, elem_id: str) -> gr.ImageEditor:
     """An editor whose strokes are colours (A1111's Sketch): a colour picker with a few ready colours."""
     return controls.add(
@@ -130,18 +136,7 @@ def create_img2img_tab(context: UiContext) -> GenerationTab:
             mode = add_mode(controls, handlers.IMG2IMG_MODE)
             with gr.Tabs(elem_id="mode_img2img"):
                 with gr.Tab("img2img", id="img2img_img2img_tab", elem_id="img2img_img2img_tab") as plain:
-                    image = controls.add(
-                        "init_image",
-                        gr.Image(
-                            label="Image",
-                            type="pil",
-                            image_mode=None,
-                            sources=["upload", "clipboard"],
-                            height=360,
-                            elem_id="img2img_image",
-                        ),
-                        remember=False,
-                    )
+                    image = controls.add("init_image", upload_image("Image", 360, "img2img_image"), remember=False)
                 with gr.Tab("Sketch", id="img2img_img2img_sketch_tab", elem_id="img2img_img2img_sketch_tab") as sketch:
                     colour_editor(controls, "sketch", "Image (the painted colours become part of it)", "img2img_sketch")
                 with gr.Tab(
@@ -193,18 +188,7 @@ def build_mask_editor(controls: Controls) -> gr.ImageEditor:
         remember=False,
     )
     with gr.Accordion("Upload a mask instead (white = change)", open=False):
-        controls.add(
-            "mask_upload",
-            gr.Image(
-                label="Mask",
-                type="pil",
-                image_mode=None,
-                sources=["upload", "clipboard"],
-                height=240,
-                elem_id="inpaint_mask_upload",
-            ),
-            remember=False,
-        )
+        controls.add("mask_upload", upload_image("Mask", 240, "inpaint_mask_upload"), remember=False)
     return editor
 
 
