@@ -95,6 +95,8 @@ def test_sketch_batch_and_send_to_extras(served: tuple[str, Path], tmp_path: Pat
         expect(page.locator("#img2img_status")).to_contain_text("saved in", timeout=GENERATION_SECONDS * 1000)
         screenshot(page, "img2img-batch.png")
 
+        page.click("#img2img_send_to_img2img")  # from the Batch mode: the image and the img2img mode are shown
+        expect(page.locator("#img2img_image img")).to_be_visible(timeout=30_000)
         page.click("#img2img_send_to_extras")
         expect(page.locator("#extras_image img")).to_be_visible(timeout=30_000)
         expect(page.get_by_role("tab", name="Single Image")).to_have_attribute("aria-selected", "true")

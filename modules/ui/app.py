@@ -192,7 +192,7 @@ def link_gallery(
         index = (state or {}).get("selected", 0)
         fields = pasted_fields(handlers.selected_infotext(state, index), styles)
         return {
-            target.image: image_value(target, image),
+            **target.image_updates(image_value(target, image)),
             tabs: gr.Tabs(selected=target_id),
             **fill_controls(target.controls, fields),
         }
@@ -200,7 +200,7 @@ def link_gallery(
     button.click(
         send,
         inputs=[source.panel.gallery, source.panel.state],
-        outputs=[target.image, tabs, *sent_outputs(target)],
+        outputs=[*target.image_outputs(), tabs, *sent_outputs(target)],
         show_progress="hidden",
         api_visibility="private",
     )
@@ -239,10 +239,10 @@ def link_png_info(
         fields = pasted_fields(text or "", styles)
         updates: dict[Any, Any] = {tabs: gr.Tabs(selected=target_id), **fill_controls(target.controls, fields)}
         if with_image and image is not None:
-            updates[target.image] = image_value(target, image)
+            updates |= target.image_updates(image_value(target, image))
         return updates
 
-    outputs = [tabs, *sent_outputs(target), *([target.image] if with_image else [])]
+    outputs = [tabs, *sent_outputs(target), *(target.image_outputs() if with_image else [])]
     button.click(
         send,
         inputs=[png_info.image, png_info.infotext],

@@ -297,6 +297,33 @@ class GenerationTab:
     controls: Controls
     panel: OutputPanel
     image: gr.components.Component | None = None
+    image_mode: ImageMode | None = None
+
+    def image_updates(self, value: Any) -> dict[Any, Any]:
+        """A sent image goes into ``image``; with inner mode tabs, the tab holding it is chosen too."""
+        updates: dict[Any, Any] = {self.image: value}
+        if self.image_mode is not None:
+            updates |= self.image_mode.choose()
+        return updates
+
+    def image_outputs(self) -> list[Any]:
+        return [self.image, *(self.image_mode.outputs() if self.image_mode is not None else [])]
+
+
+@dataclass
+class ImageMode:
+    """The inner tab (and mode) of a tab's image input, chosen when an image is sent there."""
+
+    tabs: gr.Tabs
+    tab_id: str
+    state: gr.State
+    mode: str
+
+    def choose(self) -> dict[Any, Any]:
+        return {self.tabs: gr.Tabs(selected=self.tab_id), self.state: self.mode}
+
+    def outputs(self) -> list[Any]:
+        return [self.tabs, self.state]
 
 
 # --- wiring -------------------------------------------------------------------------------------------------------

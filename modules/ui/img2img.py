@@ -14,6 +14,7 @@ from modules.ui import handlers
 from modules.ui.common import (
     Controls,
     GenerationTab,
+    ImageMode,
     UiContext,
     add_slider,
     build_output_panel,
@@ -134,7 +135,7 @@ def create_img2img_tab(context: UiContext) -> GenerationTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             mode = add_mode(controls, handlers.IMG2IMG_MODE)
-            with gr.Tabs(elem_id="mode_img2img"):
+            with gr.Tabs(elem_id="mode_img2img") as modes:
                 with gr.Tab("img2img", id="img2img_img2img_tab", elem_id="img2img_img2img_tab") as plain:
                     image = controls.add("init_image", upload_image("Image", 360, "img2img_image"), remember=False)
                 with gr.Tab("Sketch", id="img2img_img2img_sketch_tab", elem_id="img2img_img2img_sketch_tab") as sketch:
@@ -150,12 +151,13 @@ def create_img2img_tab(context: UiContext) -> GenerationTab:
             seed_row = build_seed_row(context, controls)
         panel = build_output_panel(controls.tab)
     wire_generation(context, controls, prompt, seed_row, panel, img2img_builder(context, policy))
-    return GenerationTab(controls=controls, panel=panel, image=image)
+    image_mode = ImageMode(modes, "img2img_img2img_tab", mode, handlers.IMG2IMG_MODE)
+    return GenerationTab(controls=controls, panel=panel, image=image, image_mode=image_mode)
 
 
-def build_mask_inputs(context: UiContext, controls: Controls) -> gr.ImageEditor:
+def build_mask_inputs(context: UiContext, controls: Controls) -> tuple[gr.ImageEditor, ImageMode]:
     mode = add_mode(controls, handlers.INPAINT_MODE)
-    with gr.Tabs(elem_id="mode_inpaint"):
+    with gr.Tabs(elem_id="mode_inpaint") as modes:
         with gr.Tab("Inpaint", id="img2img_inpaint_tab", elem_id="img2img_inpaint_tab") as inpaint:
             editor = build_mask_editor(controls)
         with gr.Tab("Inpaint sketch", id="inpaint_sketch_tab", elem_id="img2img_inpaint_sketch_tab") as sketch:
@@ -169,7 +171,7 @@ def build_mask_inputs(context: UiContext, controls: Controls) -> gr.ImageEditor:
     with gr.Row():
         add_radio(context, controls, "inpaint_area", "Inpaint area", handlers.INPAINT_AREAS, handlers.INPAINT_AREAS[0])
         add_slider(context, controls, "inpaint_full_res_padding", "Only masked padding, pixels", 32, 0, 256, 4)
-    return editor
+    return editor, ImageMode(modes, "img2img_inpaint_tab", mode, handlers.INPAINT_MODE)
 
 
 def build_mask_editor(controls: Controls) -> gr.ImageEditor:
@@ -213,10 +215,10 @@ def create_inpaint_tab(context: UiContext) -> GenerationTab:
     prompt = build_prompt_area(context, controls)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            editor = build_mask_inputs(context, controls)
+            editor, image_mode = build_mask_inputs(context, controls)
             build_outpaint_inputs(controls)
             build_img2img_parameters(context, controls)
             seed_row = build_seed_row(context, controls)
         panel = build_output_panel(controls.tab)
     wire_generation(context, controls, prompt, seed_row, panel, handlers.build_inpaint_request)
-    return GenerationTab(controls=controls, panel=panel, image=editor)
+    return GenerationTab(controls=controls, panel=panel, image=editor, image_mode=image_mode)
