@@ -59,6 +59,10 @@ class Options(BaseModel):
     outdir_extras_samples: str = Field("outputs/extras-images", description="Output folder for extras images")
     outdir_txt2img_grids: str = Field("outputs/txt2img-grids", description="Output folder for txt2img grids")
     outdir_img2img_grids: str = Field("outputs/img2img-grids", description="Output folder for img2img grids")
+    outdir_init_images: str = Field(
+        "outputs/init-images", description="Directory for saving init images when using img2img"
+    )
+    save_init_img: bool = Field(False, description="Save init images when using img2img")
     save_to_dirs: bool = Field(True, description="Save images to a subdirectory")
     grid_save_to_dirs: bool = Field(True, description="Save grids to a subdirectory")
     directories_filename_pattern: str = Field("[date]", description="Directory name pattern")

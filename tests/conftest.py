@@ -15,6 +15,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from tests.helpers import SHARED_TESTDATA
 
 
+@pytest.fixture
+def server(tmp_path: Path):
+    """webui.py offline with an empty data folder, for the browser tests; yields (url, data folder)."""
+    from tests.browser_support import running_webui, webui_environment
+
+    with running_webui(tmp_path, [], webui_environment()) as served:
+        yield served
+
+
 @pytest.fixture(scope="session")
 def testdata() -> Path:
     """../shared/testdata, or a skip when this clone has none beside it."""

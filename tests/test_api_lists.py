@@ -27,7 +27,7 @@ from tests.api_support import (
     start_api_server,
     write_tiny_checkpoints,
 )
-from tests.test_networks_lora import kohya_lora
+from tests.helpers import kohya_lora
 
 UPSCALER_FILE = "realesr-animevideov3.pth"
 UPSCALER_NAME = "R-ESRGAN AnimeVideo"  # A1111's name for that file

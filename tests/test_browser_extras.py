@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from tests.test_browser import CHROMIUM_ARGS, choose, chromium_path, screenshot, server, set_number
-
-__all__ = ["server"]  # the fixture, shared with tests/test_browser.py
+from tests.browser_support import browser_page, choose, screenshot, set_number
 
 pytestmark = pytest.mark.browser
 
@@ -35,41 +33,32 @@ def source_png(path: Path) -> Path:
 
 
 def test_extras_upscale_and_hires_paste_in_the_browser(server: tuple[str, Path], tmp_path: Path) -> None:
-    executable = chromium_path()
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     url, data_dir = server
     source = source_png(tmp_path / "source.png")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(url)
-            page.wait_for_selector("#txt2img_generate", timeout=60_000)
+    with browser_page(url, height=1100) as page:
+        page.get_by_role("tab", name="Extras").click()
+        page.locator("#extras_image input[type=file]").set_input_files(str(source))
+        page.wait_for_selector("#extras_image img", timeout=30_000)
+        choose(page, "extras_upscaler_1", "Lanczos")
+        set_number(page, "extras_upscaling_resize", 2)
+        page.click("#extras_generate")
+        page.wait_for_selector("#extras_gallery img", timeout=RESULT_SECONDS * 1000)
+        sync_api.expect(page.locator("#extras_status")).to_contain_text("1 image done")
+        shown = page.locator("#extras_infotext textarea").input_value()
+        screenshot(page, "extras-after-upscale.png")
 
-            page.get_by_role("tab", name="Extras").click()
-            page.locator("#extras_image input[type=file]").set_input_files(str(source))
-            page.wait_for_selector("#extras_image img", timeout=30_000)
-            choose(page, "extras_upscaler_1", "Lanczos")
-            set_number(page, "extras_upscaling_resize", 2)
-            page.click("#extras_generate")
-            page.wait_for_selector("#extras_gallery img", timeout=RESULT_SECONDS * 1000)
-            sync_api.expect(page.locator("#extras_status")).to_contain_text("1 image done")
-            shown = page.locator("#extras_infotext textarea").input_value()
-            screenshot(page, "extras-after-upscale.png")
-
-            page.get_by_role("tab", name="PNG Info").click()
-            page.locator("#pnginfo_image input[type=file]").set_input_files(str(source))
-            sync_api.expect(page.locator("#pnginfo_parameters textarea")).to_have_value(SOURCE_INFOTEXT)
-            page.click("#pnginfo_send_to_txt2img")
-            sync_api.expect(page.locator("#txt2img_enable_hr input")).to_be_checked()
-            sync_api.expect(page.locator("#txt2img_hr_upscaler input")).to_have_value("Latent (bicubic)")
-            sync_api.expect(page.locator("#txt2img_hr_sampler_name input")).to_have_value("DPM++ 2M")
-            sync_api.expect(page.locator("#txt2img_hr_second_pass_steps input[type=number]")).to_have_value("10")
-            sync_api.expect(page.locator("#txt2img_hr_scale input[type=number]")).to_have_value("2")
-            sync_api.expect(page.locator("#txt2img_hr_checkpoint_name input")).to_have_value("Use same checkpoint")
-            screenshot(page, "txt2img-hires-fix-pasted.png")
-        finally:
-            browser.close()
+        page.get_by_role("tab", name="PNG Info").click()
+        page.locator("#pnginfo_image input[type=file]").set_input_files(str(source))
+        sync_api.expect(page.locator("#pnginfo_parameters textarea")).to_have_value(SOURCE_INFOTEXT)
+        page.click("#pnginfo_send_to_txt2img")
+        sync_api.expect(page.locator("#txt2img_enable_hr input")).to_be_checked()
+        sync_api.expect(page.locator("#txt2img_hr_upscaler input")).to_have_value("Latent (bicubic)")
+        sync_api.expect(page.locator("#txt2img_hr_sampler_name input")).to_have_value("DPM++ 2M")
+        sync_api.expect(page.locator("#txt2img_hr_second_pass_steps input[type=number]")).to_have_value("10")
+        sync_api.expect(page.locator("#txt2img_hr_scale input[type=number]")).to_have_value("2")
+        sync_api.expect(page.locator("#txt2img_hr_checkpoint_name input")).to_have_value("Use same checkpoint")
+        screenshot(page, "txt2img-hires-fix-pasted.png")
 
     assert shown == "Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
     saved = sorted((data_dir / "outputs" / "extras-images").glob("*.png"))

@@ -19,8 +19,8 @@ import pytest
 
 from modules.hub.client import RepoFile
 from modules.hub.files import select_pipeline_files
+from tests.browser_support import browser_page, running_webui, screenshot
 from tests.hub_server import FakeHub, FakeRepo, serve_hub, tiny_pipeline_files
-from tests.test_browser import CHROMIUM_ARGS, chromium_path, running_webui, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -79,66 +79,58 @@ def progress_fraction(page) -> float:
 def test_search_download_and_pick_the_model_in_the_browser(
     server: tuple[str, Path], hub: tuple[FakeHub, threading.Event]
 ) -> None:
-    executable = chromium_path()
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     expect = sync_api.expect
     url, data_dir = server
     fake, go_on = hub
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1300})
-            page.goto(url)
-            page.wait_for_selector("#txt2img_generate", timeout=60_000)
-            page.get_by_role("tab", name="Models").click()
+    with browser_page(url, height=1300) as page:
+        page.get_by_role("tab", name="Models").click()
 
-            page.locator("#models_query input, #models_query textarea").first.fill("tiny")
-            page.click("#models_search")
-            table = page.locator("#models_table")
-            expect(page.locator("#models_search_status")).to_contain_text("1 models", timeout=30_000)
-            expect(table).to_contain_text(REPO_ID)
-            expect(table).to_contain_text("text-to-image")
-            expect(table).to_contain_text("1234")
-            expect(table).not_to_contain_text("tester/other-sd")
-            searches = [path for method, path, _ in fake.requests if path.startswith("/api/models?")]
-            assert searches and "search=tiny" in searches[-1], "the browser's search reached the fake hub"
+        page.locator("#models_query input, #models_query textarea").first.fill("tiny")
+        page.click("#models_search")
+        table = page.locator("#models_table")
+        expect(page.locator("#models_search_status")).to_contain_text("1 models", timeout=30_000)
+        expect(table).to_contain_text(REPO_ID)
+        expect(table).to_contain_text("text-to-image")
+        expect(table).to_contain_text("1234")
+        expect(table).not_to_contain_text("tester/other-sd")
+        searches = [path for method, path, _ in fake.requests if path.startswith("/api/models?")]
+        assert searches and "search=tiny" in searches[-1], "the browser's search reached the fake hub"
 
-            first_cell = table.get_by_test_id("cell-0-0")
-            expect(first_cell).to_have_text(REPO_ID)
-            first_cell.click()
-            expect(page.locator("#models_repo textarea, #models_repo input").first).to_have_value(REPO_ID)
-            page.click("#models_show_files")
-            expect(page.locator("#models_files_summary")).to_contain_text("diffusers pipeline", timeout=30_000)
-            expect(page.locator("#models_files")).to_contain_text("unet/diffusion_pytorch_model.safetensors")
-            screenshot(page, "models-search.png")
+        first_cell = table.get_by_test_id("cell-0-0")
+        expect(first_cell).to_have_text(REPO_ID)
+        first_cell.click()
+        expect(page.locator("#models_repo textarea, #models_repo input").first).to_have_value(REPO_ID)
+        page.click("#models_show_files")
+        expect(page.locator("#models_files_summary")).to_contain_text("diffusers pipeline", timeout=30_000)
+        expect(page.locator("#models_files")).to_contain_text("unet/diffusion_pytorch_model.safetensors")
+        screenshot(page, "models-search.png")
 
-            page.click("#models_download")
-            expect(page.locator("#models_download_status")).to_contain_text("Download started", timeout=30_000)
-            progress = page.locator("#models_progress")
-            expect(progress).to_contain_text(f"{REPO_ID} (diffusers): running", timeout=30_000)
-            expect(progress.locator("progress")).to_have_count(1)
-            # The first bytes may land a poll after "running" shows: wait for them, then check the bar is partial.
-            page.wait_for_function(
-                "() => { const bar = document.querySelector('#models_progress progress');"
-                " return bar !== null && parseFloat(bar.value) > 0; }",
-                timeout=30_000,
-            )
-            assert 0.0 < progress_fraction(page) < 1.0, "the stalled download shows a partial bar"
-            assert re.search(r"\d+(\.\d+)? (?:[KMG]i)?B / \d+(\.\d+)? (?:[KMG]i)?B \(\d+%\)", progress.inner_text())
-            screenshot(page, "models-download-running.png")
+        page.click("#models_download")
+        expect(page.locator("#models_download_status")).to_contain_text("Download started", timeout=30_000)
+        progress = page.locator("#models_progress")
+        expect(progress).to_contain_text(f"{REPO_ID} (diffusers): running", timeout=30_000)
+        expect(progress.locator("progress")).to_have_count(1)
+        # The first bytes may land a poll after "running" shows: wait for them, then check the bar is partial.
+        page.wait_for_function(
+            "() => { const bar = document.querySelector('#models_progress progress');"
+            " return bar !== null && parseFloat(bar.value) > 0; }",
+            timeout=30_000,
+        )
+        assert 0.0 < progress_fraction(page) < 1.0, "the stalled download shows a partial bar"
+        assert re.search(r"\d+(\.\d+)? (?:[KMG]i)?B / \d+(\.\d+)? (?:[KMG]i)?B \(\d+%\)", progress.inner_text())
+        screenshot(page, "models-download-running.png")
 
-            go_on.set()
-            expect(progress).to_contain_text(f"{REPO_ID} (diffusers): done", timeout=DOWNLOAD_SECONDS * 1000)
-            assert progress_fraction(page) == 1.0
-            assert (data_dir / "models" / "Diffusers" / "models--tester--tiny-sd" / "snapshots").is_dir()
-            assert "ETA" not in progress.inner_text()  # no "ETA - -" once done
-            screenshot(page, "models-download-done.png")
-            # without Refresh: the top bar and the Checkpoints table follow the new checkpoint
-            expect(page.locator("#checkpoint_message")).not_to_contain_text("No checkpoint found", timeout=30_000)
-            expect(page.locator("#models_checkpoints")).to_contain_text(REPO_ID, timeout=30_000)
+        go_on.set()
+        expect(progress).to_contain_text(f"{REPO_ID} (diffusers): done", timeout=DOWNLOAD_SECONDS * 1000)
+        assert progress_fraction(page) == 1.0
+        assert (data_dir / "models" / "Diffusers" / "models--tester--tiny-sd" / "snapshots").is_dir()
+        assert "ETA" not in progress.inner_text()  # no "ETA - -" once done
+        screenshot(page, "models-download-done.png")
+        # without Refresh: the top bar and the Checkpoints table follow the new checkpoint
+        expect(page.locator("#checkpoint_message")).not_to_contain_text("No checkpoint found", timeout=30_000)
+        expect(page.locator("#models_checkpoints")).to_contain_text(REPO_ID, timeout=30_000)
 
-            page.locator("#setting_sd_model_checkpoint input").click()
-            expect(page.get_by_role("option", name=REPO_ID)).to_be_visible(timeout=30_000)
-            screenshot(page, "models-checkpoint-dropdown.png")
-        finally:
-            browser.close()
+        page.locator("#setting_sd_model_checkpoint input").click()
+        expect(page.get_by_role("option", name=REPO_ID)).to_be_visible(timeout=30_000)
+        screenshot(page, "models-checkpoint-dropdown.png")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-from tests.test_browser import CHROMIUM_ARGS, chromium_path, screenshot, server  # noqa: F401 (fixture)
-from tests.test_networks_lora import kohya_lora
+from tests.browser_support import browser_page, screenshot
+from tests.helpers import kohya_lora
 
 pytestmark = pytest.mark.browser
 
@@ -23,53 +23,45 @@ def add_loras(data_dir: Path) -> None:
     (lora_dir / "people" / "beta_face.json").write_text('{"description": "a face LoRA", "activation text": "betaface"}')
 
 
-def test_extra_networks_tab(server: tuple[str, Path]) -> None:  # noqa: F811
-    executable = chromium_path()
+def test_extra_networks_tab(server: tuple[str, Path]) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     url, data_dir = server
     add_loras(data_dir)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            page.wait_for_selector("#txt2img_generate", timeout=60_000)
-            page.locator("#txt2img_prompt textarea").fill("a castle")
-            page.get_by_role("tab", name="Extra Networks").click()
-            cards = page.locator("#extra_networks_cards .easel-card")
-            sync_api.expect(cards).to_have_count(2, timeout=30_000)
-            sync_api.expect(page.locator("#extra_networks_cards")).to_contain_text("a face LoRA")
-            screenshot(page, "extra-networks.png")
+    with browser_page(url) as page:
+        page.locator("#txt2img_prompt textarea").fill("a castle")
+        page.get_by_role("tab", name="Extra Networks").click()
+        cards = page.locator("#extra_networks_cards .easel-card")
+        sync_api.expect(cards).to_have_count(2, timeout=30_000)
+        sync_api.expect(page.locator("#extra_networks_cards")).to_contain_text("a face LoRA")
+        screenshot(page, "extra-networks.png")
 
-            search = page.locator("#extra_networks_search textarea, #extra_networks_search input").first
-            search.fill("beta")
-            search.press("Enter")
-            sync_api.expect(cards).to_have_count(1, timeout=30_000)
-            sync_api.expect(cards.first).to_contain_text("beta_face")
+        search = page.locator("#extra_networks_search textarea, #extra_networks_search input").first
+        search.fill("beta")
+        search.press("Enter")
+        sync_api.expect(cards).to_have_count(1, timeout=30_000)
+        sync_api.expect(cards.first).to_contain_text("beta_face")
 
-            cards.first.click()
-            prompt = page.locator("#txt2img_prompt textarea")
-            # the activation text of beta_face.json follows the tag, as in A1111
-            sync_api.expect(prompt).to_have_value("a castle <lora:beta_face:1> betaface", timeout=10_000)
+        cards.first.click()
+        prompt = page.locator("#txt2img_prompt textarea")
+        # the activation text of beta_face.json follows the tag, as in A1111
+        sync_api.expect(prompt).to_have_value("a castle <lora:beta_face:1> betaface", timeout=10_000)
 
-            search.fill("alpha")
-            search.press("Enter")
-            sync_api.expect(cards).to_have_count(1, timeout=30_000)
-            sync_api.expect(cards.first).to_contain_text("alpha_style", timeout=30_000)  # the new search shown
-            cards.first.locator(".easel-card-edit").click()
-            sync_api.expect(page.locator("#extra_networks_editor")).to_be_visible(timeout=30_000)
-            page.locator("#extra_networks_edit_activation textarea").fill("alphastyle")
-            weight = page.locator("#extra_networks_edit_weight input")
-            weight.fill("0.7")
-            page.locator("#extra_networks_edit_notes textarea").fill("from the editor")
-            page.click("#extra_networks_edit_save")
-            sync_api.expect(page.locator("#extra_networks_edit_message")).to_contain_text("Saved", timeout=30_000)
-            # the txt2img tab is not shown: empty its prompt as a script would
-            prompt.evaluate("(box) => { box.value = ''; box.dispatchEvent(new Event('input', {bubbles: true})); }")
-            cards.first.click()
-            sync_api.expect(prompt).to_have_value("<lora:alpha_style:0.7> alphastyle", timeout=10_000)
-        finally:
-            browser.close()
+        search.fill("alpha")
+        search.press("Enter")
+        sync_api.expect(cards).to_have_count(1, timeout=30_000)
+        sync_api.expect(cards.first).to_contain_text("alpha_style", timeout=30_000)  # the new search shown
+        cards.first.locator(".easel-card-edit").click()
+        sync_api.expect(page.locator("#extra_networks_editor")).to_be_visible(timeout=30_000)
+        page.locator("#extra_networks_edit_activation textarea").fill("alphastyle")
+        weight = page.locator("#extra_networks_edit_weight input")
+        weight.fill("0.7")
+        page.locator("#extra_networks_edit_notes textarea").fill("from the editor")
+        page.click("#extra_networks_edit_save")
+        sync_api.expect(page.locator("#extra_networks_edit_message")).to_contain_text("Saved", timeout=30_000)
+        # the txt2img tab is not shown: empty its prompt as a script would
+        prompt.evaluate("(box) => { box.value = ''; box.dispatchEvent(new Event('input', {bubbles: true})); }")
+        cards.first.click()
+        sync_api.expect(prompt).to_have_value("<lora:alpha_style:0.7> alphastyle", timeout=10_000)
     saved = json.loads((data_dir / "models" / "Lora" / "alpha_style.json").read_text(encoding="utf-8"))
     assert saved["activation text"] == "alphastyle" and saved["preferred weight"] == 0.7
     assert saved["notes"] == "from the editor"

@@ -9,7 +9,6 @@ Set EASEL_BROWSER_SCREENSHOTS=<folder> to keep screenshots."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +20,8 @@ from modules.models.checkpoint_writer import write_single_file
 from modules.models.ldm_keys import convert_vae
 from modules.processing.infotext import parse_infotext
 from modules.tiny_model import build_tiny_pipeline
-from tests.test_browser import CHROMIUM_ARGS, choose, chromium_path, running_webui, screenshot, set_number
-from tests.test_networks_lora import kohya_lora
+from tests.browser_support import browser_page, choose, running_webui, screenshot, set_number, webui_environment
+from tests.helpers import kohya_lora
 
 pytestmark = pytest.mark.browser
 
@@ -61,26 +60,15 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_pipeline) -> Iterator[
     (root / "data" / "config.json").write_text(json.dumps(settings), encoding="utf-8")
     other = build_tiny_pipeline(seed=11).vae
     save_file(convert_vae(other.state_dict(), other.config), str(models / "VAE" / "other-vae.safetensors"))
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    with running_webui(root, [], environment) as server:
+    with running_webui(root, [], webui_environment()) as server:
         yield server
 
 
 @pytest.fixture
 def page(served: tuple[str, Path]):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    executable = chromium_path()
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.add_init_script(FAKE_NOTIFICATIONS)
-            page.goto(served[0])
-            page.wait_for_selector("#txt2img_generate", timeout=60_000)
-            page.wait_for_function("() => opts.keyedit_precision_attention === 0.1", timeout=30_000)
-            yield page
-        finally:
-            browser.close()
+    with browser_page(served[0], init_script=FAKE_NOTIFICATIONS) as page:
+        page.wait_for_function("() => opts.keyedit_precision_attention === 0.1", timeout=30_000)
+        yield page
 
 
 def expect():

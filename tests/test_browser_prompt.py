@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 
 from modules.prompts.styles import StyleDatabase
-from tests.test_browser import CHROMIUM_ARGS, choose, chromium_path, screenshot, server
-
-__all__ = ["server"]  # the fixture, shared with tests/test_browser.py
+from tests.browser_support import browser_page, choose, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -24,45 +22,37 @@ STYLES_CSV = (
 
 
 def test_token_counter_and_styles_in_the_browser(server: tuple[str, Path]) -> None:
-    executable = chromium_path()
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     expect = sync_api.expect
     url, data_dir = server
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            page.wait_for_selector("#txt2img_generate", timeout=60_000)
-            counter = page.locator("#txt2img_token_counter")
-            expect(counter).to_have_text("0/75")
+    with browser_page(url) as page:
+        counter = page.locator("#txt2img_token_counter")
+        expect(counter).to_have_text("0/75")
 
-            prompt = page.locator("#txt2img_prompt textarea")
-            prompt.click()
-            prompt.press_sequentially("fox " * 80)  # key by key, as a person types
-            expect(counter).to_have_text("80/150", timeout=30_000)
-            page.locator("#txt2img_neg_prompt textarea").press_sequentially("ugly, blurry")
-            expect(page.locator("#txt2img_negative_token_counter")).to_have_text("3/75", timeout=30_000)
-            screenshot(page, "token-counter.png")
+        prompt = page.locator("#txt2img_prompt textarea")
+        prompt.click()
+        prompt.press_sequentially("fox " * 80)  # key by key, as a person types
+        expect(counter).to_have_text("80/150", timeout=30_000)
+        page.locator("#txt2img_neg_prompt textarea").press_sequentially("ugly, blurry")
+        expect(page.locator("#txt2img_negative_token_counter")).to_have_text("3/75", timeout=30_000)
+        screenshot(page, "token-counter.png")
 
-            (data_dir / "styles.csv").write_text(STYLES_CSV, encoding="utf-8")
-            page.click("#txt2img_style_refresh")
-            prompt.fill("a lighthouse")
-            expect(counter).to_have_text("2/75", timeout=30_000)
-            choose(page, "txt2img_styles", "Oil")
-            choose(page, "txt2img_styles", "Noir")
-            page.click("#txt2img_style_apply")
-            expect(prompt).to_have_value("film noir, a lighthouse, oil painting, thick brush strokes", timeout=30_000)
-            expect(page.locator("#txt2img_neg_prompt textarea")).to_have_value("ugly, blurry, colour")
-            expect(counter).to_have_text("12/75", timeout=30_000)  # programmatic changes are counted too
-            screenshot(page, "styles-applied.png")
+        (data_dir / "styles.csv").write_text(STYLES_CSV, encoding="utf-8")
+        page.click("#txt2img_style_refresh")
+        prompt.fill("a lighthouse")
+        expect(counter).to_have_text("2/75", timeout=30_000)
+        choose(page, "txt2img_styles", "Oil")
+        choose(page, "txt2img_styles", "Noir")
+        page.click("#txt2img_style_apply")
+        expect(prompt).to_have_value("film noir, a lighthouse, oil painting, thick brush strokes", timeout=30_000)
+        expect(page.locator("#txt2img_neg_prompt textarea")).to_have_value("ugly, blurry, colour")
+        expect(counter).to_have_text("12/75", timeout=30_000)  # programmatic changes are counted too
+        screenshot(page, "styles-applied.png")
 
-            page.get_by_text("Styles editor").first.click()
-            page.locator("#txt2img_style_name textarea").fill("Lighthouse noir")
-            page.click("#txt2img_style_create")
-            expect(page.locator("#txt2img_style_message")).to_contain_text("Saved style", timeout=30_000)
-        finally:
-            browser.close()
+        page.get_by_text("Styles editor").first.click()
+        page.locator("#txt2img_style_name textarea").fill("Lighthouse noir")
+        page.click("#txt2img_style_create")
+        expect(page.locator("#txt2img_style_message")).to_contain_text("Saved style", timeout=30_000)
 
     saved = StyleDatabase.load(data_dir / "styles.csv")
     assert saved.names() == ["Oil", "Noir", "Lighthouse noir"]

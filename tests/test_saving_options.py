@@ -4,6 +4,7 @@ and hostile prompts that must never write outside the output folder."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -18,8 +19,10 @@ from PIL import Image
 from modules.application import Application
 from modules.cmd_args import build_parser
 from modules.options import IMAGE_FORMAT_NAMES, Options
+from modules.paths import DataPaths
 from modules.processing.filenames import FilenameValues
 from modules.processing.infotext import read_infotext
+from modules.processing.processing import save_init_image
 from modules.processing.saving import (
     IMAGE_FORMATS,
     ImageSaveError,
@@ -31,6 +34,7 @@ from modules.processing.saving import (
 )
 from modules.ui.png_info import read_png_info
 from modules.ui.settings import HIDDEN_OPTIONS, apply_settings, grouped_option_names
+from tests.helpers import tiny_img2img
 
 DAY = datetime(2024, 5, 6, 13, 30)
 INFOTEXT = "a cat, ünï ✓\nNegative prompt: dog\nSteps: 20, Sampler: Euler a, Seed: 42, Size: 64x64"
@@ -359,3 +363,15 @@ def test_settings_tab_refuses_an_unknown_format_and_persists_nothing(tmp_path: P
         assert (saved["grid_format"], saved["samples_filename_pattern"]) == ("webp", "[seed]-[cfg]")
     finally:
         application.service.shutdown()
+
+
+def test_save_init_img_keeps_the_image_the_job_got(context, tmp_path) -> None:
+    request = tiny_img2img()
+    paths = DataPaths.create(tmp_path)
+    off = replace(context, paths=paths)
+    assert save_init_image(request, off) is None
+    on = replace(context, paths=paths, options=Options(save_init_img=True, outdir_init_images="init"))
+    path = save_init_image(request, on)
+    assert path == tmp_path / "init" / f"{hashlib.md5(request.init_image.tobytes()).hexdigest()}.png"
+    with Image.open(path) as saved:
+        assert saved.convert("RGB").tobytes() == request.init_image.tobytes()

@@ -207,3 +207,59 @@ def test_fields_from_infotext_drop_unknown_sampler() -> None:
     fields = handlers.fields_from_infotext("x\nSteps: 3, Sampler: Nonexistent, Seed: 1, Size: 64x64")
     assert "sampler_name" not in fields and fields["steps"] == 3
     assert handlers.fields_from_infotext("  ") == {}
+
+
+def sketch_value(size: tuple[int, int] = (64, 64)) -> dict:
+    """A green image with a red stroke painted in the box (8, 8)-(24, 24) on the layer."""
+    background = Image.new("RGBA", size, (10, 200, 30, 255))
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    layer.paste((255, 0, 0, 255), (8, 8, 24, 24))
+    return {"background": background, "layers": [layer], "composite": Image.alpha_composite(background, layer)}
+
+
+def test_sketch_colours_are_part_of_the_init_image() -> None:
+    value = sketch_value()
+    request = handlers.build_img2img_request(
+        {**TXT2IMG_VALUES, "mode": handlers.SKETCH_MODE, "sketch": value, "init_image": None}
+    )
+    assert request.init_image.mode == "RGB"
+    assert request.init_image.getpixel((10, 10)) == (255, 0, 0)
+    assert request.init_image.getpixel((40, 40)) == (10, 200, 30)
+    assert request.mask is None
+
+
+def test_sketch_without_composite_lays_the_layers_over_the_background() -> None:
+    value = {**sketch_value(), "composite": None}
+    request = handlers.build_img2img_request({**TXT2IMG_VALUES, "mode": handlers.SKETCH_MODE, "sketch": value})
+    assert request.init_image.getpixel((10, 10)) == (255, 0, 0)
+
+
+def test_sketch_mode_without_an_image_asks_for_one() -> None:
+    with pytest.raises(InputError, match="Sketch editor"):
+        handlers.build_img2img_request({**TXT2IMG_VALUES, "mode": handlers.SKETCH_MODE, "sketch": None})
+
+
+def test_inpaint_sketch_masks_the_strokes_and_keeps_their_colours() -> None:
+    request = handlers.build_inpaint_request(
+        inpaint_values(mode=handlers.INPAINT_SKETCH_MODE, inpaint_sketch=sketch_value(), mask_alpha=0, editor=None)
+    )
+    assert request.mask.getbbox() == (8, 8, 24, 24)
+    assert request.mask.getpixel((10, 10)) == 255
+    assert request.init_image.getpixel((16, 16)) == (255, 0, 0)
+    assert request.init_image.getpixel((40, 40)) == (10, 200, 30)
+
+
+def test_inpaint_sketch_mask_transparency_dims_the_mask_and_blends_the_colour() -> None:
+    request = handlers.build_inpaint_request(
+        inpaint_values(mode=handlers.INPAINT_SKETCH_MODE, inpaint_sketch=sketch_value(), mask_alpha=50)
+    )
+    assert request.mask.getpixel((16, 16)) == 127
+    red, green, _ = request.init_image.getpixel((16, 16))
+    assert 120 < red < 140 and 90 < green < 110  # half red, half green
+
+
+def test_inpaint_sketch_without_strokes_says_what_to_do() -> None:
+    value = {**sketch_value(), "layers": []}
+    value["composite"] = value["background"]
+    with pytest.raises(InputError, match="Paint the area"):
+        handlers.build_inpaint_request(inpaint_values(mode=handlers.INPAINT_SKETCH_MODE, inpaint_sketch=value))

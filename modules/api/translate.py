@@ -141,7 +141,9 @@ def unsupported_fields(body: GenerationBody, request_class: type[GenerationReque
     ]
     if isinstance(body, Img2ImgBody):
         if body.init_images and len(body.init_images) > 1:
-            found.append("init_images (only the first image is used)")
+            # A1111 v1.10.1 gives each image one slot of the batch (batch_size becomes their count; more images
+            # than batch_size is an error); Easel's jobs have one init image, so it says what it does instead.
+            found.append("init_images (only the first image is used; A1111 makes one batch slot of each)")
         if body.resize_mode == 3:
             found.append("resize_mode 3 (latent upscale; resized as mode 0)")
         if body.mask_blur is None and body.mask_blur_x != body.mask_blur_y:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -163,6 +164,7 @@ def start_run(
     if hires is not None and request.refiner_enabled:
         raise ProcessingError("Refiner together with Hires fix is not supported yet: turn one of them off")
     inputs = request.prepare_inputs()
+    save_init_image(request, context)
     count = request.n_iter * request.batch_size
     run = GenerationRun(
         request=request,
@@ -471,6 +473,19 @@ def build_infotext(run: GenerationRun, context: ProcessingContext, index: int) -
     parameters.update(run.extra_generation_params)
     parameters["Version"] = VERSION
     return infotext_module.create_infotext(run.all_prompts[index], run.all_negative_prompts[index], parameters)
+
+
+def save_init_image(request: GenerationRequest, context: ProcessingContext) -> Path | None:
+    """A1111's "Save init images when using img2img": the image the job got, as sent, named by its MD5."""
+    image = getattr(request, "init_image", None)
+    if image is None or not context.options.save_init_img:
+        return None
+    name = hashlib.md5(image.tobytes(), usedforsecurity=False).hexdigest()
+    path = context.paths.data_dir / context.options.outdir_init_images / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saving.write_image_atomic(image, path, None, "png")
+    logger.info("init image saved path=%s", path)
+    return path
 
 
 def output_folder(context: ProcessingContext, run: GenerationRun, grid: bool) -> Path:

@@ -22,7 +22,7 @@ from modules.ui import checkpoints, handlers
 from modules.ui.common import GenerationTab, UiContext, fill_controls
 from modules.ui.extensions_tab import create_extensions_tab
 from modules.ui.extra_networks import create_extra_networks_tab
-from modules.ui.extras import create_extras_tab
+from modules.ui.extras import ExtrasTab, create_extras_tab
 from modules.ui.history_tab import create_history_tab, link_to_extras
 from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
 from modules.ui.models_tab import create_models_tab
@@ -210,7 +210,7 @@ def link_gallery(
         text = handlers.selected_infotext(state, index)
         fields = {**pasted_fields(text, styles), **pasted_script_fields(target, text)}
         return {
-            target.image: image_value(target, image),
+            **target.image_updates(image_value(target, image)),
             tabs: gr.Tabs(selected=target_id),
             **fill_controls(target.controls, fields),
         }
@@ -218,7 +218,26 @@ def link_gallery(
     button.click(
         send,
         inputs=[source.panel.gallery, source.panel.state],
-        outputs=[target.image, tabs, *sent_outputs(target)],
+        outputs=[*target.image_outputs(), tabs, *sent_outputs(target)],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+
+
+def link_extras(source: GenerationTab, extras: ExtrasTab, tabs: gr.Tabs) -> None:
+    """ "Send to extras": the selected image goes to Extras > Single Image (A1111 sends no parameters there)."""
+
+    def send(gallery: list[Any] | None, state: dict[str, Any] | None) -> dict[Any, Any]:
+        image = selected_image(gallery, state)
+        if image is None:
+            gr.Warning("Nothing to send: generate an image first.")
+            return {}
+        return {**extras.receive(image), tabs: gr.Tabs(selected="extras")}
+
+    source.panel.send_to_extras.click(
+        send,
+        inputs=[source.panel.gallery, source.panel.state],
+        outputs=[*extras.receivers(), tabs],
         show_progress="hidden",
         api_visibility="private",
     )
@@ -238,10 +257,10 @@ def link_png_info(
         fields = {**pasted_fields(text or "", styles), **pasted_script_fields(target, text or "")}
         updates: dict[Any, Any] = {tabs: gr.Tabs(selected=target_id), **fill_controls(target.controls, fields)}
         if with_image and image is not None:
-            updates[target.image] = image_value(target, image)
+            updates |= target.image_updates(image_value(target, image))
         return updates
 
-    outputs = [tabs, *sent_outputs(target), *([target.image] if with_image else [])]
+    outputs = [tabs, *sent_outputs(target), *(target.image_outputs() if with_image else [])]
     button.click(
         send,
         inputs=[png_info.image, png_info.infotext],
@@ -285,7 +304,7 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
             with gr.Tab("inpaint", id="inpaint", elem_id="tab_inpaint"):
                 inpaint = create_inpaint_tab(context)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
-                create_extras_tab(application)
+                extras = create_extras_tab(application)
             with gr.Tab("Extra Networks", id="extra_networks", elem_id="tab_extra_networks") as extra_networks_tab:
                 create_extra_networks_tab(application, extra_networks_tab)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
@@ -306,6 +325,7 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
         for source in (txt2img, img2img, inpaint):
             link_gallery(source, img2img, source.panel.send_to_img2img, tabs, "img2img", context.styles)
             link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint", context.styles)
+            link_extras(source, extras, tabs)
         link_png_info(png_info, txt2img, png_info.send_to_txt2img, tabs, "txt2img", context.styles)
         link_png_info(png_info, img2img, png_info.send_to_img2img, tabs, "img2img", context.styles)
         for target, tab_id in ((txt2img, "txt2img"), (img2img, "img2img")):

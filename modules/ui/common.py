@@ -17,6 +17,7 @@ from modules.samplers import SCHEDULE_TYPES, SamplerError, SamplerSupport, sampl
 from modules.scripts.runner import BoundScripts
 from modules.ui import handlers
 from modules.ui.extra_networks import build_tab_networks
+from modules.ui.img2img_batch import BatchJob, stream_batch
 from modules.ui.messages import error_message, status_html
 from modules.ui.prompt_tools import TokenCounter, with_pasted_styles
 from modules.ui.prompt_widgets import (
@@ -31,7 +32,7 @@ from modules.ui.ui_config import UiConfig, ui_key
 
 logger = logging.getLogger(__name__)
 
-RequestBuilder = Callable[[Mapping[str, Any]], Txt2ImgRequest | Img2ImgRequest]
+RequestBuilder = Callable[[Mapping[str, Any]], Txt2ImgRequest | Img2ImgRequest | BatchJob]
 
 
 @dataclass
@@ -319,6 +320,7 @@ class OutputPanel:
     state: gr.State
     send_to_img2img: gr.Button
     send_to_inpaint: gr.Button
+    send_to_extras: gr.Button
 
     def outputs(self) -> list[gr.components.Component]:
         return [self.preview, self.gallery, self.status, self.infotext, self.state]
@@ -344,6 +346,7 @@ def build_output_panel(tab: str) -> OutputPanel:
         with gr.Row():
             send_to_img2img = gr.Button("Send to img2img", size="sm", elem_id=f"{tab}_send_to_img2img")
             send_to_inpaint = gr.Button("Send to inpaint", size="sm", elem_id=f"{tab}_send_to_inpaint")
+            send_to_extras = gr.Button("Send to extras", size="sm", elem_id=f"{tab}_send_to_extras")
         status = gr.HTML(elem_id=f"{tab}_status")
         infotext = gr.Textbox(label="Generation info", lines=4, interactive=False, elem_id=f"{tab}_infotext")
         state = gr.State({})
@@ -356,6 +359,7 @@ def build_output_panel(tab: str) -> OutputPanel:
         state=state,
         send_to_img2img=send_to_img2img,
         send_to_inpaint=send_to_inpaint,
+        send_to_extras=send_to_extras,
     )
 
 
@@ -366,6 +370,33 @@ class GenerationTab:
     controls: Controls
     panel: OutputPanel
     image: gr.components.Component | None = None
+    image_mode: ImageMode | None = None
+
+    def image_updates(self, value: Any) -> dict[Any, Any]:
+        """A sent image goes into ``image``; with inner mode tabs, the tab holding it is chosen too."""
+        updates: dict[Any, Any] = {self.image: value}
+        if self.image_mode is not None:
+            updates |= self.image_mode.choose()
+        return updates
+
+    def image_outputs(self) -> list[Any]:
+        return [self.image, *(self.image_mode.outputs() if self.image_mode is not None else [])]
+
+
+@dataclass
+class ImageMode:
+    """The inner tab (and mode) of a tab's image input, chosen when an image is sent there."""
+
+    tabs: gr.Tabs
+    tab_id: str
+    state: gr.State
+    mode: str
+
+    def choose(self) -> dict[Any, Any]:
+        return {self.tabs: gr.Tabs(selected=self.tab_id), self.state: self.mode}
+
+    def outputs(self) -> list[Any]:
+        return [self.tabs, self.state]
 
 
 # --- wiring -------------------------------------------------------------------------------------------------------
@@ -389,8 +420,13 @@ def run_generation(
         return
     context.ui_config.update(controls.remembered_values(values))
     yield {panel.status: status_html("Submitting..."), panel.preview: gr.update(visible=True, value=None)}
+    application = context.application
     scripts = controls.bind_scripts(values) if controls.bind_scripts is not None else None
-    for update in handlers.stream_job(context.application.service, request, owner, scripts=scripts):
+    if isinstance(request, BatchJob):
+        updates = stream_batch(application.service, request, owner, application.options)
+    else:
+        updates = handlers.stream_job(application.service, request, owner, scripts=scripts)
+    for update in updates:
         if update.error is not None:
             yield {panel.status: status_html(update.error, "error"), panel.preview: gr.update(visible=False)}
         elif update.result is not None:

@@ -124,8 +124,8 @@ def upscaler_names(application: Application, refresh: bool = False) -> list[str]
 # --- layout ------------------------------------------------------------------------------------------------------
 
 
-def build_inputs(components: dict[str, Any], mode: gr.State, folders_shown: bool = True) -> None:
-    with gr.Tabs(elem_id="mode_extras"):
+def build_inputs(components: dict[str, Any], mode: gr.State, folders_shown: bool = True) -> gr.Tabs:
+    with gr.Tabs(elem_id="mode_extras") as tabs:
         with gr.Tab("Single Image", id="extras_single_tab", elem_id="extras_single_tab") as single:
             components["image"] = gr.Image(
                 label="Source", type="pil", image_mode=None, sources=["upload", "clipboard"], elem_id="extras_image"
@@ -151,6 +151,7 @@ def build_inputs(components: dict[str, Any], mode: gr.State, folders_shown: bool
             )
     for tab, number in ((single, SINGLE_IMAGE), (batch, BATCH_UPLOADS), (folder, BATCH_FOLDER)):
         tab.select(lambda number=number: number, outputs=mode, show_progress="hidden", queue=False)
+    return tabs
 
 
 def build_upscale_controls(application: Application, components: dict[str, Any], resize_mode: gr.State) -> None:
@@ -218,6 +219,16 @@ class ExtrasTab:
     gallery: gr.Gallery
     infotext: gr.Textbox
     status: gr.HTML
+    image: gr.Image  # Single Image's source ("Send to extras" puts the image here)
+    modes: gr.Tabs
+    mode: gr.State
+
+    def receive(self, image: Image.Image) -> dict[Any, Any]:
+        """The updates that show ``image`` in Single Image, that mode chosen."""
+        return {self.image: image, self.modes: gr.Tabs(selected="extras_single_tab"), self.mode: SINGLE_IMAGE}
+
+    def receivers(self) -> list[Any]:
+        return [self.image, self.modes, self.mode]
 
 
 def create_extras_tab(application: Application) -> ExtrasTab:
@@ -227,7 +238,7 @@ def create_extras_tab(application: Application) -> ExtrasTab:
     mode, resize_mode = gr.State(SINGLE_IMAGE), gr.State(RESIZE_BY)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            build_inputs(components, mode, folders_shown=not folders.folders_locked)
+            modes = build_inputs(components, mode, folders_shown=not folders.folders_locked)
             generate = gr.Button("Generate", variant="primary", elem_id="extras_generate", size="lg")
             with gr.Accordion("Upscale", open=True, elem_id="extras_upscale"):
                 build_upscale_controls(application, components, resize_mode)
@@ -263,4 +274,12 @@ def create_extras_tab(application: Application) -> ExtrasTab:
         concurrency_limit=1,
         api_visibility="private",
     )
-    return ExtrasTab(generate=generate, gallery=gallery, infotext=infotext, status=status)
+    return ExtrasTab(
+        generate=generate,
+        gallery=gallery,
+        infotext=infotext,
+        status=status,
+        image=components["image"],
+        modes=modes,
+        mode=mode,
+    )

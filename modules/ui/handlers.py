@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, ImageEnhance, ImageFilter
 
 from modules.generation import GenerationService, QueueError
 from modules.processing.infotext import infotext_to_request_fields, parse_infotext
@@ -27,6 +27,9 @@ RESIZE_MODES: tuple[str, ...] = ("Just resize", "Crop and resize", "Resize and f
 MASKED_CONTENT: tuple[str, ...] = ("fill", "original", "latent noise", "latent nothing")
 INPAINT_AREAS: tuple[str, ...] = ("Whole picture", "Only masked")
 MASK_MODES: tuple[str, ...] = ("Inpaint masked", "Inpaint not masked")
+# The inner tabs of the img2img and inpaint tabs (A1111's img2img modes, split over Easel's two tabs).
+IMG2IMG_MODE, SKETCH_MODE, BATCH_MODE = "img2img", "Sketch", "Batch"
+INPAINT_MODE, INPAINT_SKETCH_MODE = "Inpaint", "Inpaint sketch"
 
 COMMON_FIELDS: tuple[str, ...] = (
     "checkpoint",  # the top bar's choice (None: whatever is loaded)
@@ -125,24 +128,47 @@ def build_txt2img_request(values: Mapping[str, Any]) -> Txt2ImgRequest:
 
 
 def build_img2img_request(values: Mapping[str, Any]) -> Img2ImgRequest:
-    image = values.get("init_image")
-    if image is None:
-        raise InputError("Upload an image to start from (img2img needs an input image).")
+    """img2img from the uploaded image, or Sketch: the image with the painted colours is the init image."""
+    if values.get("mode", IMG2IMG_MODE) == SKETCH_MODE:
+        image = sketch_composite(values.get("sketch"))
+        if image is None:
+            raise InputError("Upload an image into the Sketch editor (and paint on it) first.")
+    else:
+        image = values.get("init_image")
+        if image is None:
+            raise InputError("Upload an image to start from (img2img needs an input image).")
+    return img2img_request(values, image)
+
+
+def img2img_request(values: Mapping[str, Any], image: Image.Image, **extra: Any) -> Img2ImgRequest:
+    """The img2img request of the tab's values with ``image`` (and ``extra`` fields: a batch mask, saving)."""
     return Img2ImgRequest(
         **pick_fields(values, (*IMG2IMG_FIELDS, "image_cfg_scale")),
         **refiner_fields(values),
         init_image=image,
         resize_mode=ResizeMode(choice_index(RESIZE_MODES, values.get("resize_mode", RESIZE_MODES[0]), "Resize mode")),
+        **extra,
     )
 
 
-def build_inpaint_request(values: Mapping[str, Any]) -> Img2ImgRequest:
-    """From the editor (image + painted mask) or an uploaded mask; outpaint sizes grow the canvas instead."""
+def inpaint_image_and_mask(values: Mapping[str, Any]) -> tuple[Image.Image | None, Image.Image | None]:
+    """Inpaint: the editor's image and painted mask (or the uploaded mask); Inpaint sketch: the image with the
+    colours blended in and the mask of the strokes."""
+    if values.get("mode", INPAINT_MODE) == INPAINT_SKETCH_MODE:
+        return inpaint_sketch_inputs(
+            values.get("inpaint_sketch"), float(values.get("mask_alpha") or 0), int(values.get("mask_blur") or 0)
+        )
     image, painted = split_editor_value(values.get("editor"))
+    uploaded = values.get("mask_upload")
+    return image, uploaded if uploaded is not None else painted  # processing reads its alpha or grays
+
+
+def build_inpaint_request(values: Mapping[str, Any]) -> Img2ImgRequest:
+    """From the editor (image + painted mask), an uploaded mask or the colour sketch; outpaint sizes grow the
+    canvas instead."""
+    image, mask = inpaint_image_and_mask(values)
     if image is None:
         raise InputError("Upload an image into the inpaint editor first.")
-    uploaded = values.get("mask_upload")
-    mask = uploaded if uploaded is not None else painted  # processing reads its alpha or grays, with a note
     grow = [int(values.get(side) or 0) for side in OUTPAINT_SIDES]
     if mask is None and not any(grow):
         raise InputError("Paint the area to change on the image (or upload a mask), or set an outpaint size.")
@@ -173,6 +199,45 @@ def split_editor_value(value: Mapping[str, Any] | None) -> tuple[Image.Image | N
     if background is None:
         return None, None
     return drop_opaque_alpha(background), mask_from_layers(value.get("layers") or [], background.size)
+
+
+def sketch_composite(value: Mapping[str, Any] | None) -> Image.Image | None:
+    """The image with the painted colours on it (A1111's Sketch): the editor's composite, or the background with
+    the layers laid over it when the composite is missing."""
+    if not value or value.get("background") is None:
+        return None
+    composite = value.get("composite")
+    if composite is None:
+        composite = flatten_layers(value["background"], value.get("layers") or [])
+    return drop_opaque_alpha(composite)
+
+
+def flatten_layers(background: Image.Image, layers: Sequence[Image.Image]) -> Image.Image:
+    flat = background.convert("RGBA")
+    for layer in layers:
+        layer = layer.convert("RGBA")
+        if layer.size != flat.size:
+            layer = layer.resize(flat.size, Image.Resampling.NEAREST)
+        flat = Image.alpha_composite(flat, layer)
+    return flat
+
+
+def inpaint_sketch_inputs(
+    value: Mapping[str, Any] | None, mask_alpha: float, mask_blur: int
+) -> tuple[Image.Image | None, Image.Image | None]:
+    """A1111's Inpaint sketch: the mask is where colour was painted, dimmed by "Mask transparency" (percent);
+    the init image is the painted image blended over the original through the blurred mask."""
+    painted = sketch_composite(value)
+    if painted is None or value is None:
+        return None, None
+    original = drop_opaque_alpha(value["background"])
+    mask = mask_from_layers(value.get("layers") or [], original.size)
+    if mask is None:
+        return original, None
+    mask = ImageEnhance.Brightness(mask).enhance(1 - mask_alpha / 100)
+    blur = ImageFilter.GaussianBlur(mask_blur)
+    painted, original = painted.convert("RGB"), original.convert("RGB")
+    return Image.composite(painted.filter(blur), original, mask.filter(blur)), mask
 
 
 def drop_opaque_alpha(image: Image.Image) -> Image.Image:

@@ -42,6 +42,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "grid_extended_filename",
             "jpeg_quality",
             "webp_lossless",
+            "save_init_img",
         ),
     ),
     (
@@ -53,6 +54,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "outdir_extras_samples",
             "outdir_txt2img_grids",
             "outdir_img2img_grids",
+            "outdir_init_images",
         ),
     ),
     (
