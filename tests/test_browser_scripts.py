@@ -5,60 +5,25 @@ Extensions tab lists it and a broken extension as failed."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.browser_support import (
+    CHROMIUM_ARGS,
+    GENERATION_SECONDS,
+    choose,
+    chromium_path,
+    set_number,
+    wait_until_serving,
+)
 from tests.extension_support import write_broken_extensions, write_test_extension
 from tests.helpers import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-SERVER_START_SECONDS = 240
-GENERATION_SECONDS = 180
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the browser test needs it")
-    return path
-
-
-def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"webui.py exited with {process.returncode}:\n{log.read_text(errors='replace')[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1)
-    pytest.fail(f"webui.py did not answer within {SERVER_START_SECONDS} s:\n{log.read_text(errors='replace')[-4000:]}")
-
-
-def choose(page, elem_id: str, value: str) -> None:
-    box = page.locator(f"#{elem_id} input")
-    box.click()
-    box.fill(value)
-    page.get_by_role("option", name=value, exact=True).click()
-
-
-def set_number(page, elem_id: str, value: int) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Enter")
 
 
 def test_xyz_plot_and_extensions_in_the_browser(tmp_path: Path, tiny_pipeline) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,20 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser_support import CHROMIUM_ARGS, chromium_path
 from tests.helpers import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 START_SECONDS = 240
 BENCHMARK_SECONDS = 300
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the browser test needs it")
-    return path
 
 
 @pytest.fixture
