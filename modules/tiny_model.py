@@ -33,6 +33,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from modules.models.detection import ModelArchitecture
 from modules.paths import INSTALL_DIR
+from modules.tiny_families import build_tiny_family
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ def build_tiny_pipeline(
     """Build a tiny pipeline in memory, with weights drawn from ``seed`` (SD 1.x unless ``architecture``)."""
     if architecture is None:
         architecture = ModelArchitecture.SD1_INPAINT if inpainting else ModelArchitecture.SD1
+    if architecture.family.denoiser == "transformer":
+        return build_tiny_family(configs_dir, architecture.family, seed)
     torch.manual_seed(seed)
     if architecture.is_sdxl:
         pipeline = build_tiny_xl(architecture, configs_dir)

@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "modules.models": 1,
     "modules.hub": 1,
     "modules.tiny_model": 1,
+    "modules.tiny_families": 1,
     # 2: what runs on a model
     "modules.backends": 2,
     "modules.prompts": 2,

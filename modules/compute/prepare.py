@@ -78,7 +78,9 @@ def apply_backend_flags(settings: ComputeSettings) -> None:
 def prepare_pipeline(pipeline: Any, settings: ComputeSettings, is_xl: bool) -> ComputeState:
     """Fuse, change the memory format, store in FP8, merge tokens, compile: in that order (compile last)."""
     state = ComputeState(settings=settings, is_xl=is_xl)
-    unet, vae = pipeline.unet, getattr(pipeline, "vae", None)
+    unet, vae = getattr(pipeline, "unet", None), getattr(pipeline, "vae", None)
+    if unet is None:
+        return _prepare_transformer_model(settings, state)
     if settings.fuse_qkv:
         _fuse_qkv(unet, vae, state)
     if settings.channels_last:
@@ -96,6 +98,23 @@ def prepare_pipeline(pipeline: Any, settings: ComputeSettings, is_xl: bool) -> C
         vae.decoder.compile(mode=settings.compile_mode, dynamic=settings.compile_dynamic)
         state.applied.append("compile vae")
     logger.info("compute prepared applied=%s skipped=%s", ",".join(state.applied) or "-", state.skipped or "-")
+    return state
+
+
+def _prepare_transformer_model(settings: ComputeSettings, state: ComputeState) -> ComputeState:
+    """The compute settings are written for UNets (token merging, DeepCache, FP8 storage, compile of the UNet):
+    on a transformer family (FLUX.1, SD 3.5) they are reported as skipped, not applied."""
+    unet_settings = {
+        "fuse_qkv": settings.fuse_qkv,
+        "channels_last": settings.channels_last,
+        "fp8": settings.fp8_applies(state.is_xl),
+        "token merging": settings.token_merging_ratio > 0,
+        "compile": settings.compiles,
+    }
+    for name, wanted in unet_settings.items():
+        if wanted:
+            state.skipped[name] = "applies to UNet models only, not to transformer families"
+    logger.info("compute prepared applied=- skipped=%s", state.skipped or "-")
     return state
 
 

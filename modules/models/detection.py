@@ -19,6 +19,7 @@ from typing import NamedTuple
 from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
 from modules.models.errors import UnsupportedModelError
+from modules.models.families import ModelFamily, family
 from modules.models.safe_load import read_shapes
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,13 @@ class ModelArchitecture(StrEnum):
     SDXL = "sdxl"
     SDXL_INPAINT = "sdxl-inpaint"
     SDXL_REFINER = "sdxl-refiner"
+    SD3 = "sd3"
+    FLUX = "flux"
+
+    @property
+    def family(self) -> ModelFamily:
+        """The family description (pipelines, encoders, latent space, guidance) the architecture belongs to."""
+        return family(FAMILY_KEYS[self])
 
     @property
     def config_name(self) -> str:
@@ -71,6 +79,23 @@ CONFIG_NAMES = MappingProxyType(
         ModelArchitecture.SDXL: "sdxl",
         ModelArchitecture.SDXL_INPAINT: "sdxl-inpainting",
         ModelArchitecture.SDXL_REFINER: "sdxl-refiner",
+        ModelArchitecture.SD3: "sd35-medium",
+        ModelArchitecture.FLUX: "flux-dev",
+    }
+)
+FAMILY_KEYS = MappingProxyType(
+    {
+        ModelArchitecture.SD1: "sd1",
+        ModelArchitecture.SD1_INPAINT: "sd1",
+        ModelArchitecture.SD1_PIX2PIX: "sd1",
+        ModelArchitecture.SD2: "sd2",
+        ModelArchitecture.SD2_V: "sd2",
+        ModelArchitecture.SD2_INPAINT: "sd2",
+        ModelArchitecture.SDXL: "sdxl",
+        ModelArchitecture.SDXL_INPAINT: "sdxl",
+        ModelArchitecture.SDXL_REFINER: "sdxl-refiner",
+        ModelArchitecture.SD3: "sd3",
+        ModelArchitecture.FLUX: "flux",
     }
 )
 DISPLAY_NAMES = MappingProxyType(
@@ -84,6 +109,8 @@ DISPLAY_NAMES = MappingProxyType(
         ModelArchitecture.SDXL: "SDXL base",
         ModelArchitecture.SDXL_INPAINT: "SDXL inpainting",
         ModelArchitecture.SDXL_REFINER: "SDXL refiner",
+        ModelArchitecture.SD3: "Stable Diffusion 3.5",
+        ModelArchitecture.FLUX: "FLUX.1",
     }
 )
 # Cross-attention width of each family's UNet (the text encoder's hidden size) at the standard sizes.

@@ -15,6 +15,7 @@ import pickle
 from pathlib import Path
 from types import MappingProxyType
 
+import diffusers
 import torch
 from diffusers import (
     DiffusionPipeline,
@@ -38,19 +39,13 @@ from modules.models.errors import (
     CheckpointNotFoundError,
     UnsupportedModelError,
 )
+from modules.models.families import PIPELINE_FAMILIES, ModelFamily, family_of_pipeline
 from modules.models.registry import CheckpointInfo, is_diffusers_folder, sidecar_config_dir
 
 logger = logging.getLogger(__name__)
 
 PIPELINE_CLASSES: MappingProxyType[str, type[DiffusionPipeline]] = MappingProxyType(
-    {
-        "StableDiffusionPipeline": StableDiffusionPipeline,
-        "StableDiffusionInpaintPipeline": StableDiffusionInpaintPipeline,
-        "StableDiffusionXLPipeline": StableDiffusionXLPipeline,
-        "StableDiffusionXLInpaintPipeline": StableDiffusionXLInpaintPipeline,
-        "StableDiffusionXLImg2ImgPipeline": StableDiffusionXLImg2ImgPipeline,
-        "StableDiffusionInstructPix2PixPipeline": StableDiffusionInstructPix2PixPipeline,
-    }
+    {name: getattr(diffusers, name) for name in PIPELINE_FAMILIES}
 )
 ARCHITECTURE_PIPELINES: MappingProxyType[ModelArchitecture, type[DiffusionPipeline]] = MappingProxyType(
     {
@@ -63,6 +58,8 @@ ARCHITECTURE_PIPELINES: MappingProxyType[ModelArchitecture, type[DiffusionPipeli
         ModelArchitecture.SDXL: StableDiffusionXLPipeline,
         ModelArchitecture.SDXL_INPAINT: StableDiffusionXLInpaintPipeline,
         ModelArchitecture.SDXL_REFINER: StableDiffusionXLImg2ImgPipeline,
+        ModelArchitecture.SD3: diffusers.StableDiffusion3Pipeline,
+        ModelArchitecture.FLUX: diffusers.FluxPipeline,
     }
 )
 # The inpainting class of each text-to-image class, for a diffusers folder whose UNet takes 9 channels.
@@ -164,10 +161,17 @@ def check_all_weights_loaded(pipeline: DiffusionPipeline, path: Path) -> None:
 
 
 def load_diffusers_folder(folder: Path, torch_dtype: torch.dtype) -> tuple[DiffusionPipeline, ModelArchitecture | None]:
-    unet_config = read_json(folder / "unet" / "config.json")
-    pipeline_class = pipeline_class_from_index(folder, unet_config.get("in_channels"))
-    architecture = architecture_from_unet_config(unet_config, sidecar_prediction(folder))
-    logger.info("loading diffusers folder path=%s pipeline=%s", folder, pipeline_class.__name__)
+    model_family = folder_family(folder)
+    if model_family.denoiser == "unet":
+        unet_config = read_json(folder / "unet" / "config.json")
+        pipeline_class = pipeline_class_from_index(folder, unet_config.get("in_channels"))
+        architecture = architecture_from_unet_config(unet_config, sidecar_prediction(folder))
+    else:
+        pipeline_class = PIPELINE_CLASSES[model_family.pipeline_class_name("txt2img")]
+        architecture = ModelArchitecture(model_family.key)
+    logger.info(
+        "loading diffusers folder path=%s family=%s pipeline=%s", folder, model_family.key, pipeline_class.__name__
+    )
     try:
         pipeline = pipeline_class.from_pretrained(
             folder, local_files_only=True, dtype=torch_dtype, **safety_kwargs(pipeline_class)
@@ -177,10 +181,19 @@ def load_diffusers_folder(folder: Path, torch_dtype: torch.dtype) -> tuple[Diffu
     return pipeline, architecture
 
 
+def folder_family(folder: Path) -> ModelFamily:
+    """The family of a diffusers folder, from the pipeline class its model_index.json names."""
+    class_name = str(read_json(folder / "model_index.json").get("_class_name"))
+    model_family = family_of_pipeline(class_name)
+    if model_family is None:
+        raise UnsupportedModelError(f"{folder} is a {class_name}; Easel loads {', '.join(PIPELINE_CLASSES)}")
+    return model_family
+
+
 def safety_kwargs(pipeline_class: type[DiffusionPipeline]) -> dict[str, object]:
     """SD 1.x/2.x pipelines take a safety checker; Easel loads none (A1111 has none either)."""
-    xl_classes = (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline)
-    if issubclass(pipeline_class, xl_classes):
+    model_family = family_of_pipeline(pipeline_class.__name__)
+    if model_family is None or not model_family.takes_safety_checker:
         return {}
     return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
 
@@ -20,6 +21,7 @@ from modules.compute import ComputeSettings, ComputeState, apply_backend_flags, 
 from modules.devices import MemoryPolicy, MemoryPreset
 from modules.models.detection import ModelArchitecture, read_key_shapes
 from modules.models.errors import CheckpointNotFoundError, ModelError
+from modules.models.families import ModelFamily, family, family_of_pipeline
 from modules.models.loader import detect_single_file, load_pipeline
 from modules.models.prediction import resolve_sd2_prediction
 from modules.models.registry import CheckpointInfo, CheckpointRegistry, sidecar_config_dir
@@ -50,13 +52,29 @@ class LoadedModel:
     _task_pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict, repr=False)
 
     @property
+    def family(self) -> ModelFamily:
+        """The family description the loader, processing, the backends, the UI and the API read."""
+        if self.architecture is not None:
+            return self.architecture.family
+        return family_of_pipeline(type(self.pipeline).__name__) or family("sd1")
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The UNet or the transformer, as the family says."""
+        return getattr(self.pipeline, self.family.denoiser)
+
+    @property
     def is_inpainting(self) -> bool:
-        return self.pipeline.unet.config.in_channels == 9
+        return self._unet_in_channels() == 9
 
     @property
     def is_pix2pix(self) -> bool:
         """An instruct-pix2pix model: the UNet reads the latents and the source image's latents (8 channels)."""
-        return self.pipeline.unet.config.in_channels == 8
+        return self._unet_in_channels() == 8
+
+    def _unet_in_channels(self) -> int | None:
+        unet = getattr(self.pipeline, "unet", None)
+        return int(unet.config.in_channels) if unet is not None else None
 
     @property
     def is_refiner(self) -> bool:
@@ -75,12 +93,15 @@ class LoadedModel:
 
     @property
     def is_xl(self) -> bool:
-        return getattr(self.pipeline, "text_encoder_2", None) is not None
+        return self.family.is_xl
 
     @property
     def native_size(self) -> int:
         """The checkpoint's native image side in pixels (512 for SD 1.x, 1024 for SDXL)."""
-        return int(self.pipeline.unet.config.sample_size) * int(getattr(self.pipeline, "vae_scale_factor", 8))
+        sample_size = self.denoiser.config.get("sample_size")
+        if sample_size is None:
+            return self.family.default_size
+        return int(sample_size) * int(getattr(self.pipeline, "vae_scale_factor", 8))
 
     @property
     def short_hash(self) -> str:
@@ -93,7 +114,9 @@ class LoadedModel:
     def pipeline_for(self, task: Task) -> DiffusionPipeline:
         """The pipeline for a task, built once with ``from_pipe`` so that no weight is loaded twice."""
         if task not in self._task_pipelines:
-            if self.is_pix2pix or (self.is_refiner and task is not Task.INPAINT):
+            if self.family.denoiser == "transformer":
+                pipeline = family_task_pipeline(self.pipeline, self.family, task)
+            elif self.is_pix2pix or (self.is_refiner and task is not Task.INPAINT):
                 pipeline = self.pipeline  # its img2img pipeline serves txt2img too (see the diffusers backend)
             elif task is Task.TXT2IMG and not self.is_inpainting:
                 pipeline = self.pipeline
@@ -250,8 +273,8 @@ class ModelManager:
         pipeline, architecture = load_pipeline(info, self.configs_dir, torch_dtype=self.policy.dtype)
         self.policy.apply(pipeline)
         pipeline.set_progress_bar_config(disable=True)
-        is_xl = getattr(pipeline, "text_encoder_2", None) is not None
-        compute = prepare_pipeline(pipeline, self.compute, is_xl)
+        model_family = architecture.family if architecture else family_of_pipeline(type(pipeline).__name__)
+        compute = prepare_pipeline(pipeline, self.compute, bool(model_family and model_family.is_xl))
         seconds = time.perf_counter() - started
         sha256 = self.registry.hash_of(info)
         if info.kind != "diffusers" and not sidecar_config_dir(info.path).is_dir():
@@ -313,7 +336,8 @@ class ModelManager:
         state = model.compute
         if state is None or state.settings == self.compute or state.settings.needs_reload(self.compute):
             return
-        if state.settings.token_merging_ratio != self.compute.token_merging_ratio:
+        changed = state.settings.token_merging_ratio != self.compute.token_merging_ratio
+        if changed and model.family.denoiser == "unet":
             state.set_token_merging(model.pipeline.unet, self.compute.token_merging_ratio)
         state.settings = self.compute
 
@@ -341,6 +365,18 @@ def pipeline_view(pipeline: DiffusionPipeline, **overrides: Any) -> DiffusionPip
     view = type(pipeline)(**arguments)
     view.set_progress_bar_config(disable=True)
     return view
+
+
+def family_task_pipeline(pipeline: DiffusionPipeline, model_family: ModelFamily, task: Task) -> DiffusionPipeline:
+    """The family's pipeline class for ``task`` over the loaded pipeline's components (no weight is copied)."""
+    class_name = model_family.pipeline_class_name(task.value)
+    if type(pipeline).__name__ == class_name:
+        return pipeline
+    pipeline_class = getattr(diffusers, class_name)
+    parameters = inspect.signature(pipeline_class.__init__).parameters
+    task_pipeline = pipeline_class(**{name: value for name, value in pipeline.components.items() if name in parameters})
+    task_pipeline.set_progress_bar_config(disable=True)
+    return task_pipeline
 
 
 def warmup_size(native: int, dynamic: bool) -> tuple[int, int]:

@@ -108,6 +108,10 @@ class Networks:
         """VAE (``vae``, else the setting), embeddings and LoRA tags of one pass; LoRA deltas are removed on exit."""
         with self._lock:
             applied = AppliedNetworks()
+            if not model.family.uses_a1111_prompts:
+                self._note_unsupported(model, [*prompts, *negative_prompts], applied, vae)
+                yield applied
+                return
             self.apply_vae(model, applied, vae)
             self.prepare_embeddings(model, [*prompts, *negative_prompts], applied)
             _, tags = extract_extra_networks(prompts[0] if prompts else "")
@@ -133,6 +137,19 @@ class Networks:
                     yield applied
                 finally:
                     encoder.model_key = base_key
+
+    def _note_unsupported(self, model: Any, texts: Sequence[str], applied: AppliedNetworks, vae: str | None) -> None:
+        """A family outside Easel's SD networks (FLUX.1, SD 3.5): its LoRA tags, a chosen VAE file and SD
+        embeddings are not applied, and the notes say so (diffusers' own LoRA loader for these families needs
+        peft, which Easel does not install)."""
+        name = model.family.display_name
+        tags = [tag for text in texts for tag in extract_extra_networks(text)[1]]
+        if tags:
+            shown = ", ".join(f"<{tag.kind}:{tag.name}>" for tag in tags)
+            applied.notes.append(f"{name}: extra network tags are not applied to this family ({shown})")
+        choice = vae or self.vae_setting()
+        if choice and choice not in (AUTOMATIC, "None"):
+            applied.notes.append(f"{name}: VAE {choice} is not applied (SD VAE files do not fit this family)")
 
     def _report(
         self, uses: list[tuple[NetworkUse, NetworkEntry]], report: PatchReport, applied: AppliedNetworks

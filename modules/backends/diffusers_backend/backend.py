@@ -13,6 +13,7 @@ from PIL import Image
 
 from modules.backends.base import BackendError, GenerationPlan, MaskedContent, ProgressReporter, RunDetails
 from modules.backends.diffusers_backend.composable import ComposableGuidance, ComposableGuidanceUNet
+from modules.backends.diffusers_backend.flow import generate_flow
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
 from modules.backends.original.rng import ImageRNG, NoiseSource, RandnSource
 from modules.backends.previews import PreviewModels, render_preview
@@ -49,6 +50,9 @@ class DiffusersBackend:
     def generate(
         self, model: LoadedModel, plan: GenerationPlan, progress: ProgressReporter
     ) -> list[Image.Image] | torch.Tensor:
+        if not model.family.uses_a1111_prompts:
+            latents = generate_flow(model, plan, progress, steps_run(plan))
+            return latents if plan.output_latents else self.decode(model, latents)
         positives, negatives = self._encode_prompts(model, plan)
         # Each request gets its own scheduler, built from the checkpoint's own config, in its own pipeline view.
         components: dict[str, Any] = {

@@ -1,0 +1,107 @@
+"""Transformer families (FLUX.1, Stable Diffusion 3.5) on the diffusers backend.
+
+Their pipelines encode the prompts themselves (T5 + CLIP), sample with flow matching (the model's own
+FlowMatchEulerDiscreteScheduler) and take per-image generators, so seeds, batches, progress, previews and
+interrupts work as for SD. Easel asks for latents and decodes them itself (FLUX's packed latents are unpacked
+first), so every decode goes through the same VAE code as SD's.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+from modules.backends.base import BackendError, GenerationPlan, MaskedContent, ProgressReporter
+from modules.backends.previews import render_preview
+from modules.models.manager import LoadedModel, Task
+from modules.prompts.plain import PlainPromptError, plain_prompt
+
+logger = logging.getLogger(__name__)
+
+FULL_PREVIEW = "Full"
+
+
+def generate_flow(model: LoadedModel, plan: GenerationPlan, progress: ProgressReporter, steps: int) -> torch.Tensor:
+    """The plan through the family's task pipeline; returns unpacked latents (decoded by the backend)."""
+    family = model.family
+    if plan.masked_content in (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING) and plan.mask is not None:
+        raise BackendError(f"{family.display_name}: masked content 'latent noise' / 'latent nothing' is not available")
+    scheduler = type(model.pipeline.scheduler).from_config(model.scheduler_config)
+    pipeline = model.pipeline_view(plan.task, scheduler=scheduler)
+    arguments = prompt_arguments(model, plan)
+    arguments.update(
+        num_inference_steps=plan.steps,
+        guidance_scale=plan.cfg_scale,
+        width=plan.width,
+        height=plan.height,
+        generator=[torch.Generator("cpu").manual_seed(seed) for seed in plan.seeds],
+        callback_on_step_end=FlowStepCallback(progress, steps, plan),
+        callback_on_step_end_tensor_inputs=["latents"],
+        output_type="latent",
+    )
+    arguments.update(task_arguments(plan))
+    with torch.inference_mode():
+        output = pipeline(**arguments)
+    return unpack_latents(pipeline, output.images, plan.height, plan.width)
+
+
+def prompt_arguments(model: LoadedModel, plan: GenerationPlan) -> dict[str, Any]:
+    try:
+        prompts = [plain_prompt(prompt, plan.steps).text for prompt in plan.prompts]
+        negatives = [plain_prompt(prompt, plan.steps).text for prompt in plan.negative_prompts]
+    except PlainPromptError as error:
+        raise BackendError(f"{model.family.display_name}: {error}") from error
+    arguments: dict[str, Any] = {"prompt": prompts}
+    if model.family.takes_negative_prompt:
+        arguments["negative_prompt"] = negatives
+    elif any(negatives):
+        raise BackendError(f"{model.family.display_name} takes no negative prompt (distilled guidance)")
+    return arguments
+
+
+def task_arguments(plan: GenerationPlan) -> dict[str, Any]:
+    """img2img and inpaint: the init image (and mask) with diffusers' strength (denoising strength)."""
+    if plan.task is Task.TXT2IMG:
+        return {}
+    if not isinstance(plan.init_image, Image.Image):
+        raise BackendError("latent input (a latent hires pass) is not available for this family: use an image upscaler")
+    arguments: dict[str, Any] = {"image": plan.init_image, "strength": plan.denoising_strength}
+    if plan.exact_steps:
+        total = max(plan.steps, int(plan.steps / min(plan.denoising_strength, 0.999)))
+        arguments.update(num_inference_steps=total, strength=min(1.0, (plan.steps + 0.5) / total))
+    if plan.task is Task.INPAINT:
+        arguments["mask_image"] = plan.mask if plan.mask is not None else Image.new("L", plan.init_image.size, 255)
+    return arguments
+
+
+def unpack_latents(pipeline: DiffusionPipeline, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """FLUX returns its latents packed as a sequence of 2x2 patches; other families return image latents."""
+    if latents.ndim == 3:
+        return pipeline._unpack_latents(latents, height, width, pipeline.vae_scale_factor)
+    return latents
+
+
+class FlowStepCallback:
+    """Progress, interrupt / skip and previews (a full VAE decode: the approximate previews are SD's 4-channel
+    latent space only) for a transformer family's pipeline."""
+
+    def __init__(self, control: ProgressReporter, steps: int, plan: GenerationPlan) -> None:
+        self.control = control
+        self.steps = steps
+        self.plan = plan
+
+    def __call__(self, pipeline: DiffusionPipeline, step: int, timestep: Any, tensors: dict) -> dict:
+        done = step + 1
+        preview = None
+        every = self.control.preview_every_n_steps
+        if every > 0 and done % every == 0 and done < self.steps and "latents" in tensors:
+            latents = unpack_latents(pipeline, tensors["latents"], self.plan.height, self.plan.width)
+            preview = render_preview(FULL_PREVIEW, latents, False, pipeline)
+        self.control.step_done(done, preview)
+        if self.control.interrupted or self.control.skipped:
+            pipeline._interrupt = True  # diffusers' documented early stop; the current latents are decoded
+        return {}

@@ -1,0 +1,284 @@
+"""Model families: one description per family that the loader, processing, the backends, the UI and the API read.
+
+A family says which diffusers pipeline serves each task, which text encoders it has, its latent space (channels,
+VAE scale and shift), how it is guided (classifier-free guidance with a negative prompt, or FLUX.1's distilled
+guidance), what of A1111's prompt features apply (weights, CLIP skip, embeddings, LoRA tags), which samplers
+and backends run it, and its default size and steps. Code asks the description (``family.takes_negative_prompt``)
+instead of branching on the family's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+
+class Guidance(StrEnum):
+    CFG = "cfg"  # classifier-free guidance with a negative prompt (CFG scale)
+    DISTILLED = "distilled"  # FLUX.1: the guidance scale is an input of the transformer, no negative pass
+
+
+class PromptStyle(StrEnum):
+    A1111 = "a1111"  # Easel's CLIP prompt encoder: weights, BREAK, unlimited length, CLIP skip, embeddings
+    PLAIN = "plain"  # the pipeline's own encode_prompt; A1111 weights are removed from the text (see README)
+
+
+TASKS = ("txt2img", "img2img", "inpaint")
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What Easel knows about one model family."""
+
+    key: str
+    display_name: str
+    pipelines: Mapping[str, str]  # task -> diffusers pipeline class name; a missing task is not offered
+    denoiser: str  # the pipeline component that denoises: "unet" or "transformer"
+    text_encoders: tuple[str, ...]
+    latent_channels: int
+    vae_scale: float
+    vae_shift: float
+    guidance: Guidance
+    prompt_style: PromptStyle
+    default_size: int
+    default_steps: int
+    default_cfg: float
+    samplers: tuple[str, ...] | None = None  # None: every sampler of the backend
+    backends: tuple[str, ...] = ("diffusers", "original")
+    lora_formats: str = ""  # "" when Easel applies no LoRA to the family
+    is_xl: bool = False  # SDXL's latent space and size conditioning (previews, "FP8 for SDXL", --medvram-sdxl)
+    takes_safety_checker: bool = False  # SD 1.x / 2.x pipelines take (and are given no) safety checker
+    packed_latents: bool = False  # FLUX.1 packs 2x2 latent patches into a sequence
+    t5_encoder: str | None = None  # the component name of a T5 encoder (kept on the CPU under --medvram/--lowvram)
+    parameters: Mapping[str, float] = field(default_factory=dict)  # component -> billions of parameters (full size)
+
+    @property
+    def takes_negative_prompt(self) -> bool:
+        return self.guidance is Guidance.CFG
+
+    @property
+    def takes_clip_skip(self) -> bool:
+        return self.prompt_style is PromptStyle.A1111
+
+    @property
+    def uses_a1111_prompts(self) -> bool:
+        return self.prompt_style is PromptStyle.A1111
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(task for task in TASKS if task in self.pipelines)
+
+    def pipeline_class_name(self, task: str) -> str:
+        name = self.pipelines.get(task)
+        if name is None:
+            raise FamilyError(f"{self.display_name} has no {task} pipeline in diffusers; Easel offers {self.tasks}")
+        return name
+
+    def check_sampler(self, sampler_name: str) -> None:
+        if self.samplers is not None and sampler_name not in self.samplers:
+            raise FamilyError(
+                f"{self.display_name} runs with the {' / '.join(self.samplers)} sampler only "
+                f"(flow matching); {sampler_name} does not apply: choose {self.samplers[0]}"
+            )
+
+    def check_backend(self, backend_name: str) -> None:
+        if backend_name not in self.backends:
+            raise FamilyError(
+                f"{self.display_name} runs on the {' / '.join(self.backends)} backend only, not {backend_name!r}: "
+                "set the sampler backend to diffusers"
+            )
+
+
+class FamilyError(ValueError):
+    """A request asks a family for something it does not have (the message says what applies instead)."""
+
+
+SD_PIPELINES = MappingProxyType(
+    {
+        "txt2img": "StableDiffusionPipeline",
+        "img2img": "StableDiffusionImg2ImgPipeline",
+        "inpaint": "StableDiffusionInpaintPipeline",
+    }
+)
+SDXL_PIPELINES = MappingProxyType(
+    {
+        "txt2img": "StableDiffusionXLPipeline",
+        "img2img": "StableDiffusionXLImg2ImgPipeline",
+        "inpaint": "StableDiffusionXLInpaintPipeline",
+    }
+)
+KOHYA_LORA = "A1111 / kohya LoRA and LyCORIS (LoHa, LoKr, ...) through Easel's patcher"
+DIFFUSERS_LORA = "diffusers, kohya and BFL/ComfyUI LoRA files through diffusers' load_lora_weights (needs peft)"
+
+FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
+    {
+        family.key: family
+        for family in (
+            ModelFamily(
+                key="sd1",
+                display_name="SD 1.x",
+                pipelines=SD_PIPELINES,
+                denoiser="unet",
+                text_encoders=("CLIP ViT-L/14",),
+                latent_channels=4,
+                vae_scale=0.18215,
+                vae_shift=0.0,
+                guidance=Guidance.CFG,
+                prompt_style=PromptStyle.A1111,
+                default_size=512,
+                default_steps=20,
+                default_cfg=7.0,
+                lora_formats=KOHYA_LORA,
+                takes_safety_checker=True,
+                parameters=MappingProxyType({"unet": 0.86, "text encoders": 0.123, "vae": 0.084}),
+            ),
+            ModelFamily(
+                key="sd2",
+                display_name="SD 2.x",
+                pipelines=SD_PIPELINES,
+                denoiser="unet",
+                text_encoders=("OpenCLIP ViT-H/14",),
+                latent_channels=4,
+                vae_scale=0.18215,
+                vae_shift=0.0,
+                guidance=Guidance.CFG,
+                prompt_style=PromptStyle.A1111,
+                default_size=768,
+                default_steps=20,
+                default_cfg=7.0,
+                lora_formats=KOHYA_LORA,
+                takes_safety_checker=True,
+                parameters=MappingProxyType({"unet": 0.866, "text encoders": 0.354, "vae": 0.084}),
+            ),
+            ModelFamily(
+                key="sdxl",
+                is_xl=True,
+                display_name="SDXL",
+                pipelines=SDXL_PIPELINES,
+                denoiser="unet",
+                text_encoders=("CLIP ViT-L/14", "OpenCLIP ViT-bigG/14"),
+                latent_channels=4,
+                vae_scale=0.13025,
+                vae_shift=0.0,
+                guidance=Guidance.CFG,
+                prompt_style=PromptStyle.A1111,
+                default_size=1024,
+                default_steps=20,
+                default_cfg=7.0,
+                lora_formats=KOHYA_LORA,
+                parameters=MappingProxyType({"unet": 2.567, "text encoders": 0.817, "vae": 0.084}),
+            ),
+            ModelFamily(
+                key="sdxl-refiner",
+                is_xl=True,
+                display_name="SDXL refiner",
+                # The refiner's img2img pipeline serves txt2img too (from zero latents at strength 1).
+                pipelines=MappingProxyType({**SDXL_PIPELINES, "txt2img": "StableDiffusionXLImg2ImgPipeline"}),
+                denoiser="unet",
+                text_encoders=("OpenCLIP ViT-bigG/14",),
+                latent_channels=4,
+                vae_scale=0.13025,
+                vae_shift=0.0,
+                guidance=Guidance.CFG,
+                prompt_style=PromptStyle.A1111,
+                default_size=1024,
+                default_steps=20,
+                default_cfg=7.0,
+                lora_formats=KOHYA_LORA,
+                parameters=MappingProxyType({"unet": 2.3, "text encoders": 0.695, "vae": 0.084}),
+            ),
+            ModelFamily(
+                key="sd3",
+                display_name="Stable Diffusion 3.5",
+                pipelines=MappingProxyType(
+                    {
+                        "txt2img": "StableDiffusion3Pipeline",
+                        "img2img": "StableDiffusion3Img2ImgPipeline",
+                        "inpaint": "StableDiffusion3InpaintPipeline",
+                    }
+                ),
+                denoiser="transformer",
+                text_encoders=("CLIP ViT-L/14", "OpenCLIP ViT-bigG/14", "T5-XXL (optional)"),
+                latent_channels=16,
+                vae_scale=1.5305,
+                vae_shift=0.0609,
+                guidance=Guidance.CFG,
+                prompt_style=PromptStyle.PLAIN,
+                default_size=1024,
+                default_steps=28,
+                default_cfg=4.5,
+                samplers=("Euler",),
+                backends=("diffusers",),
+                t5_encoder="text_encoder_3",
+                # SD 3.5 Large; Medium has a 2.5 B transformer.
+                parameters=MappingProxyType({"transformer": 8.1, "text encoders": 5.58, "vae": 0.084}),
+            ),
+            ModelFamily(
+                key="flux",
+                display_name="FLUX.1",
+                pipelines=MappingProxyType(
+                    {
+                        "txt2img": "FluxPipeline",
+                        "img2img": "FluxImg2ImgPipeline",
+                        "inpaint": "FluxInpaintPipeline",
+                    }
+                ),
+                denoiser="transformer",
+                text_encoders=("CLIP ViT-L/14", "T5-XXL"),
+                latent_channels=16,
+                vae_scale=0.3611,
+                vae_shift=0.1159,
+                guidance=Guidance.DISTILLED,
+                prompt_style=PromptStyle.PLAIN,
+                default_size=1024,
+                default_steps=28,  # dev; schnell is distilled to 4 steps
+                default_cfg=3.5,
+                samplers=("Euler",),
+                backends=("diffusers",),
+                packed_latents=True,
+                t5_encoder="text_encoder_2",
+                parameters=MappingProxyType({"transformer": 11.9, "text encoders": 4.88, "vae": 0.084}),
+            ),
+        )
+    }
+)
+
+# The txt2img pipeline class named in a diffusers folder's model_index.json -> family (SD 1.x and 2.x share
+# their classes: the folder's UNet tells them apart, see the loader).
+PIPELINE_FAMILIES: Mapping[str, str] = MappingProxyType(
+    {
+        "StableDiffusionPipeline": "sd1",
+        "StableDiffusionImg2ImgPipeline": "sd1",
+        "StableDiffusionInpaintPipeline": "sd1",
+        "StableDiffusionInstructPix2PixPipeline": "sd1",
+        "StableDiffusionXLPipeline": "sdxl",
+        "StableDiffusionXLInpaintPipeline": "sdxl",
+        "StableDiffusionXLImg2ImgPipeline": "sdxl",
+        "StableDiffusion3Pipeline": "sd3",
+        "StableDiffusion3Img2ImgPipeline": "sd3",
+        "StableDiffusion3InpaintPipeline": "sd3",
+        "FluxPipeline": "flux",
+        "FluxImg2ImgPipeline": "flux",
+        "FluxInpaintPipeline": "flux",
+    }
+)
+
+
+def family(key: str) -> ModelFamily:
+    found = FAMILIES.get(key)
+    if found is None:
+        raise FamilyError(f"unknown model family {key!r}; known: {', '.join(FAMILIES)}")
+    return found
+
+
+def family_of_pipeline(class_name: str) -> ModelFamily | None:
+    """The family of a diffusers pipeline class name, None for a class Easel does not load."""
+    key = PIPELINE_FAMILIES.get(class_name)
+    return FAMILIES[key] if key else None
+
+
+def weights_gib(model_family: ModelFamily, bytes_per_parameter: float) -> float:
+    """The family's full-size weights in GiB at ``bytes_per_parameter`` (2 for fp16/bf16, 1 for 8-bit)."""
+    return sum(model_family.parameters.values()) * 1e9 * bytes_per_parameter / 2**30

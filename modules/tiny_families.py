@@ -1,0 +1,173 @@
+"""Tiny random-weight pipelines of the transformer families (FLUX.1, Stable Diffusion 3.5), built offline.
+
+Sizes follow diffusers' own tests (tests/pipelines/flux, tests/pipelines/stable_diffusion_3): one or two
+transformer blocks of width 32, 2-layer CLIP encoders of width 32, a 2-layer T5 encoder of width 32, a
+one-block VAE. The CLIP tokenizer is the real one kept in configs/; T5 needs a sentencepiece-style model, which
+``train_t5_tokenizer`` trains here with the ``tokenizers`` library (a Unigram model of a few dozen pieces).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+)
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
+
+from modules.models.families import ModelFamily
+
+TINY_WIDTH = 32
+T5_VOCAB = 64
+TRAINING_TEXT = (
+    "a photo of a cat sitting on a red chair",
+    "portrait of a woman, detailed, sharp focus, studio light",
+    "a mountain landscape at sunset with a lake and trees",
+    "a blue car on the road in the rain",
+)
+
+
+def train_t5_tokenizer(vocab_size: int = T5_VOCAB) -> T5Tokenizer:
+    """A T5 tokenizer (Unigram with Metaspace pre-tokenizer, as T5's sentencepiece model) trained offline on a few
+    sentences: pad 0, eos 1, unk 2, as T5's own."""
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
+    tokenizer.train_from_iterator(TRAINING_TEXT * 4, trainer)
+    return T5Tokenizer(tokenizer_object=tokenizer, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0)
+
+
+def tiny_clip_config() -> CLIPTextConfig:
+    return CLIPTextConfig(
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        hidden_size=TINY_WIDTH,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=49408,
+        hidden_act="gelu",
+        projection_dim=TINY_WIDTH,
+    )
+
+
+def tiny_t5() -> T5EncoderModel:
+    config = T5Config(
+        vocab_size=T5_VOCAB,
+        d_model=TINY_WIDTH,
+        d_ff=37,
+        d_kv=8,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        decoder_start_token_id=0,
+    )
+    return T5EncoderModel(config)
+
+
+def tiny_flow_vae(latent_channels: int, scale: float, shift: float, blocks: int) -> AutoencoderKL:
+    return AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,) * blocks,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=shift,
+        scaling_factor=scale,
+    )
+
+
+def clip_tokenizer(configs_dir: Path) -> CLIPTokenizer:
+    return CLIPTokenizer.from_pretrained(configs_dir / "sd15" / "tokenizer", local_files_only=True)
+
+
+def build_tiny_flux(configs_dir: Path, model_family: ModelFamily, seed: int = 0) -> DiffusionPipeline:
+    """FLUX.1: a 1 + 1 block transformer over 4 packed channels (a 1-channel latent in 2x2 patches), with
+    the distilled-guidance embedding of FLUX.1 dev."""
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=TINY_WIDTH,
+        pooled_projection_dim=TINY_WIDTH,
+        guidance_embeds=True,
+        axes_dims_rope=[4, 4, 8],
+    )
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=False),
+        vae=tiny_flow_vae(1, model_family.vae_scale, model_family.vae_shift, blocks=2),
+        text_encoder=CLIPTextModel(tiny_clip_config()),
+        tokenizer=clip_tokenizer(configs_dir),
+        text_encoder_2=tiny_t5(),
+        tokenizer_2=train_t5_tokenizer(),
+        transformer=transformer,
+    )
+
+
+def build_tiny_sd3(configs_dir: Path, model_family: ModelFamily, seed: int = 0) -> DiffusionPipeline:
+    """Stable Diffusion 3.5: a one-block MMDiT, two CLIP encoders with projections and T5."""
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=2,
+        in_channels=16,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=TINY_WIDTH,
+        joint_attention_dim=TINY_WIDTH,
+        pooled_projection_dim=2 * TINY_WIDTH,
+        out_channels=16,
+    )
+    return StableDiffusion3Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=tiny_flow_vae(16, model_family.vae_scale, model_family.vae_shift, blocks=2),
+        text_encoder=CLIPTextModelWithProjection(tiny_clip_config()),
+        tokenizer=clip_tokenizer(configs_dir),
+        text_encoder_2=CLIPTextModelWithProjection(tiny_clip_config()),
+        tokenizer_2=clip_tokenizer(configs_dir),
+        text_encoder_3=tiny_t5(),
+        tokenizer_3=train_t5_tokenizer(),
+        transformer=transformer,
+    )
+
+
+BUILDERS = {"flux": build_tiny_flux, "sd3": build_tiny_sd3}
+
+
+def build_tiny_family(configs_dir: Path, model_family: ModelFamily, seed: int = 0) -> DiffusionPipeline:
+    pipeline = BUILDERS[model_family.key](configs_dir, model_family, seed)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline

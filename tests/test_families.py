@@ -1,0 +1,146 @@
+"""Model families: the description, and FLUX.1 / SD 3.5 tiny pipelines through processing (diffusers folders)."""
+
+from __future__ import annotations
+
+import argparse
+
+import diffusers
+import numpy as np
+import pytest
+from PIL import Image
+
+from modules.models.detection import ModelArchitecture
+from modules.models.families import FAMILIES, Guidance, family, family_of_pipeline
+from modules.processing.infotext import infotext_to_request_fields, parse_infotext
+from modules.processing.processing import ProcessingError, process
+from modules.processing.requests import Txt2ImgRequest
+from modules.prompts.plain import PlainPromptError, plain_prompt
+from modules.tiny_families import train_t5_tokenizer
+from tests.helpers import pixels, tiny_img2img, tiny_request
+
+FLOW_REQUEST = {"width": 64, "height": 64, "steps": 2, "sampler_name": "Euler", "negative_prompt": ""}
+
+
+def flux_request(**fields):
+    return tiny_request(**{**FLOW_REQUEST, "checkpoint": "flux", "cfg_scale": 3.5, **fields})
+
+
+def sd3_request(**fields):
+    return tiny_request(**{**FLOW_REQUEST, "checkpoint": "sd3", "negative_prompt": "blurry", **fields})
+
+
+@pytest.fixture(scope="module")
+def flow_context(tmp_path_factory):
+    """A processing context whose checkpoints folder holds tiny FLUX.1 and SD 3.5 diffusers folders."""
+    from modules.backends.diffusers_backend import DiffusersBackend
+    from modules.backends.original.backend import OriginalBackend
+    from modules.models.service import ModelService
+    from modules.networks.service import build_networks
+    from modules.options import Options
+    from modules.paths import DataPaths
+    from modules.processing.processing import ProcessingContext
+    from modules.tiny_model import build_tiny_pipeline, write_diffusers
+    from tests.helpers import make_manager
+
+    paths = DataPaths.create(tmp_path_factory.mktemp("flow-data"))
+    paths.ensure()
+    for architecture in (ModelArchitecture.FLUX, ModelArchitecture.SD3):
+        write_diffusers(build_tiny_pipeline(architecture=architecture), paths.checkpoints_dir / architecture.value)
+    backend = DiffusersBackend()
+    backends = {"diffusers": backend, "original": OriginalBackend()}
+    options = Options()
+    manager = make_manager(paths)
+    networks = build_networks(paths, argparse.Namespace(), manager.registry.hash_cache, lambda: options.sd_vae)
+    return ProcessingContext(
+        models=ModelService(manager, networks), backend=backend, options=options, paths=paths, backends=backends
+    )
+
+
+def test_every_architecture_has_a_family_whose_pipelines_diffusers_has() -> None:
+    for architecture in ModelArchitecture:
+        assert architecture.family.key in FAMILIES
+    for model_family in FAMILIES.values():
+        for task in model_family.tasks:
+            assert issubclass(getattr(diffusers, model_family.pipeline_class_name(task)), diffusers.DiffusionPipeline)
+            assert family_of_pipeline(model_family.pipelines["txt2img"]) is not None
+    assert family("flux").guidance is Guidance.DISTILLED and not family("flux").takes_negative_prompt
+    assert family("sd3").takes_negative_prompt and not family("sd3").takes_clip_skip
+    assert family("sdxl").is_xl and family("sd1").takes_clip_skip
+
+
+def test_t5_tokenizer_trained_offline_round_trips() -> None:
+    tokenizer = train_t5_tokenizer()
+    ids = tokenizer("a red cat").input_ids
+    assert ids[-1] == tokenizer.eos_token_id and len(ids) > 2
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "a red cat"
+
+
+def test_plain_prompt_removes_weights_and_refuses_editing() -> None:
+    converted = plain_prompt("a (red:1.3) cat BREAK on a [chair] \\(sic\\) <lora:x:1>")
+    assert converted.text == "a red cat on a chair (sic)"
+    assert converted.weights_dropped
+    assert not plain_prompt("a red cat").weights_dropped
+    for prompt in ("a [cat:dog:0.5]", "a [cat|dog]", "a cat AND a dog"):
+        with pytest.raises(PlainPromptError):
+            plain_prompt(prompt)
+
+
+@pytest.mark.parametrize("make_request", [flux_request, sd3_request], ids=["flux", "sd3"])
+def test_txt2img_batch_equals_single_images_and_infotext_round_trips(flow_context, make_request) -> None:
+    batch = process(make_request(batch_size=2, seed=77), flow_context)
+    single = process(make_request(seed=78), flow_context)
+    assert [image.size for image in batch.images] == [(64, 64), (64, 64)]
+    assert batch.seeds == [77, 78]
+    assert np.abs(pixels(batch.images[1]) - pixels(single.images[0])).max() <= 1
+    assert np.abs(pixels(batch.images[0]) - pixels(batch.images[1])).max() > 0
+    parsed = parse_infotext(batch.infotexts[1])
+    fields = infotext_to_request_fields(parsed)
+    assert (fields["seed"], fields["steps"], fields["sampler_name"]) == (78, 2, "Euler")
+    assert parsed["Model"] == make_request().checkpoint
+    again = process(Txt2ImgRequest(**fields, checkpoint=parsed["Model"], save_images=False), flow_context)
+    assert np.abs(pixels(again.images[0]) - pixels(single.images[0])).max() <= 1
+
+
+def test_sd3_negative_prompt_changes_the_image_and_flux_refuses_one(flow_context) -> None:
+    first = process(sd3_request(negative_prompt="blurry"), flow_context).images[0]
+    second = process(sd3_request(negative_prompt="sharp, detailed"), flow_context).images[0]
+    assert np.abs(pixels(first) - pixels(second)).max() > 0
+    with pytest.raises(ProcessingError, match=r"FLUX\.1 takes no negative prompt"):
+        process(flux_request(negative_prompt="blurry"), flow_context)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"clip_skip": 2}, "CLIP skip does not apply to FLUX.1"),
+        ({"sampler_name": "DPM++ 2M"}, "FLUX.1 runs with the Euler sampler only"),
+        ({"sampling_backend": "original"}, "diffusers backend only"),
+        ({"prompt": "a [cat:dog:0.5]"}, "prompt editing"),
+        ({"enable_hr": True, "hr_upscaler": "Latent", "hr_scale": 2}, "Latent hires upscaler is not available"),
+    ],
+)
+def test_flux_refuses_what_does_not_apply(flow_context, fields, message) -> None:
+    with pytest.raises(ProcessingError, match=message):
+        process(flux_request(**fields), flow_context)
+
+
+def test_weights_and_lora_tags_are_noted_not_silently_dropped(flow_context) -> None:
+    result = process(flux_request(prompt="a (red:1.4) fox <lora:nothing:1>"), flow_context)
+    notes = " ".join(result.notes)
+    assert "prompt weights like (word:1.2) are not applied" in notes
+    assert "extra network tags are not applied" in notes
+
+
+@pytest.mark.parametrize("checkpoint", ["flux", pytest.param("sd3", marks=pytest.mark.slow)])
+def test_img2img_and_inpaint_follow_the_init_image(flow_context, checkpoint) -> None:
+    init = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    fields = {**FLOW_REQUEST, "checkpoint": checkpoint, "init_image": init, "steps": 4, "negative_prompt": ""}
+    light = process(tiny_img2img(**fields, denoising_strength=0.25), flow_context).images[0]
+    strong = process(tiny_img2img(**fields, denoising_strength=1.0), flow_context).images[0]
+    assert light.size == (64, 64)
+    assert np.abs(pixels(light) - pixels(init)).mean() < np.abs(pixels(strong) - pixels(init)).mean()
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    inpainted = process(tiny_img2img(**fields, mask=mask, denoising_strength=1.0), flow_context).images[0]
+    kept = pixels(inpainted)[:, 40:]
+    assert np.abs(kept - pixels(init)[:, 40:]).mean() < np.abs(pixels(inpainted)[:, :24] - pixels(init)[:, :24]).mean()
