@@ -195,6 +195,8 @@ class CheckpointItem(ApiModel):
     sha256: str | None = None
     filename: str
     config: str | None = None
+    family: str | None = Field(None, description="Model family key (sd1, sd2, sdxl, sdxl-refiner, sd3, flux, ...)")
+    family_name: str | None = Field(None, description="Model family as shown in the UI")
 
 
 class VaeItem(ApiModel):

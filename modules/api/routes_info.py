@@ -42,6 +42,7 @@ from modules.api.models import (
 )
 from modules.api.scripts import script_info, script_names
 from modules.application import Application
+from modules.models.inventory import checkpoint_family
 from modules.models.registry import CheckpointInfo
 from modules.samplers import SCHEDULE_ALIASES, SCHEDULE_TYPES, find_sampler, sampler_names
 from modules.system_info import memory_figures
@@ -68,7 +69,10 @@ def command_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def checkpoint_item(info: CheckpointInfo) -> CheckpointItem:
+    model_family = checkpoint_family(info)
     return CheckpointItem(
+        family=model_family.key if model_family else None,
+        family_name=model_family.display_name if model_family else None,
         title=info.title,
         model_name=info.name.replace("/", "_"),
         hash=info.short_hash,

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from modules.models.detection import ModelArchitecture, detect_architecture, read_key_shapes
 from modules.models.errors import ModelError
-from modules.models.loader import architecture_from_unet_config, read_json
+from modules.models.families import ModelFamily
+from modules.models.loader import architecture_from_unet_config, folder_family, read_json
 from modules.models.prediction import CACHE_SECTION
 from modules.models.registry import CheckpointInfo, CheckpointRegistry, sidecar_config_dir
 
@@ -28,6 +29,9 @@ def describe_architecture(info: CheckpointInfo, prediction: str | None = None) -
     or v once its probe answer (``prediction``, from cache.json) is known."""
     try:
         if info.kind == "diffusers":
+            folder = folder_family(info.path)
+            if folder.denoiser != "unet":
+                return folder.display_name
             architecture = architecture_from_unet_config(read_json(info.path / "unet" / "config.json"))
             return architecture.display_name if architecture else "custom size (diffusers config)"
         if sidecar_config_dir(info.path).is_dir():
@@ -40,6 +44,24 @@ def describe_architecture(info: CheckpointInfo, prediction: str | None = None) -
         return architecture.display_name
     except ModelError as error:
         return f"unsupported: {error}"
+
+
+def checkpoint_family(info: CheckpointInfo) -> ModelFamily | None:
+    """The checkpoint's family from its model_index.json / UNet config or its key layout (nothing is loaded);
+    None when it cannot be told without loading (a pickle, a sidecar config of another size, an unknown file)."""
+    try:
+        if info.kind == "diffusers":
+            folder = folder_family(info.path)
+            if folder.denoiser != "unet":
+                return folder
+            architecture = architecture_from_unet_config(read_json(info.path / "unet" / "config.json"))
+            return architecture.family if architecture else folder
+        if info.path.suffix.lower() != ".safetensors":
+            return None
+        return detect_architecture(read_key_shapes(info.path)).family
+    except ModelError as error:
+        logger.debug("family unknown path=%s error=%s", info.path, error)
+        return None
 
 
 def checkpoint_rows(registry: CheckpointRegistry) -> list[CheckpointRow]:
