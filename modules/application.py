@@ -93,7 +93,12 @@ class Application:
         compute = compute_settings_from(options, args)
         apply_backend_flags(compute)
         manager = ModelManager(
-            registry, policy, paths.configs_dir, cache_size=getattr(args, "ckpt_cache", 1), compute=compute
+            registry,
+            policy,
+            paths.configs_dir,
+            cache_size=getattr(args, "ckpt_cache", 1),
+            compute=compute,
+            without_t5=getattr(args, "no_t5", False),
         )
         detector = paths.configs_dir / "face-detection" / "yunet.onnx"
         postprocessor = Postprocessor(paths.models_dir, options, detector)

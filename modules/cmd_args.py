@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument(
         "--opt-channelslast", action="store_true", help="channels_last memory format for the UNet and VAE"
     )
+    device.add_argument(
+        "--no-t5", action="store_true", help="load SD 3.5 without its optional T5-XXL encoder (about 9 GB less)"
+    )
     device.add_argument("--medvram-sdxl", action="store_true", help="--medvram for SDXL models only (GPU only)")
     attention = device.add_mutually_exclusive_group()
     attention.add_argument("--opt-sdp-attention", action="store_true", help="PyTorch SDP attention (default)")

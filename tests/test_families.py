@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from modules.models.detection import ModelArchitecture
-from modules.models.families import FAMILIES, Guidance, family, family_of_pipeline
+from modules.models.families import FAMILIES, Guidance, family, family_of_pipeline, memory_estimate
 from modules.processing.infotext import infotext_to_request_fields, parse_infotext
 from modules.processing.processing import ProcessingError, process
 from modules.processing.requests import Txt2ImgRequest
@@ -144,3 +144,27 @@ def test_img2img_and_inpaint_follow_the_init_image(flow_context, checkpoint) -> 
     inpainted = process(tiny_img2img(**fields, mask=mask, denoising_strength=1.0), flow_context).images[0]
     kept = pixels(inpainted)[:, 40:]
     assert np.abs(kept - pixels(init)[:, 40:]).mean() < np.abs(pixels(inpainted)[:, :24] - pixels(init)[:, :24]).mean()
+
+
+def test_sd3_loads_and_runs_without_t5_when_asked(flow_context) -> None:
+    from modules.backends.diffusers_backend import DiffusersBackend
+    from modules.models.manager import ModelManager
+    from modules.models.service import ModelService
+    from modules.processing.processing import ProcessingContext
+
+    with_t5 = process(sd3_request(seed=9), flow_context).images[0]
+    base = flow_context.models.manager
+    manager = ModelManager(base.registry, base.policy, base.configs_dir, without_t5=True)
+    context = ProcessingContext(ModelService(manager), DiffusersBackend(), flow_context.options, flow_context.paths)
+    without_t5 = process(sd3_request(seed=9), context).images[0]
+    assert manager.current.pipeline.text_encoder_3 is None
+    assert np.abs(pixels(with_t5) - pixels(without_t5)).max() > 0
+
+
+def test_memory_estimates_come_from_parameter_counts() -> None:
+    flux = memory_estimate(family("flux"))
+    assert flux["resident"] == pytest.approx((11.9 + 4.88 + 0.084) * 1e9 * 2 / 2**30)
+    assert flux["medvram"] == pytest.approx(11.9 * 1e9 * 2 / 2**30)  # the transformer, the largest component
+    assert "resident without T5" not in flux  # FLUX.1 cannot run without T5
+    sd3 = memory_estimate(family("sd3"))
+    assert sd3["resident without T5"] == pytest.approx(sd3["resident"] - 4.76 * 1e9 * 2 / 2**30)

@@ -26,6 +26,7 @@ class PromptStyle(StrEnum):
 
 
 TASKS = ("txt2img", "img2img", "inpaint")
+T5_XXL_ENCODER_BILLIONS = 4.76
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,15 @@ class ModelFamily:
     is_xl: bool = False  # SDXL's latent space and size conditioning (previews, "FP8 for SDXL", --medvram-sdxl)
     takes_safety_checker: bool = False  # SD 1.x / 2.x pipelines take (and are given no) safety checker
     packed_latents: bool = False  # FLUX.1 packs 2x2 latent patches into a sequence
-    t5_encoder: str | None = None  # the component name of a T5 encoder (kept on the CPU under --medvram/--lowvram)
+    t5_encoder: str | None = None  # the component name of the T5 encoder, and of its tokenizer
+    t5_tokenizer: str | None = None
+    t5_optional: bool = False  # the pipeline runs without T5 (--no-t5 saves its memory)
     parameters: Mapping[str, float] = field(default_factory=dict)  # component -> billions of parameters (full size)
+
+    @property
+    def t5_billions(self) -> float:
+        """Billions of parameters of the family's T5 encoder (T5-XXL's encoder: 4.76 B), 0 without one."""
+        return T5_XXL_ENCODER_BILLIONS if self.t5_encoder else 0.0
 
     @property
     def takes_negative_prompt(self) -> bool:
@@ -212,6 +220,8 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 samplers=("Euler",),
                 backends=("diffusers",),
                 t5_encoder="text_encoder_3",
+                t5_tokenizer="tokenizer_3",
+                t5_optional=True,
                 # SD 3.5 Large; Medium has a 2.5 B transformer.
                 parameters=MappingProxyType({"transformer": 8.1, "text encoders": 5.58, "vae": 0.084}),
             ),
@@ -239,6 +249,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 backends=("diffusers",),
                 packed_latents=True,
                 t5_encoder="text_encoder_2",
+                t5_tokenizer="tokenizer_2",
                 parameters=MappingProxyType({"transformer": 11.9, "text encoders": 4.88, "vae": 0.084}),
             ),
         )
@@ -277,6 +288,19 @@ def family_of_pipeline(class_name: str) -> ModelFamily | None:
     """The family of a diffusers pipeline class name, None for a class Easel does not load."""
     key = PIPELINE_FAMILIES.get(class_name)
     return FAMILIES[key] if key else None
+
+
+def memory_estimate(model_family: ModelFamily, bytes_per_parameter: float = 2.0) -> dict[str, float]:
+    """Peak accelerator memory for the weights in GiB, computed from parameter counts (activations excluded):
+    everything resident (no flag), --medvram (diffusers' model offload: one component on the GPU at a time, so
+    the largest one), and without T5 where the family can (--no-t5)."""
+    sizes = {name: count * 1e9 * bytes_per_parameter / 2**30 for name, count in model_family.parameters.items()}
+    estimate = {"resident": sum(sizes.values()), "medvram": max(sizes.values(), default=0.0)}
+    if model_family.t5_optional:
+        estimate["resident without T5"] = (
+            estimate["resident"] - model_family.t5_billions * 1e9 * bytes_per_parameter / 2**30
+        )
+    return estimate
 
 
 def weights_gib(model_family: ModelFamily, bytes_per_parameter: float) -> float:

@@ -85,13 +85,14 @@ LOAD_FAILURES = (
 
 
 def load_pipeline(
-    info: CheckpointInfo, configs_dir: Path, torch_dtype: torch.dtype = torch.float32
+    info: CheckpointInfo, configs_dir: Path, torch_dtype: torch.dtype = torch.float32, without_t5: bool = False
 ) -> tuple[DiffusionPipeline, ModelArchitecture | None]:
-    """Load a listed checkpoint; the architecture is None for a non-standard model described by a sidecar."""
+    """Load a listed checkpoint; the architecture is None for a non-standard model described by a sidecar.
+    ``without_t5`` (--no-t5) leaves out the T5 encoder of a family that runs without it (SD 3.5)."""
     if not info.path.exists():
         raise CheckpointNotFoundError(f"checkpoint {info.path} no longer exists; refresh the checkpoint list")
     if info.kind == "diffusers":
-        pipeline, architecture = load_diffusers_folder(info.path, torch_dtype)
+        pipeline, architecture = load_diffusers_folder(info.path, torch_dtype, without_t5)
     else:
         pipeline, architecture = load_single_file(info.path, configs_dir, torch_dtype)
     prepare_pipeline(pipeline)
@@ -160,8 +161,13 @@ def check_all_weights_loaded(pipeline: DiffusionPipeline, path: Path) -> None:
             raise CheckpointLoadError(f"{path} lacks {len(missing)} weights of its {name} (first: {missing[0]})")
 
 
-def load_diffusers_folder(folder: Path, torch_dtype: torch.dtype) -> tuple[DiffusionPipeline, ModelArchitecture | None]:
+def load_diffusers_folder(
+    folder: Path, torch_dtype: torch.dtype, without_t5: bool = False
+) -> tuple[DiffusionPipeline, ModelArchitecture | None]:
     model_family = folder_family(folder)
+    extra = safety_kwargs_for(model_family)
+    if without_t5 and model_family.t5_optional:
+        extra.update({model_family.t5_encoder: None, model_family.t5_tokenizer: None})
     if model_family.denoiser == "unet":
         unet_config = read_json(folder / "unet" / "config.json")
         pipeline_class = pipeline_class_from_index(folder, unet_config.get("in_channels"))
@@ -173,9 +179,7 @@ def load_diffusers_folder(folder: Path, torch_dtype: torch.dtype) -> tuple[Diffu
         "loading diffusers folder path=%s family=%s pipeline=%s", folder, model_family.key, pipeline_class.__name__
     )
     try:
-        pipeline = pipeline_class.from_pretrained(
-            folder, local_files_only=True, dtype=torch_dtype, **safety_kwargs(pipeline_class)
-        )
+        pipeline = pipeline_class.from_pretrained(folder, local_files_only=True, dtype=torch_dtype, **extra)
     except LOAD_FAILURES as error:
         raise CheckpointLoadError(f"could not load diffusers folder {folder}: {reason(error)}") from error
     return pipeline, architecture
@@ -192,7 +196,10 @@ def folder_family(folder: Path) -> ModelFamily:
 
 def safety_kwargs(pipeline_class: type[DiffusionPipeline]) -> dict[str, object]:
     """SD 1.x/2.x pipelines take a safety checker; Easel loads none (A1111 has none either)."""
-    model_family = family_of_pipeline(pipeline_class.__name__)
+    return safety_kwargs_for(family_of_pipeline(pipeline_class.__name__))
+
+
+def safety_kwargs_for(model_family: ModelFamily | None) -> dict[str, object]:
     if model_family is None or not model_family.takes_safety_checker:
         return {}
     return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}

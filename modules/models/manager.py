@@ -146,8 +146,10 @@ class ModelManager:
         configs_dir: Path,
         cache_size: int = 1,
         compute: ComputeSettings | None = None,
+        without_t5: bool = False,
     ) -> None:
         self.registry = registry
+        self.without_t5 = without_t5  # --no-t5: families whose T5 is optional (SD 3.5) load without it
         self.policy = policy
         self.compute = compute or ComputeSettings()
         self.configs_dir = configs_dir
@@ -270,8 +272,11 @@ class ModelManager:
     def _load_fresh(self, info: CheckpointInfo) -> LoadedModel:
         self.disk_loads += 1
         started = time.perf_counter()
-        pipeline, architecture = load_pipeline(info, self.configs_dir, torch_dtype=self.policy.dtype)
+        pipeline, architecture = load_pipeline(
+            info, self.configs_dir, torch_dtype=self.policy.dtype, without_t5=self.without_t5
+        )
         self.policy.apply(pipeline)
+        log_t5_placement(pipeline, self.policy)
         pipeline.set_progress_bar_config(disable=True)
         model_family = architecture.family if architecture else family_of_pipeline(type(pipeline).__name__)
         compute = prepare_pipeline(pipeline, self.compute, bool(model_family and model_family.is_xl))
@@ -365,6 +370,22 @@ def pipeline_view(pipeline: DiffusionPipeline, **overrides: Any) -> DiffusionPip
     view = type(pipeline)(**arguments)
     view.set_progress_bar_config(disable=True)
     return view
+
+
+def log_t5_placement(pipeline: DiffusionPipeline, policy: MemoryPolicy) -> None:
+    """Where a family's T5 encoder lives: with --medvram diffusers' model offload keeps it in CPU RAM and moves
+    it to the GPU only while it encodes; with --lowvram it streams layer by layer. 8-bit T5 needs bitsandbytes,
+    which Easel does not install, so no 8-bit mode is offered."""
+    model_family = family_of_pipeline(type(pipeline).__name__)
+    if model_family is None or model_family.t5_encoder is None:
+        return
+    present = getattr(pipeline, model_family.t5_encoder, None) is not None
+    logger.info(
+        "t5 encoder family=%s present=%s placement=%s eight_bit=unavailable(bitsandbytes not installed)",
+        model_family.key,
+        present,
+        policy.preset_for(pipeline).value if policy.has_accelerator else "cpu",
+    )
 
 
 def family_task_pipeline(pipeline: DiffusionPipeline, model_family: ModelFamily, task: Task) -> DiffusionPipeline:
