@@ -38,6 +38,7 @@ def flow_context(tmp_path_factory):
     from modules.networks.service import build_networks
     from modules.options import Options
     from modules.paths import DataPaths
+    from modules.postprocess.service import Postprocessor
     from modules.processing.processing import ProcessingContext
     from modules.tiny_model import build_tiny_pipeline, write_diffusers
     from tests.helpers import make_manager
@@ -51,8 +52,15 @@ def flow_context(tmp_path_factory):
     options = Options()
     manager = make_manager(paths)
     networks = build_networks(paths, argparse.Namespace(), manager.registry.hash_cache, lambda: options.sd_vae)
+    detector = paths.configs_dir / "face-detection" / "yunet.onnx"
+    postprocessor = Postprocessor(paths.models_dir, options, detector)
     return ProcessingContext(
-        models=ModelService(manager, networks), backend=backend, options=options, paths=paths, backends=backends
+        models=ModelService(manager, networks),
+        backend=backend,
+        options=options,
+        paths=paths,
+        backends=backends,
+        postprocessor=postprocessor,
     )
 
 
@@ -122,6 +130,14 @@ def test_sd3_negative_prompt_changes_the_image_and_flux_refuses_one(flow_context
 def test_flux_refuses_what_does_not_apply(flow_context, fields, message) -> None:
     with pytest.raises(ProcessingError, match=message):
         process(flux_request(**fields), flow_context)
+
+
+def test_flux_hires_fix_through_an_image_upscaler(flow_context) -> None:
+    hires = {"enable_hr": True, "hr_upscaler": "Lanczos", "hr_scale": 1.5, "hr_second_pass_steps": 2}
+    result = process(flux_request(**hires, denoising_strength=0.5), flow_context)
+    assert result.images[0].size == (96, 96)
+    parsed = parse_infotext(result.infotexts[0])
+    assert parsed["Hires upscaler"] == "Lanczos" and str(parsed["Hires upscale"]) == "1.5"
 
 
 def test_weights_and_lora_tags_are_noted_not_silently_dropped(flow_context) -> None:
