@@ -13,19 +13,28 @@ from pathlib import Path
 import torch
 from diffusers import (
     AutoencoderKL,
+    DDPMScheduler,
     DiffusionPipeline,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
+    KandinskyV22CombinedPipeline,
+    PriorTransformer,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
+    UnCLIPScheduler,
+    UNet2DConditionModel,
+    VQModel,
 )
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import (
+    CLIPImageProcessor,
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
     T5Config,
     T5EncoderModel,
     T5Tokenizer,
@@ -164,7 +173,92 @@ def build_tiny_sd3(configs_dir: Path, model_family: ModelFamily, seed: int = 0) 
     )
 
 
-BUILDERS = {"flux": build_tiny_flux, "sd3": build_tiny_sd3}
+def build_tiny_kandinsky(configs_dir: Path, model_family: ModelFamily, seed: int = 0) -> DiffusionPipeline:
+    """Kandinsky 2.2 prior + decoder in one combined pipeline (diffusers' test sizes: a one-layer prior of width
+    32, 5-layer CLIP text and vision encoders, a (32, 64) decoder UNet conditioned on the image embedding, and
+    a two-block MoVQ)."""
+    torch.manual_seed(seed)
+    text_config = CLIPTextConfig(
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        hidden_size=TINY_WIDTH,
+        projection_dim=TINY_WIDTH,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=49408,
+    )
+    vision_config = CLIPVisionConfig(
+        hidden_size=TINY_WIDTH,
+        image_size=224,
+        projection_dim=TINY_WIDTH,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_channels=3,
+        num_hidden_layers=2,
+        patch_size=14,
+    )
+    prior = PriorTransformer(num_attention_heads=2, attention_head_dim=12, embedding_dim=TINY_WIDTH, num_layers=1)
+    with torch.no_grad():
+        prior.clip_std.fill_(1.0)  # diffusers' test: a unit std, so the un-normalised embedding stays finite
+    unet = UNet2DConditionModel(
+        in_channels=4,
+        out_channels=8,
+        addition_embed_type="image",
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        encoder_hid_dim=TINY_WIDTH,
+        encoder_hid_dim_type="image_proj",
+        cross_attention_dim=100,
+        attention_head_dim=4,
+        resnet_time_scale_shift="scale_shift",
+        class_embed_type=None,
+    )
+    movq = VQModel(
+        block_out_channels=[32, 64],
+        down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+        in_channels=3,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        norm_type="spatial",
+        num_vq_embeddings=12,
+        out_channels=3,
+        up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
+        vq_embed_dim=4,
+    )
+    return KandinskyV22CombinedPipeline(
+        unet=unet,
+        scheduler=DDPMScheduler(
+            num_train_timesteps=1000,
+            beta_schedule="linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            clip_sample=False,
+            prediction_type="epsilon",
+            variance_type="learned_range",
+        ),
+        movq=movq,
+        prior_prior=prior,
+        prior_image_encoder=CLIPVisionModelWithProjection(vision_config),
+        prior_text_encoder=CLIPTextModelWithProjection(text_config),
+        prior_tokenizer=clip_tokenizer(configs_dir),
+        prior_scheduler=UnCLIPScheduler(
+            variance_type="fixed_small_log",
+            prediction_type="sample",
+            num_train_timesteps=1000,
+            clip_sample=True,
+            clip_sample_range=10.0,
+        ),
+        prior_image_processor=CLIPImageProcessor(crop_size=224, size=224, resample=3),
+    )
+
+
+BUILDERS = {"flux": build_tiny_flux, "sd3": build_tiny_sd3, "kandinsky22": build_tiny_kandinsky}
 
 
 def build_tiny_family(configs_dir: Path, model_family: ModelFamily, seed: int = 0) -> DiffusionPipeline:

@@ -68,7 +68,7 @@ def build_tiny_pipeline(
     """Build a tiny pipeline in memory, with weights drawn from ``seed`` (SD 1.x unless ``architecture``)."""
     if architecture is None:
         architecture = ModelArchitecture.SD1_INPAINT if inpainting else ModelArchitecture.SD1
-    if architecture.family.denoiser == "transformer":
+    if not architecture.family.uses_a1111_prompts:
         return build_tiny_family(configs_dir, architecture.family, seed)
     torch.manual_seed(seed)
     if architecture.is_sdxl:
@@ -208,7 +208,7 @@ def write_config_folders(configs_dir: Path, seed: int = 0) -> Path:
     """configs/-style folders (one per architecture, named as configs/ names them) for the tiny sizes."""
     from modules.models.checkpoint_writer import write_config_folder
 
-    for architecture in ModelArchitecture:
+    for architecture in (item for item in ModelArchitecture if item.family.single_file):
         pipeline = build_tiny_pipeline(architecture=architecture, seed=seed)
         write_config_folder(pipeline, configs_dir / architecture.config_name)
     return configs_dir

@@ -25,6 +25,11 @@ def flux_request(**fields):
     return tiny_request(**{**FLOW_REQUEST, "checkpoint": "flux", "cfg_scale": 3.5, **fields})
 
 
+def kandinsky_request(**fields):
+    base = {**FLOW_REQUEST, "checkpoint": "kandinsky22", "sampler_name": "DDIM", "negative_prompt": "blurry"}
+    return tiny_request(**{**base, **fields})
+
+
 def sd3_request(**fields):
     return tiny_request(**{**FLOW_REQUEST, "checkpoint": "sd3", "negative_prompt": "blurry", **fields})
 
@@ -45,7 +50,7 @@ def flow_context(tmp_path_factory):
 
     paths = DataPaths.create(tmp_path_factory.mktemp("flow-data"))
     paths.ensure()
-    for architecture in (ModelArchitecture.FLUX, ModelArchitecture.SD3):
+    for architecture in (ModelArchitecture.FLUX, ModelArchitecture.SD3, ModelArchitecture.KANDINSKY22):
         write_diffusers(build_tiny_pipeline(architecture=architecture), paths.checkpoints_dir / architecture.value)
     backend = DiffusersBackend()
     backends = {"diffusers": backend, "original": OriginalBackend()}
@@ -93,7 +98,15 @@ def test_plain_prompt_removes_weights_and_refuses_editing() -> None:
             plain_prompt(prompt)
 
 
-@pytest.mark.parametrize("make_request", [flux_request, sd3_request], ids=["flux", "sd3"])
+@pytest.mark.parametrize(
+    "make_request",
+    [
+        flux_request,
+        pytest.param(sd3_request, marks=pytest.mark.slow),
+        pytest.param(kandinsky_request, marks=pytest.mark.slow),
+    ],
+    ids=["flux", "sd3", "kandinsky22"],
+)
 def test_txt2img_batch_equals_single_images_and_infotext_round_trips(flow_context, make_request) -> None:
     batch = process(make_request(batch_size=2, seed=77), flow_context)
     single = process(make_request(seed=78), flow_context)
@@ -103,10 +116,19 @@ def test_txt2img_batch_equals_single_images_and_infotext_round_trips(flow_contex
     assert np.abs(pixels(batch.images[0]) - pixels(batch.images[1])).max() > 0
     parsed = parse_infotext(batch.infotexts[1])
     fields = infotext_to_request_fields(parsed)
-    assert (fields["seed"], fields["steps"], fields["sampler_name"]) == (78, 2, "Euler")
+    assert (fields["seed"], fields["steps"], fields["sampler_name"]) == (78, 2, make_request().sampler_name)
     assert parsed["Model"] == make_request().checkpoint
     again = process(Txt2ImgRequest(**fields, checkpoint=parsed["Model"], save_images=False), flow_context)
     assert np.abs(pixels(again.images[0]) - pixels(single.images[0])).max() <= 1
+
+
+def test_kandinsky_runs_prior_and_decoder_with_its_sampler_only(flow_context) -> None:
+    result = process(kandinsky_request(negative_prompt="blurry", prompt="a (red:1.2) fox"), flow_context)
+    assert result.images[0].size == (64, 64)
+    assert "Sampler: DDIM" in result.infotexts[0] and "Model: kandinsky22" in result.infotexts[0]
+    assert any("prompt weights" in note for note in result.notes)
+    with pytest.raises(ProcessingError, match=r"Kandinsky 2\.2 runs with the DDIM sampler only"):
+        process(kandinsky_request(sampler_name="Euler"), flow_context)
 
 
 def test_sd3_negative_prompt_changes_the_image_and_flux_refuses_one(flow_context) -> None:
@@ -147,16 +169,25 @@ def test_weights_and_lora_tags_are_noted_not_silently_dropped(flow_context) -> N
     assert "extra network tags are not applied" in notes
 
 
-@pytest.mark.parametrize("checkpoint", ["flux", pytest.param("sd3", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "checkpoint",
+    ["flux", pytest.param("sd3", marks=pytest.mark.slow), pytest.param("kandinsky22", marks=pytest.mark.slow)],
+)
 def test_img2img_and_inpaint_follow_the_init_image(flow_context, checkpoint) -> None:
     init = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    sampler = "DDIM" if checkpoint == "kandinsky22" else "Euler"
     fields = {**FLOW_REQUEST, "checkpoint": checkpoint, "init_image": init, "steps": 4, "negative_prompt": ""}
+    fields["sampler_name"] = sampler
     light = process(tiny_img2img(**fields, denoising_strength=0.25), flow_context).images[0]
     strong = process(tiny_img2img(**fields, denoising_strength=1.0), flow_context).images[0]
     assert light.size == (64, 64)
     assert np.abs(pixels(light) - pixels(init)).mean() < np.abs(pixels(strong) - pixels(init)).mean()
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (0, 0, 32, 64))
+    if checkpoint == "kandinsky22":
+        with pytest.raises(ProcessingError, match=r"Kandinsky 2\.2 cannot run inpaint"):
+            process(tiny_img2img(**fields, mask=mask), flow_context)
+        return
     inpainted = process(tiny_img2img(**fields, mask=mask, denoising_strength=1.0), flow_context).images[0]
     kept = pixels(inpainted)[:, 40:]
     assert np.abs(kept - pixels(init)[:, 40:]).mean() < np.abs(pixels(inpainted)[:, :24] - pixels(init)[:, :24]).mean()

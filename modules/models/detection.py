@@ -48,6 +48,7 @@ class ModelArchitecture(StrEnum):
     SDXL_REFINER = "sdxl-refiner"
     SD3 = "sd3"
     FLUX = "flux"
+    KANDINSKY22 = "kandinsky22"
 
     @property
     def family(self) -> ModelFamily:
@@ -81,6 +82,7 @@ CONFIG_NAMES = MappingProxyType(
         ModelArchitecture.SDXL_REFINER: "sdxl-refiner",
         ModelArchitecture.SD3: "sd35-medium",
         ModelArchitecture.FLUX: "flux-dev",
+        ModelArchitecture.KANDINSKY22: "kandinsky22",
     }
 )
 FAMILY_KEYS = MappingProxyType(
@@ -96,6 +98,7 @@ FAMILY_KEYS = MappingProxyType(
         ModelArchitecture.SDXL_REFINER: "sdxl-refiner",
         ModelArchitecture.SD3: "sd3",
         ModelArchitecture.FLUX: "flux",
+        ModelArchitecture.KANDINSKY22: "kandinsky22",
     }
 )
 DISPLAY_NAMES = MappingProxyType(
@@ -111,6 +114,7 @@ DISPLAY_NAMES = MappingProxyType(
         ModelArchitecture.SDXL_REFINER: "SDXL refiner",
         ModelArchitecture.SD3: "Stable Diffusion 3.5",
         ModelArchitecture.FLUX: "FLUX.1",
+        ModelArchitecture.KANDINSKY22: "Kandinsky 2.2",
     }
 )
 # Cross-attention width of each family's UNet (the text encoder's hidden size) at the standard sizes.

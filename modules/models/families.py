@@ -55,6 +55,10 @@ class ModelFamily:
     t5_encoder: str | None = None  # the component name of the T5 encoder, and of its tokenizer
     t5_tokenizer: str | None = None
     t5_optional: bool = False  # the pipeline runs without T5 (--no-t5 saves its memory)
+    own_scheduler: bool = False  # the pipeline keeps its own scheduler (flow matching); else the catalogue's
+    latent_output: bool = True  # Easel decodes the latents with the VAE; False: the pipeline returns images
+    single_file: bool = False  # single-file checkpoints with a config folder in configs/
+    prior_guidance: bool = False  # a prior pipeline turns the prompt into an image embedding (Kandinsky)
     parameters: Mapping[str, float] = field(default_factory=dict)  # component -> billions of parameters (full size)
 
     @property
@@ -81,14 +85,15 @@ class ModelFamily:
     def pipeline_class_name(self, task: str) -> str:
         name = self.pipelines.get(task)
         if name is None:
-            raise FamilyError(f"{self.display_name} has no {task} pipeline in diffusers; Easel offers {self.tasks}")
+            offered = ", ".join(self.tasks)
+            raise FamilyError(f"{self.display_name} cannot run {task} in Easel; it offers {offered}")
         return name
 
     def check_sampler(self, sampler_name: str) -> None:
         if self.samplers is not None and sampler_name not in self.samplers:
             raise FamilyError(
-                f"{self.display_name} runs with the {' / '.join(self.samplers)} sampler only "
-                f"(flow matching); {sampler_name} does not apply: choose {self.samplers[0]}"
+                f"{self.display_name} runs with the {' / '.join(self.samplers)} sampler only; "
+                f"{sampler_name} does not apply: choose {self.samplers[0]}"
             )
 
     def check_backend(self, backend_name: str) -> None:
@@ -126,6 +131,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
         for family in (
             ModelFamily(
                 key="sd1",
+                single_file=True,
                 display_name="SD 1.x",
                 pipelines=SD_PIPELINES,
                 denoiser="unet",
@@ -144,6 +150,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
             ),
             ModelFamily(
                 key="sd2",
+                single_file=True,
                 display_name="SD 2.x",
                 pipelines=SD_PIPELINES,
                 denoiser="unet",
@@ -162,6 +169,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
             ),
             ModelFamily(
                 key="sdxl",
+                single_file=True,
                 is_xl=True,
                 display_name="SDXL",
                 pipelines=SDXL_PIPELINES,
@@ -180,6 +188,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
             ),
             ModelFamily(
                 key="sdxl-refiner",
+                single_file=True,
                 is_xl=True,
                 display_name="SDXL refiner",
                 # The refiner's img2img pipeline serves txt2img too (from zero latents at strength 1).
@@ -199,6 +208,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
             ),
             ModelFamily(
                 key="sd3",
+                own_scheduler=True,
                 display_name="Stable Diffusion 3.5",
                 pipelines=MappingProxyType(
                     {
@@ -227,6 +237,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
             ),
             ModelFamily(
                 key="flux",
+                own_scheduler=True,
                 display_name="FLUX.1",
                 pipelines=MappingProxyType(
                     {
@@ -252,6 +263,34 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 t5_tokenizer="tokenizer_2",
                 parameters=MappingProxyType({"transformer": 11.9, "text encoders": 4.88, "vae": 0.084}),
             ),
+            ModelFamily(
+                key="kandinsky22",
+                display_name="Kandinsky 2.2",
+                pipelines=MappingProxyType(
+                    {
+                        "txt2img": "KandinskyV22CombinedPipeline",
+                        "img2img": "KandinskyV22Img2ImgCombinedPipeline",
+                        # inpainting needs the separate 9-channel inpainting decoder, not loaded yet
+                    }
+                ),
+                denoiser="unet",
+                text_encoders=("CLIP ViT-bigG/14 (prior)",),
+                latent_channels=4,
+                vae_scale=1.0,  # MoVQ latents are not scaled
+                vae_shift=0.0,
+                guidance=Guidance.CFG,
+                prompt_style=PromptStyle.PLAIN,
+                default_size=768,
+                default_steps=50,
+                default_cfg=4.0,
+                # diffusers' Kandinsky pipelines never call scale_model_input: only samplers that need no input
+                # scaling run correctly, of A1111's names DDIM.
+                samplers=("DDIM",),
+                backends=("diffusers",),
+                latent_output=False,
+                prior_guidance=True,
+                parameters=MappingProxyType({"unet": 1.22, "prior": 1.0, "text encoders": 1.3, "movq": 0.08}),
+            ),
         )
     }
 )
@@ -273,6 +312,9 @@ PIPELINE_FAMILIES: Mapping[str, str] = MappingProxyType(
         "FluxPipeline": "flux",
         "FluxImg2ImgPipeline": "flux",
         "FluxInpaintPipeline": "flux",
+        "KandinskyV22CombinedPipeline": "kandinsky22",
+        "KandinskyV22Img2ImgCombinedPipeline": "kandinsky22",
+        "KandinskyV22InpaintCombinedPipeline": "kandinsky22",
     }
 )
 

@@ -30,7 +30,7 @@ def describe_architecture(info: CheckpointInfo, prediction: str | None = None) -
     try:
         if info.kind == "diffusers":
             folder = folder_family(info.path)
-            if folder.denoiser != "unet":
+            if not folder.uses_a1111_prompts:
                 return folder.display_name
             architecture = architecture_from_unet_config(read_json(info.path / "unet" / "config.json"))
             return architecture.display_name if architecture else "custom size (diffusers config)"
@@ -52,7 +52,7 @@ def checkpoint_family(info: CheckpointInfo) -> ModelFamily | None:
     try:
         if info.kind == "diffusers":
             folder = folder_family(info.path)
-            if folder.denoiser != "unet":
+            if not folder.uses_a1111_prompts:
                 return folder
             architecture = architecture_from_unet_config(read_json(info.path / "unet" / "config.json"))
             return architecture.family if architecture else folder

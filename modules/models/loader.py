@@ -60,6 +60,7 @@ ARCHITECTURE_PIPELINES: MappingProxyType[ModelArchitecture, type[DiffusionPipeli
         ModelArchitecture.SDXL_REFINER: StableDiffusionXLImg2ImgPipeline,
         ModelArchitecture.SD3: diffusers.StableDiffusion3Pipeline,
         ModelArchitecture.FLUX: diffusers.FluxPipeline,
+        ModelArchitecture.KANDINSKY22: diffusers.KandinskyV22CombinedPipeline,
     }
 )
 # The inpainting class of each text-to-image class, for a diffusers folder whose UNet takes 9 channels.
@@ -168,7 +169,7 @@ def load_diffusers_folder(
     extra = safety_kwargs_for(model_family)
     if without_t5 and model_family.t5_optional:
         extra.update({model_family.t5_encoder: None, model_family.t5_tokenizer: None})
-    if model_family.denoiser == "unet":
+    if model_family.uses_a1111_prompts:
         unet_config = read_json(folder / "unet" / "config.json")
         pipeline_class = pipeline_class_from_index(folder, unet_config.get("in_channels"))
         architecture = architecture_from_unet_config(unet_config, sidecar_prediction(folder))

@@ -114,7 +114,7 @@ class LoadedModel:
     def pipeline_for(self, task: Task) -> DiffusionPipeline:
         """The pipeline for a task, built once with ``from_pipe`` so that no weight is loaded twice."""
         if task not in self._task_pipelines:
-            if self.family.denoiser == "transformer":
+            if not self.family.uses_a1111_prompts:
                 pipeline = family_task_pipeline(self.pipeline, self.family, task)
             elif self.is_pix2pix or (self.is_refiner and task is not Task.INPAINT):
                 pipeline = self.pipeline  # its img2img pipeline serves txt2img too (see the diffusers backend)

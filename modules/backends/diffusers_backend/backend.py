@@ -51,8 +51,8 @@ class DiffusersBackend:
         self, model: LoadedModel, plan: GenerationPlan, progress: ProgressReporter
     ) -> list[Image.Image] | torch.Tensor:
         if not model.family.uses_a1111_prompts:
-            latents = generate_flow(model, plan, progress, steps_run(plan))
-            return latents if plan.output_latents else self.decode(model, latents)
+            output = generate_flow(model, plan, progress, steps_run(plan))
+            return output if plan.output_latents or isinstance(output, list) else self.decode(model, output)
         positives, negatives = self._encode_prompts(model, plan)
         # Each request gets its own scheduler, built from the checkpoint's own config, in its own pipeline view.
         components: dict[str, Any] = {
