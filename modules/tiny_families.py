@@ -18,6 +18,8 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
+    IFPipeline,
+    IFSuperResolutionPipeline,
     KandinskyV22CombinedPipeline,
     PriorTransformer,
     SD3Transformer2DModel,
@@ -258,7 +260,90 @@ def build_tiny_kandinsky(configs_dir: Path, model_family: ModelFamily, seed: int
     )
 
 
-BUILDERS = {"flux": build_tiny_flux, "sd3": build_tiny_sd3, "kandinsky22": build_tiny_kandinsky}
+def tiny_if_unet(stage: int) -> UNet2DConditionModel:
+    """DeepFloyd IF UNets at diffusers' test sizes: stage I reads 3 pixel channels, stage II 6 (the noisy image
+    and the upscaled stage I image) and is conditioned on the noise level (class embedding)."""
+    options: dict = {"in_channels": 3, "layers_per_block": 1}
+    if stage == 2:
+        options = {
+            "in_channels": 6,
+            "layers_per_block": [1, 2],
+            "class_embed_type": "timestep",
+            "mid_block_scale_factor": 1.414,
+            "time_embedding_act_fn": "gelu",
+            "time_embedding_dim": 32,
+        }
+    return UNet2DConditionModel(
+        sample_size=32,
+        block_out_channels=[32, 64],
+        down_block_types=["ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"],
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        up_block_types=["SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"],
+        out_channels=6,
+        cross_attention_dim=TINY_WIDTH,
+        encoder_hid_dim=TINY_WIDTH,
+        attention_head_dim=8,
+        addition_embed_type="text",
+        addition_embed_type_num_heads=2,
+        cross_attention_norm="group_norm",
+        resnet_time_scale_shift="scale_shift",
+        act_fn="gelu",
+        **options,
+    )
+
+
+def if_scheduler(thresholding: bool = True) -> DDPMScheduler:
+    options = (
+        {"thresholding": True, "dynamic_thresholding_ratio": 0.95, "sample_max_value": 1.0} if thresholding else {}
+    )
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        beta_start=0.0001,
+        beta_end=0.02,
+        prediction_type="epsilon",
+        variance_type="learned_range",
+        **options,
+    )
+
+
+def build_tiny_if(configs_dir: Path, model_family: ModelFamily, seed: int = 0) -> DiffusionPipeline:
+    """DeepFloyd IF stage I (T5 + a pixel-space UNet); ``build_tiny_if_stage2`` makes its stage II."""
+    torch.manual_seed(seed)
+    return IFPipeline(
+        tokenizer=train_t5_tokenizer(),
+        text_encoder=tiny_t5(),
+        unet=tiny_if_unet(1),
+        scheduler=if_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        watermarker=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_tiny_if_stage2(configs_dir: Path, model_family: ModelFamily, seed: int = 0) -> DiffusionPipeline:
+    torch.manual_seed(seed + 1)
+    return IFSuperResolutionPipeline(
+        tokenizer=train_t5_tokenizer(),
+        text_encoder=tiny_t5(),
+        unet=tiny_if_unet(2),
+        scheduler=if_scheduler(),
+        image_noising_scheduler=if_scheduler(thresholding=False),
+        safety_checker=None,
+        feature_extractor=None,
+        watermarker=None,
+        requires_safety_checker=False,
+    )
+
+
+BUILDERS = {
+    "flux": build_tiny_flux,
+    "sd3": build_tiny_sd3,
+    "kandinsky22": build_tiny_kandinsky,
+    "deepfloyd-if": build_tiny_if,
+    "deepfloyd-if-ii": build_tiny_if_stage2,
+}
 
 
 def build_tiny_family(configs_dir: Path, model_family: ModelFamily, seed: int = 0) -> DiffusionPipeline:

@@ -12,6 +12,12 @@ import pytest
 from modules.models.detection import ModelArchitecture
 from tests.api_support import decode_png, start_api_server
 
+OTHER_FAMILIES = (
+    ModelArchitecture.SD3,
+    ModelArchitecture.KANDINSKY22,
+    ModelArchitecture.DEEPFLOYD_IF,
+    ModelArchitecture.DEEPFLOYD_IF_II,
+)
 FLUX_JOB = {"prompt": "a red fox", "width": 64, "height": 64, "steps": 2, "sampler_name": "Euler", "seed": 5}
 
 
@@ -24,6 +30,9 @@ def flux_server(tmp_path_factory):
         build_tiny_pipeline(architecture=ModelArchitecture.FLUX), data_dir / "models" / "Stable-diffusion" / "flux"
     )
     write_diffusers(build_tiny_pipeline(), data_dir / "models" / "Stable-diffusion" / "tiny-sd")
+    for architecture in OTHER_FAMILIES:
+        folder = data_dir / "models" / "Stable-diffusion" / architecture.value
+        write_diffusers(build_tiny_pipeline(architecture=architecture), folder)
     server = start_api_server(data_dir)
     yield server
     server.stop()
@@ -32,7 +41,14 @@ def flux_server(tmp_path_factory):
 def test_sd_models_lists_each_checkpoint_with_its_family(flux_server) -> None:
     items = flux_server.client().get("/sdapi/v1/sd-models").json()
     families = {item["model_name"]: (item["family"], item["family_name"]) for item in items}
-    assert families == {"flux": ("flux", "FLUX.1"), "tiny-sd": ("sd1", "SD 1.x")}
+    assert families == {
+        "flux": ("flux", "FLUX.1"),
+        "tiny-sd": ("sd1", "SD 1.x"),
+        "sd3": ("sd3", "Stable Diffusion 3.5"),
+        "kandinsky22": ("kandinsky22", "Kandinsky 2.2"),
+        "deepfloyd-if": ("deepfloyd-if", "DeepFloyd IF"),
+        "deepfloyd-if-ii": ("deepfloyd-if-ii", "DeepFloyd IF stage II"),
+    }
 
 
 def test_flux_txt2img_over_http_and_png_info_round_trip(flux_server) -> None:
@@ -70,6 +86,22 @@ def test_flux_refusals_are_bad_requests_with_their_message(flux_server, fields: 
     response = flux_server.client().post("/sdapi/v1/txt2img", json=body)
     assert 400 <= response.status_code < 500
     assert message in response.text
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "fields"),
+    [
+        ("sd3", {"negative_prompt": "blurry"}),
+        ("kandinsky22", {"sampler_name": "DDIM"}),
+        ("deepfloyd-if", {"sampler_name": "DDIM"}),
+    ],
+)
+def test_every_family_generates_over_http(flux_server, checkpoint: str, fields: dict) -> None:
+    body = {**FLUX_JOB, **fields, "override_settings": {"sd_model_checkpoint": checkpoint}}
+    response = flux_server.client().post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 200, response.text
+    assert decode_png(response.json()["images"][0]).size == (64, 64)
+    assert f"Model: {checkpoint}" in json.loads(response.json()["info"])["infotexts"][0]
 
 
 def test_sd_models_reads_no_weights(flux_server) -> None:

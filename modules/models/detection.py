@@ -49,6 +49,8 @@ class ModelArchitecture(StrEnum):
     SD3 = "sd3"
     FLUX = "flux"
     KANDINSKY22 = "kandinsky22"
+    DEEPFLOYD_IF = "deepfloyd-if"
+    DEEPFLOYD_IF_II = "deepfloyd-if-ii"
 
     @property
     def family(self) -> ModelFamily:
@@ -83,6 +85,8 @@ CONFIG_NAMES = MappingProxyType(
         ModelArchitecture.SD3: "sd35-medium",
         ModelArchitecture.FLUX: "flux-dev",
         ModelArchitecture.KANDINSKY22: "kandinsky22",
+        ModelArchitecture.DEEPFLOYD_IF: "deepfloyd-if",
+        ModelArchitecture.DEEPFLOYD_IF_II: "deepfloyd-if-ii",
     }
 )
 FAMILY_KEYS = MappingProxyType(
@@ -99,6 +103,8 @@ FAMILY_KEYS = MappingProxyType(
         ModelArchitecture.SD3: "sd3",
         ModelArchitecture.FLUX: "flux",
         ModelArchitecture.KANDINSKY22: "kandinsky22",
+        ModelArchitecture.DEEPFLOYD_IF: "deepfloyd-if",
+        ModelArchitecture.DEEPFLOYD_IF_II: "deepfloyd-if-ii",
     }
 )
 DISPLAY_NAMES = MappingProxyType(
@@ -115,6 +121,8 @@ DISPLAY_NAMES = MappingProxyType(
         ModelArchitecture.SD3: "Stable Diffusion 3.5",
         ModelArchitecture.FLUX: "FLUX.1",
         ModelArchitecture.KANDINSKY22: "Kandinsky 2.2",
+        ModelArchitecture.DEEPFLOYD_IF: "DeepFloyd IF",
+        ModelArchitecture.DEEPFLOYD_IF_II: "DeepFloyd IF stage II",
     }
 )
 # Cross-attention width of each family's UNet (the text encoder's hidden size) at the standard sizes.

@@ -59,6 +59,11 @@ class ModelFamily:
     latent_output: bool = True  # Easel decodes the latents with the VAE; False: the pipeline returns images
     single_file: bool = False  # single-file checkpoints with a config folder in configs/
     prior_guidance: bool = False  # a prior pipeline turns the prompt into an image embedding (Kandinsky)
+    # A cascade (DeepFloyd IF): the pipeline class of the next stage, found among the listed checkpoints and
+    # loaded with the first, and how much it enlarges; None for single-stage families.
+    next_stage: str | None = None
+    stage_scale: int = 1
+    stage_of: str | None = None  # a later stage of this family key (cannot run alone)
     parameters: Mapping[str, float] = field(default_factory=dict)  # component -> billions of parameters (full size)
 
     @property
@@ -84,6 +89,11 @@ class ModelFamily:
 
     def pipeline_class_name(self, task: str) -> str:
         name = self.pipelines.get(task)
+        if name is None and self.stage_of is not None:
+            first = family(self.stage_of).display_name
+            raise FamilyError(
+                f"{self.display_name} is an upscaling stage: load the {first} stage I model (it uses this)"
+            )
         if name is None:
             offered = ", ".join(self.tasks)
             raise FamilyError(f"{self.display_name} cannot run {task} in Easel; it offers {offered}")
@@ -291,6 +301,52 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 prior_guidance=True,
                 parameters=MappingProxyType({"unet": 1.22, "prior": 1.0, "text encoders": 1.3, "movq": 0.08}),
             ),
+            ModelFamily(
+                key="deepfloyd-if",
+                takes_safety_checker=True,
+                display_name="DeepFloyd IF",
+                pipelines=MappingProxyType({"txt2img": "IFPipeline"}),
+                denoiser="unet",
+                text_encoders=("T5-XXL",),
+                latent_channels=3,  # pixel space: stage I makes 64x64 images, stage II 256x256
+                vae_scale=1.0,
+                vae_shift=0.0,
+                guidance=Guidance.CFG,
+                prompt_style=PromptStyle.PLAIN,
+                default_size=256,
+                default_steps=50,
+                default_cfg=7.0,
+                # diffusers' IF pipelines never call scale_model_input: DDIM is the A1111 sampler that fits.
+                samplers=("DDIM",),
+                backends=("diffusers",),
+                latent_output=False,
+                t5_encoder="text_encoder",
+                t5_tokenizer="tokenizer",
+                next_stage="IFSuperResolutionPipeline",
+                stage_scale=4,
+                parameters=MappingProxyType({"unet I-XL": 4.3, "unet II-L": 1.2, "text encoders": 4.76}),
+            ),
+            ModelFamily(
+                key="deepfloyd-if-ii",
+                takes_safety_checker=True,
+                display_name="DeepFloyd IF stage II",
+                pipelines=MappingProxyType({}),
+                denoiser="unet",
+                text_encoders=("T5-XXL",),
+                latent_channels=3,
+                vae_scale=1.0,
+                vae_shift=0.0,
+                guidance=Guidance.CFG,
+                prompt_style=PromptStyle.PLAIN,
+                default_size=256,
+                default_steps=50,
+                default_cfg=4.0,
+                samplers=("DDIM",),
+                backends=("diffusers",),
+                latent_output=False,
+                stage_of="deepfloyd-if",
+                parameters=MappingProxyType({"unet": 1.2}),
+            ),
         )
     }
 )
@@ -315,6 +371,8 @@ PIPELINE_FAMILIES: Mapping[str, str] = MappingProxyType(
         "KandinskyV22CombinedPipeline": "kandinsky22",
         "KandinskyV22Img2ImgCombinedPipeline": "kandinsky22",
         "KandinskyV22InpaintCombinedPipeline": "kandinsky22",
+        "IFPipeline": "deepfloyd-if",
+        "IFSuperResolutionPipeline": "deepfloyd-if-ii",
     }
 )
 

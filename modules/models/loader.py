@@ -61,6 +61,8 @@ ARCHITECTURE_PIPELINES: MappingProxyType[ModelArchitecture, type[DiffusionPipeli
         ModelArchitecture.SD3: diffusers.StableDiffusion3Pipeline,
         ModelArchitecture.FLUX: diffusers.FluxPipeline,
         ModelArchitecture.KANDINSKY22: diffusers.KandinskyV22CombinedPipeline,
+        ModelArchitecture.DEEPFLOYD_IF: diffusers.IFPipeline,
+        ModelArchitecture.DEEPFLOYD_IF_II: diffusers.IFSuperResolutionPipeline,
     }
 )
 # The inpainting class of each text-to-image class, for a diffusers folder whose UNet takes 9 channels.
@@ -174,7 +176,8 @@ def load_diffusers_folder(
         pipeline_class = pipeline_class_from_index(folder, unet_config.get("in_channels"))
         architecture = architecture_from_unet_config(unet_config, sidecar_prediction(folder))
     else:
-        pipeline_class = PIPELINE_CLASSES[model_family.pipeline_class_name("txt2img")]
+        class_name = str(read_json(folder / "model_index.json").get("_class_name"))
+        pipeline_class = PIPELINE_CLASSES[class_name]
         architecture = ModelArchitecture(model_family.key)
     logger.info(
         "loading diffusers folder path=%s family=%s pipeline=%s", folder, model_family.key, pipeline_class.__name__
@@ -184,6 +187,10 @@ def load_diffusers_folder(
     except LOAD_FAILURES as error:
         raise CheckpointLoadError(f"could not load diffusers folder {folder}: {reason(error)}") from error
     return pipeline, architecture
+
+
+def folder_class_name(folder: Path) -> str:
+    return str(read_json(folder / "model_index.json").get("_class_name"))
 
 
 def folder_family(folder: Path) -> ModelFamily:

@@ -22,7 +22,7 @@ from modules.devices import MemoryPolicy, MemoryPreset
 from modules.models.detection import ModelArchitecture, read_key_shapes
 from modules.models.errors import CheckpointNotFoundError, ModelError
 from modules.models.families import ModelFamily, family, family_of_pipeline
-from modules.models.loader import detect_single_file, load_pipeline
+from modules.models.loader import detect_single_file, folder_class_name, load_pipeline
 from modules.models.prediction import resolve_sd2_prediction
 from modules.models.registry import CheckpointInfo, CheckpointRegistry, sidecar_config_dir
 
@@ -49,6 +49,8 @@ class LoadedModel:
     # and its cache, the networks' module index): keyed by the owning module's name.
     attachments: dict[str, Any] = field(default_factory=dict, repr=False)
     compute: ComputeState | None = None  # the compute settings applied at load (modules/compute)
+    # A cascade's later stages (DeepFloyd IF stage II), loaded with it; empty for other families.
+    stages: list[DiffusionPipeline] = field(default_factory=list, repr=False)
     _task_pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict, repr=False)
 
     @property
@@ -300,10 +302,26 @@ class ModelManager:
             scheduler_config=dict(pipeline.scheduler.config),
             load_seconds=seconds,
             compute=compute,
+            stages=self._load_next_stages(model_family),
         )
         if self.compute.compiles and self.compute.warmup:
             self._warm_up(model)
         return model
+
+    def _load_next_stages(self, model_family: ModelFamily | None) -> list[DiffusionPipeline]:
+        """A cascade's next stage: the first listed diffusers folder of the family's next-stage class (DeepFloyd
+        IF stage II beside stage I); none found leaves the first stage alone (the job's notes say so)."""
+        if model_family is None or model_family.next_stage is None:
+            return []
+        for candidate in self.registry.checkpoints():
+            if candidate.kind == "diffusers" and folder_class_name(candidate.path) == model_family.next_stage:
+                stage, _ = load_pipeline(candidate, self.configs_dir, torch_dtype=self.policy.dtype)
+                self.policy.apply(stage)
+                stage.set_progress_bar_config(disable=True)
+                logger.info("cascade stage loaded family=%s stage=%s", model_family.key, candidate.name)
+                return [stage]
+        logger.warning("cascade stage missing family=%s wanted=%s", model_family.key, model_family.next_stage)
+        return []
 
     def _warm_up(self, model: LoadedModel) -> None:
         """Compilation happens here, while the checkpoint loads, not in the first job (logged per shape). A failed

@@ -344,6 +344,9 @@ def plan_for_model(run: GenerationRun, scope: ModelScope, plan: GenerationPlan) 
     the Image CFG scale (A1111 keeps it for edit models only, infotext "Image CFG scale") and always denoises from
     pure noise on the diffusers pipeline, which the note says."""
     check_family(run, scope.model.family, plan)
+    next_stage = scope.model.family.next_stage
+    if next_stage is not None and not scope.model.stages:
+        run.note(f"{scope.model.family.display_name}: no {next_stage} checkpoint is listed; the images are stage I's")
     if not scope.model.is_pix2pix:
         return plan
     image_cfg_scale = getattr(run.request, "image_cfg_scale", None)

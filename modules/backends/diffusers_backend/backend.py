@@ -12,6 +12,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from modules.backends.base import BackendError, GenerationPlan, MaskedContent, ProgressReporter, RunDetails
+from modules.backends.diffusers_backend.cascade import generate_cascade
 from modules.backends.diffusers_backend.composable import ComposableGuidance, ComposableGuidanceUNet
 from modules.backends.diffusers_backend.flow import generate_flow
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
@@ -50,6 +51,8 @@ class DiffusersBackend:
     def generate(
         self, model: LoadedModel, plan: GenerationPlan, progress: ProgressReporter
     ) -> list[Image.Image] | torch.Tensor:
+        if model.family.next_stage is not None:
+            return generate_cascade(model, plan, progress)
         if not model.family.uses_a1111_prompts:
             output = generate_flow(model, plan, progress, steps_run(plan))
             return output if plan.output_latents or isinstance(output, list) else self.decode(model, output)
