@@ -46,6 +46,8 @@ from modules.models.families import ModelFamily
 
 TINY_WIDTH = 32
 T5_VOCAB = 64
+SD3_CLIP_G_WIDTH = 48
+SD3_T5_WIDTH = 96
 TRAINING_TEXT = (
     "a photo of a cat sitting on a red chair",
     "portrait of a woman, detailed, sharp focus, studio light",
@@ -68,26 +70,26 @@ def train_t5_tokenizer(vocab_size: int = T5_VOCAB) -> T5Tokenizer:
     return T5Tokenizer(tokenizer_object=tokenizer, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0)
 
 
-def tiny_clip_config() -> CLIPTextConfig:
+def tiny_clip_config(width: int = TINY_WIDTH) -> CLIPTextConfig:
     return CLIPTextConfig(
         bos_token_id=49406,
         eos_token_id=49407,
         pad_token_id=49407,
-        hidden_size=TINY_WIDTH,
+        hidden_size=width,
         intermediate_size=37,
         layer_norm_eps=1e-05,
         num_attention_heads=4,
         num_hidden_layers=2,
         vocab_size=49408,
         hidden_act="gelu",
-        projection_dim=TINY_WIDTH,
+        projection_dim=width,
     )
 
 
-def tiny_t5() -> T5EncoderModel:
+def tiny_t5(width: int = TINY_WIDTH) -> T5EncoderModel:
     config = T5Config(
         vocab_size=T5_VOCAB,
-        d_model=TINY_WIDTH,
+        d_model=width,
         d_ff=37,
         d_kv=8,
         num_layers=2,
@@ -148,7 +150,10 @@ def build_tiny_flux(configs_dir: Path, model_family: ModelFamily, seed: int = 0)
 
 
 def build_tiny_sd3(configs_dir: Path, model_family: ModelFamily, seed: int = 0) -> DiffusionPipeline:
-    """Stable Diffusion 3.5: a one-block MMDiT, two CLIP encoders with projections and T5."""
+    """Stable Diffusion 3.5: a one-block MMDiT, CLIP-L (width 32) and OpenCLIP-G (width 48) with projections, and
+    T5 (width 96). The widths differ as the real ones do (768 / 1280 / 4096): diffusers' single-file loader tells
+    the encoders apart by width, and SD 3.5 pads the joined CLIP states (32 + 48) to T5's width. CLIP-L's
+    projection is the identity, as SD 3.5 files imply (diffusers sets it so when loading one)."""
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
         sample_size=32,
@@ -158,18 +163,21 @@ def build_tiny_sd3(configs_dir: Path, model_family: ModelFamily, seed: int = 0) 
         attention_head_dim=8,
         num_attention_heads=4,
         caption_projection_dim=TINY_WIDTH,
-        joint_attention_dim=TINY_WIDTH,
-        pooled_projection_dim=2 * TINY_WIDTH,
+        joint_attention_dim=SD3_T5_WIDTH,
+        pooled_projection_dim=TINY_WIDTH + SD3_CLIP_G_WIDTH,
         out_channels=16,
     )
+    clip_l = CLIPTextModelWithProjection(tiny_clip_config())
+    with torch.no_grad():
+        clip_l.text_projection.weight.copy_(torch.eye(TINY_WIDTH))
     return StableDiffusion3Pipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         vae=tiny_flow_vae(16, model_family.vae_scale, model_family.vae_shift, blocks=2),
-        text_encoder=CLIPTextModelWithProjection(tiny_clip_config()),
+        text_encoder=clip_l,
         tokenizer=clip_tokenizer(configs_dir),
-        text_encoder_2=CLIPTextModelWithProjection(tiny_clip_config()),
+        text_encoder_2=CLIPTextModelWithProjection(tiny_clip_config(SD3_CLIP_G_WIDTH)),
         tokenizer_2=clip_tokenizer(configs_dir),
-        text_encoder_3=tiny_t5(),
+        text_encoder_3=tiny_t5(SD3_T5_WIDTH),
         tokenizer_3=train_t5_tokenizer(),
         transformer=transformer,
     )

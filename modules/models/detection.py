@@ -30,9 +30,11 @@ SDXL_REFINER_KEY = "conditioner.embedders.0.model.positional_embedding"
 SDXL_ADM_KEY = "model.diffusion_model.label_emb.0.0.weight"
 SD2_OPEN_CLIP_KEY = "cond_stage_model.model.token_embedding.weight"
 SD1_CLIP_PREFIX = "cond_stage_model.transformer."
+SD3_BLOCK_KEY = "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"
+FLUX_BLOCK_KEYS = ("model.diffusion_model.double_blocks.0.img_attn.qkv.weight", "double_blocks.0.img_attn.qkv.weight")
 SUPPORTED_TEXT = (
     "supported are SD 1.x (and its inpainting and instruct-pix2pix models), SD 2.x (and inpainting), "
-    "SDXL base, SDXL inpainting and the SDXL refiner"
+    "SDXL base, SDXL inpainting, the SDXL refiner and Stable Diffusion 3.5"
 )
 
 
@@ -163,6 +165,8 @@ def read_key_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 def detect_architecture(shapes: Mapping[str, tuple[int, ...]]) -> ModelArchitecture:
     """The architecture of a standard-size LDM checkpoint, or UnsupportedModelError saying what it is instead."""
     architecture = detect_layout(shapes)
+    if not architecture.family.uses_a1111_prompts:
+        return architecture  # SD 3.5: its config folder decides the sizes (from_single_file checks every weight)
     family = detect_family(shapes)
     check_context_width(shapes, architecture, CONTEXT_WIDTHS[family])
     return architecture
@@ -171,6 +175,13 @@ def detect_architecture(shapes: Mapping[str, tuple[int, ...]]) -> ModelArchitect
 def detect_layout(shapes: Mapping[str, tuple[int, ...]]) -> ModelArchitecture:
     """The architecture from the key layout and the UNet input channels alone, whatever the model's size."""
     unet_input = shapes.get(UNET_INPUT_KEY)
+    if SD3_BLOCK_KEY in shapes:
+        return ModelArchitecture.SD3
+    if any(key in shapes for key in FLUX_BLOCK_KEYS):
+        raise UnsupportedModelError(
+            "a FLUX.1 single file: Easel loads FLUX.1 from diffusers folders (download one in the Models tab); "
+            "diffusers' converter of FLUX single files assumes the full-size model"
+        )
     if unet_input is None:
         raise UnsupportedModelError(
             f"not a Stable Diffusion UNet checkpoint ({describe_foreign(shapes)}); {SUPPORTED_TEXT}"

@@ -218,6 +218,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
             ),
             ModelFamily(
                 key="sd3",
+                single_file=True,
                 own_scheduler=True,
                 display_name="Stable Diffusion 3.5",
                 pipelines=MappingProxyType(

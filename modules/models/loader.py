@@ -126,6 +126,7 @@ def load_single_file(
         pipeline_class = ARCHITECTURE_PIPELINES[architecture]
     logger.info("loading single file path=%s config=%s pipeline=%s", path, config_dir, pipeline_class.__name__)
     extra = safety_kwargs(pipeline_class)
+    extra.update(single_file_t5_kwargs(shapes, config_dir, family_of_pipeline(pipeline_class.__name__)))
     try:
         pipeline = pipeline_class.from_single_file(
             str(path), config=str(config_dir), local_files_only=True, dtype=torch_dtype, **extra
@@ -136,16 +137,52 @@ def load_single_file(
     return pipeline, architecture
 
 
+T5_IN_FILE_KEY = "text_encoders.t5xxl.transformer.shared.weight"
+
+
+def single_file_t5_kwargs(
+    shapes: dict[str, tuple[int, ...]], config_dir: Path, model_family: ModelFamily | None
+) -> dict[str, object]:
+    """An SD 3.5 file without T5 weights, or a config folder without a T5 tokenizer (configs/ ships none: no
+    offline copy of its sentencepiece model), loads without T5, which SD 3.5 can (the log says so)."""
+    if model_family is None or not model_family.t5_optional:
+        return {}
+    has_tokenizer = (config_dir / str(model_family.t5_tokenizer)).is_dir()
+    if T5_IN_FILE_KEY in shapes and has_tokenizer:
+        return {}
+    logger.warning(
+        "loading without T5 family=%s t5_weights_in_file=%s t5_tokenizer=%s",
+        model_family.key,
+        T5_IN_FILE_KEY in shapes,
+        has_tokenizer,
+    )
+    return {str(model_family.t5_encoder): None, str(model_family.t5_tokenizer): None}
+
+
 def detect_single_file(shapes: dict[str, tuple[int, ...]], configs_dir: Path) -> tuple[ModelArchitecture, Path]:
     """The architecture from the key layout and its config folder, which must match the model's size: configs/
     holds the standard sizes (tests pass folders of tiny ones)."""
     architecture = detect_layout(shapes)
-    config_dir = configs_dir / architecture.config_name
+    config_dir = configs_dir / config_name_for(architecture, shapes)
     if not is_diffusers_folder(config_dir):
         raise CheckpointLoadError(f"model config folder {config_dir} is missing; reinstall configs/")
+    if not architecture.family.uses_a1111_prompts:
+        return architecture, config_dir
     expected_width = read_json(config_dir / "unet" / "config.json").get("cross_attention_dim")
     check_context_width(shapes, architecture, expected_width)
     return architecture, config_dir
+
+
+SD3_CONTEXT_KEY = "model.diffusion_model.context_embedder.weight"
+SD35_LARGE_CAPTION_WIDTH = 2432  # SD 3.5 Large's caption projection (Medium: 1536)
+
+
+def config_name_for(architecture: ModelArchitecture, shapes: dict[str, tuple[int, ...]]) -> str:
+    """The configs/ folder of a detected architecture; SD 3.5 Large and Medium differ in the transformer's width."""
+    context = shapes.get(SD3_CONTEXT_KEY)
+    if architecture is ModelArchitecture.SD3 and context is not None and context[0] == SD35_LARGE_CAPTION_WIDTH:
+        return "sd35-large"
+    return architecture.config_name
 
 
 def sidecar_prediction(folder: Path) -> str | None:
