@@ -15,7 +15,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from modules.backends.base import Backend, BackendError, GenerationPlan, SamplingSettings
-from modules.models.families import FamilyError, ModelFamily
+from modules.models.families import FamilyError
 from modules.models.manager import Task
 from modules.models.service import ModelScope, ModelService, NetworkRequest
 from modules.options import Options
@@ -23,6 +23,7 @@ from modules.paths import DataPaths
 from modules.postprocess.service import Postprocessor
 from modules.processing import infotext as infotext_module
 from modules.processing import saving
+from modules.processing.family_checks import check_family
 from modules.processing.filenames import FilenameValues
 from modules.processing.hires import (
     HiresPass,
@@ -37,7 +38,6 @@ from modules.processing.inputs import finish_images
 from modules.processing.job import JobControl
 from modules.processing.requests import GenerationRequest
 from modules.processing.run import GenerationRun, ProcessingResult, resolve_seeds
-from modules.prompts.plain import PlainPromptError, plain_prompt
 from modules.prompts.styles import StyleDatabase, StyleError
 from modules.samplers import SamplerError, infotext_schedule, resolve
 
@@ -343,10 +343,10 @@ def plan_for_model(run: GenerationRun, scope: ModelScope, plan: GenerationPlan) 
     """What depends on the kind of model in the scope: the family's refusals (check_family); instruct-pix2pix gets
     the Image CFG scale (A1111 keeps it for edit models only, infotext "Image CFG scale") and always denoises from
     pure noise on the diffusers pipeline, which the note says."""
-    check_family(run, scope.model.family, plan)
-    next_stage = scope.model.family.next_stage
-    if next_stage is not None and not scope.model.stages:
-        run.note(f"{scope.model.family.display_name}: no {next_stage} checkpoint is listed; the images are stage I's")
+    try:
+        check_family(run, scope.model, plan)
+    except FamilyError as error:
+        raise ProcessingError(str(error)) from error
     if not scope.model.is_pix2pix:
         return plan
     image_cfg_scale = getattr(run.request, "image_cfg_scale", None)
@@ -356,35 +356,6 @@ def plan_for_model(run: GenerationRun, scope: ModelScope, plan: GenerationPlan) 
         run.note("instruct-pix2pix: the image is edited from pure noise (denoising strength 1)")
         run.extra_generation_params["Denoising strength"] = 1.0
     return replace(plan, image_cfg_scale=image_cfg_scale, denoising_strength=1.0, exact_steps=False)
-
-
-def check_family(run: GenerationRun, model_family: ModelFamily, plan: GenerationPlan) -> None:
-    """What the model's family cannot do is refused with its reason (never silently ignored); what it does
-    differently is noted."""
-    name = model_family.display_name
-    try:
-        model_family.check_backend(run.backend.name)
-        model_family.check_sampler(run.sampler.name)
-        model_family.pipeline_class_name(plan.task.value)
-    except FamilyError as error:
-        raise ProcessingError(str(error)) from error
-    if not model_family.takes_negative_prompt and any(text.strip() for text in plan.negative_prompts):
-        raise ProcessingError(f"{name} takes no negative prompt (its guidance is distilled): clear the negative prompt")
-    if not model_family.takes_clip_skip and plan.clip_skip > 1:
-        raise ProcessingError(f"CLIP skip does not apply to {name} (its pipeline encodes the prompt): set it to 1")
-    if model_family.uses_a1111_prompts:
-        return
-    if run.hires is not None and run.hires.latent:
-        raise ProcessingError(f"{name}: a Latent hires upscaler is not available; choose an image upscaler")
-    if run.request.refiner_enabled:
-        raise ProcessingError(f"{name}: the SDXL refiner does not apply")
-    if plan.noise.subseed_strength or plan.noise.resized:
-        run.note(f"{name}: variation seed and seed resize are not applied (the pipeline draws the noise)")
-    try:
-        if any(plain_prompt(text).weights_dropped for text in (*plan.prompts, *plan.negative_prompts)):
-            run.note(f"{name}: prompt weights like (word:1.2) are not applied; the words are read without them")
-    except PlainPromptError as error:
-        raise ProcessingError(f"{name}: {error}") from error
 
 
 def hires_upscaler(context: ProcessingContext) -> ImageUpscaler | None:
