@@ -245,3 +245,24 @@ def test_cards_under_the_img2img_prompt_insert_into_it(page) -> None:
     expect()(page.locator("#img2img_extra_networks_panel")).to_be_hidden()
     page.get_by_role("tab", name="txt2img").click()
     expect()(page.locator("#txt2img_prompt textarea")).not_to_have_value(re.compile("gamma_style"))
+
+
+def test_alt_enter_skips_and_ctrl_enter_restarts_a_running_job(page) -> None:
+    """A1111 v1.10.1's keys while a job runs: Alt+Enter skips to the next image of the batch, Ctrl+Enter
+    interrupts the job and starts a new one with the page's current values."""
+    prompt = page.locator("#txt2img_prompt textarea")
+    status = page.locator("#txt2img_status")
+    prompt.fill("the first job")
+    small_job(page, steps=150, batch_count=2)
+    prompt.press("Control+Enter")
+    expect()(status).to_contain_text("Image 1/2", timeout=GENERATION_MS)
+    prompt.press("Alt+Enter")
+    expect()(status).to_contain_text("Image 2/2", timeout=GENERATION_MS)
+    assert "interrupted" not in (status.text_content() or "")
+
+    prompt.fill("the second job")
+    small_job(page, steps=2, batch_count=1)
+    prompt.press("Control+Enter")
+    infotext = page.locator("#txt2img_infotext textarea")
+    expect()(infotext).to_have_value(re.compile(r"^the second job\n"), timeout=GENERATION_MS)
+    page.wait_for_function("() => !easelRunningTabs.has('txt2img')", timeout=GENERATION_MS)
