@@ -103,7 +103,7 @@ class GenerationPlan:
     sampler_name: str
     schedule_type: str
     clip_skip: int = 1
-    init_image: Image.Image | torch.Tensor | None = None
+    init_image: Image.Image | list[Image.Image] | torch.Tensor | None = None  # a list: one per batch slot
     mask: Image.Image | None = None
     denoising_strength: float = 1.0
     masked_content: MaskedContent = MaskedContent.ORIGINAL
