@@ -2,7 +2,8 @@
 
 One HTML block holds the cards (a page of them, so 5,000 files render as fast as 50). Each generation tab has
 the same panel under its prompt (the 🎴 button); clicking a LoRA or embedding card appends its tag to that tab's
-prompt in the browser (the Extra Networks tab's cards: the tab chosen in its "Insert into"), as A1111 does; a checkpoint or VAE card sends the
+prompt in the browser (the Extra Networks tab's cards: the tab chosen in its "Insert into"), as A1111 does; a
+checkpoint or VAE card sends the
 HTML component's "card_action" event to the server, which switches the checkpoint or the SD VAE setting, and a
 card's 🛠 opens the metadata editor (modules/ui/card_editor.py).
 """
@@ -212,7 +213,8 @@ def build_cards_panel(
         folder = gr.Dropdown([ALL_FOLDERS], value=ALL_FOLDERS, label="Subfolder", elem_id=f"{prefix}_folder", scale=2)
         refresh = gr.Button("Refresh", elem_id=f"{prefix}_refresh", scale=1)
     status = gr.Markdown(elem_id=f"{prefix}_status")
-    cards_html = gr.HTML("", elem_id=f"{prefix}_cards", js_on_load=click_js(prompt_id, target_id), css_template=CARD_CSS)
+    on_load = click_js(prompt_id, target_id)
+    cards_html = gr.HTML("", elem_id=f"{prefix}_cards", js_on_load=on_load, css_template=CARD_CSS)
 
     def cards_of(kind_value: str) -> list[Card]:
         networks = application.networks
