@@ -11,12 +11,18 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from modules.backends.base import BackendError, GenerationPlan, MaskedContent, ProgressReporter, RunDetails
+from modules.backends.base import (
+    BackendError,
+    GenerationPlan,
+    MaskedContent,
+    ProgressReporter,
+    RunDetails,
+    request_unet,
+)
 from modules.backends.diffusers_backend.composable import ComposableGuidance, ComposableGuidanceUNet
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
 from modules.backends.original.rng import ImageRNG, NoiseSource, RandnSource
 from modules.backends.previews import PreviewModels, render_preview
-from modules.compute import DeepCacheUNet
 from modules.models.manager import LoadedModel, Task
 from modules.models.vae_codec import decode_latents, encode_pixels
 from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
@@ -267,12 +273,6 @@ def preview_models(model: LoadedModel, control: ProgressReporter) -> PreviewMode
     if folder is None:
         return None
     return model.attachments.setdefault(f"{PreviewModels.__module__}:{folder}", PreviewModels(folder))
-
-
-def request_unet(model: LoadedModel) -> torch.nn.Module:
-    """The UNet for one request: the model's own, or wrapped for DeepCache (a new cache per request)."""
-    interval = model.compute.deepcache_interval if model.compute is not None else 1
-    return DeepCacheUNet(model.pipeline.unet, interval) if interval > 1 else model.pipeline.unet
 
 
 def steps_run(plan: GenerationPlan) -> int:

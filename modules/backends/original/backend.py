@@ -21,6 +21,7 @@ from modules.backends.base import (
     ProgressReporter,
     RunDetails,
     SamplingSettings,
+    request_unet,
 )
 from modules.backends.original import catalogue
 from modules.backends.original.conditioning import BatchConditioning
@@ -176,7 +177,7 @@ class OriginalBackend:
         self, model: LoadedModel, plan: GenerationPlan, progress: ProgressReporter
     ) -> list[Image.Image] | torch.Tensor:
         xl = is_sdxl(model)
-        unet = model.pipeline.unet
+        unet = request_unet(model)  # DeepCache applies here too: its infotext key comes from the model's settings
         diffusion = DiffusionModel(
             unet=DiffusersUNet(unet, sdxl_time_ids(plan.width, plan.height) if xl else None),
             alphas_cumprod=alphas_cumprod_of(model),
