@@ -6,6 +6,7 @@ and something to report progress to.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
@@ -44,6 +45,10 @@ class ProgressReporter(Protocol):
 
     def step_done(self, step: int, preview: Image.Image | None = None) -> None: ...
 
+    def add_infotext(self, entries: Mapping[str, object]) -> None:
+        """Infotext entries known only once sampling ran (A1111 adds NGMS, Skip Early CFG ... from inside)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -65,6 +70,19 @@ class SamplingSettings:
     always_discard_next_to_last_sigma: bool = False
     sgm_noise_multiplier: bool = False
     use_old_karras_scheduler_sigmas: bool = False
+    s_min_uncond: float = 0.0
+    s_min_uncond_all: bool = False
+    skip_early_cond: float = 0.0
+    sigma_min: float = 0.0  # 0: the model's (also sigma_max; rho 0: the schedule's default)
+    sigma_max: float = 0.0
+    rho: float = 0.0
+    beta_dist_alpha: float = 0.6
+    beta_dist_beta: float = 0.6
+    uni_pc_variant: str = "bh1"
+    uni_pc_skip_type: str = "time_uniform"
+    uni_pc_order: int = 3
+    uni_pc_lower_order_final: bool = True
+    img2img_extra_noise: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,24 @@ def start_run(
     return run
 
 
+# The sampler settings that go to the backend as they are (no request field of their own).
+PASSED_SAMPLER_OPTIONS: tuple[str, ...] = (
+    "s_min_uncond",
+    "s_min_uncond_all",
+    "skip_early_cond",
+    "sigma_min",
+    "sigma_max",
+    "rho",
+    "beta_dist_alpha",
+    "beta_dist_beta",
+    "uni_pc_variant",
+    "uni_pc_skip_type",
+    "uni_pc_order",
+    "uni_pc_lower_order_final",
+    "img2img_extra_noise",
+)
+
+
 def sampling_settings(request: GenerationRequest, options: Options) -> SamplingSettings:
     """A1111's sampler parameters for the request: its own eta / s_* fields, else the settings (which the request's
     ``override_settings`` may change for itself)."""
@@ -226,6 +244,7 @@ def sampling_settings(request: GenerationRequest, options: Options) -> SamplingS
         always_discard_next_to_last_sigma=settings.always_discard_next_to_last_sigma,
         sgm_noise_multiplier=settings.sgm_noise_multiplier,
         use_old_karras_scheduler_sigmas=settings.use_old_karras_scheduler_sigmas,
+        **{name: getattr(settings, name) for name in PASSED_SAMPLER_OPTIONS},
     )
 
 
@@ -305,7 +324,9 @@ def run_pass(
     """One backend call, with the progress total of the steps the backend will really run."""
     control = run.control
     control.begin_image(run.iteration, run.n_iter, run.backend.steps_run(plan))
-    return run.backend.generate(scope.model, plan, control)
+    images = run.backend.generate(scope.model, plan, control)
+    run.extra_generation_params.update(control.take_infotext())
+    return images
 
 
 def run_hires_pass(

@@ -86,6 +86,13 @@ def parameters_of(settings: SamplingSettings) -> catalogue.SamplerParameters:
         s_noise=settings.s_noise,
         eta_noise_seed_delta=settings.eta_noise_seed_delta,
         sgm_noise_multiplier=settings.sgm_noise_multiplier,
+        s_min_uncond=settings.s_min_uncond,
+        s_min_uncond_all=settings.s_min_uncond_all,
+        skip_early_cond=settings.skip_early_cond,
+        uni_pc_variant=settings.uni_pc_variant,
+        uni_pc_skip_type=settings.uni_pc_skip_type,
+        uni_pc_order=settings.uni_pc_order,
+        uni_pc_lower_order_final=settings.uni_pc_lower_order_final,
     )
 
 
@@ -93,6 +100,11 @@ def schedule_options_of(settings: SamplingSettings, xl: bool = False) -> Schedul
     return ScheduleOptions(
         always_discard_next_to_last_sigma=settings.always_discard_next_to_last_sigma,
         use_old_karras_scheduler_sigmas=settings.use_old_karras_scheduler_sigmas,
+        sigma_min=settings.sigma_min,
+        sigma_max=settings.sigma_max,
+        rho=settings.rho,
+        beta_dist_alpha=settings.beta_dist_alpha,
+        beta_dist_beta=settings.beta_dist_beta,
         is_sdxl=xl,
     )
 
@@ -188,7 +200,9 @@ class OriginalBackend:
         with torch.inference_mode():
             sample = self._sampler_call(model, plan, diffusion, conditioning, xl)
             try:
-                latents = sample(reporter).latents
+                result = sample(reporter)
+                latents = result.latents
+                progress.add_infotext(result.infotext)  # NGMS, Skip Early CFG, Extra noise: known after sampling
             except _SamplingStoppedError as stopped:
                 latents = stopped.denoised
             if plan.output_latents:
@@ -279,6 +293,7 @@ class OriginalBackend:
             plan.denoising_strength,
             img2img_fix_steps=plan.exact_steps,
             initial_noise_multiplier=plan.noise_multiplier,
+            extra_noise=plan.sampling.img2img_extra_noise,
             callback=callback,
             **common,
         )
