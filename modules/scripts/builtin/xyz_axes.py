@@ -114,6 +114,14 @@ def checkpoint_choices(context: ProcessingContext) -> list[str]:
     return [info.title for info in context.models.registry.checkpoints()]
 
 
+def refiner_choices(context: ProcessingContext) -> list[str]:
+    """A1111: "None" (no refiner) and every checkpoint."""
+    return ["None", *checkpoint_choices(context)]
+
+
+NO_CHECKPOINT = (None, "", "None", "none")
+
+
 def upscaler_choices(context: ProcessingContext) -> list[str]:
     names = list(LATENT_UPSCALE_MODES)
     if context.postprocessor is not None:
@@ -143,7 +151,7 @@ AXES: tuple[Axis, ...] = (
     Axis("Steps", int, set_field("steps")),
     Axis("Hires steps", int, set_field("hr_second_pass_steps"), tab=False),
     Axis("CFG Scale", float, set_field("cfg_scale")),
-    unsupported("Image CFG Scale", float, tab=True, reason="Easel has no instruct-pix2pix models"),
+    Axis("Image CFG Scale", float, set_field("image_cfg_scale"), tab=True),
     Axis("Prompt S/R", str, apply_prompt_replace, bare_label=True),
     Axis("Prompt order", permutations_of, apply_prompt_order),
     Axis("Sampler", str, set_field("sampler_name"), choices=sampler_choices, bare_label=True),
@@ -175,8 +183,8 @@ AXES: tuple[Axis, ...] = (
     unsupported("Token merging ratio high-res"),
     unsupported("Always discard next-to-last sigma", str),
     unsupported("SGM noise multiplier", str),
-    unsupported("Refiner checkpoint", str, reason="Easel has no refiner"),
-    unsupported("Refiner switch at", reason="Easel has no refiner"),
+    Axis("Refiner checkpoint", str, set_field("refiner_checkpoint"), choices=refiner_choices),
+    Axis("Refiner switch at", float, set_field("refiner_switch_at")),
     unsupported("RNG source", str),
     unsupported("FP8 mode", str),
     Axis("Size", str, apply_size),
@@ -262,9 +270,11 @@ def confirm(axis: Axis, values: Sequence[Any], request: GenerationRequest, conte
                 resolve(value, "Automatic", context.backend.sampler_support())
             except SamplerError as error:
                 raise ScriptError(f"Unknown sampler: {value}") from error
-    elif axis.label == "Checkpoint name":
+    elif axis.label in ("Checkpoint name", "Refiner checkpoint"):
         known = checkpoint_choices(context)
         for value in values:
+            if axis.label == "Refiner checkpoint" and value in NO_CHECKPOINT:
+                continue
             try:
                 context.models.registry.find(value)
             except Exception as error:
