@@ -117,3 +117,18 @@ def test_original_backend_decode_upcasts_and_retries_nan(caplog) -> None:
         retried = original_decode(broken, latents())
     assert NAN_ADVICE in caplog.text
     assert retried[0].tobytes() == original_decode(float32_copy(broken), latents())[0].tobytes()
+
+
+def test_full_preview_decodes_through_the_same_rule() -> None:
+    from types import SimpleNamespace
+
+    from diffusers.image_processor import VaeImageProcessor
+
+    from modules.backends.previews import PreviewMethod, render_preview
+
+    vae = half_vae(force_upcast=True)
+    half = SimpleNamespace(vae=vae, image_processor=VaeImageProcessor())
+    full = SimpleNamespace(vae=float32_copy(vae), image_processor=VaeImageProcessor())
+    preview = render_preview(PreviewMethod.FULL, latents(), False, pipeline=half)
+    assert preview.tobytes() == render_preview(PreviewMethod.FULL, latents(), False, pipeline=full).tobytes()
+    assert vae.dtype == torch.float16
