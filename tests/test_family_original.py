@@ -292,3 +292,49 @@ def test_base_as_its_own_refiner_is_the_base_alone(original_family, sampler) -> 
 def test_refiner_refuses_samplers_without_a_sigma_schedule(original_family) -> None:
     with pytest.raises(ProcessingError, match="refiner switch on the original backend does not support the DDIM"):
         process(refiner_request(sampler_name="DDIM", refiner_checkpoint="sdxl-refiner"), original_family)
+
+
+# --- through the API's translation ------------------------------------------------------------------------------
+
+
+def encoded_png(image: Image.Image) -> str:
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.slow
+def test_api_bodies_run_pix2pix_and_the_refiner_on_the_original_backend(original_family) -> None:
+    from modules.api.models import Img2ImgBody, Txt2ImgBody
+    from modules.api.translate import TranslationContext, translate_img2img, translate_txt2img
+
+    context = TranslationContext(original_family.options, original_family.models.registry)
+
+    def settings(checkpoint: str) -> dict:
+        return {"sd_sampling_backend": "original", "sd_model_checkpoint": checkpoint}
+
+    size = {"width": SIZE, "height": SIZE, "steps": 4}
+    edit = translate_img2img(
+        Img2ImgBody(
+            init_images=[encoded_png(source_image())],
+            image_cfg_scale=1.8,
+            override_settings=settings("sd1-pix2pix"),
+            **size,
+        ),
+        context,
+    )
+    assert not edit.unsupported and edit.request.sampling_backend == "original"
+    result = process(edit.request.model_copy(update=NOT_SAVED), original_family)
+    assert "Image CFG scale: 1.8" in result.infotexts[0] and "Model: sd1-pix2pix," in result.infotexts[0]
+    refined = translate_txt2img(
+        Txt2ImgBody(
+            refiner_checkpoint="sdxl-refiner", refiner_switch_at=0.5, override_settings=settings("sdxl"), **size
+        ),
+        context,
+    )
+    assert not refined.unsupported and refined.request.sampling_backend == "original"
+    result = process(refined.request.model_copy(update=NOT_SAVED), original_family)
+    assert "Refiner: sdxl-refiner [" in result.infotexts[0] and "Refiner switch at: 0.5" in result.infotexts[0]
