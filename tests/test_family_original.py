@@ -104,6 +104,8 @@ def test_each_kind_generates_on_the_original_backend(original_family, kind, task
     assert len(result.images) == 1 and result.images[0].size == (SIZE, SIZE)
     assert pixels(result.images[0]).std() > 0
     assert f"Model: {kind.value}," in result.infotexts[0] and "Sampler backend" not in result.infotexts[0]
+    mask_weight = kind.name.endswith("INPAINT") and (task != "txt2img" or not kind.is_sdxl)  # A1111's rule
+    assert ("Conditional mask weight: 1.0" in result.infotexts[0]) is mask_weight
     channels = {call["sample"].shape[1] for call in calls}
     assert channels == {unet.config.in_channels}  # the image conditioning is concatenated for 8/9-channel UNets
 

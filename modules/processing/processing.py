@@ -341,8 +341,12 @@ def record_scope(run: GenerationRun, scope: ModelScope, first_pass: bool) -> Non
 def plan_for_model(run: GenerationRun, scope: ModelScope, plan: GenerationPlan) -> GenerationPlan:
     """What depends on the kind of model in the scope: instruct-pix2pix (A1111's edit model) gets the Image CFG
     scale (A1111 keeps it for edit models only, infotext "Image CFG scale"); each backend says what it does with
-    the denoising strength (``run_details``)."""
-    if not scope.model.is_pix2pix:
+    the denoising strength (``run_details``). An inpainting model's image conditioning (the mask at full weight)
+    writes A1111's "Conditional mask weight" (not for SDXL inpainting txt2img, where A1111 does not count it)."""
+    model = scope.model
+    if model.is_inpainting and (plan.task is not Task.TXT2IMG or not model.is_xl):
+        run.extra_generation_params["Conditional mask weight"] = 1.0
+    if not model.is_pix2pix:
         return plan
     image_cfg_scale = getattr(run.request, "image_cfg_scale", None)
     if image_cfg_scale is not None:
