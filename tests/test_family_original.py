@@ -340,3 +340,18 @@ def test_api_bodies_run_pix2pix_and_the_refiner_on_the_original_backend(original
     assert not refined.unsupported and refined.request.sampling_backend == "original"
     result = process(refined.request.model_copy(update=NOT_SAVED), original_family)
     assert "Refiner: sdxl-refiner [" in result.infotexts[0] and "Refiner switch at: 0.5" in result.infotexts[0]
+
+
+@pytest.mark.slow
+def test_sdxl_empty_negative_prompt_rows_are_zeros(original_family) -> None:
+    """A1111's SDXL ``force_zero_negative_prompt``: all negatives empty -> zero text rows, time ids kept."""
+    backend = RecordingOriginal()
+    context = ProcessingContext(
+        models=original_family.models, backend=backend, options=original_family.options, paths=original_family.paths
+    )
+    process(tiny_request(checkpoint="sdxl", negative_prompt="", steps=1, **NOT_SAVED), context)
+    process(tiny_request(checkpoint="sdxl", negative_prompt="blurry", steps=1, **NOT_SAVED), context)
+    (_, (empty,)), (_, (written,)) = backend.calls
+    assert not empty["hidden"][1].any() and not empty["added"]["text_embeds"][1].any()
+    assert empty["hidden"][0].any() and empty["added"]["time_ids"][1].tolist() == [SIZE, SIZE, 0, 0, SIZE, SIZE]
+    assert written["hidden"][1].any() and written["added"]["text_embeds"][1].any()

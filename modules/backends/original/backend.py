@@ -229,6 +229,7 @@ class OriginalBackend:
         )
         conditioning = self._conditioning(model, plan, unet.device)
         conditioning.time_ids = time_ids_of(model, plan.width, plan.height)
+        conditioning.zero_negative = xl and all(prompt == "" for prompt in plan.negative_prompts)
         reporter = StepReporter(progress, self.steps_run(plan), xl)
         with torch.inference_mode():
             sample = self._sampler_call(model, plan, diffusion, conditioning, xl)

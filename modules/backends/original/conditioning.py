@@ -57,6 +57,9 @@ class BatchConditioning:
     device: torch.device
     dtype: torch.dtype = torch.float32
     time_ids: tuple[torch.Tensor, torch.Tensor] | None = None
+    # A1111's SDXL rule (``force_zero_negative_prompt``): when every negative prompt of the batch is empty, the
+    # negative rows' text embeddings (cross-attention and pooled) are zeros; the time ids stay.
+    zero_negative: bool = False
     _conds: dict[tuple[int, ...], MultiCond] = field(default_factory=dict, repr=False)
     _unconds: dict[tuple[int, ...], Conditioning] = field(default_factory=dict, repr=False)
 
@@ -83,7 +86,10 @@ class BatchConditioning:
         embeddings = [conditioning.at_step(step)[0][0] for conditioning in self.negatives]
         key = tuple(id(embedding) for embedding in embeddings)
         if key not in self._unconds:
-            self._unconds[key] = stack_rows(embeddings, self.device, self.dtype, self._time_ids(1))
+            rows = stack_rows(embeddings, self.device, self.dtype, self._time_ids(1))
+            if self.zero_negative and not isinstance(rows, torch.Tensor):
+                rows = {name: torch.zeros_like(value) if name != TIME_IDS else value for name, value in rows.items()}
+            self._unconds[key] = rows
         return self._unconds[key]
 
     def _time_ids(self, side: int) -> torch.Tensor | None:
