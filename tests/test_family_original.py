@@ -20,6 +20,7 @@ from modules.backends.original.schedules import DiscreteSigmas, ldm_alphas_cumpr
 from modules.backends.original.unet import prediction_of
 from modules.models.detection import ModelArchitecture
 from modules.models.manager import Task
+from modules.processing.job import JobControl
 from modules.processing.processing import ProcessingContext, ProcessingError, process
 from tests.family_support import family_context
 from tests.helpers import pixels, tiny_img2img, tiny_request
@@ -253,6 +254,18 @@ class RecordingOriginal(OriginalBackend):
         return output
 
 
+class TotalsLog(JobControl):
+    """Records (step, total) of every step reported."""
+
+    def __init__(self) -> None:
+        super().__init__(preview_every_n_steps=0)
+        self.reports: list[tuple[int, int]] = []
+
+    def step_done(self, step, preview=None) -> None:
+        super().step_done(step, preview)
+        self.reports.append((step, self.snapshot().sampling_steps))
+
+
 @pytest.mark.slow
 def test_refiner_runs_exactly_the_steps_after_the_switch(original_family) -> None:
     """Euler, 6 steps: the uniform schedule's timesteps are 999, 799.2, 599.4, 399.6, 199.8; A1111 switches at
@@ -261,9 +274,13 @@ def test_refiner_runs_exactly_the_steps_after_the_switch(original_family) -> Non
     context = ProcessingContext(
         models=original_family.models, backend=backend, options=original_family.options, paths=original_family.paths
     )
+    control = TotalsLog()
     result = process(
-        refiner_request(sampler_name="Euler", refiner_checkpoint="sdxl-refiner", refiner_switch_at=0.5), context
+        refiner_request(sampler_name="Euler", refiner_checkpoint="sdxl-refiner", refiner_switch_at=0.5),
+        context,
+        control,
     )
+    assert control.reports == [(1, 3), (2, 3), (3, 3), (1, 3), (2, 3), (3, 3)]  # each pass's own step count
     (base_name, base_calls), (refiner_name, refiner_calls) = backend.calls
     assert (base_name, refiner_name) == ("sdxl", "sdxl-refiner")
     assert len(base_calls) == 3 and len(refiner_calls) == 3

@@ -316,7 +316,9 @@ class OriginalBackend:
         if plan.mask is not None:
             init_latent = self._fill_masked(init_latent, plan, latent_shape)
             guidance.blend = inpaint_blend(init_latent, plan.mask)
-        if (model.is_inpainting or model.is_pix2pix) and pixels is None and plan.denoising_start is None:
+        if (model.is_inpainting or model.is_pix2pix) and plan.denoising_start is not None:
+            raise BackendError("the refiner must be a plain (4-channel) model, not an inpainting or pix2pix one")
+        if (model.is_inpainting or model.is_pix2pix) and pixels is None:
             pixels = 2.0 * torch.cat([image_to_tensor(image) for image in decode_latents(vae, init_latent)]) - 1.0
         if model.is_inpainting and pixels is not None:
             guidance.image_cond = inpainting_conditioning(vae, pixels, plan.mask, init_latent.shape, plan.seeds)
