@@ -187,6 +187,23 @@ def test_axis_indices_are_a1111s():
     ]
 
 
+def test_xyz_refiner_and_image_cfg_axes_set_their_request_fields(context):
+    from modules.scripts.base import ScriptError
+    from modules.scripts.builtin.xyz_axes import confirm
+
+    axes = {axis.label: axis for axis in AXES}
+    fields: dict = {}
+    axes["Refiner checkpoint"].apply(fields, "tiny", ["None", "tiny"])
+    axes["Refiner switch at"].apply(fields, 0.6, [0.6])
+    axes["Image CFG Scale"].apply(fields, 1.5, [1.5])
+    assert fields == {"refiner_checkpoint": "tiny", "refiner_switch_at": 0.6, "image_cfg_scale": 1.5}
+    assert axes["Refiner checkpoint"].choices(context)[0] == "None"
+    known = context.models.registry.checkpoints()[0].name
+    confirm(axes["Refiner checkpoint"], ["None", known], tiny_request(), context)
+    with pytest.raises(ScriptError, match="Unknown checkpoint: nowhere"):
+        confirm(axes["Refiner checkpoint"], ["nowhere"], tiny_request(), context)
+
+
 def run_xyz(context, request, script_args):
     xyz = XYZPlot(context)
     tab = ScriptCatalogue([xyz]).tab(False)

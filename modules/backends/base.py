@@ -136,6 +136,7 @@ class GenerationPlan:
     noise: NoiseSeeds = NoiseSeeds()
     sampling: SamplingSettings = SamplingSettings()
     image_cfg_scale: float | None = None  # instruct-pix2pix's image guidance (None: 1.0, as A1111)
+    edit_model: bool = False  # an instruct-pix2pix model (A1111's "edit" model): the init image conditions each step
     # The refiner switch: the base pass stops at this fraction of the schedule and returns its noisy latents;
     # the refiner pass (``init_image`` = those latents) starts there without adding noise.
     denoising_end: float | None = None

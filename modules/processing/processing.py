@@ -263,7 +263,6 @@ def apply_styles(request: GenerationRequest, context: ProcessingContext) -> Gene
 def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image.Image]:
     """One batch: the first pass in its model scope, then the refiner or the hires pass (when asked) in its own."""
     plan = run.plan(run.iteration)
-    record_details(run, plan)
     networks = NetworkRequest(plan.prompts, plan.negative_prompts, run.request.sd_vae)
     hires = run.hires
     refiner = run.request.refiner_enabled
@@ -271,6 +270,7 @@ def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image
         with context.models.use(run.request.checkpoint, networks) as scope:
             record_scope(run, scope, first_pass=True)
             plan = plan_for_model(run, scope, plan)
+            record_details(run, plan)
             if hires is None and not refiner:
                 return run_pass(run, context, scope, plan)
             if refiner:
@@ -305,6 +305,7 @@ def run_refiner_pass(
         denoising_end=None,
         output_latents=False,
         image_cfg_scale=None,
+        edit_model=False,
     )
     with context.models.use(run.request.refiner_checkpoint, NetworkRequest((), (), run.request.sd_vae)) as scope:
         run.note(*scope.notes)
@@ -359,18 +360,19 @@ def record_scope(run: GenerationRun, scope: ModelScope, first_pass: bool) -> Non
 
 
 def plan_for_model(run: GenerationRun, scope: ModelScope, plan: GenerationPlan) -> GenerationPlan:
-    """What depends on the kind of model in the scope: instruct-pix2pix gets the Image CFG scale (A1111 keeps it
-    for edit models only, infotext "Image CFG scale") and always denoises from pure noise on the diffusers
-    pipeline, which the note says."""
-    if not scope.model.is_pix2pix:
+    """What depends on the kind of model in the scope: instruct-pix2pix (A1111's edit model) gets the Image CFG
+    scale (A1111 keeps it for edit models only, infotext "Image CFG scale"); each backend says what it does with
+    the denoising strength (``run_details``). An inpainting model's image conditioning (the mask at full weight)
+    writes A1111's "Conditional mask weight" (not for SDXL inpainting txt2img, where A1111 does not count it)."""
+    model = scope.model
+    if model.is_inpainting and (plan.task is not Task.TXT2IMG or not model.is_xl):
+        run.extra_generation_params["Conditional mask weight"] = 1.0
+    if not model.is_pix2pix:
         return plan
     image_cfg_scale = getattr(run.request, "image_cfg_scale", None)
     if image_cfg_scale is not None:
         run.extra_generation_params["Image CFG scale"] = image_cfg_scale
-    if plan.denoising_strength < 1:
-        run.note("instruct-pix2pix: the image is edited from pure noise (denoising strength 1)")
-        run.extra_generation_params["Denoising strength"] = 1.0
-    return replace(plan, image_cfg_scale=image_cfg_scale, denoising_strength=1.0, exact_steps=False)
+    return replace(plan, image_cfg_scale=image_cfg_scale, edit_model=True)
 
 
 def hires_upscaler(context: ProcessingContext) -> ImageUpscaler | None:

@@ -257,11 +257,12 @@ def add_slider(
     minimum: float,
     maximum: float,
     step: float,
+    visible: bool = True,
 ) -> gr.Slider:
     value = context.initial(controls.tab, label, default)
-    return controls.add(
-        name, gr.Slider(minimum, maximum, value=value, step=step, label=label, elem_id=f"{controls.tab}_{name}")
-    )
+    slider = gr.Slider(minimum, maximum, value=value, step=step, label=label, elem_id=f"{controls.tab}_{name}")
+    slider.visible = visible
+    return controls.add(name, slider)
 
 
 def add_checkbox(context: UiContext, controls: Controls, name: str, label: str, default: bool) -> gr.Checkbox:

@@ -47,7 +47,12 @@ class DiffusersBackend:
         infotext.update(NoiseSource(RandnSource(plan.sampling.randn_source)).infotext())
         if plan.sampling.eta_noise_seed_delta:
             infotext["ENSD"] = plan.sampling.eta_noise_seed_delta
-        return RunDetails(infotext=infotext, notes=noise_notes(plan))
+        notes = noise_notes(plan)
+        if plan.edit_model and plan.task is not Task.TXT2IMG and plan.denoising_strength < 1:
+            # diffusers' instruct-pix2pix pipeline always denoises from pure noise
+            notes.append("instruct-pix2pix: the image is edited from pure noise (denoising strength 1)")
+            infotext["Denoising strength"] = 1.0
+        return RunDetails(infotext=infotext, notes=notes)
 
     def steps_run(self, plan: GenerationPlan) -> int:
         return steps_run(plan)
@@ -281,7 +286,7 @@ def steps_run(plan: GenerationPlan) -> int:
     at a timestep)."""
     if plan.denoising_start is not None:
         return max(1, plan.steps - round(plan.steps * plan.denoising_start))
-    if plan.task is Task.TXT2IMG or plan.exact_steps:
+    if plan.task is Task.TXT2IMG or plan.exact_steps or plan.edit_model:
         total = plan.steps
     else:
         total = max(1, min(int(plan.steps * plan.denoising_strength), plan.steps))

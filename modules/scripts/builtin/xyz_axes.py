@@ -142,6 +142,14 @@ def checkpoint_choices(context: ProcessingContext) -> list[str]:
     return [info.title for info in context.models.registry.checkpoints()]
 
 
+def refiner_choices(context: ProcessingContext) -> list[str]:
+    """A1111: "None" (no refiner) and every checkpoint."""
+    return ["None", *checkpoint_choices(context)]
+
+
+NO_CHECKPOINT = (None, "", "None", "none")
+
+
 def upscaler_choices(context: ProcessingContext) -> list[str]:
     names = list(LATENT_UPSCALE_MODES)
     if context.postprocessor is not None:
@@ -209,7 +217,7 @@ AXES: tuple[Axis, ...] = (
         choices=boolean_choices,
     ),
     Axis("SGM noise multiplier", str, set_override("sgm_noise_multiplier", True), choices=boolean_choices),
-    Axis("Refiner checkpoint", str, set_field("refiner_checkpoint"), choices=checkpoint_choices),
+    Axis("Refiner checkpoint", str, set_field("refiner_checkpoint"), choices=refiner_choices),
     Axis("Refiner switch at", float, set_field("refiner_switch_at")),
     Axis("RNG source", str, set_override("randn_source"), choices=rng_choices),
     unsupported("FP8 mode", str, reason=LOAD_TIME),
@@ -296,9 +304,11 @@ def confirm(axis: Axis, values: Sequence[Any], request: GenerationRequest, conte
                 resolve(value, "Automatic", context.backend.sampler_support())
             except SamplerError as error:
                 raise ScriptError(f"Unknown sampler: {value}") from error
-    elif axis.label == "Checkpoint name":
+    elif axis.label in ("Checkpoint name", "Refiner checkpoint"):
         known = checkpoint_choices(context)
         for value in values:
+            if axis.label == "Refiner checkpoint" and value in NO_CHECKPOINT:
+                continue
             try:
                 context.models.registry.find(value)
             except Exception as error:
