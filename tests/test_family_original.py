@@ -218,6 +218,9 @@ class _Quiet:
     def step_done(self, step, preview=None) -> None:
         pass
 
+    def add_infotext(self, entries) -> None:
+        pass
+
 
 @pytest.mark.slow
 def test_pix2pix_image_cfg_scale_through_processing(original_family) -> None:
