@@ -73,6 +73,11 @@ def restart_process(application: object) -> None:
     """Apply and restart (Extensions tab): the queue stops and this process is replaced by a fresh start with the
     same command line (sockets are not inherited, so the port is free again)."""
     logger.info("restarting: %s", " ".join(sys.argv))
+    for listener in application.before_restart:  # type: ignore[attr-defined]
+        try:
+            listener()
+        except Exception:  # an extension's callback: the restart goes on
+            logger.exception("before-restart listener failed")
     application.service.shutdown()  # type: ignore[attr-defined]
     os.execv(sys.executable, [sys.executable, *sys.argv])
 

@@ -75,6 +75,10 @@ class Application:
     # restart the process (None: not started from webui.py).
     ui_tab_providers: list[Callable[[], list[Any]]] = field(default_factory=list)
     restart: Callable[[], None] | None = None
+    # Listeners the extension adapter registers: an infotext read for pasting (PNG Info; they may change the parsed
+    # parameters), and the scripts about to be unloaded (before Apply and restart).
+    infotext_pasted: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
+    before_restart: list[Callable[[], None]] = field(default_factory=list)
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod

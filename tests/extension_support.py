@@ -1,5 +1,6 @@
-"""Test extensions written as A1111 extensions are (not a test module): one exercising every hook and the called
-callbacks, broken ones, and a local git repository to install from."""
+"""Test extensions written as A1111 extensions are (not a test module): one exercising every hook and every called
+callback (``scripts/test_callbacks.py`` records each callback with its arguments in ``callbacks.jsonl``), broken
+ones, and a local git repository to install from."""
 
 from __future__ import annotations
 
@@ -99,6 +100,84 @@ class Twice(scripts.Script):
         return Processed(p, images, 100, infotexts[0], infotexts=infotexts)
 """
 
+CALLBACKS_SCRIPT = """
+import json
+import os
+
+import torch
+
+import modules.scripts as scripts
+from modules import script_callbacks, shared
+
+RECORD = os.path.join(scripts.basedir(), "callbacks.jsonl")
+
+
+def record(*event):
+    with open(RECORD, "a", encoding="utf-8") as file:
+        file.write(json.dumps(list(event)) + "\\n")
+
+
+def rows(value):
+    return None if value is None else list(value.shape)
+
+
+def on_model_loaded(sd_model):
+    record("model_loaded", sd_model.sd_checkpoint_info.name, sd_model.sd_model_hash, sd_model.is_sdxl)
+
+
+def on_before_image_saved(params):
+    params.pnginfo["test_ext"] = "before"
+    params.pnginfo["parameters"] += ", Saved by: test-ext"
+    record("before_image_saved", os.path.basename(params.filename), params.p.prompt, params.image.size[0])
+
+
+def on_image_saved(params):
+    name, written = os.path.basename(params.filename), os.path.exists(params.filename)
+    record("image_saved", name, written, params.pnginfo["test_ext"])
+
+
+def on_cfg_denoiser(params):
+    record(
+        "cfg_denoiser", params.sampling_step, params.total_sampling_steps, rows(params.x), rows(params.text_cond),
+        rows(params.text_uncond), rows(params.sigma), params.denoiser is not None,
+    )
+
+
+def on_cfg_denoised(params):
+    record("cfg_denoised", params.sampling_step, params.total_sampling_steps, rows(params.x))
+
+
+def on_cfg_after_cfg(params):
+    record("cfg_after_cfg", params.sampling_step, params.total_sampling_steps, rows(params.x))
+    if shared.opts.test_ext_zero_guidance:
+        params.x = torch.zeros_like(params.x)
+
+
+def on_infotext_pasted(infotext, params):
+    params["Test pasted"] = "yes"
+    record("infotext_pasted", params.get("Steps"))
+
+
+def on_script_unloaded():
+    record("script_unloaded")
+
+
+def on_ui_settings():
+    section = ("test-ext", "Test extension")
+    shared.opts.add_option("test_ext_zero_guidance", shared.OptionInfo(False, "Zero guidance", section=section))
+
+
+script_callbacks.on_model_loaded(on_model_loaded)
+script_callbacks.on_before_image_saved(on_before_image_saved)
+script_callbacks.on_image_saved(on_image_saved)
+script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+script_callbacks.on_cfg_denoised(on_cfg_denoised)
+script_callbacks.on_cfg_after_cfg(on_cfg_after_cfg)
+script_callbacks.on_infotext_pasted(on_infotext_pasted)
+script_callbacks.on_script_unloaded(on_script_unloaded)
+script_callbacks.on_ui_settings(on_ui_settings)
+"""
+
 PRELOAD = """
 def preload(parser):
     parser.add_argument("--test-ext-word", type=str, default="badger", help="a word the test extension adds")
@@ -118,6 +197,7 @@ def write_test_extension(folder: Path, name: str = "test-ext") -> Path:
     (root / "scripts").mkdir(parents=True)
     (root / "javascript").mkdir()
     (root / "scripts" / "test_script.py").write_text(textwrap.dedent(TEST_SCRIPT), encoding="utf-8")
+    (root / "scripts" / "test_callbacks.py").write_text(CALLBACKS_SCRIPT, encoding="utf-8")
     (root / "preload.py").write_text(PRELOAD, encoding="utf-8")
     (root / "install.py").write_text(INSTALL, encoding="utf-8")
     (root / "metadata.ini").write_text("[Extension]\nName = test-ext\n", encoding="utf-8")

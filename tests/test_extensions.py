@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from modules.application import Application
 from modules.cmd_args import build_parser
@@ -120,3 +122,94 @@ def test_module_name_collisions_both_sides(loaded):
     from modules.processing.processing import process  # Easel's own import still works after extensions load
 
     assert callable(process)
+
+
+def callback_calls(folder: Path, kind: str | None = None) -> list[list]:
+    """What scripts/test_callbacks.py recorded (and forget it), optionally only one kind."""
+    path = folder / "callbacks.jsonl"
+    found = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+    path.unlink(missing_ok=True)
+    return [event for event in found if kind is None or event[0] == kind]
+
+
+def test_on_model_loaded_gets_the_loaded_model(loaded):
+    application, folder = loaded
+    callback_calls(folder)
+    application.models.unload()
+    model = application.models.ensure_loaded()
+    assert callback_calls(folder) == [["model_loaded", "tiny", model.short_hash, False]]
+
+
+def test_image_saved_callbacks_can_change_what_is_saved(loaded):
+    application, folder = loaded
+    callback_calls(folder)
+    result = application.service.submit(tiny_request(save_images=True, prompt="a saved fox")).future.result()
+    saved = result.saved_paths[0]
+    events = callback_calls(folder)
+    assert [event for event in events if event[0].endswith("image_saved")] == [
+        ["before_image_saved", saved.name, "a saved fox", 64],
+        ["image_saved", saved.name, True, "before"],
+    ]
+    with Image.open(saved) as image:
+        assert image.info["test_ext"] == "before"
+        assert image.info["parameters"].endswith(", Saved by: test-ext")
+
+
+@pytest.mark.parametrize("backend", ["diffusers", "original"])
+def test_cfg_callbacks_get_a1111_arguments_on_both_backends(loaded, backend):
+    application, folder = loaded
+    application.models.ensure_loaded()
+    callback_calls(folder)
+    application.service.submit(tiny_request(batch_size=2, steps=3, sampling_backend=backend)).future.result()
+    events = callback_calls(folder)
+    denoiser = [event for event in events if event[0] == "cfg_denoiser"]
+    # A1111's state.sampling_step: the last finished step's index (0 before the first finishes)
+    assert [event[1:3] for event in denoiser] == [[0, 3], [0, 3], [1, 3]]
+    x_rows, text_rows, uncond_rows, sigma_rows = denoiser[0][3][0], denoiser[0][4][0], denoiser[0][5][0], denoiser[0][6]
+    assert (x_rows, text_rows, uncond_rows, sigma_rows) == (4, 2, 2, [4])  # cond rows then uncond rows
+    assert denoiser[0][7] is True
+    assert [event[3][0] for event in events if event[0] == "cfg_denoised"] == [4, 4, 4]
+    assert [event[3][0] for event in events if event[0] == "cfg_after_cfg"] == [2, 2, 2]
+
+
+@pytest.mark.parametrize("backend", ["diffusers", "original"])
+def test_cfg_after_cfg_result_is_used(loaded, backend):
+    """The extension zeroes the guided prediction: then the prompt no longer matters."""
+    application, folder = loaded
+    from modules.compat.a1111 import shared
+
+    def image(prompt: str) -> np.ndarray:
+        request = tiny_request(prompt=prompt, seed=3, sampling_backend=backend)
+        return pixels(application.service.submit(request).future.result().images[0])
+
+    assert not np.array_equal(image("a red fox"), image("a blue whale"))
+    shared.opts.test_ext_zero_guidance = True
+    try:
+        assert np.array_equal(image("a red fox"), image("a blue whale"))
+    finally:
+        shared.opts.test_ext_zero_guidance = False
+    callback_calls(folder)
+
+
+def test_on_infotext_pasted_changes_png_info_parameters(loaded):
+    application, folder = loaded
+    from modules.api.images import ImageLimits, encode_png
+    from modules.api.routes import png_info
+
+    callback_calls(folder)
+    encoded = encode_png(Image.new("RGB", (8, 8)), "a fox\nSteps: 7, Sampler: Euler, Seed: 1")
+    answer = png_info(encoded, ImageLimits(), application.infotext_pasted)
+    assert answer.parameters["Test pasted"] == "yes" and answer.parameters["Steps"] == "7"
+    assert callback_calls(folder) == [["infotext_pasted", "7"]]
+
+
+def test_on_script_unloaded_runs_before_restart(loaded, monkeypatch):
+    application, folder = loaded
+    import webui
+
+    callback_calls(folder)
+    started = []
+    monkeypatch.setattr(webui.os, "execv", lambda *arguments: started.append(arguments))
+    restarting = SimpleNamespace(before_restart=application.before_restart, service=SimpleNamespace(shutdown=list))
+    webui.restart_process(restarting)
+    assert callback_calls(folder) == [["script_unloaded"]] and len(started) == 1

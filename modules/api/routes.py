@@ -4,6 +4,7 @@ Every generation goes through ``application.service`` (the queue the UI uses too
 """
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -49,14 +50,24 @@ class ApiConfig:
     limits: ImageLimits = field(default_factory=ImageLimits)
 
 
-def png_info(image_text: str, limits: ImageLimits) -> PngInfoResponse:
+def png_info(
+    image_text: str, limits: ImageLimits, listeners: Sequence[Callable[[str, dict[str, Any]], None]] = ()
+) -> PngInfoResponse:
+    """A1111's /png-info: the infotext, the other text items, and the parsed parameters after the infotext-pasted
+    listeners (extensions' on_infotext_pasted) had their say."""
     if not image_text.strip():
         return PngInfoResponse(info="")
     image = decode_image(image_text, limits, "image")
     text = read_infotext(image) or ""
     items = {key: value for key, value in image.info.items() if isinstance(value, str | int | float)}
     items.pop("parameters", None)
-    return PngInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})
+    parameters: dict[str, Any] = parse_infotext(text) if text else {}
+    for listener in listeners:
+        try:
+            listener(text, parameters)
+        except Exception:  # an extension's callback: logged, the answer goes out
+            logger.exception("infotext pasted listener failed")
+    return PngInfoResponse(info=text, items=items, parameters=parameters)
 
 
 class GenerationRoutes:
@@ -150,7 +161,7 @@ class GenerationRoutes:
 
         @router.post("/png-info", response_model=PngInfoResponse)
         def post_png_info(body: PngInfoBody) -> PngInfoResponse:
-            return png_info(body.image, self.limits())
+            return png_info(body.image, self.limits(), self.application.infotext_pasted)
 
         @router.get("/progress", response_model=ProgressResponse)
         def get_progress(caller: CallerDep, skip_current_image: Annotated[bool, Query()] = False) -> ProgressResponse:

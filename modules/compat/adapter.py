@@ -4,6 +4,7 @@ called with A1111's signature on a ``p`` that views the job's run."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -73,6 +74,17 @@ def control_of(component: Any, index: int) -> neutral.Control:
     return neutral.Control(name, label, value)
 
 
+def infotext_keys(inner: Any) -> dict[int, str]:
+    """A1111's ``infotext_fields`` ((component, infotext key) pairs) by component: the key a control is written to
+    and read back from (pasting, the API's ``infotext``). Keys given as functions of the parsed infotext are left
+    out (Easel reads a value by its key)."""
+    keys = {}
+    for entry in getattr(inner, "infotext_fields", None) or []:
+        if isinstance(entry, tuple | list) and len(entry) == 2 and isinstance(entry[1], str):
+            keys[id(entry[0])] = entry[1]
+    return keys
+
+
 class A1111Script(Script):
     """Easel's view of one A1111 script class."""
 
@@ -111,10 +123,15 @@ class A1111Script(Script):
     def read_controls(self, is_img2img: bool) -> None:
         """Call the A1111 ``ui()`` (inside a Blocks context) and keep its components as neutral controls; Easel's
         UI builds its own widgets from them."""
-        components = self.inner(is_img2img).ui(is_img2img) or []
+        inner = self.inner(is_img2img)
+        components = inner.ui(is_img2img) or []
         if isinstance(components, dict):
             components = list(components.values())
-        self.controls[is_img2img] = [control_of(component, index) for index, component in enumerate(components)]
+        keys = infotext_keys(inner)
+        self.controls[is_img2img] = [
+            dataclasses.replace(control_of(component, index), infotext=keys.get(id(component)))
+            for index, component in enumerate(components)
+        ]
 
     def positional(self, run_or_img2img: GenerationRun | bool, args: ScriptArgs) -> list[Any]:
         return [args[f"arg{index}"] for index in range(len(args))]

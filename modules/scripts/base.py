@@ -66,6 +66,7 @@ class ScriptJob:
             infotext,
             file_format=options.grid_format,
             settings=saving.SavingSettings.from_options(options),
+            listeners=self.context.listeners.saving,
         )
 
     def save_sample(self, image: Image.Image, infotext: str, request: GenerationRequest, seed: int) -> Path:
@@ -79,6 +80,7 @@ class ScriptJob:
             file_format=options.samples_format,
             values=FilenameValues(seed=seed, prompt=request.prompt, negative_prompt=request.negative_prompt),
             settings=saving.SavingSettings.from_options(options),
+            listeners=self.context.listeners.saving,
         )
 
 

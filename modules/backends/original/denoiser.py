@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from modules.backends.hooks import DenoiserEvents
 from modules.backends.original.schedules import DiscreteSigmas, LCMSigmas
 
 # Text conditioning rows: one tensor (rows, tokens, dim), or a mapping of tensors whose first dimension is
@@ -208,6 +209,7 @@ class CFGDenoiser:
     step: int = 0
     last_noise_uncond: torch.Tensor | None = None
     infotext: dict[str, Any] = field(default_factory=dict)
+    events: DenoiserEvents | None = None  # A1111's on_cfg_denoiser / on_cfg_denoised / on_cfg_after_cfg listeners
 
     def _skips_uncond(self, sigma: torch.Tensor) -> bool:
         if self.skip_early_cond != 0.0 and self.total_steps and self.step / self.total_steps <= self.skip_early_cond:
@@ -231,20 +233,33 @@ class CFGDenoiser:
         x_in = _repeat_rows(x, repeats, x)
         sigma_in = _repeat_rows(sigma, repeats, sigma)
         image_in = None if image_cond is None else _repeat_rows(image_cond, repeats, image_cond)
+        rows = multicond.rows
+        if self.events is not None:  # A1111 calls on_cfg_denoiser here, before the uncond rows may be skipped
+            params = self.events.before(
+                self.events.denoiser_params(
+                    x=x_in, image_cond=image_in, sigma=sigma_in, text_cond=rows, text_uncond=uncond, denoiser=self
+                )
+            )
+            x_in, image_in, sigma_in = params.x, params.image_cond, params.sigma
+            rows, uncond = params.text_cond, params.text_uncond
         skip_uncond = self._skips_uncond(sigma)
         if skip_uncond:
             x_in, sigma_in = x_in[:-batch_size], sigma_in[:-batch_size]
             image_in = None if image_in is None else image_in[:-batch_size]
-        x_out = self._run_inner(x_in, sigma_in, image_in, multicond.rows, uncond, batch_size, skip_uncond)
+        x_out = self._run_inner(x_in, sigma_in, image_in, rows, uncond, batch_size, skip_uncond)
         if skip_uncond:
             first_rows = [parts[0][0] for parts in multicond.weights]
             x_out = torch.cat([x_out, torch.cat([x_out[i : i + 1] for i in first_rows])])
+        if self.events is not None:
+            x_out = self.events.denoised(x_out, self.inner_model)
         if self.need_last_noise_uncond:
             self.last_noise_uncond = torch.clone(x_out[-batch_size:])
         scale = 1.0 if skip_uncond else self.cond_scale * self.cond_scale_multiplier
         denoised = combine_denoised(x_out, multicond.weights, batch_size, scale)
         if self.blend is not None and not self.mask_before_denoising:
             denoised = self.blend(denoised)
+        if self.events is not None:
+            denoised = self.events.after_cfg(denoised)
         self.step += 1
         return denoised
 

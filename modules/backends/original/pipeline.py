@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from modules.backends.hooks import DenoiserEvents
 from modules.backends.original.catalogue import SamplerInfo, SamplerKind, SamplerParameters, find_sampler
 from modules.backends.original.denoiser import (
     CFGDenoiser,
@@ -56,6 +57,7 @@ class Guidance:
     image_cond: torch.Tensor | None = None
     batch_cond_uncond: bool = True
     blend: InpaintBlend | None = None
+    events: DenoiserEvents | None = None  # listeners around each model call (A1111's on_cfg_* callbacks)
 
 
 @dataclass
@@ -102,6 +104,7 @@ class _Run:
             batch_cond_uncond=self.guidance.batch_cond_uncond,
             blend=self.guidance.blend,
             mask_before_denoising=self.sampler.kind == SamplerKind.TIMESTEPS,
+            events=self.guidance.events,
         )
 
     def kwargs(self, x: torch.Tensor, full_sigmas: torch.Tensor | None) -> dict[str, Any]:

@@ -255,8 +255,11 @@ state = State()
 def loaded_model() -> Any:
     """``shared.sd_model``: the loaded checkpoint's basic attributes (None when none is loaded)."""
     model = application().models.current
-    if model is None:
-        return None
+    return None if model is None else model_view(model)
+
+
+def model_view(model: Any) -> Any:
+    """A loaded model's basic attributes as A1111's ``sd_model`` has them (``on_model_loaded`` gets this too)."""
     info = SimpleNamespace(
         title=model.info.title,
         name=model.info.name,
