@@ -213,3 +213,14 @@ def test_on_script_unloaded_runs_before_restart(loaded, monkeypatch):
     restarting = SimpleNamespace(before_restart=application.before_restart, service=SimpleNamespace(shutdown=list))
     webui.restart_process(restarting)
     assert callback_calls(folder) == [["script_unloaded"]] and len(started) == 1
+
+
+def test_on_infotext_pasted_runs_on_ui_paste_and_its_changes_fill_the_controls(loaded):
+    application, folder = loaded
+    from modules.ui.handlers import fields_from_infotext
+
+    callback_calls(folder)
+    text = "a fox\nSteps: 7, Sampler: Euler, Seed: 1"
+    listeners = [*application.infotext_pasted, lambda infotext, parameters: parameters.update(Steps="11")]
+    assert fields_from_infotext(text, listeners)["steps"] == 11
+    assert callback_calls(folder) == [["infotext_pasted", "7"]]
