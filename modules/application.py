@@ -15,6 +15,7 @@ from modules.backends.registry import backend_names, create_backend
 from modules.compute import apply_backend_flags
 from modules.compute.options import OPTION_FIELDS, compute_settings_from
 from modules.devices import Attention, MemoryPolicy
+from modules.extension_settings import ExtensionSettings
 from modules.extensions.registry import Extension
 from modules.generation import GenerationService
 from modules.hub.downloads import DownloadManager
@@ -71,6 +72,7 @@ class Application:
     backends: Mapping[str, Backend] = field(default_factory=dict)
     scripts: ScriptCatalogue = field(default_factory=ScriptCatalogue)
     extensions: list[Extension] = field(default_factory=list)  # what the extension loader found (modules.compat)
+    extension_settings: ExtensionSettings = field(default_factory=ExtensionSettings)  # opts.add_option's settings
     # Given by the composition root: extension UI tabs (each returns [(Blocks, title, elem_id)]) and how to
     # restart the process (None: not started from webui.py).
     ui_tab_providers: list[Callable[[], list[Any]]] = field(default_factory=list)
@@ -137,6 +139,7 @@ class Application:
             backends=backends,
             history=history,
             scripts=scripts,
+            extension_settings=ExtensionSettings(paths.config_file),
         )
 
     def active_backend(self, name: str | None = None) -> Backend:

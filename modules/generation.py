@@ -67,6 +67,7 @@ class Job:
     state: JobState = JobState.QUEUED
     queued_at: float = field(default_factory=time.time)
     number: int = 0
+    request: GenerationRequest | None = field(default=None, repr=False)  # set when a generation starts
 
     @property
     def done(self) -> bool:
@@ -169,6 +170,7 @@ class GenerationService:
                         continue
                     record, request = claimed
                     job = self._jobs.get(record.id) or self._new_job(record, self._control())
+                    job.request = request
                     self._jobs[job.id] = job
                     function = self._generation(job, request)
                 job.state = JobState.RUNNING

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -143,5 +144,27 @@ def test_an_a1111_extension_works_through_the_api(tmp_path_factory: pytest.TempP
         twice = {"prompt": "a fox", "script_name": "test twice", "script_args": [2], **SMALL}
         answer = json.loads(client.post("/sdapi/v1/txt2img", json=twice).json()["info"])
         assert [parse_infotext(text)["Seed"] for text in answer["infotexts"]] == ["100", "101"]
+        check_extension_settings(client, running.application.paths.config_file, body)
     finally:
         running.stop()
+
+
+def check_extension_settings(client: httpx.Client, config_file: Path, body: dict) -> None:
+    """Settings an extension adds: in GET /options, set by POST /options (saved in config.json), and by
+    override_settings for one request only; a bad value is refused."""
+
+    def prompts(**extra: object) -> list[str]:
+        return json.loads(client.post("/sdapi/v1/txt2img", json={**body, **extra}).json()["info"])["all_prompts"]
+
+    options = client.get("/sdapi/v1/options").json()
+    assert options["test_ext_suffix"] == "from settings" and options["test_ext_zero_guidance"] is False
+    assert client.post("/sdapi/v1/options", json={"test_ext_suffix": "via api"}).status_code == 200
+    assert client.get("/sdapi/v1/options").json()["test_ext_suffix"] == "via api"
+    assert json.loads(config_file.read_text(encoding="utf-8"))["test_ext_suffix"] == "via api"
+    assert prompts() == ["a fox, heron via api"]
+    assert prompts(override_settings={"test_ext_suffix": "for one"}) == ["a fox, heron for one"]
+    assert prompts() == ["a fox, heron via api"]
+    refused = client.post("/sdapi/v1/options", json={"test_ext_zero_guidance": "maybe"})
+    assert refused.status_code == 422 and "test_ext_zero_guidance" in refused.json()["detail"]
+    bad_override = client.post("/sdapi/v1/txt2img", json={**body, "override_settings": {"test_ext_zero_guidance": "x"}})
+    assert bad_override.status_code in (400, 422)

@@ -224,3 +224,25 @@ def test_on_infotext_pasted_runs_on_ui_paste_and_its_changes_fill_the_controls(l
     listeners = [*application.infotext_pasted, lambda infotext, parameters: parameters.update(Steps="11")]
     assert fields_from_infotext(text, listeners)["steps"] == 11
     assert callback_calls(folder) == [["infotext_pasted", "7"]]
+
+
+def test_extension_settings_are_on_the_settings_tab(loaded):
+    """The settings an extension adds get a page of the Settings tab (its section's title); Apply saves them."""
+    import gradio as gr
+
+    from modules.compat.a1111 import shared
+    from modules.ui.settings import apply_settings, create_settings_tab
+
+    application, _ = loaded
+    with gr.Blocks() as blocks:
+        create_settings_tab(application)
+    by_id = {getattr(block, "elem_id", None): block for block in blocks.blocks.values()}
+    assert isinstance(by_id["setting_test_ext_suffix"], gr.Textbox)
+    assert isinstance(by_id["setting_test_ext_zero_guidance"], gr.Checkbox)
+    assert "Test extension" in by_id["settings_page_choice"].choices[-2]
+    assert "1 setting changed: Suffix" in apply_settings(application, {"test_ext_suffix": "from the tab"})
+    try:
+        assert shared.opts.test_ext_suffix == "from the tab"
+        assert "not applied" in apply_settings(application, {"test_ext_zero_guidance": "maybe"})
+    finally:
+        shared.opts.test_ext_suffix = "from settings"

@@ -91,6 +91,7 @@ class GenerationRoutes:
             application.initial_checkpoint(),
             application.active_backend().sampler_support(),
             {name: backend.sampler_support() for name, backend in application.backends.items()},
+            application.extension_settings,
         )
 
     async def run_generation(
@@ -131,13 +132,17 @@ class GenerationRoutes:
         change loads it through the queue."""
         application = self.application
         known = {key: value for key, value in changes.items() if key in type(application.options).model_fields}
-        ignored = sorted(set(changes) - set(known))
+        extension = {key: value for key, value in changes.items() if key in application.extension_settings}
+        ignored = sorted(set(changes) - set(known) - set(extension))
         if ignored:
             logger.info("api options ignored keys=%s", ",".join(ignored))
         try:
-            settings_policy(application).check(known, caller.user)
+            settings_policy(application).check({**known, **extension}, caller.user)
+            extension = application.extension_settings.converted(extension)
         except SettingsRefusedError as error:
             raise ApiError(str(error), status_code=error.status_code) from error
+        except ValueError as error:
+            raise ApiError(f"settings not changed: {error}", status_code=422) from error
         checkpoint = known.get("sd_model_checkpoint")
         if checkpoint:
             info = application.registry.find(str(checkpoint))
@@ -145,6 +150,8 @@ class GenerationRoutes:
             loaded = application.service.run_task(lambda: models.load(info.title), kind="load-checkpoint")
             known["sd_model_checkpoint"] = loaded.info.title if loaded.info.sha256 else info.title
         application.update_options(**known)
+        if extension:
+            application.extension_settings.update(extension)
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"], dependencies=[Depends(self.auth)])
@@ -179,7 +186,8 @@ class GenerationRoutes:
 
         @router.get("/options")
         def get_options() -> dict[str, Any]:
-            return self.application.options.model_dump()
+            # A1111 answers opts.data: its own settings and those extensions added
+            return {**self.application.extension_settings.data(), **self.application.options.model_dump()}
 
         @router.post("/options")
         def post_options(changes: dict[str, Any], caller: CallerDep) -> None:
