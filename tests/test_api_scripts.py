@@ -57,6 +57,28 @@ def test_xyz_plot_with_positional_script_args(client: httpx.Client, server: ApiS
     assert len(grids) == 1 and "X/Y/Z plot" in read_infotext(Image.open(grids[0]))
 
 
+XYZ_INFOTEXT = (
+    "a fox\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 42, Size: 64x64, Script: X/Y/Z plot, "
+    'X Type: Steps, X Values: "2,3", Y Type: CFG Scale, Y Values: "3,7"'
+)
+
+
+def test_infotext_fills_script_args_and_sent_args_win(client: httpx.Client) -> None:
+    """A1111's ``infotext`` field: the script's controls named in its infotext_fields get the written values."""
+    body = {"prompt": "a fox", "script_name": "x/y/z plot", "infotext": XYZ_INFOTEXT, **SMALL}
+    answer = client.post("/sdapi/v1/txt2img", json=body)
+    assert answer.status_code == 200, answer.text
+    grid = parse_infotext(json.loads(answer.json()["info"])["infotexts"][0])
+    assert (grid["X Type"], grid["X Values"], grid["Y Type"], grid["Y Values"]) == ("Steps", "2,3", "CFG Scale", "3,7")
+    assert decode_png(answer.json()["images"][0]).size == (176, 137)
+    sent = client.post("/sdapi/v1/txt2img", json={**body, "script_args": [4, "2"]})
+    grid = parse_infotext(json.loads(sent.json()["info"])["infotexts"][0])
+    assert (grid["X Values"], grid["Y Type"], grid["Y Values"]) == ("2", "CFG Scale", "3,7")
+    wrong = XYZ_INFOTEXT.replace("X Type: Steps", "X Type: Nope")
+    unknown = client.post("/sdapi/v1/txt2img", json={**body, "infotext": wrong})
+    assert unknown.status_code == 422 and "unknown choice 'Nope'" in unknown.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
