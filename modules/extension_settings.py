@@ -32,6 +32,7 @@ class ExtensionSetting:
     minimum: float | None = None
     maximum: float | None = None
     step: float | None = None
+    infotext: str | None = None  # the infotext key that carries this setting (A1111's OptionInfo infotext)
 
     def convert(self, value: Any) -> Any:
         """A value sent by the API, the UI or a request, as the setting holds it (the default's type); ValueError
@@ -140,3 +141,12 @@ def read_json(path: Path | None) -> dict[str, Any]:
 def choices_of(values: Sequence[Any] | None) -> tuple[str, ...]:
     """Choice labels from what an extension gives (strings, or (label, value) pairs as Gradio takes them)."""
     return tuple(str(item[0] if isinstance(item, tuple | list) else item) for item in values or ())
+
+
+def infotext_overrides(settings: ExtensionSettings, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """A1111's ``infotext_to_setting``: the settings whose infotext key an infotext has, with the written values."""
+    return {
+        key: parameters[setting.infotext]
+        for key, setting in settings.settings.items()
+        if setting.infotext and setting.infotext in parameters
+    }

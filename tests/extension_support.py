@@ -30,7 +30,8 @@ def record(*event):
 
 def on_ui_settings():
     section = ("test-ext", "Test extension")
-    shared.opts.add_option("test_ext_suffix", shared.OptionInfo("from settings", "Suffix", section=section).info("x"))
+    suffix = shared.OptionInfo("from settings", "Suffix", section=section, infotext="Test suffix").info("x")
+    shared.opts.add_option("test_ext_suffix", suffix)
 
 
 script_callbacks.on_ui_settings(on_ui_settings)
@@ -50,6 +51,7 @@ class AlwaysOn(scripts.Script):
         with gr.Accordion("Test", open=False), FormRow():
             enabled = gr.Checkbox(label="Enabled", value=False)
             flip = gr.Checkbox(label="Flip", value=False)
+        self.infotext_fields = [(enabled, "Test enabled")]
         return [enabled, flip]
 
     def before_process(self, p, enabled, flip):

@@ -186,6 +186,8 @@ def check_extension_settings(client: httpx.Client, config_file: Path, body: dict
     assert prompts() == ["a fox, heron via api"]
     assert prompts(override_settings={"test_ext_suffix": "for one"}) == ["a fox, heron for one"]
     assert prompts() == ["a fox, heron via api"]
+    pasted = "a fox\nSteps: 2, Sampler: Euler, Seed: 1, Test enabled: True, Test suffix: from infotext"
+    assert prompts(alwayson_scripts={}, infotext=pasted) == ["a fox, heron from infotext"]  # setting and script arg
     refused = client.post("/sdapi/v1/options", json={"test_ext_zero_guidance": "maybe"})
     assert refused.status_code == 422 and "test_ext_zero_guidance" in refused.json()["detail"]
     bad_override = client.post("/sdapi/v1/txt2img", json={**body, "override_settings": {"test_ext_zero_guidance": "x"}})

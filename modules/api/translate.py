@@ -16,7 +16,7 @@ from PIL import Image
 from modules.api.errors import BadInputError
 from modules.api.images import ImageLimits, decode_image
 from modules.api.models import GenerationBody, Img2ImgBody, Txt2ImgBody
-from modules.extension_settings import ExtensionSettings
+from modules.extension_settings import ExtensionSettings, infotext_overrides
 from modules.models.errors import CheckpointNotFoundError
 from modules.models.registry import CheckpointRegistry
 from modules.options import SAMPLER_OPTION_NAMES, Options
@@ -257,6 +257,10 @@ def build_fields(
         overrides.setdefault(key, value)
     if "clip_skip" in infotext_extra:
         overrides.setdefault("CLIP_stop_at_last_layers", infotext_extra["clip_skip"])
+    if body.infotext and context.extension_settings is not None:
+        pasted = infotext_overrides(context.extension_settings, parse_infotext(body.infotext))
+        for key, value in pasted.items():
+            overrides.setdefault(key, value)
     unsupported = unsupported_fields(body, request_class) + apply_overrides(
         fields, overrides, context.options, context.registry, request_class.model_fields, context.extension_settings
     )

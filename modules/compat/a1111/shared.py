@@ -185,6 +185,7 @@ def setting_of(key: str, info: OptionInfo) -> ExtensionSetting:
         minimum=arguments.get("minimum"),
         maximum=arguments.get("maximum"),
         step=arguments.get("step"),
+        infotext=info.infotext,
     )
 
 
