@@ -48,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("--admin-user has no effect without --api-auth or --gradio-auth")
     server.warn_about_exposure(options)
 
-    application = Application.create(args)
+    application = Application.create(args, hold_queue=True)
     application.restart = functools.partial(restart_process, application)
     extension_loader.attach(application, prepared)
+    application.service.release()  # queued jobs (some from before a restart) run now that their scripts exist
     application.downloads = prepare_models(application)
     mount_ui = None
     if options.ui:

@@ -84,7 +84,10 @@ class Application:
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def create(cls, args: argparse.Namespace) -> Application:
+    def create(cls, args: argparse.Namespace, hold_queue: bool = False) -> Application:
+        """Build everything from the flags; ``hold_queue``: queued generations wait for ``service.release()`` (the
+        composition root releases them once the extensions' scripts are loaded, so a job resumed after a restart
+        finds its scripts)."""
         paths = DataPaths.create(args.data_dir, args.models_dir, tuple(args.ckpt_dir), args.styles_file)
         paths.ensure()
         options = Options.load(paths.config_file)
@@ -118,8 +121,9 @@ class Application:
         )
         database = Database(paths.queue_file)
         history = ImageHistory(database, paths.outputs_dir)
-        service = GenerationService(context, JobStore(database), history)
+        service = GenerationService(context, JobStore(database), history, hold=hold_queue)
         scripts = ScriptCatalogue(builtin_scripts(context, allow_code=getattr(args, "allow_code", False)))
+        service.script_catalogue = scripts
         logger.info(
             "application ready data_dir=%s checkpoints=%d %s",
             paths.data_dir,
