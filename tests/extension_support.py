@@ -50,8 +50,9 @@ class AlwaysOn(scripts.Script):
     def ui(self, is_img2img):
         with gr.Accordion("Test", open=False), FormRow():
             enabled = gr.Checkbox(label="Enabled", value=False)
-            flip = gr.Checkbox(label="Flip", value=False)
+            flip = gr.Checkbox(label="Flip", value=False, interactive=False)
         self.infotext_fields = [(enabled, "Test enabled")]
+        enabled.change(fn=lambda value: gr.update(interactive=value), inputs=enabled, outputs=flip)
         return [enabled, flip]
 
     def before_process(self, p, enabled, flip):

@@ -246,3 +246,50 @@ def test_extension_settings_are_on_the_settings_tab(loaded):
         assert "not applied" in apply_settings(application, {"test_ext_zero_guidance": "maybe"})
     finally:
         shared.opts.test_ext_suffix = "from settings"
+
+
+def test_an_extension_script_ui_keeps_its_layout_and_events_on_the_page(loaded):
+    """The page calls the extension's ui() where the script goes: its accordion and row stay, its own .change
+    event is wired, and the components it returned are the script's arguments."""
+    import gradio as gr
+
+    from modules.ui.common import Controls
+    from modules.ui.scripts_ui import build_scripts
+
+    application, _ = loaded
+    tab = application.scripts.tab(False)
+    with gr.Blocks() as blocks:
+        controls = Controls("txt2img")
+        widgets = build_scripts(controls, tab)
+    enabled, flip = controls.components["script:test always on:arg0"], controls.components["script:test always on:arg1"]
+    assert isinstance(enabled, gr.Checkbox) and enabled.label == "Enabled"
+    ancestors, parent = [], enabled.parent
+    while parent is not None:
+        ancestors.append(parent)
+        parent = parent.parent
+    assert any(isinstance(block, gr.Accordion) and block.label == "Test" for block in ancestors)
+    assert any(type(block).__name__ == "FormRow" for block in ancestors)
+    events = [fn for fn in blocks.fns.values() if (enabled._id, "change") in fn.targets]
+    assert len(events) == 1 and [output._id for output in events[0].outputs] == [flip._id]
+    script = tab.find("test always on")
+    bound = widgets.bind({"script:test always on:arg0": True, "script:test always on:arg1": False})
+    assert dict(bound.always_on)[script] == {"arg0": True, "arg1": False}
+
+
+def test_ui_components_render_as_the_gradio_widgets_they_extend():
+    """The browser picks a component by its block name: A1111's FormRow must render as a row, not "formrow"."""
+    import gradio as gr
+
+    from modules.compat.a1111 import ui_components
+
+    with gr.Blocks():
+        names = {
+            ui_components.FormRow().get_block_name(),
+            ui_components.ResizeHandleRow().get_block_name(),
+        }
+        assert names == {"row"}
+        assert ui_components.FormColumn().get_block_name() == "column"
+        assert ui_components.FormGroup().get_block_name() == "group"
+        assert ui_components.ToolButton(value="x").get_block_name() == "button"
+        assert ui_components.DropdownMulti(choices=["a"]).get_block_name() == "dropdown"
+        assert ui_components.InputAccordion(False, label="On").get_block_name() == "checkbox"

@@ -133,6 +133,25 @@ class A1111Script(Script):
             for index, component in enumerate(components)
         ]
 
+    own_ui = True
+
+    def build_ui(self, is_img2img: bool) -> list[Any] | None:
+        """A1111's ``ui()`` called again inside the page, as A1111 builds it: its rows, accordions and its own
+        ``.change`` / ``.click`` events stay; the returned components are the script's arguments (the same count and
+        order as the controls read at start). A ``ui()`` that raises or returns another count gives None (Easel's
+        widgets are used)."""
+        try:
+            components = self.inner(is_img2img).ui(is_img2img) or []
+        except Exception:  # the extension's own code
+            logger.exception("extension script ui failed in the page script=%s", self.source)
+            return None
+        if isinstance(components, dict):
+            components = list(components.values())
+        if len(components) != len(self.controls.get(is_img2img, [])):
+            logger.warning("extension script ui changed its controls script=%s; using Easel's widgets", self.source)
+            return None
+        return list(components)
+
     def positional(self, run_or_img2img: GenerationRun | bool, args: ScriptArgs) -> list[Any]:
         return [args[f"arg{index}"] for index in range(len(args))]
 
