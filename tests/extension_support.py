@@ -97,6 +97,7 @@ class Twice(scripts.Script):
         images, infotexts = [], []
         for index in range(int(count)):
             p.seed = 100 + index
+            p.override_settings["test_ext_suffix"] = f"run {index}"  # an extension setting, for this pass only
             processed = process_images(p)
             images += processed.images
             infotexts += processed.infotexts

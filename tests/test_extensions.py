@@ -100,6 +100,12 @@ def test_selectable_extension_script_uses_process_images(loaded):
     twice = tab.find_selectable("TEST TWICE")
     result = tab.bind(selected=(twice, tab.arguments(twice, [3]))).execute(tiny_request(), application.service.context)
     assert [parse_infotext(text)["Seed"] for text in result.infotexts] == ["100", "101", "102"]
+    always_on = tab.find("test always on")
+    enabled = {id(always_on): {"arg0": True, "arg1": False}}
+    both = tab.bind(selected=(twice, tab.arguments(twice, [2])), always_on=enabled)
+    result = application.service.submit(tiny_request(), scripts=both).future.result()
+    prompts = [parse_infotext(text)["Prompt"] for text in result.infotexts]
+    assert prompts == ["a red fox, otter run 0", "a red fox, otter run 1"]  # p.override_settings, per pass
 
 
 def test_callbacks_are_called(loaded):

@@ -13,7 +13,7 @@ import gradio as gr
 from PIL import Image
 
 from modules.compat.a1111 import scripts as a1111_scripts
-from modules.compat.a1111.processing import CURRENT_JOB, Processed, processing_for
+from modules.compat.a1111.processing import CURRENT_JOB, Processed, processing_for, remember_request
 from modules.processing.hooks import ImageToPostprocess
 from modules.processing.requests import Img2ImgRequest
 from modules.processing.run import GenerationRun, ProcessingResult
@@ -27,6 +27,7 @@ VIEW_KEY = "a1111_p"
 
 def view_of(run: GenerationRun) -> Any:
     """The job's ``p`` (one per run, kept in the run, so attributes an extension sets stay for the later hooks)."""
+    remember_request(run.request)
     view = run.script_state.get(VIEW_KEY)
     if view is None:
         view = run.script_state[VIEW_KEY] = processing_for(run.request, run=run, job=getattr(CURRENT_JOB, "job", None))

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+from modules.compat.a1111.processing import current_request
 from modules.compat.runtime import application, runtime
 from modules.extension_settings import ExtensionSetting, choices_of
 
@@ -140,8 +141,7 @@ class Options:
 
 def job_overrides() -> dict[str, Any]:
     """The running job's per-request values of extension settings (its ``override_settings``)."""
-    job = application().service.current()
-    request = getattr(job, "request", None)
+    request = current_request()
     return dict(request.extension_settings) if request is not None else {}
 
 
