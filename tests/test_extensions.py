@@ -299,3 +299,15 @@ def test_ui_components_render_as_the_gradio_widgets_they_extend():
         assert ui_components.ToolButton(value="x").get_block_name() == "button"
         assert ui_components.DropdownMulti(choices=["a"]).get_block_name() == "dropdown"
         assert ui_components.InputAccordion(False, label="On").get_block_name() == "checkbox"
+
+
+def test_image_saved_callbacks_see_a_scripts_grid(loaded):
+    """X/Y/Z plot's grid is saved through the same saving code: the callbacks get its file name and a p."""
+    application, folder = loaded
+    tab = application.scripts.tab(False)
+    xyz = tab.find_selectable("x/y/z plot")
+    callback_calls(folder)
+    bound = tab.bind((xyz, tab.arguments(xyz, [4, "1,2"])))
+    result = application.service.submit(tiny_request(prompt="a grid fox"), scripts=bound).future.result()
+    saved = callback_calls(folder, "before_image_saved")
+    assert result.grid_path is not None and saved == [["before_image_saved", result.grid_path.name, "a grid fox", 128]]

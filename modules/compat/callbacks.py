@@ -10,8 +10,10 @@ from typing import Any
 from modules.application import Application
 from modules.backends.hooks import AfterCFGParams, DenoisedParams, DenoiserParams
 from modules.compat.a1111 import script_callbacks, shared
+from modules.compat.a1111.processing import processing_for
 from modules.compat.adapter import view_of
 from modules.models.manager import LoadedModel
+from modules.processing.requests import GenerationRequest
 from modules.processing.run import GenerationRun
 from modules.processing.saving import ImageSaveEvent
 
@@ -23,7 +25,12 @@ def model_loaded(model: LoadedModel) -> None:
 
 def image_params(event: ImageSaveEvent) -> script_callbacks.ImageSaveParams:
     subject = event.subject
-    p = view_of(subject) if isinstance(subject, GenerationRun) else subject
+    if isinstance(subject, GenerationRun):
+        p = view_of(subject)
+    elif isinstance(subject, GenerationRequest):  # a script's grid or image: a p of the request it was made for
+        p = processing_for(subject)
+    else:
+        p = subject
     return script_callbacks.ImageSaveParams(event.image, p, event.filename, event.pnginfo)
 
 

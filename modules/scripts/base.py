@@ -67,6 +67,7 @@ class ScriptJob:
             file_format=options.grid_format,
             settings=saving.SavingSettings.from_options(options),
             listeners=self.context.listeners.saving,
+            subject=request,
         )
 
     def save_sample(self, image: Image.Image, infotext: str, request: GenerationRequest, seed: int) -> Path:
@@ -81,6 +82,7 @@ class ScriptJob:
             values=FilenameValues(seed=seed, prompt=request.prompt, negative_prompt=request.negative_prompt),
             settings=saving.SavingSettings.from_options(options),
             listeners=self.context.listeners.saving,
+            subject=request,
         )
 
 

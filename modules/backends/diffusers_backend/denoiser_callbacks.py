@@ -4,8 +4,11 @@ wrapper given to the request's pipeline view (composition, no patch; the pipelin
 What a listener sees here, and how it differs from the original backend (A1111's k-diffusion denoiser):
 - ``x``: the UNet's input rows in A1111's order (cond rows, then uncond rows; diffusers keeps uncond first), i.e.
   the latents after the scheduler's ``scale_model_input``; ``sigma``: the scheduler's sigma of the step, one per
-  row (the timestep where the scheduler has no sigmas). Changes to ``x``, ``text_cond``, ``text_uncond`` and
-  ``image_cond`` are used; the sigma belongs to the scheduler, so a changed ``sigma`` is not.
+  row (the timestep where the scheduler has no sigmas). Changes to ``x``, ``text_cond`` and ``text_uncond`` are
+  used; the sigma belongs to the scheduler, so a changed ``sigma`` is not. ``text_cond`` is the
+  prompt embeddings (SDXL's pooled ones stay in the pipeline's added conditions); with AND prompts the composable
+  wrapper encodes each part itself, so changed text there is not used. ``image_cond`` is None (an inpainting
+  model's extra channels are part of ``x``).
 - ``on_cfg_denoised``: the UNet's output rows (the noise or v prediction, not A1111's denoised x0).
 - ``on_cfg_after_cfg``: the guided prediction ``uncond + cfg * (cond - uncond)``; a changed ``x`` is handed back to
   the pipeline so that its own guidance step yields that value (not called for instruct-pix2pix's three-way

@@ -12,11 +12,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from modules.backends.hooks import DenoiserEvents
 from modules.backends.original.schedules import DiscreteSigmas, LCMSigmas
 
 # Text conditioning rows: one tensor (rows, tokens, dim), or a mapping of tensors whose first dimension is
@@ -30,6 +29,19 @@ class ModelConditioning:
 
     text: Conditioning
     image: torch.Tensor | None = None
+
+
+class GuidanceEvents(Protocol):
+    """Listeners around each model call of guidance (A1111's on_cfg_* callbacks; the backend gives
+    ``modules.backends.hooks.DenoiserEvents``). The parameter object ``before`` returns may carry changed values."""
+
+    def denoiser_params(self, **fields: Any) -> Any: ...
+
+    def before(self, params: Any) -> Any: ...
+
+    def denoised(self, x: torch.Tensor, inner_model: Any) -> torch.Tensor: ...
+
+    def after_cfg(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 UNet = Callable[[torch.Tensor, torch.Tensor, ModelConditioning], torch.Tensor]
@@ -209,7 +221,7 @@ class CFGDenoiser:
     step: int = 0
     last_noise_uncond: torch.Tensor | None = None
     infotext: dict[str, Any] = field(default_factory=dict)
-    events: DenoiserEvents | None = None  # A1111's on_cfg_denoiser / on_cfg_denoised / on_cfg_after_cfg listeners
+    events: GuidanceEvents | None = None  # A1111's on_cfg_denoiser / on_cfg_denoised / on_cfg_after_cfg listeners
 
     def _skips_uncond(self, sigma: torch.Tensor) -> bool:
         if self.skip_early_cond != 0.0 and self.total_steps and self.step / self.total_steps <= self.skip_early_cond:

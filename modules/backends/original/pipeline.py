@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from modules.backends.hooks import DenoiserEvents
 from modules.backends.original.catalogue import SamplerInfo, SamplerKind, SamplerParameters, find_sampler
 from modules.backends.original.denoiser import (
     CFGDenoiser,
     CompVisDenoiser,
     CondSource,
+    GuidanceEvents,
     InpaintBlend,
     LCMDenoiser,
     Prediction,
@@ -57,7 +57,7 @@ class Guidance:
     image_cond: torch.Tensor | None = None
     batch_cond_uncond: bool = True
     blend: InpaintBlend | None = None
-    events: DenoiserEvents | None = None  # listeners around each model call (A1111's on_cfg_* callbacks)
+    events: GuidanceEvents | None = None  # listeners around each model call (A1111's on_cfg_* callbacks)
 
 
 @dataclass
