@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 from PIL import Image
 
+from modules.backends.hooks import DenoiserHooks
 from modules.compute import DeepCacheUNet
 from modules.models.manager import LoadedModel, Task
 from modules.samplers import SamplerSupport
@@ -141,6 +142,8 @@ class GenerationPlan:
     # the refiner pass (``init_image`` = those latents) starts there without adding noise.
     denoising_end: float | None = None
     denoising_start: float | None = None
+    # Listeners around each model call of guidance (A1111's on_cfg_denoiser ...); None or empty: none.
+    denoiser_hooks: DenoiserHooks | None = field(default=None, compare=False)
 
     @property
     def batch_size(self) -> int:

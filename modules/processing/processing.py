@@ -31,7 +31,7 @@ from modules.processing.hires import (
     second_pass_plan,
     upscale_first_pass,
 )
-from modules.processing.hooks import ImageToPostprocess, ScriptHooks
+from modules.processing.hooks import ImageToPostprocess, ProcessingListeners, ScriptHooks
 from modules.processing.inputs import finish_images
 from modules.processing.job import JobControl
 from modules.processing.requests import GenerationRequest
@@ -63,6 +63,7 @@ class ProcessingContext:
     paths: DataPaths
     postprocessor: Postprocessor | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)
+    listeners: ProcessingListeners = field(default_factory=ProcessingListeners)
 
     def backend_for(self, name: str | None = None) -> Backend:
         """The backend called ``name``; empty or None: the ``sd_sampling_backend`` setting, else the default."""
@@ -325,6 +326,8 @@ def run_pass(
     """One backend call, with the progress total of the steps the backend will really run."""
     control = run.control
     control.begin_image(run.iteration, run.n_iter, run.backend.steps_run(plan))
+    if context.listeners.denoiser:
+        plan = replace(plan, denoiser_hooks=context.listeners.denoiser)
     images = run.backend.generate(scope.model, plan, control)
     run.extra_generation_params.update(control.take_infotext())
     return images
@@ -434,6 +437,8 @@ def keep_images(run: GenerationRun, context: ProcessingContext, images: list[Ima
                     file_format=context.options.samples_format,
                     values=values,
                     settings=saving.SavingSettings.from_options(context.options),
+                    listeners=context.listeners.saving,
+                    subject=run,
                 )
             )
 
@@ -559,4 +564,6 @@ def save_grid_if_wanted(run: GenerationRun, context: ProcessingContext) -> None:
             file_format=options.grid_format,
             values=filename_values(run, 0),
             settings=saving.SavingSettings.from_options(options),
+            listeners=context.listeners.saving,
+            subject=run,
         )

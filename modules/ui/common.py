@@ -533,7 +533,7 @@ def pasted_values(context: UiContext, text: str) -> dict[str, Any]:
         except OSError:
             gr.Warning("Nothing to paste: the prompt box is empty and no job has written params.txt yet.")
             return {}
-    fields = handlers.fields_from_infotext(text)
+    fields = handlers.fields_from_infotext(text, context.application.infotext_pasted)
     return with_pasted_styles(context.styles, fields) if fields else fields
 
 

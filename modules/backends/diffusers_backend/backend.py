@@ -20,7 +20,9 @@ from modules.backends.base import (
     request_unet,
 )
 from modules.backends.diffusers_backend.composable import ComposableGuidance, ComposableGuidanceUNet
+from modules.backends.diffusers_backend.denoiser_callbacks import DenoiserCallbackUNet
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
+from modules.backends.hooks import DenoiserEvents, events_for
 from modules.backends.original.rng import ImageRNG, NoiseSource, RandnSource
 from modules.backends.previews import PreviewModels, render_preview
 from modules.models.manager import LoadedModel, Task
@@ -84,8 +86,13 @@ class DiffusersBackend:
         else:
             guidance = ScheduledEmbeddings(positives, negatives)
             embeddings = guidance.at_step(1)
+        events = events_for(plan.denoiser_hooks, steps_run(plan))
+        if events is not None:
+            inner = components.get("unet", unet)
+            scheduler = components["scheduler"]
+            components["unet"] = DenoiserCallbackUNet(inner, events, plan.batch_size, plan.cfg_scale, scheduler)
         pipeline = model.pipeline_view(plan.task, **components)
-        arguments = self._common_arguments(pipeline, plan, progress, guidance, preview_models(model, progress))
+        arguments = self._common_arguments(pipeline, plan, progress, guidance, preview_models(model, progress), events)
         arguments.update(embeddings.as_kwargs())
         plain_txt2img = plan.task is Task.TXT2IMG and not (model.is_inpainting or model.is_pix2pix or model.is_refiner)
         if plain_txt2img:
@@ -142,6 +149,7 @@ class DiffusersBackend:
         progress: ProgressReporter,
         guidance: StepHook,
         previews: PreviewModels | None = None,
+        events: DenoiserEvents | None = None,
     ) -> dict[str, Any]:
         device = pipeline._execution_device
         generator_device = "cpu" if device.type == "mps" else device
@@ -153,7 +161,9 @@ class DiffusersBackend:
             "height": plan.height,
             "generator": generators,
             # CLIP skip is applied by the prompt encoder (A1111's numbering: 1 is the last layer).
-            "callback_on_step_end": StepCallback(progress, steps_run(plan), self._is_xl(pipeline), guidance, previews),
+            "callback_on_step_end": StepCallback(
+                progress, steps_run(plan), self._is_xl(pipeline), guidance, previews, events
+            ),
             "callback_on_step_end_tensor_inputs": ["latents", *guidance.tensor_inputs],
             "output_type": "latent",
         }
@@ -250,15 +260,19 @@ class StepCallback:
         xl: bool,
         guidance: StepHook,
         previews: PreviewModels | None = None,
+        events: DenoiserEvents | None = None,
     ) -> None:
         self.control = control
         self.previews = previews
         self.steps = steps
         self.xl = xl
         self.guidance = guidance
+        self.events = events  # A1111's sampling step for the on_cfg_* listeners
 
     def __call__(self, pipeline: DiffusionPipeline, step: int, timestep: Any, tensors: dict) -> dict:
         done = step + 1
+        if self.events is not None:
+            self.events.step_finished(step)
         preview = None
         every = self.control.preview_every_n_steps
         if every > 0 and done % every == 0 and done < self.steps and "latents" in tensors:

@@ -23,6 +23,7 @@ from modules.backends.base import (
     SamplingSettings,
     request_unet,
 )
+from modules.backends.hooks import DenoiserEvents, events_for
 from modules.backends.original import catalogue
 from modules.backends.original.conditioning import BatchConditioning
 from modules.backends.original.images import (
@@ -148,9 +149,12 @@ class StepReporter:
     progress: ProgressReporter
     total: int
     xl: bool
+    events: DenoiserEvents | None = None
 
     def __call__(self, state: dict[str, Any]) -> None:
         done = int(state["i"]) + 1
+        if self.events is not None:
+            self.events.step_finished(int(state["i"]))
         every = self.progress.preview_every_n_steps
         preview = None
         if every > 0 and done % every == 0 and done < self.total:
@@ -243,9 +247,10 @@ class OriginalBackend:
         conditioning = self._conditioning(model, plan, unet.device)
         conditioning.time_ids = time_ids_of(model, plan.width, plan.height)
         conditioning.zero_negative = xl and all(prompt == "" for prompt in plan.negative_prompts)
-        reporter = StepReporter(progress, self.steps_run(plan), xl)
+        events = events_for(plan.denoiser_hooks, self.steps_run(plan))
+        reporter = StepReporter(progress, self.steps_run(plan), xl, events)
         with torch.inference_mode():
-            sample = self._sampler_call(model, plan, diffusion, conditioning, xl)
+            sample = self._sampler_call(model, plan, diffusion, conditioning, xl, events)
             try:
                 result = sample(reporter)
                 latents = result.latents
@@ -301,6 +306,7 @@ class OriginalBackend:
         diffusion: DiffusionModel,
         conditioning: BatchConditioning,
         xl: bool,
+        events: DenoiserEvents | None = None,
     ) -> Callable[[Callable[[dict[str, Any]], None]], SamplingResult]:
         """The sampling call for the plan's task, with everything but the callback bound."""
         vae = model.pipeline.vae
@@ -311,6 +317,7 @@ class OriginalBackend:
             cond=conditioning.cond,
             uncond=conditioning.uncond,
             cond_scale=plan.cfg_scale,
+            events=events,
         )
         common: dict[str, Any] = {
             "schedule": plan.schedule_type,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -29,6 +29,19 @@ class ModelConditioning:
 
     text: Conditioning
     image: torch.Tensor | None = None
+
+
+class GuidanceEvents(Protocol):
+    """Listeners around each model call of guidance (A1111's on_cfg_* callbacks; the backend gives
+    ``modules.backends.hooks.DenoiserEvents``). The parameter object ``before`` returns may carry changed values."""
+
+    def denoiser_params(self, **fields: Any) -> Any: ...
+
+    def before(self, params: Any) -> Any: ...
+
+    def denoised(self, x: torch.Tensor, inner_model: Any) -> torch.Tensor: ...
+
+    def after_cfg(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 UNet = Callable[[torch.Tensor, torch.Tensor, ModelConditioning], torch.Tensor]
@@ -221,6 +234,7 @@ class CFGDenoiser:
     step: int = 0
     last_noise_uncond: torch.Tensor | None = None
     infotext: dict[str, Any] = field(default_factory=dict)
+    events: GuidanceEvents | None = None  # A1111's on_cfg_denoiser / on_cfg_denoised / on_cfg_after_cfg listeners
 
     def _skips_uncond(self, sigma: torch.Tensor) -> bool:
         if self.skip_early_cond != 0.0 and self.total_steps and self.step / self.total_steps <= self.skip_early_cond:
@@ -249,6 +263,8 @@ class CFGDenoiser:
             denoised = self._guided_call(x, sigma, multicond, uncond)
         if self.blend is not None and not self.mask_before_denoising:
             denoised = self.blend(denoised)
+        if self.events is not None:
+            denoised = self.events.after_cfg(denoised)
         self.step += 1
         return denoised
 
@@ -261,14 +277,25 @@ class CFGDenoiser:
         x_in = _repeat_rows(x, repeats, x)
         sigma_in = _repeat_rows(sigma, repeats, sigma)
         image_in = None if image_cond is None else _repeat_rows(image_cond, repeats, image_cond)
+        rows = multicond.rows
+        if self.events is not None:  # A1111 calls on_cfg_denoiser here, before the uncond rows may be skipped
+            params = self.events.before(
+                self.events.denoiser_params(
+                    x=x_in, image_cond=image_in, sigma=sigma_in, text_cond=rows, text_uncond=uncond, denoiser=self
+                )
+            )
+            x_in, image_in, sigma_in = params.x, params.image_cond, params.sigma
+            rows, uncond = params.text_cond, params.text_uncond
         skip_uncond = self._skips_uncond(sigma)
         if skip_uncond:
             x_in, sigma_in = x_in[:-batch_size], sigma_in[:-batch_size]
             image_in = None if image_in is None else image_in[:-batch_size]
-        x_out = self._run_inner(x_in, sigma_in, image_in, multicond.rows, uncond, batch_size, skip_uncond)
+        x_out = self._run_inner(x_in, sigma_in, image_in, rows, uncond, batch_size, skip_uncond)
         if skip_uncond:
             first_rows = [parts[0][0] for parts in multicond.weights]
             x_out = torch.cat([x_out, torch.cat([x_out[i : i + 1] for i in first_rows])])
+        if self.events is not None:
+            x_out = self.events.denoised(x_out, self.inner_model)
         if self.need_last_noise_uncond:
             self.last_noise_uncond = torch.clone(x_out[-batch_size:])
         scale = 1.0 if skip_uncond else self.cond_scale * self.cond_scale_multiplier

@@ -20,6 +20,7 @@ from modules.backends.original.denoiser import (
     CFGDenoiser,
     CompVisDenoiser,
     CondSource,
+    GuidanceEvents,
     InpaintBlend,
     LCMDenoiser,
     Prediction,
@@ -57,6 +58,7 @@ class Guidance:
     batch_cond_uncond: bool = True
     blend: InpaintBlend | None = None
     image_cfg_scale: float | None = None  # instruct-pix2pix's image guidance (see CFGDenoiser)
+    events: GuidanceEvents | None = None  # listeners around each model call (A1111's on_cfg_* callbacks)
 
 
 @dataclass
@@ -108,6 +110,7 @@ class _Run:
             blend=self.guidance.blend,
             mask_before_denoising=self.sampler.kind == SamplerKind.TIMESTEPS,
             image_cfg_scale=self.guidance.image_cfg_scale,
+            events=self.guidance.events,
         )
 
     def kwargs(self, x: torch.Tensor, full_sigmas: torch.Tensor | None) -> dict[str, Any]:
