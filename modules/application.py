@@ -15,6 +15,7 @@ from modules.backends.registry import backend_names, create_backend
 from modules.compute import apply_backend_flags
 from modules.compute.options import OPTION_FIELDS, compute_settings_from
 from modules.devices import Attention, MemoryPolicy
+from modules.extension_settings import ExtensionSettings
 from modules.extensions.registry import Extension
 from modules.generation import GenerationService
 from modules.hub.downloads import DownloadManager
@@ -71,14 +72,22 @@ class Application:
     backends: Mapping[str, Backend] = field(default_factory=dict)
     scripts: ScriptCatalogue = field(default_factory=ScriptCatalogue)
     extensions: list[Extension] = field(default_factory=list)  # what the extension loader found (modules.compat)
+    extension_settings: ExtensionSettings = field(default_factory=ExtensionSettings)  # opts.add_option's settings
     # Given by the composition root: extension UI tabs (each returns [(Blocks, title, elem_id)]) and how to
     # restart the process (None: not started from webui.py).
     ui_tab_providers: list[Callable[[], list[Any]]] = field(default_factory=list)
     restart: Callable[[], None] | None = None
+    # Listeners the extension adapter registers: an infotext read for pasting (PNG Info; they may change the parsed
+    # parameters), and the scripts about to be unloaded (before Apply and restart).
+    infotext_pasted: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
+    before_restart: list[Callable[[], None]] = field(default_factory=list)
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def create(cls, args: argparse.Namespace) -> Application:
+    def create(cls, args: argparse.Namespace, hold_queue: bool = False) -> Application:
+        """Build everything from the flags; ``hold_queue``: queued generations wait for ``service.release()`` (the
+        composition root releases them once the extensions' scripts are loaded, so a job resumed after a restart
+        finds its scripts)."""
         paths = DataPaths.create(args.data_dir, args.models_dir, tuple(args.ckpt_dir), args.styles_file)
         paths.ensure()
         options = Options.load(paths.config_file)
@@ -117,8 +126,9 @@ class Application:
         )
         database = Database(paths.queue_file)
         history = ImageHistory(database, paths.outputs_dir)
-        service = GenerationService(context, JobStore(database), history)
+        service = GenerationService(context, JobStore(database), history, hold=hold_queue)
         scripts = ScriptCatalogue(builtin_scripts(context, allow_code=getattr(args, "allow_code", False)))
+        service.script_catalogue = scripts
         logger.info(
             "application ready data_dir=%s checkpoints=%d %s",
             paths.data_dir,
@@ -138,6 +148,7 @@ class Application:
             backends=backends,
             history=history,
             scripts=scripts,
+            extension_settings=ExtensionSettings(paths.config_file),
         )
 
     def active_backend(self, name: str | None = None) -> Backend:

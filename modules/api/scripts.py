@@ -12,19 +12,42 @@ from typing import Any
 
 from modules.api.errors import ApiError
 from modules.api.models import GenerationBody
+from modules.processing.infotext import parse_infotext
 from modules.scripts.base import Script, Visibility
 from modules.scripts.runner import BoundScripts, ScriptCatalogue, ScriptNotFoundError, TabScripts
 
 SELECTABLE_AS_ALWAYS_ON = "Cannot have a selectable script in the always on scripts params"
 
 
-def script_arguments(tab: TabScripts, script: Script, values: Any) -> dict[str, Any]:
+def script_arguments(
+    tab: TabScripts, script: Script, values: Any, from_infotext: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The script's arguments: its defaults, then what the request's infotext gave (``from_infotext``), then the
+    positional values the client sent (those win)."""
     if not isinstance(values, Sequence) or isinstance(values, str):
         raise ApiError(f"{script.title()}: args must be a list (got {type(values).__name__})", 422)
+    controls = tab.controls_of(script)
+    given = list(values)[: len(controls)]
     try:
-        return tab.arguments(script, list(values)[: len(tab.controls_of(script))])
+        arguments = tab.arguments(script, given)
     except ValueError as error:
         raise ApiError(str(error), 422) from error
+    sent = {control.name for control in controls[: len(given)]}
+    arguments.update({name: value for name, value in (from_infotext or {}).items() if name not in sent})
+    return arguments
+
+
+def infotext_arguments(tab: TabScripts, script: Script, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """A1111's API ``infotext``: each control with an infotext key (A1111's ``infotext_fields``) found in it gets
+    the written value; a value the control cannot take is a 422."""
+    found = {}
+    for control in tab.controls_of(script):
+        if control.infotext and control.infotext in parameters:
+            try:
+                found[control.name] = control.convert(parameters[control.infotext])
+            except (TypeError, ValueError) as error:
+                raise ApiError(f"infotext: {script.title()}: {error}", 422) from error
+    return found
 
 
 def find_script(tab: TabScripts, name: str, selectable: bool) -> Script:
@@ -35,12 +58,20 @@ def find_script(tab: TabScripts, name: str, selectable: bool) -> Script:
 
 
 def bind_scripts(body: GenerationBody, tab: TabScripts) -> BoundScripts:
-    """The job's scripts from the request body (every always-on script runs, with its defaults when not named)."""
+    """The job's scripts from the request body (every always-on script runs, with its defaults when not named).
+    A request's ``infotext`` fills the arguments of controls it names (A1111's ``infotext_fields``); the client's
+    own ``script_args`` / ``alwayson_scripts`` args win over it."""
+    parameters = parse_infotext(body.infotext) if body.infotext else {}
     selected = None
     if body.script_name:
         script = find_script(tab, body.script_name, selectable=True)
-        selected = (script, script_arguments(tab, script, body.script_args or []))
+        pasted = infotext_arguments(tab, script, parameters)
+        selected = (script, script_arguments(tab, script, body.script_args or [], pasted))
     given: dict[int, dict[str, Any]] = {}
+    for script in tab.always_on if parameters else []:
+        pasted = infotext_arguments(tab, script, parameters)
+        if pasted:
+            given[id(script)] = {**tab.arguments(script), **pasted}
     for name, entry in (body.alwayson_scripts or {}).items():
         script = find_script(tab, str(name), selectable=False)
         if tab.visibility(script) is Visibility.SELECTABLE:
@@ -48,7 +79,8 @@ def bind_scripts(body: GenerationBody, tab: TabScripts) -> BoundScripts:
         if not isinstance(entry, Mapping):
             raise ApiError(f'alwayson_scripts.{name}: give {{"args": [...]}}', 422)
         if "args" in entry:
-            given[id(script)] = script_arguments(tab, script, entry["args"])
+            pasted = infotext_arguments(tab, script, parameters)
+            given[id(script)] = script_arguments(tab, script, entry["args"], pasted)
     return tab.bind(selected, given)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from modules.models.detection import ModelArchitecture, detect_architecture, read_key_shapes
+from modules.models.detection import ModelArchitecture, detect_architecture, detect_layout, read_key_shapes
 from modules.models.errors import ModelError
 from modules.models.families import ModelFamily
 from modules.models.loader import architecture_from_unet_config, folder_family, read_json
@@ -62,6 +62,18 @@ def checkpoint_family(info: CheckpointInfo) -> ModelFamily | None:
     except ModelError as error:
         logger.debug("family unknown path=%s error=%s", info.path, error)
         return None
+
+
+def is_edit_model(info: CheckpointInfo) -> bool:
+    """An instruct-pix2pix checkpoint (8-channel UNet), from its header or UNet config only; False when unknown."""
+    try:
+        if info.kind == "diffusers":
+            return int(read_json(info.path / "unet" / "config.json").get("in_channels", 4)) == 8
+        if info.path.suffix.lower() != ".safetensors" or sidecar_config_dir(info.path).is_dir():
+            return False
+        return detect_layout(read_key_shapes(info.path)) is ModelArchitecture.SD1_PIX2PIX
+    except (ModelError, OSError, ValueError):
+        return False
 
 
 def checkpoint_rows(registry: CheckpointRegistry) -> list[CheckpointRow]:
