@@ -1,0 +1,186 @@
+"""The Ray cluster tests' driver: run by tests/test_ray_cluster.py as ``unshare -n python -m tests.ray_support``.
+
+Inside a private network namespace (loopback only) it starts a real Ray head on 127.0.0.1, builds Easel with
+``--ray-address`` and two CPU workers over the tiny checkpoints, runs the scenarios and writes what it saw to a JSON
+file; the test asserts on that file. Every connection stays on 127.0.0.1 of the namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from modules.application import Application
+from modules.cmd_args import build_parser
+from modules.generation import Job
+from modules.processing.processing import process
+from tests.api_support import write_tiny_checkpoints
+from tests.helpers import tiny_request
+
+PORT = 6391
+RAY = Path(sys.executable).with_name("ray")
+JOB_TIMEOUT_S = 300.0
+
+
+def start_head(temp_dir: Path) -> None:
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    command = [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(PORT), "--num-cpus", "2"]
+    command += ["--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp_dir)]
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+
+
+def stop_head() -> None:
+    subprocess.run([str(RAY), "stop", "--force"], capture_output=True, check=False)
+
+
+def build_application(data_dir: Path, workers: int) -> Application:
+    write_tiny_checkpoints(data_dir / "models" / "Stable-diffusion", ("tiny", "tiny2"))
+    argv = ["--data-dir", str(data_dir), "--use-cpu", "all", "--nowebui", "--api"]
+    argv += ["--ray-address", f"127.0.0.1:{PORT}", "--ray-workers", str(workers)]
+    application = Application.create(build_parser().parse_args(argv))
+    wait_for(lambda: len(application.workers()) == workers, 240, "the Ray workers did not start")
+    return application
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(message)
+        time.sleep(0.1)
+
+
+def finish(job: Job) -> Any:
+    return job.future.result(timeout=JOB_TIMEOUT_S)
+
+
+def eight_jobs(application: Application) -> dict[str, Any]:
+    """8 jobs from two owners at once; each image compared with the in-process run of the same request."""
+    service = application.service
+    requests = [tiny_request(seed=100 + index, save_images=True) for index in range(8)]
+    jobs = [service.submit(request, owner="alice" if index % 2 else "bob") for index, request in enumerate(requests)]
+    results = [finish(job) for job in jobs]
+    torch.set_num_threads(1)  # the workers' thread count (one CPU each)
+    local = application.service.context
+    local.models.ensure_loaded(application.checkpoint_title(None))
+    same = []
+    for request, result in zip(requests, results, strict=True):
+        reference = process(request.model_copy(update={"save_images": False}), local)
+        same.append(bool(np.array_equal(np.asarray(reference.images[0]), np.asarray(result.images[0]))))
+    return {
+        "states": [job.state.value for job in jobs],
+        "workers": [result.worker for result in results],
+        "same_pixels": same,
+        "saved": [[str(path) for path in result.saved_paths] for result in results],
+        "infotexts": [result.infotexts[0] for result in results],
+    }
+
+
+def checkpoint_routing(application: Application) -> dict[str, Any]:
+    """Alternating per-request checkpoints, one job at a time: each goes to the worker that holds it."""
+    service = application.service
+    order = ["tiny2", "tiny", "tiny2", "tiny", "tiny2"]
+    ran = []
+    for index, name in enumerate(order):
+        result = finish(service.submit(tiny_request(seed=index, checkpoint=name), owner="alice"))
+        held = {info.name: info.checkpoint for info in application.workers()}
+        ran.append({"checkpoint": name, "worker": result.worker, "held": held})
+    return {"runs": ran}
+
+
+def api_answers(application: Application) -> dict[str, Any]:
+    from fastapi.testclient import TestClient
+
+    from modules.server import create_app, server_options_from_args
+
+    options = server_options_from_args(application.args, (), ())
+    with TestClient(create_app(application, options, None)) as client:
+        answer = client.post("/sdapi/v1/txt2img", json={"prompt": "a cat", "steps": 2, "width": 64, "height": 64})
+        memory = client.get("/sdapi/v1/memory").json()
+    info = json.loads(answer.json()["info"]) if answer.status_code == 200 else {}
+    return {"status": answer.status_code, "worker": info.get("worker"), "memory_workers": memory.get("workers")}
+
+
+def running_on_worker(application: Application, job: Job) -> None:
+    """Waits until the job's streamed progress shows a sampling step (it runs on a worker)."""
+    wait_for(lambda: job.control.snapshot().sampling_step > 0, JOB_TIMEOUT_S, "no progress came back")
+
+
+def interrupt(application: Application) -> dict[str, Any]:
+    application.options.live_previews_enable = True
+    application.options.show_progress_every_n_steps = 1
+    service = application.service
+    job = service.submit(tiny_request(seed=7, steps=300), owner="bob")
+    running_on_worker(application, job)
+    step_seen = job.control.snapshot().sampling_step
+    preview_seen = job.control.snapshot().preview is not None
+    refused_for_other = service.interrupt(owner="alice", job_id=job.id)
+    accepted = service.interrupt(owner="bob", job_id=job.id)
+    result = finish(job)
+    return {
+        "step_seen": step_seen,
+        "preview_seen": preview_seen,
+        "refused_for_other_owner": not refused_for_other,
+        "accepted": accepted,
+        "interrupted": result.interrupted,
+        "last_step": job.control.snapshot().sampling_step,
+        "worker": result.worker,
+    }
+
+
+def kill_mid_job(application: Application) -> dict[str, Any]:
+    service = application.service
+    job = service.submit(tiny_request(seed=9, steps=150), owner="alice")
+    running_on_worker(application, job)
+    victim = next(info for info in application.workers() if info.job == job.id)
+    os.kill(victim.pid, signal.SIGKILL)
+    result = finish(job)
+    after = finish(service.submit(tiny_request(seed=10), owner="bob"))
+    wait_for(lambda: len(application.workers()) == 2, 240, "the lost worker was not replaced")
+    return {
+        "killed": victim.name,
+        "state": job.state.value,
+        "retried_on": result.worker,
+        "images": len(result.images),
+        "next_job_worker": after.worker,
+        "workers_after": sorted(info.name for info in application.workers()),
+    }
+
+
+SCENARIOS = {
+    "eight_jobs": eight_jobs,
+    "checkpoint_routing": checkpoint_routing,
+    "api": api_answers,
+    "interrupt": interrupt,
+    "kill": kill_mid_job,
+}
+
+
+def main(work_dir: Path, names: list[str]) -> None:
+    start_head(work_dir / "ray")
+    report: dict[str, Any] = {}
+    try:
+        application = build_application(work_dir / "data", workers=2)
+        for name in names:
+            try:
+                report[name] = SCENARIOS[name](application)
+            except Exception as error:  # recorded for the test's message; the next scenario still runs
+                report[name] = {"error": f"{type(error).__name__}: {error}"}
+        application.service.shutdown()
+    finally:
+        (work_dir / "report.json").write_text(json.dumps(report, indent=1))
+        stop_head()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2:] or list(SCENARIOS))
