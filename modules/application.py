@@ -96,12 +96,17 @@ class Application:
             workers=pool.describe if pool is not None else None,
         )
         if pool is not None:
-            pool.resolve_checkpoint = application.checkpoint_title
+            pool.resolve_checkpoint = application.checkpoint_for
         return application
 
-    def checkpoint_title(self, name: str | None) -> str | None:
-        """The title of the checkpoint a job needs: ``name`` (a per-request checkpoint), else the current one."""
-        return self.registry.find(name).title if name else self.current_title()
+    def checkpoint_for(self, name: str | None) -> tuple[str, str] | None:
+        """(title, path) of the checkpoint a job needs: ``name`` (a per-request checkpoint), else the current one;
+        None when there is none."""
+        title = name or self.current_title()
+        if not title:
+            return None
+        info = self.registry.find(title)
+        return info.title, str(info.path)
 
     def active_backend(self, name: str | None = None) -> Backend:
         """The backend a request without a choice of its own uses: ``name``, else the ``sd_sampling_backend``
@@ -167,4 +172,4 @@ def start_ray_pool(args: argparse.Namespace, options: Options) -> Any:
 
     settings = PoolSettings(address=args.ray_address, workers=args.ray_workers)
     logger.info("ray cluster address=%s workers=%s", args.ray_address, args.ray_workers or "one per GPU")
-    return RayWorkerPool(settings, args, options, resolve_checkpoint=lambda name: name)
+    return RayWorkerPool(settings, args, options, resolve_checkpoint=lambda name: (name, name) if name else None)

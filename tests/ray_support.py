@@ -72,7 +72,7 @@ def eight_jobs(application: Application) -> dict[str, Any]:
     results = [finish(job) for job in jobs]
     torch.set_num_threads(1)  # the workers' thread count (one CPU each)
     local = application.service.context
-    local.models.ensure_loaded(application.checkpoint_title(None))
+    local.models.ensure_loaded(application.checkpoint_for(None)[0])
     same = []
     for request, result in zip(requests, results, strict=True):
         reference = process(request.model_copy(update={"save_images": False}), local)
@@ -120,7 +120,7 @@ def interrupt(application: Application) -> dict[str, Any]:
     application.options.live_previews_enable = True
     application.options.show_progress_every_n_steps = 1
     service = application.service
-    job = service.submit(tiny_request(seed=7, steps=300), owner="bob")
+    job = service.submit(tiny_request(seed=7, steps=150, n_iter=4), owner="bob")
     running_on_worker(application, job)
     step_seen = job.control.snapshot().sampling_step
     preview_seen = job.control.snapshot().preview is not None
@@ -133,6 +133,7 @@ def interrupt(application: Application) -> dict[str, Any]:
         "refused_for_other_owner": not refused_for_other,
         "accepted": accepted,
         "interrupted": result.interrupted,
+        "images": len(result.images),
         "last_step": job.control.snapshot().sampling_step,
         "worker": result.worker,
     }
@@ -140,7 +141,7 @@ def interrupt(application: Application) -> dict[str, Any]:
 
 def kill_mid_job(application: Application) -> dict[str, Any]:
     service = application.service
-    job = service.submit(tiny_request(seed=9, steps=150), owner="alice")
+    job = service.submit(tiny_request(seed=9, steps=150, n_iter=2), owner="alice")
     running_on_worker(application, job)
     victim = next(info for info in application.workers() if info.job == job.id)
     os.kill(victim.pid, signal.SIGKILL)

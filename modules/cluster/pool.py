@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ class WorkerHandle:
     starting: Any | None  # the first describe() call, pending while the actor starts
     info: WorkerInfo | None = None
     busy: bool = False
+    job: str | None = None
     dead: bool = False
 
 
@@ -97,6 +98,15 @@ class PoolState:
     closing: bool = False
 
 
+def routing_rank(worker: WorkerHandle, checkpoint_path: str | None) -> int:
+    """0: the worker holds the job's checkpoint; 1: it holds none (nothing to give back); 2: it holds another
+    (loaded with the cache policy, ``--ckpt-cache``)."""
+    held = worker.info.checkpoint_path if worker.info is not None else None
+    if held is not None and held == checkpoint_path:
+        return 0
+    return 1 if held is None else 2
+
+
 class RayWorkerPool:
     """Implements the generation service's ``JobRunner`` protocol over Ray actors."""
 
@@ -105,7 +115,7 @@ class RayWorkerPool:
         settings: PoolSettings,
         args: argparse.Namespace,
         options: Options,
-        resolve_checkpoint: Callable[[str | None], str | None],
+        resolve_checkpoint: Callable[[str | None], tuple[str, str] | None],
     ) -> None:
         self.settings = settings
         self.args = args
@@ -153,6 +163,8 @@ class RayWorkerPool:
 
     def sync(self) -> None:
         """Start workers up to the wanted count, learn which started, drop the dead ones."""
+        if self._state.closing:
+            return
         try:
             wanted = self.wanted_workers()
             gpus = not self.settings.workers or ray.cluster_resources().get("GPU", 0) > 0
@@ -229,8 +241,13 @@ class RayWorkerPool:
             return list(self._state.workers.values())
 
     def describe(self) -> list[WorkerInfo]:
-        """The ready workers as last seen (node, device, loaded checkpoint, memory)."""
-        return [worker.info for worker in self.workers() if worker.info is not None and not worker.dead]
+        """The ready workers as last seen (node, device, loaded checkpoint, memory), with the job each runs now."""
+        with self._changed:
+            return [
+                replace(worker.info, job=worker.job)
+                for worker in self._state.workers.values()
+                if worker.info is not None and not worker.dead
+            ]
 
     # --- slots (the JobRunner protocol) ---------------------------------------------------------------------------
 
@@ -263,21 +280,30 @@ class RayWorkerPool:
                 self._changed.notify_all()
 
     def close(self) -> None:
+        """Stop: the workers end (they belong to this process) and the connection to the cluster closes."""
         with self._changed:
             self._state.closing = True
+            workers = list(self._state.workers.values())
+            self._state.workers.clear()
             self._changed.notify_all()
+        for worker in workers:
+            try:
+                ray.kill(worker.actor)
+            except RayError as error:  # already gone with its node: nothing left to stop
+                logger.info("ray worker not stopped name=%s error=%s", worker.name, error)
+        self._watcher.join(timeout=self.settings.watch_interval_s * 2)
+        ray.shutdown()
 
-    def _assign(self, slot: object | None, checkpoint: str | None, exclude: set[str]) -> WorkerHandle:
-        """A free worker for the job: one that holds its checkpoint when there is one, else the first free."""
+    def _assign(self, slot: object | None, job: Job, checkpoint_path: str | None, exclude: set[str]) -> WorkerHandle:
+        """A free worker for the job (``routing_rank``); waits while every live worker is busy."""
         self.release(slot)
         deadline = time.monotonic() + self.settings.worker_wait_s
         with self._changed:
             while True:
                 free = self._free(exclude)
                 if free:
-                    holder = next((worker for worker in free if worker.info.checkpoint == checkpoint), None)
-                    chosen = holder or free[0]
-                    chosen.busy = True
+                    chosen = min(free, key=lambda worker: routing_rank(worker, checkpoint_path))
+                    chosen.busy, chosen.job = True, job.id
                     return chosen
                 if self._state.closing:
                     raise ClusterError("the server is stopping")
@@ -295,17 +321,17 @@ class RayWorkerPool:
 
     def _done_with(self, worker: WorkerHandle) -> None:
         with self._changed:
-            worker.busy = False
+            worker.busy, worker.job = False, None
             self._changed.notify_all()
 
     # --- running a job -------------------------------------------------------------------------------------------
 
     def run(self, job: Job, request: GenerationRequest, slot: object | None) -> ProcessingResult:
-        checkpoint = self.resolve_checkpoint(request.checkpoint)
+        title, path = self.resolve_checkpoint(request.checkpoint) or (None, None)
         spec = WorkerJob(
             job_id=job.id,
             request=request,
-            checkpoint=checkpoint,
+            checkpoint=title,
             options=self.options.model_dump(),
             owner=job.owner,
             preview_every_n_steps=job.control.preview_every_n_steps,
@@ -313,9 +339,9 @@ class RayWorkerPool:
         )
         lost: list[str] = []
         while True:
-            worker = self._assign(slot, checkpoint, set(lost))
+            worker = self._assign(slot, job, path, set(lost))
             slot = None
-            logger.info("ray job start id=%s worker=%s checkpoint=%s", job.id, worker.name, checkpoint or "-")
+            logger.info("ray job start id=%s worker=%s checkpoint=%s", job.id, worker.name, title or "-")
             try:
                 outcome = self._run_on(worker, job, spec)
             except RayActorError as error:
@@ -334,7 +360,7 @@ class RayWorkerPool:
     def _finish(self, worker: WorkerHandle, outcome: WorkerOutcome) -> ProcessingResult:
         with self._changed:
             if worker.info is not None:
-                worker.info.checkpoint = outcome.checkpoint
+                worker.info.checkpoint, worker.info.checkpoint_path = outcome.checkpoint, outcome.checkpoint_path
         with self._saving:
             return replay(outcome.orders, outcome.result)
 

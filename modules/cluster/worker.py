@@ -61,6 +61,7 @@ class WorkerOutcome:
     result: ProcessingResult
     orders: list[SaveOrder]
     checkpoint: str | None
+    checkpoint_path: str | None
 
 
 @dataclass
@@ -73,6 +74,7 @@ class WorkerInfo:
     pid: int
     device: str
     checkpoint: str | None
+    checkpoint_path: str | None  # what routing compares (a title gains its hash once it is computed)
     job: str | None
     memory: dict[str, Any] = field(default_factory=dict)
 
@@ -130,7 +132,7 @@ class GenerationWorker:
         except ModelError as error:
             raise ProcessingError(self._missing_file_message(error)) from error
         result.worker = self.name
-        return WorkerOutcome(result, saver.orders, self.checkpoint())
+        return WorkerOutcome(result, saver.orders, self.checkpoint(), self.checkpoint_path())
 
     def _missing_file_message(self, error: ModelError) -> str:
         node, _ = node_identity()
@@ -168,6 +170,10 @@ class GenerationWorker:
         loaded = self.stack.models.current
         return loaded.info.title if loaded is not None else None
 
+    def checkpoint_path(self) -> str | None:
+        loaded = self.stack.models.current
+        return str(loaded.info.path) if loaded is not None else None
+
     def describe(self) -> WorkerInfo:
         node, node_id = node_identity()
         with self._controls_lock:
@@ -181,6 +187,7 @@ class GenerationWorker:
             pid=os.getpid(),
             device=self.stack.models.device_name,
             checkpoint=self.checkpoint(),
+            checkpoint_path=self.checkpoint_path(),
             job=job,
             memory=memory,
         )

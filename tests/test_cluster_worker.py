@@ -1,0 +1,106 @@
+"""The Ray-free parts of the Ray workers (issue 19): the saver seam and the worker body, run in this process.
+The real cluster is tests/test_ray_cluster.py (slow)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from modules.cluster.worker import STORAGE_HINT, GenerationWorker, WorkerJob
+from modules.cmd_args import build_parser
+from modules.options import Options
+from modules.paths import DataPaths
+from modules.processing.processing import ProcessingError, process
+from modules.processing.saver import DeferredSaver, replay
+from tests.helpers import pixels, tiny_request
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_deferred_files_replayed_here_are_the_files_processing_writes(context, tmp_path: Path) -> None:
+    at_once, deferred = DataPaths.create(tmp_path / "a"), DataPaths.create(tmp_path / "b")
+    at_once.ensure(), deferred.ensure()
+    request = tiny_request(save_images=True, n_iter=2)
+    written = process(request, replace(context, paths=at_once))
+    saver = DeferredSaver()
+    recorded = process(request, replace(context, paths=deferred, saver=saver))
+    assert files_under(deferred.outputs_dir) == {} and not deferred.params_file.exists()
+    assert [order.method for order in saver.orders] == ["save_image", "save_image", "save_grid", "write_params"]
+    replay(saver.orders, recorded)
+    assert [path.relative_to(deferred.data_dir) for path in recorded.saved_paths] == [
+        path.relative_to(at_once.data_dir) for path in written.saved_paths
+    ]
+    assert recorded.grid_path.relative_to(deferred.data_dir) == written.grid_path.relative_to(at_once.data_dir)
+    assert files_under(deferred.outputs_dir) == files_under(at_once.outputs_dir)
+    assert deferred.params_file.read_text() == at_once.params_file.read_text()
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> GenerationWorker:
+    from tests.api_support import write_tiny_checkpoints
+
+    data_dir = tmp_path_factory.mktemp("worker")
+    write_tiny_checkpoints(data_dir / "models" / "Stable-diffusion", ("tiny",))
+    args = build_parser().parse_args(["--data-dir", str(data_dir), "--use-cpu", "all"])
+    return GenerationWorker("worker-9", args)
+
+
+def job(request, checkpoint: str | None = "tiny", job_id: str = "job-1") -> WorkerJob:
+    return WorkerJob(job_id=job_id, request=request, checkpoint=checkpoint, options=Options().model_dump())
+
+
+def test_a_worker_runs_the_job_records_its_files_and_names_itself(worker: GenerationWorker, context) -> None:
+    outcome = worker.run(job(tiny_request(save_images=True)))
+    assert outcome.result.worker == "worker-9"
+    assert [order.method for order in outcome.orders] == ["save_image", "write_params"]
+    assert not any(worker.paths.outputs_dir.rglob("*.png"))  # written by Easel, not here
+    assert outcome.checkpoint_path and outcome.checkpoint_path.endswith("tiny")
+    reference = process(tiny_request(), context)
+    assert (pixels(outcome.result.images[0]) == pixels(reference.images[0])).all()
+    info = worker.describe()
+    assert info.name == "worker-9" and info.device == "cpu" and info.job is None
+    assert info.checkpoint_path == outcome.checkpoint_path and info.memory["process"]["rss"] > 0
+
+
+def test_a_worker_takes_easels_settings_with_each_job(worker: GenerationWorker) -> None:
+    options = Options(samples_format="jpg").model_dump()
+    outcome = worker.run(replace(job(tiny_request(save_images=True)), options=options))
+    assert outcome.orders[0].kwargs["file_format"] == "jpg"
+    assert isinstance(outcome.orders[0].args[0], Image.Image)
+
+
+def test_a_worker_without_the_file_says_the_storage_model(worker: GenerationWorker) -> None:
+    with pytest.raises(ProcessingError, match=STORAGE_HINT):
+        worker.run(job(tiny_request(), checkpoint="absent-model"))
+
+
+def test_signals_reach_only_a_job_running_on_the_worker(worker: GenerationWorker) -> None:
+    assert worker.signal("not-running", "interrupt") is False
+    assert worker.progress("not-running") is None
+    with pytest.raises(ValueError):
+        worker.signal("job-1", "explode")
+
+
+def test_the_models_tab_lists_each_worker(worker: GenerationWorker) -> None:
+    from types import SimpleNamespace
+
+    from modules.ui.models_tab import WORKER_HEADERS, worker_rows
+
+    info = replace(worker.describe(), job="job-7")
+    (row,) = worker_rows(SimpleNamespace(workers=lambda: [info]))
+    assert dict(zip(WORKER_HEADERS, row, strict=True)) | {"process RAM": ""} == {
+        "worker": "worker-9",
+        "node": info.node,
+        "device": "cpu",
+        "checkpoint": info.checkpoint or "(none)",
+        "job": "job-7",
+        "process RAM": "",
+        "GPU memory used": "-",
+    }
+    assert row[5].endswith("B")
+    assert worker_rows(SimpleNamespace(workers=None)) == []
