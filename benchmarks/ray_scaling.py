@@ -76,8 +76,9 @@ def in_process(data_dir: Path, jobs: list) -> float:
     return elapsed / len(jobs)
 
 
-def on_ray(data_dir: Path, address: str, workers: int, jobs: list) -> tuple[float, float]:
-    """(jobs per second with all jobs queued at once, seconds per job one at a time) on ``workers`` workers."""
+def on_ray(data_dir: Path, address: str, workers: int, jobs: list) -> tuple[float, float, float]:
+    """(jobs per second with all jobs queued at once, seconds per job one at a time, the mean hop in ms: Easel's
+    wall time per job minus the worker's own time for it) on ``workers`` workers."""
     from modules.application import Application
     from modules.cmd_args import build_parser
 
@@ -94,12 +95,15 @@ def on_ray(data_dir: Path, address: str, workers: int, jobs: list) -> tuple[floa
         job.future.result()
     throughput = len(jobs) / (time.perf_counter() - started)
     single = jobs[: max(4, len(jobs) // 4)]
+    pool = service.runner
+    pool.hops = type(pool.hops)()  # the hop of jobs run one at a time (no waiting for a free worker)
     started = time.perf_counter()
     for request in single:
         service.submit(request).future.result()
     per_job = (time.perf_counter() - started) / len(single)
+    hop_ms = pool.hops.mean_ms
     service.shutdown()
-    return throughput, per_job
+    return throughput, per_job, hop_ms
 
 
 def measure(options: argparse.Namespace, address: str) -> None:
@@ -109,16 +113,17 @@ def measure(options: argparse.Namespace, address: str) -> None:
         data_dir = Path(folder)
         write_tiny_checkpoints(data_dir / "models" / "Stable-diffusion", ("tiny",))
         jobs = requests(options.jobs, options.steps, options.size)
-        local = in_process(data_dir, jobs)
         print(f"tiny model, {options.steps} steps, {options.size}x{options.size}, {options.jobs} jobs, CPU")
+        local = in_process(data_dir, jobs)
         print(f"in-process (1 torch thread): {1 / local:.2f} jobs/s, {local * 1000:.0f} ms/job")
         rates: dict[int, float] = {}
         for count in options.workers:
-            rate, per_job = on_ray(data_dir, address, count, jobs)
+            rate, per_job, hop_ms = on_ray(data_dir, address, count, jobs)
             rates[count] = rate
-            hop = (per_job - local) * 1000
-            one_at_a_time = f"one job at a time {per_job * 1000:.0f} ms/job, hop {hop:.0f} ms/job"
-            print(f"ray, {count} worker(s): {rate:.2f} jobs/s; {one_at_a_time}")
+            one_at_a_time = f"one job at a time {per_job * 1000:.0f} ms/job, of which hop {hop_ms:.0f} ms"
+            print(f"ray, {count} worker(s): {rate:.2f} jobs/s; {one_at_a_time}", flush=True)
+        local = in_process(data_dir, jobs)  # again: a shared machine's load drifts
+        print(f"in-process again: {1 / local:.2f} jobs/s, {local * 1000:.0f} ms/job")
         if 1 in rates and 2 in rates:
             print(f"scaling efficiency 2 workers vs 1: {rates[2] / (2 * rates[1]) * 100:.0f}%")
         print(f"cores on this machine: {os.cpu_count()} (shared with other work: figures are indicative)")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -158,12 +159,41 @@ def kill_mid_job(application: Application) -> dict[str, Any]:
     }
 
 
+def cluster_gone(application: Application) -> dict[str, Any]:
+    """The whole cluster stops (head and workers): a job then fails with a clear message, and the server lives."""
+    pool = application.service.runner
+    pool.settings = replace(pool.settings, worker_wait_s=5.0)
+    stop_head()
+    started = time.monotonic()
+    job = application.service.submit(tiny_request(seed=11), owner="alice")
+    try:
+        finish(job)
+        error = ""
+    except Exception as failure:  # the clear message is what this scenario records
+        error = f"{type(failure).__name__}: {failure}"
+    seconds = time.monotonic() - started
+    later = application.service.submit(tiny_request(seed=12), owner="bob")
+    try:
+        finish(later)
+        later_error = ""
+    except Exception as failure:
+        later_error = f"{type(failure).__name__}: {failure}"
+    return {
+        "state": job.state.value,
+        "message": error,
+        "seconds": seconds,
+        "later_message": later_error,
+        "workers": len(application.workers()),
+    }
+
+
 SCENARIOS = {
     "eight_jobs": eight_jobs,
     "checkpoint_routing": checkpoint_routing,
     "api": api_answers,
     "interrupt": interrupt,
     "kill": kill_mid_job,
+    "cluster_gone": cluster_gone,
 }
 
 
@@ -177,6 +207,7 @@ def main(work_dir: Path, names: list[str]) -> None:
                 report[name] = SCENARIOS[name](application)
             except Exception as error:  # recorded for the test's message; the next scenario still runs
                 report[name] = {"error": f"{type(error).__name__}: {error}"}
+            (work_dir / "report.json").write_text(json.dumps(report, indent=1))  # what is known if the next dies
         application.service.shutdown()
     finally:
         (work_dir / "report.json").write_text(json.dumps(report, indent=1))

@@ -104,3 +104,18 @@ def test_the_models_tab_lists_each_worker(worker: GenerationWorker) -> None:
     }
     assert row[5].endswith("B")
     assert worker_rows(SimpleNamespace(workers=None)) == []
+
+
+def test_ray_is_not_imported_without_ray_address(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from modules.application import Application; from modules.cmd_args import build_parser; "
+        "import modules.api.routes, modules.server; "
+        f"Application.create(build_parser().parse_args(['--data-dir', {str(tmp_path)!r}, '--use-cpu', 'all'])); "
+        "print('ray' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parent.parent
+    answer = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert answer.stdout.strip().splitlines()[-1] == "False"

@@ -68,6 +68,7 @@ class PoolSettings:
     workers: int | None = None  # None: one per GPU of the cluster
     torch_threads: int | None = None  # each CPU worker's torch threads (None: Ray's default, one per CPU asked)
     worker_wait_s: float = 60.0
+    start_timeout_s: float = 600.0  # a worker not started by then (no room on the cluster, cluster gone) is dropped
     poll_interval_s: float = 0.2
     watch_interval_s: float = 2.0
 
@@ -77,6 +78,7 @@ class WorkerHandle:
     name: str
     actor: Any
     starting: Any | None  # the first describe() call, pending while the actor starts
+    created_at: float = field(default_factory=time.monotonic)
     info: WorkerInfo | None = None
     busy: bool = False
     job: str | None = None
@@ -88,6 +90,22 @@ class Slot:
     """A free worker held by a service thread until it takes a job."""
 
     released: bool = False
+
+
+@dataclass
+class HopStats:
+    """The cost of running a job on a worker rather than here: Easel's wall time minus the worker's time."""
+
+    jobs: int = 0
+    seconds: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.jobs += 1
+        self.seconds += seconds
+
+    @property
+    def mean_ms(self) -> float:
+        return self.seconds / self.jobs * 1000 if self.jobs else 0.0
 
 
 @dataclass
@@ -125,6 +143,7 @@ class RayWorkerPool:
         self._state = PoolState()
         self._changed = threading.Condition()
         self._names = itertools.count(1)
+        self.hops = HopStats()
         self._saving = threading.Lock()  # one job's files at a time: file numbers are taken from the folder
         try:
             ray.init(
@@ -188,6 +207,9 @@ class RayWorkerPool:
     def _check_started(self, worker: WorkerHandle) -> None:
         ready, _ = ray.wait([worker.starting], timeout=0)
         if not ready:
+            if time.monotonic() - worker.created_at > self.settings.start_timeout_s:
+                self._drop(worker, f"did not start within {self.settings.start_timeout_s:.0f} s")
+                self._stop(worker)
             return
         try:
             info = ray.get(worker.starting)
@@ -221,6 +243,13 @@ class RayWorkerPool:
             self._state.last_error = f"worker {worker.name} lost: {reason}"
             self._changed.notify_all()
         logger.warning("ray worker dropped name=%s reason=%s", worker.name, reason.splitlines()[0] if reason else "-")
+
+    @staticmethod
+    def _stop(worker: WorkerHandle) -> None:
+        try:
+            ray.kill(worker.actor)
+        except RayError as error:  # already gone with its node: nothing left to stop
+            logger.info("ray worker not stopped name=%s error=%s", worker.name, error)
 
     def _note_error(self, message: str) -> None:
         with self._changed:
@@ -259,7 +288,14 @@ class RayWorkerPool:
         ]
 
     def _alive(self, exclude: set[str] = frozenset()) -> bool:
-        return any(not worker.dead and worker.name not in exclude for worker in self._state.workers.values())
+        """Some worker (not in ``exclude``) is ready, or still starting within its start timeout."""
+        now = time.monotonic()
+        return any(
+            not worker.dead
+            and worker.name not in exclude
+            and (worker.info is not None or now - worker.created_at <= self.settings.start_timeout_s)
+            for worker in self._state.workers.values()
+        )
 
     def hold(self) -> Slot | None:
         """Wait for a free worker and hold it; None at once when no worker is alive (the job then waits for one
@@ -287,10 +323,7 @@ class RayWorkerPool:
             self._state.workers.clear()
             self._changed.notify_all()
         for worker in workers:
-            try:
-                ray.kill(worker.actor)
-            except RayError as error:  # already gone with its node: nothing left to stop
-                logger.info("ray worker not stopped name=%s error=%s", worker.name, error)
+            self._stop(worker)
         self._watcher.join(timeout=self.settings.watch_interval_s * 2)
         ray.shutdown()
 
@@ -342,6 +375,7 @@ class RayWorkerPool:
             worker = self._assign(slot, job, path, set(lost))
             slot = None
             logger.info("ray job start id=%s worker=%s checkpoint=%s", job.id, worker.name, title or "-")
+            started = time.perf_counter()
             try:
                 outcome = self._run_on(worker, job, spec)
             except RayActorError as error:
@@ -355,7 +389,18 @@ class RayWorkerPool:
                 continue
             finally:
                 self._done_with(worker)
-            return self._finish(worker, outcome)
+            result = self._finish(worker, outcome)
+            hop = time.perf_counter() - started - outcome.seconds
+            with self._changed:
+                self.hops.add(hop)
+            logger.info(
+                "ray job done id=%s worker=%s seconds=%.3f hop_ms=%.1f",
+                job.id,
+                worker.name,
+                outcome.seconds,
+                hop * 1000,
+            )
+            return result
 
     def _finish(self, worker: WorkerHandle, outcome: WorkerOutcome) -> ProcessingResult:
         with self._changed:

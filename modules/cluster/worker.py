@@ -18,6 +18,7 @@ import os
 import platform
 import sys
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -62,6 +63,7 @@ class WorkerOutcome:
     orders: list[SaveOrder]
     checkpoint: str | None
     checkpoint_path: str | None
+    seconds: float = 0.0  # the job's time on the worker (Easel's wall time minus this is the hop)
 
 
 @dataclass
@@ -125,6 +127,7 @@ class GenerationWorker:
         saver = DeferredSaver()
         context = replace(self.stack.context, saver=saver)
         logger.info("ray worker job id=%s name=%s checkpoint=%s", job.job_id, self.name, job.checkpoint or "-")
+        started = time.perf_counter()
         try:
             if job.checkpoint:
                 self.stack.models.ensure_loaded(job.checkpoint)
@@ -132,7 +135,8 @@ class GenerationWorker:
         except ModelError as error:
             raise ProcessingError(self._missing_file_message(error)) from error
         result.worker = self.name
-        return WorkerOutcome(result, saver.orders, self.checkpoint(), self.checkpoint_path())
+        seconds = time.perf_counter() - started
+        return WorkerOutcome(result, saver.orders, self.checkpoint(), self.checkpoint_path(), seconds)
 
     def _missing_file_message(self, error: ModelError) -> str:
         node, _ = node_identity()
