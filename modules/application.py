@@ -166,10 +166,21 @@ class Application:
             self.models.set_compute(compute_settings_from(self.options, self.args))
 
 
+class StartupError(Exception):
+    """The application cannot start as asked (the message says why and what to do)."""
+
+
 def start_ray_pool(args: argparse.Namespace, options: Options) -> Any:
     """Join the Ray cluster of ``--ray-address`` (Ray is imported here only) and start its workers."""
-    from modules.cluster.pool import PoolSettings, RayWorkerPool
-
+    try:
+        from modules.cluster.pool import ClusterError, PoolSettings, RayWorkerPool
+    except ImportError as error:
+        raise StartupError(f"--ray-address needs Ray: pip install -r requirements-ray.txt ({error})") from error
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise StartupError("--ray-workers must be 1 or more")
     settings = PoolSettings(address=args.ray_address, workers=args.ray_workers)
     logger.info("ray cluster address=%s workers=%s", args.ray_address, args.ray_workers or "one per GPU")
-    return RayWorkerPool(settings, args, options, resolve_checkpoint=lambda name: (name, name) if name else None)
+    try:
+        return RayWorkerPool(settings, args, options, resolve_checkpoint=lambda name: (name, name) if name else None)
+    except ClusterError as error:
+        raise StartupError(str(error)) from error

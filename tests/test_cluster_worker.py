@@ -119,3 +119,75 @@ def test_ray_is_not_imported_without_ray_address(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     answer = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert answer.stdout.strip().splitlines()[-1] == "False"
+
+
+class GateRunner:
+    """A runner of two slots whose jobs wait for their gate: the generation service's side of Ray workers."""
+
+    slots = 2
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self.free = threading.Semaphore(2)
+        self.started: queue.Queue[str] = queue.Queue()
+        self.gate = threading.Event()
+        self.closed = False
+
+    def hold(self) -> object:
+        self.free.acquire()
+        return object()
+
+    def release(self, slot: object | None) -> None:
+        if slot is not None:
+            self.free.release()
+
+    def run(self, job, request, slot):
+        from modules.processing.run import ProcessingResult
+
+        self.started.put(job.id)
+        self.gate.wait(30)
+        self.release(slot)
+        return ProcessingResult(interrupted=job.control.interrupted, worker=f"gate-{request.seed}")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_service_runs_as_many_jobs_as_the_runner_has_slots(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from modules.generation import GenerationService, JobState
+    from modules.scripts.runner import BoundScripts
+
+    runner = GateRunner()
+    context = SimpleNamespace(options=Options(), paths=DataPaths.create(tmp_path))
+    service = GenerationService(context, runner=runner)
+    first = service.submit(tiny_request(seed=1), owner="alice")
+    second = service.submit(tiny_request(seed=2), owner="bob")
+    third = service.submit(tiny_request(seed=3), owner="alice")
+    assert {runner.started.get(timeout=10), runner.started.get(timeout=10)} == {first.id, second.id}
+    assert {job.id for job in service.running()} == {first.id, second.id}
+    assert third.state is JobState.QUEUED and service.position(third) == 1
+    assert service.interrupt(owner="bob")  # bob's own running job, not alice's
+    assert second.control.interrupted and not first.control.interrupted
+    runner.gate.set()
+    results = [job.future.result(timeout=10) for job in (first, second, third)]
+    assert [result.worker for result in results] == ["gate-1", "gate-2", "gate-3"]
+    assert [result.interrupted for result in results] == [False, True, False]
+    scripted = service.submit(tiny_request(), owner="alice", scripts=BoundScripts(always_on=[(object(), {})]))
+    with pytest.raises(ProcessingError, match="cannot run on Ray workers"):
+        scripted.future.result(timeout=10)
+    service.shutdown()
+    assert runner.closed
+
+
+def test_an_address_where_no_head_answers_is_refused_at_once() -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -r requirements-ray.txt)")
+    from modules.cluster.pool import ClusterError, probe_address
+    from tests.helpers import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ClusterError, match=f"no Ray head answers at {address}"):
+        probe_address(address)

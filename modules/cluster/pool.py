@@ -24,6 +24,7 @@ import argparse
 import itertools
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +51,18 @@ STALLED_AFTER_S = 60.0  # no answer at all from a running worker for this long: 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Passed on to the workers: offline switches, log level, thread counts (the rest of the environment is the node's).
 FORWARDED_ENVIRONMENT = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DIFFUSERS_OFFLINE", "HF_HOME", "EASEL_LOG_LEVEL")
+
+
+def probe_address(address: str, timeout_s: float = 5.0) -> None:
+    """Ray's own join retries for ever when nothing answers; a ``host:port`` that does not take a TCP connection is
+    refused here at once with a clear message (other forms, ``auto`` say, are left to Ray)."""
+    host, separator, port = address.rpartition(":")
+    if not separator or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ClusterError(f"no Ray head answers at {address} ({error}); start one with `ray start --head`") from error
 
 
 def worker_environment() -> dict[str, str]:
@@ -145,6 +158,7 @@ class RayWorkerPool:
         self._names = itertools.count(1)
         self.hops = HopStats()
         self._saving = threading.Lock()  # one job's files at a time: file numbers are taken from the folder
+        probe_address(settings.address)
         try:
             ray.init(
                 address=settings.address,
