@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="with --ray-address: N workers of one CPU each (default: one worker per GPU of the cluster)",
+        help="with --ray-address: N workers, one GPU each when the cluster has GPUs, else one CPU each "
+        "(default: one worker per GPU of the cluster)",
     )
     add_extension_flags(parser)
     return parser

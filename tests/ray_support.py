@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +44,13 @@ def stop_head() -> None:
     subprocess.run([str(RAY), "stop", "--force"], capture_output=True, check=False)
 
 
-def build_application(data_dir: Path, workers: int) -> Application:
-    write_tiny_checkpoints(data_dir / "models" / "Stable-diffusion", ("tiny", "tiny2"))
-    argv = ["--data-dir", str(data_dir), "--use-cpu", "all", "--nowebui", "--api"]
-    argv += ["--ray-address", f"127.0.0.1:{PORT}", "--ray-workers", str(workers)]
+def build_application(data_dir: Path, workers: int | None) -> Application:
+    """Easel with --ray-address: ``workers`` CPU workers, or None: one per GPU of the cluster."""
+    argv = ["--data-dir", str(data_dir), "--use-cpu", "all", "--nowebui", "--api", "--ray-address", f"127.0.0.1:{PORT}"]
+    argv += ["--ray-workers", str(workers)] if workers else []
     application = Application.create(build_parser().parse_args(argv))
-    wait_for(lambda: len(application.workers()) == workers, 240, "the Ray workers did not start")
+    if workers:
+        wait_for(lambda: len(application.workers()) == workers, 240, "the Ray workers did not start")
     return application
 
 
@@ -187,32 +188,93 @@ def cluster_gone(application: Application) -> dict[str, Any]:
     }
 
 
+def cluster_back(harness: Harness) -> dict[str, Any]:
+    """After cluster_gone: the head starts again and a GPU node joins; the same Easel process joins the new
+    cluster by itself, starts a worker there and runs jobs again."""
+    easel = harness.application
+    start_head(harness.work_dir / "ray")
+    harness.join_node()
+    wait_for(lambda: len(easel.workers()) == 1, 300, "no worker after the cluster came back")
+    result = finish(easel.service.submit(tiny_request(seed=14), owner="alice"))
+    return {"state": "done" if result.images else "empty", "worker": result.worker}
+
+
+@dataclass
+class Harness:
+    """The Easel under test (join_and_leave replaces it) and the extra node it started."""
+
+    application: Application
+    work_dir: Path
+    nodes: list[subprocess.Popen] = field(default_factory=list)
+
+    def join_node(self) -> subprocess.Popen:
+        """A node joins the cluster with one (declared) GPU and one CPU; ``terminate()`` makes it leave."""
+        command = [str(RAY), "start", "--address", f"127.0.0.1:{PORT}", "--node-ip-address", "127.0.0.1"]
+        command += ["--num-cpus", "1", "--num-gpus", "1", "--block"]
+        node = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.nodes.append(node)
+        return node
+
+
+def join_and_leave(harness: Harness) -> dict[str, Any]:
+    """One worker per GPU (no --ray-workers): a node that joins with a GPU gets a worker that takes jobs; when it
+    leaves, its worker is dropped; a node that joins again gets a new one. (The node declares a GPU it does not
+    have: the worker computes on the CPU, --use-cpu all.)"""
+    harness.application.service.shutdown()
+    easel = harness.application = build_application(harness.work_dir / "data", workers=None)
+    before = len(easel.workers())  # the head has no GPU
+    node = harness.join_node()
+    wait_for(lambda: len(easel.workers()) == 1, 240, "no worker for the GPU that joined")
+    (joined,) = easel.workers()
+    result = finish(easel.service.submit(tiny_request(seed=13), owner="alice"))
+    node.terminate()
+    node.wait(60)
+    wait_for(lambda: not easel.workers(), 120, "the worker of the node that left was not dropped")
+    harness.join_node()
+    wait_for(lambda: len(easel.workers()) == 1, 240, "no worker for the node that joined again")
+    (again,) = easel.workers()
+    return {"before": before, "joined": joined.name, "ran_on": result.worker, "again": again.name}
+
+
 SCENARIOS = {
     "eight_jobs": eight_jobs,
     "checkpoint_routing": checkpoint_routing,
     "api": api_answers,
     "interrupt": interrupt,
     "kill": kill_mid_job,
-    "cluster_gone": cluster_gone,
 }
+# These come last, in this order: join_and_leave replaces the Easel under test (one worker per GPU), cluster_gone
+# stops the head, cluster_back starts it again.
+LAST = ("join_and_leave", "cluster_gone", "cluster_back")
 
 
 def main(work_dir: Path, names: list[str]) -> None:
     start_head(work_dir / "ray")
     report: dict[str, Any] = {}
+    harness: Harness | None = None
     try:
-        application = build_application(work_dir / "data", workers=2)
+        write_tiny_checkpoints(work_dir / "data" / "models" / "Stable-diffusion", ("tiny", "tiny2"))
+        harness = Harness(build_application(work_dir / "data", workers=2), work_dir)
         for name in names:
             try:
-                report[name] = SCENARIOS[name](application)
+                if name == "join_and_leave":
+                    report[name] = join_and_leave(harness)
+                elif name == "cluster_gone":
+                    report[name] = cluster_gone(harness.application)
+                elif name == "cluster_back":
+                    report[name] = cluster_back(harness)
+                else:
+                    report[name] = SCENARIOS[name](harness.application)
             except Exception as error:  # recorded for the test's message; the next scenario still runs
                 report[name] = {"error": f"{type(error).__name__}: {error}"}
             (work_dir / "report.json").write_text(json.dumps(report, indent=1))  # what is known if the next dies
-        application.service.shutdown()
+        harness.application.service.shutdown()
     finally:
+        for node in harness.nodes if harness is not None else []:
+            node.terminate()
         (work_dir / "report.json").write_text(json.dumps(report, indent=1))
         stop_head()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2:] or list(SCENARIOS))
+    main(Path(sys.argv[1]), sys.argv[2:] or [*SCENARIOS, *LAST])

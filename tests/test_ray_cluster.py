@@ -104,12 +104,24 @@ def test_progress_streams_back_and_an_interrupt_reaches_the_job_on_its_worker(re
     assert found["interrupted"] and found["images"] < 4  # 4 batches of 150 steps asked
 
 
+def test_workers_follow_gpus_that_join_and_leave(report: dict[str, Any]) -> None:
+    found = scenario(report, "join_and_leave")
+    assert found["before"] == 0  # one worker per GPU, and the head has none
+    assert found["ran_on"] == found["joined"]
+    assert found["again"] != found["joined"]  # the node left (its worker dropped) and a new one came
+
+
 def test_a_cluster_that_disappears_gives_clear_errors_not_hangs(report: dict[str, Any]) -> None:
     found = scenario(report, "cluster_gone")
     assert found["state"] == "failed"
     assert "no Ray worker became available" in found["message"] and "127.0.0.1:6391" in found["message"]
     assert "no Ray worker became available" in found["later_message"]  # the server still answers, clearly
     assert found["workers"] == 0
+
+
+def test_the_server_joins_a_cluster_that_comes_back(report: dict[str, Any]) -> None:
+    found = scenario(report, "cluster_back")
+    assert found["state"] == "done" and found["worker"].startswith("worker-")
 
 
 def test_a_worker_killed_mid_job_is_replaced_and_the_job_retried_elsewhere(report: dict[str, Any]) -> None:

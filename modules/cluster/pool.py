@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RaySystemError, RayTaskError
 
 from modules.cluster.worker import GenerationWorker, WorkerInfo, WorkerJob, WorkerOutcome
 from modules.generation import Job
@@ -91,6 +91,7 @@ class WorkerHandle:
     name: str
     actor: Any
     starting: Any | None  # the first describe() call, pending while the actor starts
+    session: int = 0  # the pool's connection it belongs to
     created_at: float = field(default_factory=time.monotonic)
     info: WorkerInfo | None = None
     busy: bool = False
@@ -158,20 +159,57 @@ class RayWorkerPool:
         self._names = itertools.count(1)
         self.hops = HopStats()
         self._saving = threading.Lock()  # one job's files at a time: file numbers are taken from the folder
-        probe_address(settings.address)
+        self._session = 0  # counts the connections to the cluster; a worker belongs to the one that started it
+        self._connect()
+        self.sync()
+        self._watcher = threading.Thread(target=self._watch, name="easel-ray-watch", daemon=True)
+        self._watcher.start()
+
+    # --- the connection -----------------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        probe_address(self.settings.address)
         try:
             ray.init(
-                address=settings.address,
+                address=self.settings.address,
                 namespace="easel",
                 runtime_env={"env_vars": worker_environment()},
                 log_to_driver=False,
                 logging_level=logging.WARNING,
             )
         except (ConnectionError, RayError, ValueError) as error:
-            raise ClusterError(f"cannot join the Ray cluster at {settings.address}: {error}") from error
-        self.sync()
-        self._watcher = threading.Thread(target=self._watch, name="easel-ray-watch", daemon=True)
-        self._watcher.start()
+            raise ClusterError(f"cannot join the Ray cluster at {self.settings.address}: {error}") from error
+        with self._changed:
+            self._session += 1
+
+    def _check_connection(self) -> bool:
+        """Whether the head answers. When it stops, this process leaves the cluster at once (a Ray driver that is
+        still connected when a new head starts at the same address is aborted by Ray); when it answers again, this
+        process joins it again and the watcher starts the workers anew."""
+        try:
+            probe_address(self.settings.address, timeout_s=2.0)
+        except ClusterError as error:
+            if ray.is_initialized():
+                self._disconnect(str(error))
+            return False
+        if not ray.is_initialized():
+            try:
+                self._connect()
+            except ClusterError as error:
+                self._note_error(str(error))
+                return False
+            logger.warning("ray cluster joined again address=%s", self.settings.address)
+        return True
+
+    def _disconnect(self, reason: str) -> None:
+        with self._changed:
+            self._session += 1  # running jobs see it and fail clearly (their workers went with the cluster)
+            lost = list(self._state.workers.values())
+            self._state.workers.clear()
+            self._state.last_error = f"cluster unreachable: {reason}"
+            self._changed.notify_all()
+        logger.warning("ray cluster lost address=%s workers=%d reason=%s", self.settings.address, len(lost), reason)
+        ray.shutdown()
 
     # --- membership ---------------------------------------------------------------------------------------------
 
@@ -192,7 +230,7 @@ class RayWorkerPool:
         )
         actor = remote.remote(name, self.args, self.settings.torch_threads)
         logger.info("ray worker starting name=%s gpu=%s", name, gpus)
-        return WorkerHandle(name, actor, actor.describe.remote())
+        return WorkerHandle(name, actor, actor.describe.remote(), session=self._session)
 
     def sync(self) -> None:
         """Start workers up to the wanted count, learn which started, drop the dead ones."""
@@ -275,7 +313,8 @@ class RayWorkerPool:
         while not self._state.closing:
             time.sleep(self.settings.watch_interval_s)
             try:
-                self.sync()
+                if self._check_connection():
+                    self.sync()
             except Exception:  # the watcher must outlive any one failure (it is what notices the cluster again)
                 logger.exception("ray watcher failed")
 
@@ -339,7 +378,8 @@ class RayWorkerPool:
         for worker in workers:
             self._stop(worker)
         self._watcher.join(timeout=self.settings.watch_interval_s * 2)
-        ray.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
 
     def _assign(self, slot: object | None, job: Job, checkpoint_path: str | None, exclude: set[str]) -> WorkerHandle:
         """A free worker for the job (``routing_rank``); waits while every live worker is busy."""
@@ -392,6 +432,8 @@ class RayWorkerPool:
             started = time.perf_counter()
             try:
                 outcome = self._run_on(worker, job, spec)
+            except RaySystemError as error:  # this process left the cluster meanwhile (the head stopped)
+                raise ClusterError(f"the Ray cluster at {self.settings.address} went away while the job ran") from error
             except RayActorError as error:
                 self._drop(worker, f"died while running job {job.id}: {error}")
                 lost.append(worker.name)
@@ -428,6 +470,8 @@ class RayWorkerPool:
         forwarded_interrupt = False
         last_answer = time.monotonic()
         while True:
+            if worker.session != self._session:
+                raise ClusterError(f"the Ray cluster at {self.settings.address} went away while the job ran")
             ready, _ = ray.wait([pending], timeout=self.settings.poll_interval_s)
             if ready:
                 try:
