@@ -102,11 +102,21 @@ class Application:
     def checkpoint_for(self, name: str | None) -> tuple[str, str] | None:
         """(title, path) of the checkpoint a job needs: ``name`` (a per-request checkpoint), else the current one;
         None when there is none."""
-        title = name or self.current_title()
+        title = name or self._chosen_for_workers() or self.current_title()
         if not title:
             return None
         info = self.registry.find(title)
         return info.title, str(info.path)
+
+    def _chosen_for_workers(self) -> str | None:
+        """With Ray workers, the Settings' checkpoint (nothing is loaded here to say otherwise), when it exists."""
+        chosen = self.options.sd_model_checkpoint
+        if self.workers is None or not chosen:
+            return None
+        try:
+            return self.registry.find(chosen).title
+        except ModelError:
+            return None
 
     def active_backend(self, name: str | None = None) -> Backend:
         """The backend a request without a choice of its own uses: ``name``, else the ``sd_sampling_backend``

@@ -191,3 +191,19 @@ def test_an_address_where_no_head_answers_is_refused_at_once() -> None:
     address = f"127.0.0.1:{free_port()}"
     with pytest.raises(ClusterError, match=f"no Ray head answers at {address}"):
         probe_address(address)
+
+
+def test_with_workers_a_checkpoint_choice_is_saved_not_loaded_here(tmp_path: Path) -> None:
+    from modules.application import Application
+    from modules.ui.checkpoints import switch_checkpoint
+    from tests.api_support import write_tiny_checkpoints
+
+    write_tiny_checkpoints(tmp_path / "models" / "Stable-diffusion", ("tiny", "tiny2"))
+    application = Application.create(build_parser().parse_args(["--data-dir", str(tmp_path), "--use-cpu", "all"]))
+    application.workers = list  # as with --ray-address: the workers (none here) load checkpoints, not Easel
+    switched = switch_checkpoint(application, "tiny2")
+    assert switched.title.startswith("tiny2") and application.models.current is None
+    assert application.options.sd_model_checkpoint == switched.title
+    assert application.checkpoint_for(None)[0] == switched.title  # the jobs' checkpoint follows the choice
+    assert "Could not choose" in switch_checkpoint(application, "absent").error
+    application.service.shutdown()

@@ -128,7 +128,9 @@ class GenerationRoutes:
         except SettingsRefusedError as error:
             raise ApiError(str(error), status_code=error.status_code) from error
         checkpoint = known.get("sd_model_checkpoint")
-        if checkpoint:
+        if checkpoint and application.workers is not None:  # Ray workers load it with the jobs that need it
+            known["sd_model_checkpoint"] = application.registry.find(str(checkpoint)).title
+        elif checkpoint:
             info = application.registry.find(str(checkpoint))
             models = application.models
             loaded = application.service.run_task(lambda: models.load(info.title), kind="load-checkpoint")
