@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -330,6 +330,19 @@ SETTING_KEYS: tuple[tuple[str, str, Callable[[object], Any]], ...] = (
     ("Sigma noise", "s_noise", to_float),
     ("Discard penultimate sigma", "always_discard_next_to_last_sigma", lambda value: str(value) == "True"),
     ("SGM noise multiplier", "sgm_noise_multiplier", lambda value: str(value) == "True"),
+    ("NGMS", "s_min_uncond", to_float),
+    ("NGMS all steps", "s_min_uncond_all", lambda value: str(value) == "True"),
+    ("Skip Early CFG", "skip_early_cond", to_float),
+    ("Schedule min sigma", "sigma_min", to_float),
+    ("Schedule max sigma", "sigma_max", to_float),
+    ("Schedule rho", "rho", to_float),
+    ("Beta schedule alpha", "beta_dist_alpha", to_float),
+    ("Beta schedule beta", "beta_dist_beta", to_float),
+    ("UniPC variant", "uni_pc_variant", str),
+    ("UniPC skip type", "uni_pc_skip_type", str),
+    ("UniPC order", "uni_pc_order", to_int),
+    ("UniPC lower order final", "uni_pc_lower_order_final", lambda value: str(value) == "True"),
+    ("Extra noise", "img2img_extra_noise", to_float),
 )
 
 
@@ -368,6 +381,35 @@ def setting_overrides(parsed: Mapping[str, object]) -> dict[str, object]:
             settings[setting] = convert(parsed[infotext_key])
         except (TypeError, ValueError, OverflowError):
             logger.warning("infotext value ignored key=%s value=%r", infotext_key, parsed[infotext_key])
+    return settings
+
+
+def override_pairs(settings: Mapping[str, object], current: Mapping[str, object]) -> list[str]:
+    """A1111's "Override settings" entries of a pasted infotext: ``"ENSD: 31337"`` for each setting it names whose
+    value differs from the current one (``current``: setting name -> value)."""
+    keys = {setting: infotext_key for infotext_key, setting, _ in SETTING_KEYS}
+    return [
+        f"{keys[setting]}: {value}"
+        for setting, value in settings.items()
+        if setting in keys and current.get(setting) != value
+    ]
+
+
+def settings_from_pairs(pairs: Sequence[str]) -> dict[str, object]:
+    """The settings of "Override settings" entries (``"ENSD: 31337"``), by A1111's setting names; an entry whose
+    key is not a sampler setting or whose value does not convert is left out and logged."""
+    converters = {infotext_key: (setting, convert) for infotext_key, setting, convert in SETTING_KEYS}
+    settings: dict[str, object] = {}
+    for pair in pairs:
+        key, _, text = str(pair).partition(": ")
+        if key not in converters:
+            logger.warning("override setting ignored entry=%r", pair)
+            continue
+        setting, convert = converters[key]
+        try:
+            settings[setting] = convert(text)
+        except (TypeError, ValueError, OverflowError):
+            logger.warning("override setting ignored entry=%r", pair)
     return settings
 
 

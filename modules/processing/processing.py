@@ -204,6 +204,24 @@ def start_run(
     return run
 
 
+# The sampler settings that go to the backend as they are (no request field of their own).
+PASSED_SAMPLER_OPTIONS: tuple[str, ...] = (
+    "s_min_uncond",
+    "s_min_uncond_all",
+    "skip_early_cond",
+    "sigma_min",
+    "sigma_max",
+    "rho",
+    "beta_dist_alpha",
+    "beta_dist_beta",
+    "uni_pc_variant",
+    "uni_pc_skip_type",
+    "uni_pc_order",
+    "uni_pc_lower_order_final",
+    "img2img_extra_noise",
+)
+
+
 def sampling_settings(request: GenerationRequest, options: Options) -> SamplingSettings:
     """A1111's sampler parameters for the request: its own eta / s_* fields, else the settings (which the request's
     ``override_settings`` may change for itself)."""
@@ -228,6 +246,7 @@ def sampling_settings(request: GenerationRequest, options: Options) -> SamplingS
         always_discard_next_to_last_sigma=settings.always_discard_next_to_last_sigma,
         sgm_noise_multiplier=settings.sgm_noise_multiplier,
         use_old_karras_scheduler_sigmas=settings.use_old_karras_scheduler_sigmas,
+        **{name: getattr(settings, name) for name in PASSED_SAMPLER_OPTIONS},
     )
 
 
@@ -246,7 +265,6 @@ def apply_styles(request: GenerationRequest, context: ProcessingContext) -> Gene
 def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image.Image]:
     """One batch: the first pass in its model scope, then the refiner or the hires pass (when asked) in its own."""
     plan = run.plan(run.iteration)
-    record_details(run, plan)
     networks = NetworkRequest(plan.prompts, plan.negative_prompts, run.request.sd_vae)
     hires = run.hires
     refiner = run.request.refiner_enabled
@@ -254,6 +272,7 @@ def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image
         with context.models.use(run.request.checkpoint, networks) as scope:
             record_scope(run, scope, first_pass=True)
             plan = plan_for_model(run, scope, plan)
+            record_details(run, plan)
             if hires is None and not refiner:
                 return run_pass(run, context, scope, plan)
             if refiner:
@@ -288,6 +307,7 @@ def run_refiner_pass(
         denoising_end=None,
         output_latents=False,
         image_cfg_scale=None,
+        edit_model=False,
     )
     with context.models.use(run.request.refiner_checkpoint, NetworkRequest((), (), run.request.sd_vae)) as scope:
         run.note(*scope.notes)
@@ -307,7 +327,9 @@ def run_pass(
     """One backend call, with the progress total of the steps the backend will really run."""
     control = run.control
     control.begin_image(run.iteration, run.n_iter, run.backend.steps_run(plan))
-    return run.backend.generate(scope.model, plan, control)
+    images = run.backend.generate(scope.model, plan, control)
+    run.extra_generation_params.update(control.take_infotext())
+    return images
 
 
 def run_hires_pass(
@@ -340,18 +362,19 @@ def record_scope(run: GenerationRun, scope: ModelScope, first_pass: bool) -> Non
 
 
 def plan_for_model(run: GenerationRun, scope: ModelScope, plan: GenerationPlan) -> GenerationPlan:
-    """What depends on the kind of model in the scope: instruct-pix2pix gets the Image CFG scale (A1111 keeps it
-    for edit models only, infotext "Image CFG scale") and always denoises from pure noise on the diffusers
-    pipeline, which the note says."""
-    if not scope.model.is_pix2pix:
+    """What depends on the kind of model in the scope: instruct-pix2pix (A1111's edit model) gets the Image CFG
+    scale (A1111 keeps it for edit models only, infotext "Image CFG scale"); each backend says what it does with
+    the denoising strength (``run_details``). An inpainting model's image conditioning (the mask at full weight)
+    writes A1111's "Conditional mask weight" (not for SDXL inpainting txt2img, where A1111 does not count it)."""
+    model = scope.model
+    if model.is_inpainting and (plan.task is not Task.TXT2IMG or not model.is_xl):
+        run.extra_generation_params["Conditional mask weight"] = 1.0
+    if not model.is_pix2pix:
         return plan
     image_cfg_scale = getattr(run.request, "image_cfg_scale", None)
     if image_cfg_scale is not None:
         run.extra_generation_params["Image CFG scale"] = image_cfg_scale
-    if plan.denoising_strength < 1:
-        run.note("instruct-pix2pix: the image is edited from pure noise (denoising strength 1)")
-        run.extra_generation_params["Denoising strength"] = 1.0
-    return replace(plan, image_cfg_scale=image_cfg_scale, denoising_strength=1.0, exact_steps=False)
+    return replace(plan, image_cfg_scale=image_cfg_scale, edit_model=True)
 
 
 def hires_upscaler(context: ProcessingContext) -> ImageUpscaler | None:
@@ -477,16 +500,19 @@ def build_infotext(run: GenerationRun, context: ProcessingContext, index: int) -
     return infotext_module.create_infotext(run.all_prompts[index], run.all_negative_prompts[index], parameters)
 
 
-def save_init_image(request: GenerationRequest, context: ProcessingContext) -> Path | None:
-    """A1111's "Save init images when using img2img": the image the job got, as sent, named by its MD5."""
-    image = getattr(request, "init_image", None)
-    if image is None or not context.options.save_init_img:
-        return None
-    name = hashlib.md5(image.tobytes(), usedforsecurity=False).hexdigest()
-    path = context.paths.data_dir / context.options.outdir_init_images / f"{name}.png"
-    context.saver.write_image(image, path)
-    logger.info("init image saved path=%s", path)
-    return path
+def save_init_image(request: GenerationRequest, context: ProcessingContext) -> list[Path]:
+    """A1111's "Save init images when using img2img": each image the job got, as sent, named by its MD5."""
+    first = getattr(request, "init_image", None)
+    if first is None or not context.options.save_init_img:
+        return []
+    paths = []
+    for image in [first, *getattr(request, "more_init_images", [])]:
+        name = hashlib.md5(image.tobytes(), usedforsecurity=False).hexdigest()
+        path = context.paths.data_dir / context.options.outdir_init_images / f"{name}.png"
+        context.saver.write_image(image, path)
+        logger.info("init image saved path=%s", path)
+        paths.append(path)
+    return paths
 
 
 def output_folder(context: ProcessingContext, run: GenerationRun, grid: bool) -> Path:

@@ -67,6 +67,7 @@ SENT_FIELDS: tuple[str, ...] = (
     *handlers.HIRES_FIELDS,
     *handlers.REFINER_FIELDS,
     "image_cfg_scale",
+    "override_settings",
 )
 # How often the top bar looks for new, removed or switched checkpoints (downloads, other clients).
 FOLLOW_SECONDS = 2.0
@@ -333,8 +334,22 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
             link_png_info(history.png_info, target, button, tabs, tab_id, context.styles)
         link_to_extras(blocks, history, tabs)
         wire_page_options(application, blocks, top_bar, carrier, apply_settings, (txt2img, img2img, inpaint))
+        wire_edit_model_controls(application, blocks, top_bar, img2img)
         wire_localization(blocks, application.paths, application.options)
     return blocks
+
+
+def wire_edit_model_controls(application: Application, blocks: gr.Blocks, top_bar: TopBar, tab: GenerationTab) -> None:
+    """A1111: the Image CFG Scale slider shows while an instruct-pix2pix checkpoint is chosen (page load, switch)."""
+    slider = tab.controls.components.get("image_cfg_scale")
+    if slider is None:
+        return
+
+    def visibility(selected: str | None) -> Any:
+        return gr.update(visible=checkpoints.edit_model_chosen(application, selected))
+
+    for event in (blocks.load, top_bar.checkpoint.change):
+        event(visibility, inputs=top_bar.checkpoint, outputs=slider, show_progress="hidden", api_visibility="private")
 
 
 def wire_page_options(

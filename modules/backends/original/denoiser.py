@@ -163,6 +163,13 @@ def slice_cond(cond: Conditioning, start: int, stop: int) -> Conditioning:
     return {key: value[start:stop] for key, value in cond.items()}
 
 
+def slice_rows(cond: Conditioning, rows: Sequence[int]) -> Conditioning:
+    """The given rows of a conditioning, in that order."""
+    if isinstance(cond, torch.Tensor):
+        return cond[list(rows)]
+    return {key: value[list(rows)] for key, value in cond.items()}
+
+
 def _repeat_rows(values: torch.Tensor, repeats: Sequence[int], tail: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.stack([values[i] for _ in range(n)]) for i, n in enumerate(repeats)] + [tail])
 
@@ -189,6 +196,11 @@ class CFGDenoiser:
     the uncond rows on every other step below that sigma (every step with ``s_min_uncond_all``);
     ``skip_early_cond`` skips them for that fraction of the first steps (needs ``total_steps``).
     ``cond`` and ``uncond`` may be callables of the step index (prompt editing).
+
+    ``image_cfg_scale`` (instruct-pix2pix, A1111's edit model) other than None and 1.0: three rows per image,
+    [cond with the image, uncond with the image, uncond with a zero image], combined as
+    ``uncond0 + cond_scale * (cond - uncond_image) + image_cfg_scale * (uncond_image - uncond0)``. At None or 1.0 that
+    formula is plain CFG with the image on both rows, which is what runs (AND prompts allowed), as in A1111.
     """
 
     inner_model: InnerModel
@@ -205,6 +217,7 @@ class CFGDenoiser:
     mask_before_denoising: bool = False
     cond_scale_multiplier: float = 1.0
     need_last_noise_uncond: bool = False
+    image_cfg_scale: float | None = None
     step: int = 0
     last_noise_uncond: torch.Tensor | None = None
     infotext: dict[str, Any] = field(default_factory=dict)
@@ -220,11 +233,28 @@ class CFGDenoiser:
             return True
         return False
 
+    @property
+    def is_edit_model(self) -> bool:
+        """A1111's ``is_edit_model``: image guidance of its own (three rows per image)."""
+        return self.image_cond is not None and self.image_cfg_scale is not None and self.image_cfg_scale != 1.0
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         multicond = self.cond(self.step) if callable(self.cond) else self.cond
         uncond = self.uncond(self.step) if callable(self.uncond) else self.uncond
         if self.blend is not None and self.mask_before_denoising:
             x = self.blend(x)
+        if self.is_edit_model:
+            denoised = self._edit_model_call(x, sigma, multicond, uncond)
+        else:
+            denoised = self._guided_call(x, sigma, multicond, uncond)
+        if self.blend is not None and not self.mask_before_denoising:
+            denoised = self.blend(denoised)
+        self.step += 1
+        return denoised
+
+    def _guided_call(
+        self, x: torch.Tensor, sigma: torch.Tensor, multicond: MultiCond, uncond: Conditioning
+    ) -> torch.Tensor:
         batch_size = len(multicond.weights)
         repeats = [len(parts) for parts in multicond.weights]
         image_cond = self.image_cond
@@ -242,11 +272,52 @@ class CFGDenoiser:
         if self.need_last_noise_uncond:
             self.last_noise_uncond = torch.clone(x_out[-batch_size:])
         scale = 1.0 if skip_uncond else self.cond_scale * self.cond_scale_multiplier
-        denoised = combine_denoised(x_out, multicond.weights, batch_size, scale)
-        if self.blend is not None and not self.mask_before_denoising:
-            denoised = self.blend(denoised)
-        self.step += 1
-        return denoised
+        return combine_denoised(x_out, multicond.weights, batch_size, scale)
+
+    def _edit_model_call(
+        self, x: torch.Tensor, sigma: torch.Tensor, multicond: MultiCond, uncond: Conditioning
+    ) -> torch.Tensor:
+        """A1111's edit-model batch [cond, uncond, uncond] x [image, image, zeros] and its combination. NGMS and
+        skip-early-CFG do not apply (A1111 skips them for edit models or breaks on them)."""
+        if any(len(parts) != 1 for parts in multicond.weights):
+            raise ValueError("AND is not supported for InstructPix2Pix checkpoint (unless using Image CFG scale = 1.0)")
+        assert self.image_cond is not None and self.image_cfg_scale is not None
+        rows = [parts[0][0] for parts in multicond.weights]
+        cond_rows = slice_rows(multicond.rows, rows)
+        x_in = torch.cat([x, x, x])
+        sigma_in = torch.cat([sigma, sigma, sigma])
+        image_in = torch.cat([self.image_cond, self.image_cond, torch.zeros_like(self.image_cond)])
+        if token_length(cond_rows) == token_length(uncond):
+            text = cat_conds([cond_rows, uncond, uncond])
+            if self.batch_cond_uncond:
+                x_out = self.inner_model(x_in, sigma_in, ModelConditioning(text, image_in))
+            else:
+                parts = x.shape[0]
+                x_out = torch.cat(
+                    [
+                        self.inner_model(
+                            x_in[start : start + parts],
+                            sigma_in[start : start + parts],
+                            ModelConditioning(slice_cond(text, start, start + parts), image_in[start : start + parts]),
+                        )
+                        for start in range(0, x_in.shape[0], parts)
+                    ]
+                )
+        else:  # different token lengths: one call per row kind (A1111's code for this case fails)
+            parts = x.shape[0]
+            texts = (cond_rows, uncond, uncond)
+            x_out = torch.cat(
+                [
+                    self.inner_model(x, sigma, ModelConditioning(text, image_in[index * parts : (index + 1) * parts]))
+                    for index, text in enumerate(texts)
+                ]
+            )
+        if self.need_last_noise_uncond:
+            self.last_noise_uncond = torch.clone(x_out[-x.shape[0] :])
+        out_cond, out_image_cond, out_uncond = x_out.chunk(3)
+        cond_scale = self.cond_scale * self.cond_scale_multiplier
+        image_scale = self.image_cfg_scale
+        return out_uncond + cond_scale * (out_cond - out_image_cond) + image_scale * (out_image_cond - out_uncond)
 
     def _run_inner(
         self,
