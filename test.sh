@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup-venv.sh
-EASEL_EXTRA_REQUIREMENTS=requirements-test.txt easel_setup_venv
+EASEL_EXTRA_REQUIREMENTS="requirements-test.txt requirements-ray.txt" easel_setup_venv  # Ray: the cluster tests
 
 # Browser tests use Debian's chromium; install it where we can (root with apt), else they skip with the reason.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from modules import server
-    from modules.application import Application
+    from modules.application import Application, StartupError
     from modules.hub.startup import prepare_models
 
     try:
@@ -44,11 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.share:
         logger.warning("--share is not supported: Easel serves the UI and the API itself; use --listen on your LAN")
+    if args.ray_workers and not args.ray_address:
+        logger.warning("--ray-workers has no effect without --ray-address")
     if args.admin_user and not api_logins and not gradio_logins:
         logger.warning("--admin-user has no effect without --api-auth or --gradio-auth")
     server.warn_about_exposure(options)
 
-    application = Application.create(args, hold_queue=True)
+    try:
+        application = Application.create(args, hold_queue=True)
+    except StartupError as error:
+        logger.error("%s", error)
+        return 2
     application.restart = functools.partial(restart_process, application)
     extension_loader.attach(application, prepared)
     application.service.release()  # queued jobs (some from before a restart) run now that their scripts exist

@@ -8,13 +8,11 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from modules.assembly import build_stack
 from modules.backends.base import Backend
-from modules.backends.registry import backend_names, create_backend
-from modules.compute import apply_backend_flags
 from modules.compute.options import OPTION_FIELDS, compute_settings_from
-from modules.devices import Attention, MemoryPolicy
 from modules.extension_settings import ExtensionSettings
 from modules.extensions.registry import Extension
 from modules.generation import GenerationService
@@ -23,35 +21,19 @@ from modules.jobs.database import Database
 from modules.jobs.history import ImageHistory
 from modules.jobs.store import JobStore
 from modules.models.errors import ModelError
-from modules.models.hashing import HashCache
-from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry
 from modules.models.service import ModelService
-from modules.networks.service import Networks, build_networks
+from modules.networks.service import Networks
 from modules.options import Options
 from modules.paths import DataPaths
 from modules.postprocess.service import Postprocessor
-from modules.processing.processing import ProcessingContext
 from modules.scripts.builtin import builtin_scripts
 from modules.scripts.runner import ScriptCatalogue
 
+if TYPE_CHECKING:
+    from modules.cluster.worker import WorkerInfo
+
 logger = logging.getLogger(__name__)
-
-
-def memory_policy_from_args(args: argparse.Namespace) -> MemoryPolicy:
-    xformers = args.xformers or getattr(args, "reinstall_xformers", False)
-    attention = Attention.XFORMERS if xformers else Attention.SPLIT if args.opt_split_attention else Attention.SDP
-    return MemoryPolicy.from_flags(
-        use_cpu=args.use_cpu,
-        device_id=args.device_id,
-        precision=args.precision,
-        no_half=args.no_half,
-        no_half_vae=args.no_half_vae,
-        medvram=args.medvram,
-        lowvram=args.lowvram,
-        attention=attention,
-        medvram_sdxl=args.medvram_sdxl,
-    )
 
 
 @dataclass
@@ -81,6 +63,8 @@ class Application:
     # parameters), and the scripts about to be unloaded (before Apply and restart).
     infotext_pasted: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
     before_restart: list[Callable[[], None]] = field(default_factory=list)
+    # With --ray-address: the Ray workers as last seen (node, device, loaded checkpoint, memory); None without.
+    workers: Callable[[], list[WorkerInfo]] | None = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -91,42 +75,13 @@ class Application:
         paths = DataPaths.create(args.data_dir, args.models_dir, tuple(args.ckpt_dir), args.styles_file)
         paths.ensure()
         options = Options.load(paths.config_file)
-        extra_files: tuple = ()
-        if args.ckpt and not args.ckpt.exists():
-            logger.error("--ckpt path not found path=%s; starting without it", args.ckpt)
-        elif args.ckpt:
-            extra_files = (args.ckpt,)
-        registry = CheckpointRegistry(paths.checkpoint_dirs, HashCache(paths.cache_file), extra_files=extra_files)
-        registry.refresh()
-        policy = memory_policy_from_args(args)
-        compute = compute_settings_from(options, args)
-        apply_backend_flags(compute)
-        manager = ModelManager(
-            registry,
-            policy,
-            paths.configs_dir,
-            cache_size=getattr(args, "ckpt_cache", 1),
-            compute=compute,
-            without_t5=getattr(args, "no_t5", False),
-        )
-        detector = paths.configs_dir / "face-detection" / "yunet.onnx"
-        postprocessor = Postprocessor(paths.models_dir, options, detector)
-        networks = build_networks(paths, args, HashCache(paths.cache_file), lambda: options.sd_vae)
-        models = ModelService(manager, networks)
-        # Every backend is built once; they share the loaded weights (a backend holds no model state).
-        backends = {name: create_backend(name) for name in backend_names()}
-        backend = backends[args.backend]
-        context = ProcessingContext(
-            models=models,
-            backend=backend,
-            options=options,
-            paths=paths,
-            postprocessor=postprocessor,
-            backends=backends,
-        )
+        stack = build_stack(args, paths, options)
+        registry, models, backend, context = stack.registry, stack.models, stack.backend, stack.context
+        policy, postprocessor, networks, backends = stack.policy, stack.postprocessor, stack.networks, stack.backends
         database = Database(paths.queue_file)
         history = ImageHistory(database, paths.outputs_dir)
-        service = GenerationService(context, JobStore(database), history, hold=hold_queue)
+        pool = start_ray_pool(args, options) if getattr(args, "ray_address", None) else None
+        service = GenerationService(context, JobStore(database), history, hold=hold_queue, runner=pool)
         scripts = ScriptCatalogue(builtin_scripts(context, allow_code=getattr(args, "allow_code", False)))
         service.script_catalogue = scripts
         logger.info(
@@ -135,7 +90,7 @@ class Application:
             len(registry.checkpoints()),
             policy.describe(),
         )
-        return cls(
+        application = cls(
             args=args,
             paths=paths,
             options=options,
@@ -149,7 +104,30 @@ class Application:
             history=history,
             scripts=scripts,
             extension_settings=ExtensionSettings(paths.config_file),
+            workers=pool.describe if pool is not None else None,
         )
+        if pool is not None:
+            pool.resolve_checkpoint = application.checkpoint_for
+        return application
+
+    def checkpoint_for(self, name: str | None) -> tuple[str, str] | None:
+        """(title, path) of the checkpoint a job needs: ``name`` (a per-request checkpoint), else the current one;
+        None when there is none."""
+        title = name or self._chosen_for_workers() or self.current_title()
+        if not title:
+            return None
+        info = self.registry.find(title)
+        return info.title, str(info.path)
+
+    def _chosen_for_workers(self) -> str | None:
+        """With Ray workers, the Settings' checkpoint (nothing is loaded here to say otherwise), when it exists."""
+        chosen = self.options.sd_model_checkpoint
+        if self.workers is None or not chosen:
+            return None
+        try:
+            return self.registry.find(chosen).title
+        except ModelError:
+            return None
 
     def active_backend(self, name: str | None = None) -> Backend:
         """The backend a request without a choice of its own uses: ``name``, else the ``sd_sampling_backend``
@@ -170,7 +148,7 @@ class Application:
         """Queue the start checkpoint's load (first in the queue, so generations wait for it); failures are logged.
         Done where the application starts, with or without the UI."""
         title = self.current_title()
-        if title is None or self.models.current is not None:
+        if title is None or self.models.current is not None or self.workers is not None:  # Ray workers load their own
             return None
         job = self.service.submit_task(lambda: self.models.ensure_loaded(title), kind="load-checkpoint")
 
@@ -207,3 +185,23 @@ class Application:
             self.options.save(self.paths.config_file)
         if any(key in OPTION_FIELDS for key in changes):
             self.models.set_compute(compute_settings_from(self.options, self.args))
+
+
+class StartupError(Exception):
+    """The application cannot start as asked (the message says why and what to do)."""
+
+
+def start_ray_pool(args: argparse.Namespace, options: Options) -> Any:
+    """Join the Ray cluster of ``--ray-address`` (Ray is imported here only) and start its workers."""
+    try:
+        from modules.cluster.pool import ClusterError, PoolSettings, RayWorkerPool
+    except ImportError as error:
+        raise StartupError(f"--ray-address needs Ray: pip install -r requirements-ray.txt ({error})") from error
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise StartupError("--ray-workers must be 1 or more")
+    settings = PoolSettings(address=args.ray_address, workers=args.ray_workers)
+    logger.info("ray cluster address=%s workers=%s", args.ray_address, args.ray_workers or "one per GPU")
+    try:
+        return RayWorkerPool(settings, args, options, resolve_checkpoint=lambda name: (name, name) if name else None)
+    except ClusterError as error:
+        raise StartupError(str(error)) from error

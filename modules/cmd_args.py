@@ -102,6 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not download the default SD 1.5 model at first start when no checkpoint exists",
     )
+    cluster = parser.add_argument_group("Ray cluster (optional: pip install -r requirements-ray.txt)")
+    cluster.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="run generations on the workers of this Ray cluster (host:port of `ray start --head`); "
+        "this process keeps the queue, the UI and the API",
+    )
+    cluster.add_argument(
+        "--ray-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --ray-address: N workers, one GPU each when the cluster has GPUs, else one CPU each "
+        "(default: one worker per GPU of the cluster)",
+    )
     add_extension_flags(parser)
     return parser
 

@@ -3,7 +3,8 @@
 Generation jobs are rows of the SQLite queue (modules/jobs/store.py): they start in fair order between logins
 (round-robin, the rule is in that module), survive a restart, and may be cancelled while they wait. Internal tasks
 (model loads, saves: Python callables) stay in memory, are never persisted, and run before waiting generation jobs.
-One worker thread runs one job at a time.
+One worker thread runs one job at a time; with a ``JobRunner`` (Ray workers, modules/cluster) one thread per runner
+slot takes the next job when a worker is free, and the runner runs it remotely.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -75,6 +76,21 @@ class Job:
         return self.future.done()
 
 
+class JobRunner(Protocol):
+    """Runs generation jobs somewhere else (modules/cluster/pool.py): ``slots`` service threads each ``hold`` a
+    free worker (None: none is alive now) before taking the next job, then ``run`` it there or ``release`` it."""
+
+    slots: int
+
+    def hold(self) -> object | None: ...
+
+    def release(self, slot: object | None) -> None: ...
+
+    def run(self, job: Job, request: GenerationRequest, slot: object | None) -> ProcessingResult: ...
+
+    def close(self) -> None: ...
+
+
 def finished_job(record: JobRecord) -> Job:
     """A job known only from its row (finished, or from before a restart): its future is already resolved."""
     future: Future = Future()
@@ -91,14 +107,17 @@ class GenerationService:
         store: JobStore | None = None,
         history: ImageHistory | None = None,
         hold: bool = False,
+        runner: JobRunner | None = None,
     ) -> None:
         self.context = context
+        self.runner = runner
         self.store = store or JobStore(Database())
         self.history = history
         self._jobs: dict[str, Job] = {}
         self._scripts: dict[str, BoundScripts] = {}  # each waiting job's scripts (not persisted)
         self._tasks: deque[tuple[Job, Callable[[], Any]]] = deque()
-        self._running: Job | None = None
+        self._running: dict[str, Job] = {}  # by id, in the order they started
+        self._slots: dict[str, object | None] = {}  # the runner slot each claimed generation holds (Ray workers)
         self._stopping = False
         self._wake = threading.Condition()
         self._task_numbers = itertools.count(1)
@@ -112,8 +131,12 @@ class GenerationService:
                 self._jobs[job_id] = self._new_job(record, self._control())
         if self._jobs:
             logger.info("queue resumed jobs=%d", len(self._jobs))
-        self._worker = threading.Thread(target=self._work, name="easel-job", daemon=True)
-        self._worker.start()
+        slots = runner.slots if runner is not None else 1
+        self._workers = [
+            threading.Thread(target=self._work, name=f"easel-job-{number}", daemon=True) for number in range(slots)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     # --- submitting -------------------------------------------------------------------------------------------
 
@@ -193,7 +216,7 @@ class GenerationService:
                     self._jobs[job.id] = job
                     function = self._generation(job, request, record.scripts)
                 job.state = JobState.RUNNING
-                self._running = job
+                self._running[job.id] = job
                 return job, function
         return None
 
@@ -201,6 +224,8 @@ class GenerationService:
         self, job: Job, request: GenerationRequest, stored: str | None = None
     ) -> Callable[[], ProcessingResult]:
         scripts = self._scripts.pop(job.id, None)
+        if self.runner is not None:
+            return self._remote_generation(job, request, scripts, stored)
         if scripts is None and stored:  # queued before a restart: the scripts are read back from the row
             return lambda: self._restored_scripts(stored).execute(request, self.context, job.control, job.owner)
         if scripts is not None:
@@ -215,14 +240,42 @@ class GenerationService:
         except ScriptNotFoundError as error:
             raise ProcessingError(str(error)) from error
 
+    def _remote_generation(
+        self, job: Job, request: GenerationRequest, scripts: BoundScripts | None, stored: str | None = None
+    ) -> Callable[[], ProcessingResult]:
+        """The job for the runner; the slot this thread holds goes with it (set by ``_work``). A job with scripts
+        (also those stored before a restart) is refused: scripts run in the Easel process only."""
+        if scripts is None and stored:
+            try:
+                scripts = self._restored_scripts(stored)
+            except ProcessingError as error:
+                return refusal(str(error))
+        if scripts is not None and (scripts.selected is not None or scripts.always_on):
+            return refusal("scripts run in the Easel process only and cannot run on Ray workers (--ray-address)")
+        return lambda: self.runner.run(job, request, self._slots.pop(job.id, None))  # type: ignore[union-attr]
+
     def _work(self) -> None:
-        while (picked := self._next()) is not None:
+        while not self._stopping:
+            slot = self.runner.hold() if self.runner is not None else None
+            picked = self._next()
+            if picked is None:
+                if self.runner is not None:
+                    self.runner.release(slot)
+                return
             job, function = picked
+            if self.runner is not None:
+                if job.kind == GENERATE:
+                    self._slots[job.id] = slot
+                else:
+                    self.runner.release(slot)  # an internal task runs here, not on a worker
             try:
                 self._run(job, function)
             finally:
                 with self._wake:
-                    self._running = None
+                    self._running.pop(job.id, None)
+                    leftover = self._slots.pop(job.id, None)
+                if leftover is not None and self.runner is not None:
+                    self.runner.release(leftover)
                 self._forget_old()
 
     def _run(self, job: Job, function: Callable[[], Any]) -> None:
@@ -277,7 +330,14 @@ class GenerationService:
         return finished_job(record) if record is not None and record.state in FINISHED_STATES else None
 
     def current(self) -> Job | None:
-        return self._running
+        """The running job that started first (one machine: the running job)."""
+        with self._wake:
+            return next(iter(self._running.values()), None)
+
+    def running(self) -> list[Job]:
+        """Every running job, in the order they started (several with Ray workers)."""
+        with self._wake:
+            return list(self._running.values())
 
     def pending(self) -> list[Job]:
         """Waiting jobs in the order they will start: internal tasks, then the queue's fair order."""
@@ -324,7 +384,7 @@ class GenerationService:
             if job_id is not None:
                 candidates = [self._jobs[job_id]] if job_id in self._jobs else []
             else:
-                candidates = [self._running] if self._running is not None else []
+                candidates = list(self._running.values())
         for job in candidates:
             if job.future.done() or not (admin or job.owner == owner):
                 continue
@@ -344,6 +404,17 @@ class GenerationService:
         for job in waiting + tasks:
             if not job.future.done():
                 job.future.set_exception(QueueError("the server is stopping; queued jobs run at the next start"))
+        if self.runner is not None:
+            self.runner.close()
+
+
+def refusal(message: str) -> Callable[[], ProcessingResult]:
+    """A job function that fails with ``message`` when it runs."""
+
+    def refuse() -> ProcessingResult:
+        raise ProcessingError(message)
+
+    return refuse
 
 
 def stored_scripts(scripts: BoundScripts | None) -> str | None:

@@ -38,6 +38,8 @@ LAYERS: dict[str, int] = {
     "modules.scripts": 4,
     "modules.extensions": 4,  # extension folders, metadata, git, install.py (no A1111 module style)
     "modules.generation": 4,
+    "modules.assembly": 4,  # builds the generation stack from the flags (the application and each Ray worker)
+    "modules.cluster": 4,  # Ray workers behind the one queue (--ray-address)
     "modules.jobs": 4,  # the SQLite queue and image history
     "modules.application": 4,
     "modules.settings_policy": 4,  # who may change which settings (the UI and the API ask it)

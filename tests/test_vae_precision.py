@@ -92,7 +92,7 @@ def test_medvram_sdxl_picks_medvram_for_sdxl_models_only() -> None:
 
 
 def test_medvram_sdxl_flag_reaches_the_policy() -> None:
-    from modules.application import memory_policy_from_args
+    from modules.assembly import memory_policy_from_args
     from modules.cmd_args import build_parser
 
     args = build_parser().parse_args(["--medvram-sdxl"])

@@ -14,9 +14,11 @@ def may_see(job: Job, caller: Caller) -> bool:
 
 def caller_job(service: GenerationService, caller: Caller) -> Job | None:
     """The caller's running job, else their first queued one (an admin sees the running job, whoever owns it)."""
-    current = service.current()
-    if current is not None and may_see(current, caller):
-        return current
+    running = service.running()  # several with Ray workers: the caller's own first
+    own = next((job for job in running if job.owner == caller.user), None)
+    own = own or next((job for job in running if may_see(job, caller)), None)
+    if own is not None:
+        return own
     return next((job for job in service.pending() if may_see(job, caller)), None)
 
 

@@ -80,6 +80,7 @@ def build_info(
         "interrupted": result.interrupted,
         "notes": list(result.notes),
         "unsupported_fields": list(translation.unsupported),
+        "worker": result.worker or "local",  # Easel: the Ray worker that ran the job (--ray-address), else "local"
     }
 
 

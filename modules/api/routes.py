@@ -144,7 +144,9 @@ class GenerationRoutes:
         except ValueError as error:
             raise ApiError(f"settings not changed: {error}", status_code=422) from error
         checkpoint = known.get("sd_model_checkpoint")
-        if checkpoint:
+        if checkpoint and application.workers is not None:  # Ray workers load it with the jobs that need it
+            known["sd_model_checkpoint"] = application.registry.find(str(checkpoint)).title
+        elif checkpoint:
             info = application.registry.find(str(checkpoint))
             models = application.models
             loaded = application.service.run_task(lambda: models.load(info.title), kind="load-checkpoint")

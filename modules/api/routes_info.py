@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -122,7 +123,10 @@ def info_router(application: Application, auth: BasicAuth, limits: ImageLimitsSo
 
     @router.get("/memory")
     def get_memory() -> dict[str, Any]:
-        return memory()
+        figures = memory()
+        if application.workers is not None:  # Easel: each Ray worker (node, device, loaded checkpoint, memory)
+            figures["workers"] = [dataclasses.asdict(info) for info in application.workers()]
+        return figures
 
     @router.post("/unload-checkpoint")
     async def unload_checkpoint() -> None:

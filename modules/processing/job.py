@@ -95,6 +95,11 @@ class JobControl:
                 preview=preview if preview is not None else current.preview,
             )
 
+    def show(self, progress: JobProgress) -> None:
+        """Take a snapshot made elsewhere (the Ray worker running the job streams its progress here)."""
+        with self._lock:
+            self._progress = progress
+
     def snapshot(self) -> JobProgress:
         with self._lock:
             return self._progress

@@ -38,6 +38,7 @@ from modules.processing.inputs import finish_images
 from modules.processing.job import JobControl
 from modules.processing.requests import GenerationRequest
 from modules.processing.run import GenerationRun, ProcessingResult, resolve_seeds
+from modules.processing.saver import FileSaver, ImageSaver
 from modules.prompts.styles import StyleDatabase, StyleError
 from modules.samplers import SamplerError, infotext_schedule, resolve
 
@@ -66,6 +67,7 @@ class ProcessingContext:
     postprocessor: Postprocessor | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)
     listeners: ProcessingListeners = field(default_factory=ProcessingListeners)
+    saver: ImageSaver = field(default_factory=FileSaver)  # a remote worker records the files for Easel to write
 
     def backend_for(self, name: str | None = None) -> Backend:
         """The backend called ``name``; empty or None: the ``sd_sampling_backend`` setting, else the default."""
@@ -436,7 +438,7 @@ def keep_images(run: GenerationRun, context: ProcessingContext, images: list[Ima
         if run.request.save_images and context.options.samples_save:
             values = replace(filename_values(run, index), batch_index=offset, iteration=run.iteration)
             result.saved_paths.append(
-                saving.save_image(
+                context.saver.save_image(
                     image,
                     output_folder(context, run, grid=False),
                     run.all_seeds[index],
@@ -519,8 +521,7 @@ def save_init_image(request: GenerationRequest, context: ProcessingContext) -> l
     for image in [first, *getattr(request, "more_init_images", [])]:
         name = hashlib.md5(image.tobytes(), usedforsecurity=False).hexdigest()
         path = context.paths.data_dir / context.options.outdir_init_images / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        saving.write_image_atomic(image, path, None, "png")
+        context.saver.write_image(image, path)
         logger.info("init image saved path=%s", path)
         paths.append(path)
     return paths
@@ -550,7 +551,7 @@ def finish_run(run: GenerationRun, context: ProcessingContext) -> None:
     result.notes = list(run.notes)
     save_grid_if_wanted(run, context)
     if result.infotexts:
-        saving.write_params_txt(context.paths.params_file, result.infotexts[0])
+        context.saver.write_params(context.paths.params_file, result.infotexts[0])
     result.parameters = infotext_module.parse_infotext(result.infotexts[0]) if result.infotexts else {}
 
 
@@ -564,7 +565,7 @@ def save_grid_if_wanted(run: GenerationRun, context: ProcessingContext) -> None:
     result.grid = saving.make_grid(result.images)
     if options.grid_save:
         folder = output_folder(context, run, grid=True)
-        result.grid_path = saving.save_grid(
+        result.grid_path = context.saver.save_grid(
             result.grid,
             folder,
             result.infotexts[0],

@@ -48,6 +48,7 @@ class ProcessingResult:
     notes: list[str] = field(default_factory=list)
     parameters: dict[str, object] = field(default_factory=dict)
     first_image_index: int = 0  # images before it are grids a script made (A1111's index_of_first_image)
+    worker: str = ""  # the Ray worker that ran the job (modules/cluster); empty: this process
 
 
 @dataclass

@@ -70,6 +70,8 @@ def switch_checkpoint(application: Application, title: str | None) -> Checkpoint
     A failed load leaves the previous model loaded; the error message is returned, not raised."""
     if not title:
         return CheckpointSwitch(current_title(application), "Choose a checkpoint.")
+    if application.workers is not None:
+        return choose_for_workers(application, title)
     models = application.models
     # a repeated event for the choice already loaded (a click can send two) loads nothing again
     if not already_loaded(application, title):
@@ -87,6 +89,20 @@ def switch_checkpoint(application: Application, title: str | None) -> Checkpoint
         except OSError as error:
             logger.error("checkpoint setting not saved error=%s", error)
     return CheckpointSwitch(new_title)
+
+
+def choose_for_workers(application: Application, title: str) -> CheckpointSwitch:
+    """With Ray workers (--ray-address) nothing loads here: the choice is saved, and the workers load it with the
+    jobs that need it (a worker that holds it gets them first)."""
+    try:
+        chosen = application.registry.find(title).title
+    except ModelError as error:
+        return CheckpointSwitch(current_title(application), f"Could not choose {title}: {error_message(error)}")
+    try:
+        application.update_options(sd_model_checkpoint=chosen)
+    except OSError as error:
+        logger.error("checkpoint setting not saved error=%s", error)
+    return CheckpointSwitch(chosen)
 
 
 def edit_model_chosen(application: Application, title: str | None) -> bool:

@@ -288,6 +288,37 @@ def build_checkpoints(application: Application) -> tuple[gr.Dataframe, gr.HTML]:
     return table, status
 
 
+WORKER_HEADERS = ["worker", "node", "device", "checkpoint", "job", "process RAM", "GPU memory used"]
+
+
+def worker_rows(application: Application) -> list[list[Any]]:
+    """One row per Ray worker (--ray-address): where it runs, what it holds, its memory."""
+    if application.workers is None:
+        return []
+    rows = []
+    for info in application.workers():
+        cuda = info.memory.get("cuda", {})
+        used = cuda.get("system", {}).get("used") if "system" in cuda else None
+        rss = info.memory.get("process", {}).get("rss")
+        ram = format_bytes(rss) if rss is not None else ""
+        gpu = format_bytes(used) if used is not None else "-"
+        rows.append([info.name, info.node, info.device, info.checkpoint or "(none)", info.job or "", ram, gpu])
+    return rows
+
+
+def build_workers(application: Application) -> None:
+    """The Ray workers, with a refresh (shown only with --ray-address)."""
+    with gr.Accordion("Ray workers", open=True):
+        table = gr.Dataframe(
+            value=lambda: worker_rows(application),
+            headers=WORKER_HEADERS,
+            interactive=False,
+            elem_id="models_ray_workers",
+        )
+        refresh = gr.Button("Refresh", elem_id="models_ray_workers_refresh", scale=0, min_width=100)
+    refresh.click(lambda: worker_rows(application), None, table, api_visibility="private")
+
+
 def create_models_tab(application: Application, downloads: DownloadManager | None = None) -> ModelsTab:
     """Build the tab; finished downloads refresh the checkpoint list (the dropdown shows them when opened)."""
     downloads = downloads or create_download_manager(application)
@@ -297,6 +328,8 @@ def create_models_tab(application: Application, downloads: DownloadManager | Non
         "Gated models need a token: Settings > Hugging Face token, or the `HF_TOKEN` environment variable."
     )
     table, loaded = build_checkpoints(application)
+    if application.workers is not None:
+        build_workers(application)
     _, repo = build_search(tab)
     build_files(tab, repo)
     build_progress(tab, application, table, loaded)
