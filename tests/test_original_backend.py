@@ -230,3 +230,12 @@ def test_uni_pc_order_and_extra_noise_settings(original_context):
     noisy = process(tiny_img2img(steps=4, override_settings={"img2img_extra_noise": 0.5}), original_context)
     assert plain.images[0].tobytes() != noisy.images[0].tobytes()
     assert parse_infotext(noisy.infotexts[0])["Extra noise"] == "0.5"
+
+
+def test_the_diffusers_backend_notes_the_sampler_settings_it_cannot_apply(context):
+    """Settings only the original backend applies are never dropped silently on the diffusers backend."""
+    plain = process(tiny_request(steps=2, sampler_name="Euler"), context)
+    assert not any("not applied" in note for note in plain.notes)
+    changed = tiny_request(steps=2, sampler_name="Euler", override_settings={"s_churn": 1.0, "rho": 3.0})
+    notes = [note for note in process(changed, context).notes if "not applied" in note]
+    assert len(notes) == 1 and "s_churn" in notes[0] and "rho" in notes[0] and "--backend original" in notes[0]

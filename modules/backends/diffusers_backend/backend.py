@@ -229,6 +229,24 @@ def initial_noise(pipeline: DiffusionPipeline, plan: GenerationPlan) -> tuple[to
     return latents, generators
 
 
+# A1111's settings the diffusers schedulers have no place for, with their "off" values: a request that changes
+# one gets a note (the original backend applies them).
+UNAPPLIED_DEFAULTS: dict[str, object] = {
+    "s_min_uncond": 0.0,
+    "skip_early_cond": 0.0,
+    "sigma_min": 0.0,
+    "sigma_max": 0.0,
+    "rho": 0.0,
+    "beta_dist_alpha": 0.6,
+    "beta_dist_beta": 0.6,
+    "uni_pc_variant": "bh1",
+    "uni_pc_skip_type": "time_uniform",
+    "uni_pc_order": 3,
+    "uni_pc_lower_order_final": True,
+    "img2img_extra_noise": 0.0,
+}
+
+
 def noise_notes(plan: GenerationPlan) -> list[str]:
     """What the diffusers backend cannot do of A1111's noise and sampler settings, for the request's notes."""
     notes = []
@@ -249,6 +267,7 @@ def noise_notes(plan: GenerationPlan) -> list[str]:
     changed = [name for name, (value, default) in values.items() if name in info.parameters and value != default]
     flags = ("always_discard_next_to_last_sigma", "sgm_noise_multiplier", "use_old_karras_scheduler_sigmas")
     changed.extend(name for name in flags if getattr(sampling, name))
+    changed.extend(name for name, default in UNAPPLIED_DEFAULTS.items() if getattr(sampling, name) != default)
     if changed:
         notes.append(
             f"diffusers backend: {', '.join(changed)} not applied (diffusers' scheduler draws and scales its own "
