@@ -14,6 +14,7 @@ from modules.backends.base import Backend
 from modules.backends.registry import backend_names, create_backend
 from modules.compute import apply_backend_flags
 from modules.compute.options import OPTION_FIELDS, compute_settings_from
+from modules.controlnet.models import ControlNetLibrary
 from modules.devices import Attention, MemoryPolicy
 from modules.extensions.registry import Extension
 from modules.generation import GenerationService
@@ -70,6 +71,7 @@ class Application:
     networks: Networks | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)
     scripts: ScriptCatalogue = field(default_factory=ScriptCatalogue)
+    controlnet: ControlNetLibrary | None = None  # ControlNet models (the ControlNet script and /controlnet/*)
     extensions: list[Extension] = field(default_factory=list)  # what the extension loader found (modules.compat)
     # Given by the composition root: extension UI tabs (each returns [(Blocks, title, elem_id)]) and how to
     # restart the process (None: not started from webui.py).
@@ -113,7 +115,16 @@ class Application:
         database = Database(paths.queue_file)
         history = ImageHistory(database, paths.outputs_dir)
         service = GenerationService(context, JobStore(database), history)
-        scripts = ScriptCatalogue(builtin_scripts(context, allow_code=getattr(args, "allow_code", False)))
+        controlnet = ControlNetLibrary(
+            [paths.controlnet_dir, *getattr(args, "controlnet_dir", [])],
+            HashCache(paths.cache_file),
+            paths.configs_dir,
+            cache_size=options.control_net_model_cache_size,
+        )
+        controlnet.refresh()
+        scripts = ScriptCatalogue(
+            builtin_scripts(context, allow_code=getattr(args, "allow_code", False), controlnet=controlnet)
+        )
         logger.info(
             "application ready data_dir=%s checkpoints=%d %s",
             paths.data_dir,
@@ -133,6 +144,7 @@ class Application:
             backends=backends,
             history=history,
             scripts=scripts,
+            controlnet=controlnet,
         )
 
     def active_backend(self, name: str | None = None) -> Backend:

@@ -13,6 +13,7 @@ from typing import Protocol
 import torch
 from PIL import Image
 
+from modules.controlnet.residuals import ControlPlan
 from modules.models.manager import LoadedModel, Task
 from modules.samplers import SamplerSupport
 
@@ -121,6 +122,7 @@ class GenerationPlan:
     # the refiner pass (``init_image`` = those latents) starts there without adding noise.
     denoising_end: float | None = None
     denoising_start: float | None = None
+    controlnet: tuple[ControlPlan, ...] = ()  # ControlNet units (modules/controlnet), applied by every backend
 
     @property
     def batch_size(self) -> int:

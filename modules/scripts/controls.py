@@ -117,6 +117,28 @@ class Info(Control):
     value: str = ""
 
 
+@dataclass(frozen=True)
+class ImageInput(Control):
+    """An image the user uploads (a PIL image, or None)."""
+
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class Group(Control):
+    """Several controls that make one argument: the script receives ``convert({child name: value})``. The UI shows
+    them together (one widget each); ``pasted`` reads the group's infotext value back into child values."""
+
+    children: tuple[Control, ...] = ()
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "value": {child.name: child.info()["value"] for child in self.children}}
+
+    def pasted(self, text: str) -> dict[str, Any]:
+        """Child values from the group's infotext entry (none by default)."""
+        return {}
+
+
 def default_arguments(controls: Sequence[Control]) -> dict[str, Any]:
     """Each control's default as the script reads it (a by-index dropdown's default label becomes its index)."""
     return {

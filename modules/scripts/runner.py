@@ -3,7 +3,8 @@
 The catalogue answers A1111's questions by name (``/scripts``, ``/script-info``, ``script_name``,
 ``alwayson_scripts``); a ``BoundScripts`` is the job's selection with each script's arguments by name, and is the
 ``ScriptHooks`` processing calls. A failing always-on hook is logged with the script's name, noted on the job and
-the script is left out for the rest of the job; a failing selectable script fails the job with its message.
+the script is left out for the rest of the job; a failing selectable script, or an always-on one that raises
+ScriptError (arguments it refuses, such as a missing ControlNet model), fails the job with its message.
 """
 
 from __future__ import annotations
@@ -172,6 +173,8 @@ class BoundScripts:
                 continue
             try:
                 getattr(script, hook)(run, args, *arguments)
+            except ScriptError as error:  # the script refuses the job's arguments: the job fails with its message
+                raise ProcessingError(f"{safe_title(script)}: {error}") from error
             except Exception as error:  # a script's own code: isolate it, the job goes on without it
                 self.failed.add(id(script))
                 title = safe_title(script)

@@ -1,0 +1,252 @@
+"""ControlNet residuals added to a UNet, for both backends, through a UNet wrapper (composition, no patch).
+
+The wrapper runs each active unit's ControlNetModel on the UNet's own input (the latents, the timestep, the text
+conditioning and SDXL's added conditions) and calls the UNet with the summed ``down_block_additional_residuals``
+and ``mid_block_additional_residual``: the same values diffusers' ``StableDiffusionControlNetPipeline`` computes,
+and the same injection point as the extension's UNet hook. Written by hand: diffusers' ControlNet pipelines are one
+class per task and cannot be combined with Easel's own samplers, prompt schedules or inpainting pipelines.
+
+Rules (the extension's, diffusers' where they differ on a fact only the tests can see):
+- a unit acts on step i of n unless ``i / n < guidance_start`` or ``(i + 1) / n > guidance_end`` (diffusers'
+  ``controlnet_keep``, so ``guidance_end`` 0 never acts); a unit of weight 0 never runs;
+- "My prompt is more important" scales residual k of K by ``0.825 ** (12 - k)`` (soft injection);
+- "ControlNet is more important" also gives the control to the conditional rows only (cfg injection);
+- an inpainting UNet's extra input channels are not given to the ControlNet (its own ``in_channels`` are).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from modules.controlnet.models import family_name
+from modules.controlnet.units import ControlMode, HiresOption, ResizeMode
+
+logger = logging.getLogger(__name__)
+
+SOFT_INJECTION_BASE = 0.825
+
+
+class ControlError(ValueError):
+    """A unit that cannot run with this checkpoint; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class ControlPlan:
+    """One unit ready for a backend: its model, the control map (the preprocessor's output) and settings."""
+
+    model_name: str
+    model: torch.nn.Module
+    image: Image.Image
+    weight: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+    control_mode: ControlMode = ControlMode.BALANCED
+    resize_mode: ResizeMode = ResizeMode.INNER_FIT
+    hr_option: HiresOption = HiresOption.BOTH
+    low_vram: bool = False
+    region: Image.Image | None = None  # effective region: white where the unit acts (None: everywhere)
+
+    def acts_in(self, hires_pass: bool) -> bool:
+        if self.weight == 0:
+            return False
+        if self.hr_option is HiresOption.LOW_RES_ONLY:
+            return not hires_pass
+        if self.hr_option is HiresOption.HIGH_RES_ONLY:
+            return hires_pass
+        return True
+
+    def keeps(self, step: int, total: int) -> bool:
+        """diffusers' ``controlnet_keep``: the unit acts on this step (0-based) of ``total``."""
+        return not (step / total < self.guidance_start or (step + 1) / total > self.guidance_end)
+
+
+def resize_control_image(image: Image.Image, width: int, height: int, mode: ResizeMode) -> Image.Image:
+    """The control map at the generation size: stretched (Just Resize), cropped to fill (Crop and Resize) or fitted
+    inside and padded with black (Resize and Fill), as the extension's three modes."""
+    image = image.convert("RGB")
+    if image.size == (width, height):
+        return image
+    if mode is ResizeMode.RESIZE:
+        return image.resize((width, height), Image.Resampling.LANCZOS)
+    if mode is ResizeMode.INNER_FIT:
+        return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+    fitted = ImageOps.contain(image, (width, height), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
+    canvas.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
+    return canvas
+
+
+def control_tensor(image: Image.Image) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1], as diffusers' control image processor makes it (no normalisation)."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1)[None]
+
+
+def check_family(plan: ControlPlan, unet: torch.nn.Module, checkpoint: str) -> None:
+    """An SD 1.x ControlNet with an SDXL checkpoint (or any other pair) is an error naming both."""
+    control_width = int(plan.model.config.cross_attention_dim)
+    unet_width = int(unet.config.cross_attention_dim)
+    control_xl = plan.model.config.get("addition_embed_type") == "text_time"
+    unet_xl = unet.config.get("addition_embed_type") == "text_time"
+    if control_width != unet_width or control_xl != unet_xl:
+        raise ControlError(
+            f"ControlNet model {plan.model_name} is for {family_name(control_width)}, but checkpoint {checkpoint} is "
+            f"{family_name(unet_width)}: choose a ControlNet of the checkpoint's family"
+        )
+
+
+@dataclass
+class ActiveControl:
+    plan: ControlPlan
+    hint: torch.Tensor  # (1, 3, H, W) on the ControlNet's device and dtype
+    region: torch.Tensor | None = None  # (1, 1, H, W) in [0, 1]
+
+
+class ControlledUNet(torch.nn.Module):
+    """Wraps a UNet2DConditionModel; ``step`` (0-based) is advanced by the backend's step callback, and
+    ``uncond_rows`` tells which rows of a batch are the negative prompt's (for cfg injection)."""
+
+    def __init__(self, unet: torch.nn.Module, controls: Sequence[ActiveControl], total_steps: int) -> None:
+        super().__init__()
+        self.unet = unet
+        self.controls = list(controls)
+        self.total_steps = max(1, total_steps)
+        self.step = 0
+        self.uncond_rows: torch.Tensor | None = None  # bool per row; None: diffusers' [uncond, cond] halves
+        self.calls_with_control = 0
+
+    @property
+    def config(self) -> Any:
+        return self.unet.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def add_embedding(self) -> torch.nn.Module:
+        return self.unet.add_embedding
+
+    def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor, **kwargs: Any):
+        down, mid = self.residuals(sample, timestep, encoder_hidden_states, kwargs.get("added_cond_kwargs"))
+        if down is not None:
+            self.calls_with_control += 1
+            kwargs = {**kwargs, "down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **kwargs)
+
+    def residuals(
+        self, sample: torch.Tensor, timestep: Any, hidden: torch.Tensor, added: dict | None
+    ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+        total_down: list[torch.Tensor] | None = None
+        total_mid: torch.Tensor | None = None
+        for control in self.controls:
+            if not control.plan.keeps(self.step, self.total_steps):
+                continue
+            down, mid = self.unit_residuals(control, sample, timestep, hidden, added)
+            if total_down is None:
+                total_down, total_mid = down, mid
+            else:
+                total_down = [mine + other for mine, other in zip(total_down, down, strict=True)]
+                total_mid = total_mid + mid
+        return total_down, total_mid
+
+    def unit_residuals(
+        self, control: ActiveControl, sample: torch.Tensor, timestep: Any, hidden: torch.Tensor, added: dict | None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        model, plan = control.plan.model, control.plan
+        rows = sample.shape[0]
+        channels = int(model.config.in_channels)
+        arguments: dict[str, Any] = {"encoder_hidden_states": hidden.to(model.dtype), "return_dict": False}
+        if added:
+            arguments["added_cond_kwargs"] = added
+        down, mid = model(
+            sample[:, :channels].to(model.dtype),
+            timestep,
+            controlnet_cond=control.hint.expand(rows, -1, -1, -1),
+            conditioning_scale=plan.weight,
+            **arguments,
+        )
+        scales = self.scales(plan, len(down) + 1)
+        mask = self.cond_mask(plan, rows, sample)
+        down = [
+            self.scaled(residual, scale, mask, control.region) for residual, scale in zip(down, scales, strict=False)
+        ]
+        return down, self.scaled(mid, scales[-1], mask, control.region)
+
+    @staticmethod
+    def scales(plan: ControlPlan, count: int) -> list[float]:
+        if plan.control_mode is ControlMode.BALANCED:
+            return [1.0] * count
+        # The extension's soft injection: 13 scales for SD (12 down + mid), the first 10 of them for SDXL.
+        return [SOFT_INJECTION_BASE ** float(12 - index) for index in range(count)]
+
+    def cond_mask(self, plan: ControlPlan, rows: int, sample: torch.Tensor) -> torch.Tensor | None:
+        if plan.control_mode is not ControlMode.CONTROL:
+            return None
+        if self.uncond_rows is not None:
+            uncond = self.uncond_rows.to(sample.device)
+        elif rows % 2 == 0:
+            uncond = torch.arange(rows, device=sample.device) < rows // 2
+        else:
+            return None  # no classifier-free guidance: every row is conditional
+        return (~uncond).to(sample.dtype)[:, None, None, None]
+
+    @staticmethod
+    def scaled(
+        residual: torch.Tensor, scale: float, mask: torch.Tensor | None, region: torch.Tensor | None
+    ) -> torch.Tensor:
+        if scale != 1.0:
+            residual = residual * scale
+        if mask is not None:
+            residual = residual * mask.to(residual.dtype)
+        if region is not None:
+            size = residual.shape[-2:]
+            residual = residual * torch.nn.functional.interpolate(region, size=size, mode="bilinear").to(residual)
+        return residual
+
+
+def activate(
+    plans: Sequence[ControlPlan],
+    unet: torch.nn.Module,
+    checkpoint: str,
+    width: int,
+    height: int,
+    hires_pass: bool,
+) -> list[ActiveControl]:
+    """The units that act in this pass, each model moved to the UNet's device and dtype, maps at the pass's size."""
+    active = []
+    for plan in plans:
+        check_family(plan, unet, checkpoint)
+        if not plan.acts_in(hires_pass):
+            continue
+        model = plan.model.to(unet.device, unet.dtype)
+        image = resize_control_image(plan.image, width, height, plan.resize_mode)
+        hint = control_tensor(image).to(model.device, model.dtype)
+        active.append(ActiveControl(plan, hint, region_tensor(plan, width, height, hint.device)))
+    return active
+
+
+def region_tensor(plan: ControlPlan, width: int, height: int, device: torch.device) -> torch.Tensor | None:
+    """The effective region mask at the pass's size, resized as the control map is."""
+    if plan.region is None:
+        return None
+    mask = resize_control_image(plan.region.convert("L").convert("RGB"), width, height, plan.resize_mode)
+    return control_tensor(mask)[:, :1].to(device)
+
+
+def release(controls: Sequence[ActiveControl]) -> None:
+    """Low VRAM units go back to the CPU after the pass."""
+    for control in controls:
+        if control.plan.low_vram and control.plan.model.device.type != "cpu":
+            control.plan.model.to("cpu")
