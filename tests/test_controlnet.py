@@ -235,3 +235,25 @@ def test_the_diffusers_backend_equals_diffusers_controlnet_pipeline(context, lib
         ).images[0]
     assert DiffusersBackend and JobControl
     assert np.array_equal(pixels(result.images[0]), pixels(expected))
+
+
+def test_the_original_backend_runs_the_same_unit_through_its_denoiser(context, library):
+    from modules.backends.registry import create_backend
+
+    original = ProcessingContext(
+        models=context.models, backend=create_backend("original"), options=context.options, paths=context.paths
+    )
+    plain = pixels(generate(original, library, tiny_request(), []).images[0])
+    controlled = pixels(generate(original, library, tiny_request(), [unit(ORIGINAL)]).images[0])
+    other_image = pixels(generate(original, library, tiny_request(), [unit(ORIGINAL, seed=2)]).images[0])
+    assert not np.array_equal(controlled, plain) and not np.array_equal(controlled, other_image)
+    for fields in ({"weight": 0}, {"guidance_end": 0}):
+        assert np.array_equal(pixels(generate(original, library, tiny_request(), [unit(**fields)]).images[0]), plain)
+
+
+def test_control_modes_change_the_result(context, library):
+    images = [
+        pixels(generate(context, library, tiny_request(), [unit(control_mode=mode)]).images[0]) for mode in (0, 1, 2)
+    ]
+    assert not np.array_equal(images[0], images[1]) and not np.array_equal(images[1], images[2])
+    assert not np.array_equal(images[0], images[2])

@@ -110,16 +110,22 @@ class ActiveControl:
 
 
 class ControlledUNet(torch.nn.Module):
-    """Wraps a UNet2DConditionModel; ``step`` (0-based) is advanced by the backend's step callback, and
-    ``uncond_rows`` tells which rows of a batch are the negative prompt's (for cfg injection)."""
+    """Wraps a UNet2DConditionModel; ``step`` (0-based) is advanced by the backend's step callback.
 
-    def __init__(self, unet: torch.nn.Module, controls: Sequence[ActiveControl], total_steps: int) -> None:
+    For cfg injection a batched call is read as two halves: diffusers puts the negative prompt's rows first, the
+    original backend (A1111's CFG denoiser) last (``uncond_last``). A call with an odd row count (no CFG, or
+    the original backend's separate cond / uncond calls for prompts of different lengths) gives the control to
+    every row."""
+
+    def __init__(
+        self, unet: torch.nn.Module, controls: Sequence[ActiveControl], total_steps: int, uncond_last: bool = False
+    ) -> None:
         super().__init__()
         self.unet = unet
         self.controls = list(controls)
         self.total_steps = max(1, total_steps)
         self.step = 0
-        self.uncond_rows: torch.Tensor | None = None  # bool per row; None: diffusers' [uncond, cond] halves
+        self.uncond_last = uncond_last
         self.calls_with_control = 0
 
     @property
@@ -194,12 +200,10 @@ class ControlledUNet(torch.nn.Module):
     def cond_mask(self, plan: ControlPlan, rows: int, sample: torch.Tensor) -> torch.Tensor | None:
         if plan.control_mode is not ControlMode.CONTROL:
             return None
-        if self.uncond_rows is not None:
-            uncond = self.uncond_rows.to(sample.device)
-        elif rows % 2 == 0:
-            uncond = torch.arange(rows, device=sample.device) < rows // 2
-        else:
+        if rows % 2:
             return None  # no classifier-free guidance: every row is conditional
+        first_half = torch.arange(rows, device=sample.device) < rows // 2
+        uncond = ~first_half if self.uncond_last else first_half
         return (~uncond).to(sample.dtype)[:, None, None, None]
 
     @staticmethod

@@ -56,6 +56,7 @@ from modules.backends.original.unet import (
     sdxl_time_ids,
 )
 from modules.backends.preview import latents_to_preview
+from modules.controlnet.residuals import ActiveControl, ControlError, ControlledUNet, activate, release
 from modules.models.manager import LoadedModel, Task
 from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
 from modules.samplers import SamplerSupport
@@ -110,9 +111,12 @@ class StepReporter:
     progress: ProgressReporter
     total: int
     xl: bool
+    controlled: ControlledUNet | None = None  # the ControlNet wrapper, told which step comes next
 
     def __call__(self, state: dict[str, Any]) -> None:
         done = int(state["i"]) + 1
+        if self.controlled is not None:
+            self.controlled.step = done
         every = self.progress.preview_every_n_steps
         preview = None
         if every > 0 and done % every == 0 and done < self.total:
@@ -120,6 +124,17 @@ class StepReporter:
         self.progress.step_done(done, preview)
         if self.progress.interrupted or self.progress.skipped:
             raise _SamplingStoppedError(state["denoised"])
+
+
+def controls_of(model: LoadedModel, plan: GenerationPlan) -> list[ActiveControl]:
+    """The plan's ControlNet units for this pass (their residuals go through the UNet the denoiser calls)."""
+    if not plan.controlnet:
+        return []
+    try:
+        hires_pass = plan.hires_base_steps is not None
+        return activate(plan.controlnet, model.pipeline.unet, model.name, plan.width, plan.height, hires_pass)
+    except ControlError as error:
+        raise BackendError(str(error)) from error
 
 
 class OriginalBackend:
@@ -177,19 +192,23 @@ class OriginalBackend:
     ) -> list[Image.Image] | torch.Tensor:
         xl = is_sdxl(model)
         unet = model.pipeline.unet
+        controls = controls_of(model, plan)
+        controlled = ControlledUNet(unet, controls, self.steps_run(plan), uncond_last=True) if controls else None
         diffusion = DiffusionModel(
-            unet=DiffusersUNet(unet, sdxl_time_ids(plan.width, plan.height) if xl else None),
+            unet=DiffusersUNet(controlled or unet, sdxl_time_ids(plan.width, plan.height) if xl else None),
             alphas_cumprod=alphas_cumprod_of(model),
             prediction=prediction_of(model),
         )
         conditioning = self._conditioning(model, plan, unet.device)
-        reporter = StepReporter(progress, self.steps_run(plan), xl)
+        reporter = StepReporter(progress, self.steps_run(plan), xl, controlled)
         with torch.inference_mode():
             sample = self._sampler_call(model, plan, diffusion, conditioning, xl)
             try:
                 latents = sample(reporter).latents
             except _SamplingStoppedError as stopped:
                 latents = stopped.denoised
+            finally:
+                release(controls)
             if plan.output_latents:
                 return latents
             return decode_latents(model.pipeline.vae, latents)
