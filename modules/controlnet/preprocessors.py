@@ -135,17 +135,73 @@ def shuffle(image: np.ndarray, a: float, b: float, seed: int) -> np.ndarray:
 
 PREPROCESSORS: tuple[Preprocessor, ...] = (
     Preprocessor("none", none, resolution=None),
-    Preprocessor("invert", invert, resolution=None, label="invert (from white bg & black line)"),
-    Preprocessor("canny", canny, sliders=(Slider("Low Threshold", 100, 1, 255), Slider("High Threshold", 200, 1, 255))),
+    Preprocessor(
+        "invert",
+        invert,
+        resolution=None,
+        label="invert (from white bg & black line)",
+        tags=("Canny", "Lineart", "Scribble/Sketch", "MLSD"),
+    ),
+    Preprocessor(
+        "canny",
+        canny,
+        sliders=(Slider("Low Threshold", 100, 1, 255), Slider("High Threshold", 200, 1, 255)),
+        tags=("Canny",),
+    ),
     Preprocessor("threshold", threshold, sliders=(Slider("Binarization Threshold", 127, 0, 255),)),
     Preprocessor(
-        "tile_resample", tile_resample, resolution=None, sliders=(Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01),)
+        "tile_resample",
+        tile_resample,
+        resolution=None,
+        sliders=(Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01),),
+        tags=("Tile/Blur",),
     ),
-    Preprocessor("blur_gaussian", blur_gaussian, sliders=(Slider("Sigma", 9.0, 0.01, 64.0, 0.01),)),
-    Preprocessor("shuffle", shuffle),
-    Preprocessor("color", color_grid, label="t2ia_color_grid"),
-    Preprocessor("scribble_xdog", scribble_xdog, sliders=(Slider("XDoG Threshold", 32, 1, 64),)),
+    Preprocessor(
+        "blur_gaussian", blur_gaussian, sliders=(Slider("Sigma", 9.0, 0.01, 64.0, 0.01),), tags=("Tile/Blur",)
+    ),
+    Preprocessor("shuffle", shuffle, tags=("Shuffle",)),
+    Preprocessor("color", color_grid, label="t2ia_color_grid", tags=("T2I-Adapter",)),
+    Preprocessor(
+        "scribble_xdog", scribble_xdog, sliders=(Slider("XDoG Threshold", 32, 1, 64),), tags=("Scribble/Sketch",)
+    ),
 )
+# The extension's control types (tags) in its order, each with the words its models' names contain.
+CONTROL_TYPES: dict[str, tuple[str, ...]] = {
+    "All": (),
+    "Canny": ("canny",),
+    "Lineart": ("lineart",),
+    "MLSD": ("mlsd",),
+    "Scribble/Sketch": ("scribble", "sketch"),
+    "Shuffle": ("shuffle",),
+    "Tile/Blur": ("tile", "blur"),
+    "T2I-Adapter": ("t2i", "t2ia", "adapter"),
+}
+
+
+def control_type(name: str, models: list[str]) -> dict[str, object]:
+    """The extension's ``/controlnet/control_types`` entry: preprocessors of the type, models whose name matches
+    (with "None" first), the default preprocessor and model (a v1.1 model when there is one)."""
+    if name == "All":
+        return {
+            "module_list": [item.title for item in PREPROCESSORS],
+            "model_list": ["None", *models],
+            "default_option": "none",
+            "default_model": "None",
+        }
+    words = (name.lower(), *CONTROL_TYPES[name])
+    matching = [model for model in models if any(word in model.lower() for word in words)]
+    tagged = [item for item in PREPROCESSORS if name in item.tags]
+    modules = [item.title for item in tagged]
+    # the extension ranks "invert" below a type's own preprocessors
+    default_option = next((item.title for item in tagged if item.name != "invert"), modules[0] if modules else "none")
+    first = matching[0] if matching else "None"
+    default_model = next((model for model in matching if "11" in model.split("[")[0]), first)
+    return {
+        "module_list": ["none", *modules],
+        "model_list": ["None", *matching],
+        "default_option": default_option,
+        "default_model": default_model,
+    }
 
 
 def preprocessor_names() -> list[str]:

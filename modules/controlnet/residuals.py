@@ -234,7 +234,9 @@ def activate(
         check_family(plan, unet, checkpoint)
         if not plan.acts_in(hires_pass):
             continue
-        model = plan.model.to(unet.device, unet.dtype)
+        model = plan.model
+        if model.device != unet.device or model.dtype != unet.dtype:
+            model.to(unet.device, unet.dtype)
         image = resize_control_image(plan.image, width, height, plan.resize_mode)
         hint = control_tensor(image).to(model.device, model.dtype)
         active.append(ActiveControl(plan, hint, region_tensor(plan, width, height, hint.device)))
