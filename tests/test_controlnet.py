@@ -257,3 +257,15 @@ def test_control_modes_change_the_result(context, library):
     ]
     assert not np.array_equal(images[0], images[1]) and not np.array_equal(images[1], images[2])
     assert not np.array_equal(images[0], images[2])
+
+
+def test_the_preview_action_shows_the_preprocessor_output(library):
+    script = ControlNetScript(library, lambda: 1)
+    control = script.ui(False)[0]
+    preview = next(action for action in control.actions if action.name == "preview")
+    edges = np.asarray(preview.run({"image": control_image(1), "module": "canny", "processor_res": 64}))
+    assert edges.shape == (64, 64, 3) and set(np.unique(edges)) == {0, 255}
+    inverted = np.asarray(preview.run({"image": control_image(1), "module": "invert"}))
+    assert np.array_equal(inverted, 255 - np.asarray(control_image(1)))
+    with pytest.raises(ValueError, match="upload an image"):
+        preview.run({"image": None, "module": "canny"})

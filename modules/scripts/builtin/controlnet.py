@@ -8,7 +8,7 @@ its ``ControlPlan``s, which every pass's backend applies; the infotext gets one 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,7 +33,17 @@ from modules.controlnet.units import (
 )
 from modules.processing.run import GenerationRun
 from modules.scripts.base import Script, ScriptArgs, ScriptError, Visibility
-from modules.scripts.controls import Checkbox, Control, Dropdown, Group, ImageInput, Number, Radio, Slider
+from modules.scripts.controls import (
+    Checkbox,
+    Control,
+    Dropdown,
+    Group,
+    GroupAction,
+    ImageInput,
+    Number,
+    Radio,
+    Slider,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +125,14 @@ class ControlNetScript(Script):
 
     def ui(self, is_img2img: bool) -> Sequence[Control]:
         children = unit_children(self.library.titles())
+        actions = (GroupAction("preview", "Preview preprocessor result", preview),)
         return [
             UnitControl(
                 name=unit_name(index),
                 label=f"ControlNet Unit {index}",
                 infotext=f"ControlNet {index}",
                 children=children,
+                actions=actions,
             )
             for index in range(max(1, self.unit_count()))
         ]
@@ -162,6 +174,17 @@ class ControlNetScript(Script):
             region=unit.mask,
         )
         return plan, info.title
+
+
+def preview(values: Mapping[str, Any]) -> Image.Image:
+    """The preview button: the unit's preprocessor on its image (a ValueError says what is missing)."""
+    unit = as_unit({**values, "enabled": True})
+    if unit.image is None:
+        raise UnitError("upload an image to preview the preprocessor")
+    try:
+        return detect(unit, unit.image, unit.image.width, unit.image.height)
+    except PreprocessorError as error:
+        raise UnitError(str(error)) from error
 
 
 def img2img_source(run: GenerationRun) -> Image.Image | None:
