@@ -269,3 +269,11 @@ def test_the_preview_action_shows_the_preprocessor_output(library):
     assert np.array_equal(inverted, 255 - np.asarray(control_image(1)))
     with pytest.raises(ValueError, match="upload an image"):
         preview.run({"image": None, "module": "canny"})
+
+
+def test_the_unit_widgets_have_the_extension_ranges(library):
+    children = {child.name: child for child in ControlNetScript(library, lambda: 1).ui(False)[0].children}
+    weight, end = children["weight"], children["guidance_end"]
+    assert (weight.value, weight.minimum, weight.maximum, weight.infotext) == (1.0, 0.0, 2.0, None)
+    assert (end.value, end.minimum, end.maximum) == (1.0, 0.0, 1.0)
+    assert children["model"].choices[0] == "None" and children["model"].choices[1] == library.titles()[0]

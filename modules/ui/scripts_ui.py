@@ -155,20 +155,19 @@ def add_group(
             built[name] = widget
             keys.append((name, key))
             controls.add(key, widget, remember=False)
+        inputs = [built[f"{group.name}{GROUP_SEPARATOR}{child.name}"] for child in group.children]
         for action in group.actions:
-            add_group_action(
-                script, group, action, [built[f"{group.name}{GROUP_SEPARATOR}{c.name}"] for c in group.children]
-            )
+            add_group_action(controls.tab, script, group, action, inputs)
     return keys
 
 
 def add_group_action(
-    script: Script, group: script_controls.Group, action: script_controls.GroupAction, inputs: list[Any]
+    tab: str, script: Script, group: script_controls.Group, action: script_controls.GroupAction, inputs: list[Any]
 ) -> None:
     """A button that runs ``action`` on the group's current values and shows the image it returns."""
-    slug = elem_id_of("", script, f"{group.name}_{action.name}").removeprefix("script__")
-    button = gr.Button(action.label, elem_id=f"script_{slug}_button", size="sm")
-    shown = gr.Image(label=action.label, interactive=False, elem_id=f"script_{slug}_image", height=256)
+    elem_id = elem_id_of(tab, script, f"{group.name}_{action.name}")
+    button = gr.Button(action.label, elem_id=f"{elem_id}_button", size="sm")
+    shown = gr.Image(label=action.label, interactive=False, elem_id=f"{elem_id}_image", height=256)
     names = [child.name for child in group.children]
 
     def run(*values: Any) -> Any:

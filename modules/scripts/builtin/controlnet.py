@@ -81,19 +81,19 @@ class UnitControl(Group):
 def unit_children(models: Sequence[str]) -> tuple[Control, ...]:
     """The unit's widgets, with the extension's labels and ranges."""
     return (
-        Checkbox("enabled", "Enable"),
-        Checkbox("pixel_perfect", "Pixel Perfect"),
-        Checkbox("low_vram", "Low VRAM"),
+        Checkbox("enabled", "Enable", value=False),
+        Checkbox("pixel_perfect", "Pixel Perfect", value=False),
+        Checkbox("low_vram", "Low VRAM", value=False),
         ImageInput("image", "Image (empty: the img2img image)"),
         ImageInput("mask", "Effective region mask (optional: white where the unit acts)"),
         Dropdown("module", "Preprocessor", value="none", choices=tuple(preprocessor_names())),
         Dropdown("model", "Model", value="None", choices=("None", *models)),
-        Slider("weight", "Control Weight", 1.0, 0.0, 2.0, 0.05),
-        Slider("guidance_start", "Starting Control Step", 0.0, 0.0, 1.0, 0.01),
-        Slider("guidance_end", "Ending Control Step", 1.0, 0.0, 1.0, 0.01),
-        Slider("processor_res", "Preprocessor Resolution", 512, 64, 2048, 1),
-        Number("threshold_a", "Threshold A (-1: the preprocessor's default)", -1),
-        Number("threshold_b", "Threshold B (-1: the preprocessor's default)", -1),
+        Slider("weight", "Control Weight", value=1.0, minimum=0.0, maximum=2.0, step=0.05),
+        Slider("guidance_start", "Starting Control Step", value=0.0, minimum=0.0, maximum=1.0, step=0.01),
+        Slider("guidance_end", "Ending Control Step", value=1.0, minimum=0.0, maximum=1.0, step=0.01),
+        Slider("processor_res", "Preprocessor Resolution", value=512, minimum=64, maximum=2048, step=1),
+        Number("threshold_a", "Threshold A (-1: the preprocessor's default)", value=-1),
+        Number("threshold_b", "Threshold B (-1: the preprocessor's default)", value=-1),
         Radio(
             "control_mode",
             "Control Mode",
