@@ -26,6 +26,8 @@ def picture() -> Image.Image:
 def test_every_preprocessor_gives_an_rgb_map_at_the_processor_resolution() -> None:
     assert preprocessor_names()[:3] == ["none", "invert", "canny"]
     for name in preprocessor_names():
+        if find_preprocessor(name).annotator is not None:
+            continue
         result = run_preprocessor(name, picture(), resolution=128)
         has_resolution = find_preprocessor(name).resolution is not None
         assert result.mode == "RGB" and result.size == ((192, 128) if has_resolution else (96, 64)), name
@@ -53,3 +55,29 @@ def test_pixel_perfect_and_unknown_names() -> None:
     assert find_preprocessor("t2ia_color_grid").name == "color"
     with pytest.raises(PreprocessorError, match="unknown ControlNet preprocessor 'depth_zoe2'"):
         run_preprocessor("depth_zoe2", picture())
+
+
+def test_a_model_based_preprocessor_without_its_weights_names_the_file_and_folder(tmp_path) -> None:
+    from modules.controlnet.annotators import AnnotatorRunner
+
+    runner = AnnotatorRunner(tmp_path / "annotators")
+    with pytest.raises(PreprocessorError, match=r"softedge_hed needs ControlNetHED.pth in .*annotators"):
+        run_preprocessor("softedge_hed", picture(), annotators=runner)
+    with pytest.raises(PreprocessorError, match=r"openpose needs body_pose_model.pth, hand_pose_model.pth"):
+        run_preprocessor("openpose", picture(), annotators=runner)
+    assert find_preprocessor("depth_midas").details()["model_free"] is False
+
+
+@pytest.mark.slow  # importing controlnet-aux takes seconds
+def test_hed_runs_through_controlnet_aux_with_weights_from_the_folder(tmp_path) -> None:
+    import torch
+    from controlnet_aux.hed import ControlNetHED_Apache2
+
+    from modules.controlnet.annotators import AnnotatorRunner
+
+    folder = tmp_path / "annotators"
+    folder.mkdir()
+    torch.manual_seed(0)
+    torch.save(ControlNetHED_Apache2().state_dict(), folder / "ControlNetHED.pth")
+    result = run_preprocessor("softedge_hed", picture(), resolution=64, annotators=AnnotatorRunner(folder))
+    assert result.mode == "RGB" and min(result.size) == 64

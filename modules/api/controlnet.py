@@ -14,6 +14,7 @@ from modules.api.auth import BasicAuth
 from modules.api.errors import ApiError
 from modules.api.images import ImageLimits, decode_image, encode_png
 from modules.application import Application
+from modules.controlnet.annotators import AnnotatorRunner
 from modules.controlnet.models import ControlNetLibrary
 from modules.controlnet.preprocessors import (
     CONTROL_TYPES,
@@ -48,6 +49,7 @@ def detect_images(
     threshold_a: float,
     threshold_b: float,
     limits: ImageLimits,
+    annotators: AnnotatorRunner | None = None,
 ) -> dict[str, Any]:
     """``POST /controlnet/detect``: each image through the preprocessor, as base64 PNGs."""
     try:
@@ -61,7 +63,10 @@ def detect_images(
     for index, text in enumerate(images):
         image = decode_image(text, limits, f"controlnet_input_images[{index}]")
         try:
-            results.append(encode_png(run_preprocessor(preprocessor.name, image, resolution, threshold_a, threshold_b)))
+            detected = run_preprocessor(
+                preprocessor.name, image, resolution, threshold_a, threshold_b, annotators=annotators
+            )
+            results.append(encode_png(detected))
         except PreprocessorError as error:
             raise ApiError(str(error), 422) from error
     return {"images": results, "info": "Success"}
@@ -117,6 +122,7 @@ def controlnet_router(application: Application, auth: BasicAuth, limits: Callabl
             body.controlnet_threshold_a,
             body.controlnet_threshold_b,
             limits(),
+            library_of(application).annotators,
         )
 
     return router

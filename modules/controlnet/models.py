@@ -23,6 +23,7 @@ import torch
 from diffusers import ControlNetModel
 from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
+from modules.controlnet.annotators import AnnotatorRunner
 from modules.models.errors import ModelError
 from modules.models.hashing import HashCache
 from modules.models.safe_load import CHECKPOINT_SUFFIXES, load_state_dict, read_shapes
@@ -139,6 +140,7 @@ class ControlNetLibrary:
         self._models: list[ControlNetInfo] = []
         self._loaded: OrderedDict[Path, ControlNetModel] = OrderedDict()
         self._lock = threading.Lock()
+        self.annotators = AnnotatorRunner(self.annotators_dir)  # model-based preprocessors' weights
 
     @property
     def annotators_dir(self) -> Path:

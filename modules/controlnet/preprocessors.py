@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from modules.controlnet.annotators import ANNOTATORS, Annotator, AnnotatorError, AnnotatorRunner
 from modules.controlnet.units import ResizeMode
 
 Function = Callable[[np.ndarray, float, float, int], np.ndarray]  # (RGB uint8, threshold a, threshold b, seed)
@@ -48,6 +49,7 @@ class Preprocessor:
     sliders: tuple[Slider, ...] = ()
     label: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    annotator: Annotator | None = None  # a model-based one (controlnet-aux, weights in the annotators folder)
 
     @property
     def title(self) -> str:
@@ -62,7 +64,7 @@ class Preprocessor:
 
     def details(self) -> dict[str, object]:
         sliders = ([self.resolution] if self.resolution else []) + list(self.sliders)
-        return {"model_free": True, "sliders": [slider.api_json() for slider in sliders]}
+        return {"model_free": self.annotator is None, "sliders": [slider.api_json() for slider in sliders]}
 
 
 def rgb(image: np.ndarray) -> np.ndarray:
@@ -165,13 +167,27 @@ PREPROCESSORS: tuple[Preprocessor, ...] = (
         "scribble_xdog", scribble_xdog, sliders=(Slider("XDoG Threshold", 32, 1, 64),), tags=("Scribble/Sketch",)
     ),
 )
+PREPROCESSORS += tuple(
+    Preprocessor(
+        annotator.name,
+        none,
+        sliders=tuple(Slider(*values) for values in annotator.sliders),
+        tags=annotator.tags,
+        annotator=annotator,
+    )
+    for annotator in ANNOTATORS
+)
 # The extension's control types (tags) in its order, each with the words its models' names contain.
 CONTROL_TYPES: dict[str, tuple[str, ...]] = {
     "All": (),
     "Canny": ("canny",),
+    "Depth": ("depth",),
+    "NormalMap": ("normal",),
+    "OpenPose": ("openpose", "pose"),
     "Lineart": ("lineart",),
     "MLSD": ("mlsd",),
     "Scribble/Sketch": ("scribble", "sketch"),
+    "SoftEdge": ("softedge", "hed", "pidi"),
     "Shuffle": ("shuffle",),
     "Tile/Blur": ("tile", "blur"),
     "T2I-Adapter": ("t2i", "t2ia", "adapter"),
@@ -241,11 +257,22 @@ def run_preprocessor(
     threshold_a: float = -1,
     threshold_b: float = -1,
     seed: int = 0,
+    annotators: AnnotatorRunner | None = None,
 ) -> Image.Image:
-    """The control map of ``image`` (RGB) by preprocessor ``name``; a resolution below 64 means the default."""
+    """The control map of ``image`` (RGB) by preprocessor ``name``; a resolution below 64 means the default.
+    Model-based preprocessors need ``annotators`` (the runner over the annotators folder)."""
     item = find_preprocessor(name)
-    array = rgb(np.asarray(image))
+    array = rgb(np.asarray(image.convert("RGB")))
+    size = int(resolution) if resolution and resolution >= 64 else 512
+    thresholds = (item.slider_value(0, threshold_a), item.slider_value(1, threshold_b))
+    if item.annotator is not None:
+        if annotators is None:
+            raise PreprocessorError(f"preprocessor {name} needs its weights folder (models/ControlNet/annotators)")
+        try:
+            return Image.fromarray(rgb(annotators.run(item.annotator, array, size, thresholds)))
+        except AnnotatorError as error:
+            raise PreprocessorError(str(error)) from error
     if item.resolution is not None:
-        array = resize_short_side(array, int(resolution) if resolution and resolution >= 64 else 512)
-    result = item.function(array, item.slider_value(0, threshold_a), item.slider_value(1, threshold_b), seed)
+        array = resize_short_side(array, size)
+    result = item.function(array, *thresholds, seed)
     return Image.fromarray(rgb(np.ascontiguousarray(result)))

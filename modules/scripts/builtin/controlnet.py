@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from PIL import Image
 
+from modules.controlnet.annotators import AnnotatorRunner
 from modules.controlnet.models import ControlNetError, ControlNetLibrary
 from modules.controlnet.preprocessors import (
     PreprocessorError,
@@ -125,7 +127,9 @@ class ControlNetScript(Script):
 
     def ui(self, is_img2img: bool) -> Sequence[Control]:
         children = unit_children(self.library.titles())
-        actions = (GroupAction("preview", "Preview preprocessor result", preview),)
+        actions = (
+            GroupAction("preview", "Preview preprocessor result", partial(preview, annotators=self.library.annotators)),
+        )
         return [
             UnitControl(
                 name=unit_name(index),
@@ -157,7 +161,7 @@ class ControlNetScript(Script):
             raise ScriptError(f"unit {index}: no image (give one, or use img2img, whose image a unit may use)")
         try:
             info, model = self.library.load(unit.model)
-            control_map = detect(unit, source, run.width, run.height, run.seed)
+            control_map = detect(unit, source, run.width, run.height, run.seed, self.library.annotators)
         except (ControlNetError, PreprocessorError) as error:
             raise ScriptError(f"unit {index}: {error}") from error
         plan = ControlPlan(
@@ -176,13 +180,13 @@ class ControlNetScript(Script):
         return plan, info.title
 
 
-def preview(values: Mapping[str, Any]) -> Image.Image:
+def preview(values: Mapping[str, Any], annotators: AnnotatorRunner | None = None) -> Image.Image:
     """The preview button: the unit's preprocessor on its image (a ValueError says what is missing)."""
     unit = as_unit({**values, "enabled": True})
     if unit.image is None:
         raise UnitError("upload an image to preview the preprocessor")
     try:
-        return detect(unit, unit.image, unit.image.width, unit.image.height)
+        return detect(unit, unit.image, unit.image.width, unit.image.height, annotators=annotators)
     except PreprocessorError as error:
         raise UnitError(str(error)) from error
 
@@ -192,9 +196,16 @@ def img2img_source(run: GenerationRun) -> Image.Image | None:
     return image if isinstance(image, Image.Image) else None
 
 
-def detect(unit: ControlUnit, image: Image.Image, width: int, height: int, seed: int = 0) -> Image.Image:
+def detect(
+    unit: ControlUnit,
+    image: Image.Image,
+    width: int,
+    height: int,
+    seed: int = 0,
+    annotators: AnnotatorRunner | None = None,
+) -> Image.Image:
     """The unit's preprocessor on its image (pixel perfect: the resolution that fits the generation size)."""
     resolution = unit.processor_res
     if unit.pixel_perfect:
         resolution = pixel_perfect_resolution(image.size, (width, height), unit.resize_mode)
-    return run_preprocessor(unit.module, image, resolution, unit.threshold_a, unit.threshold_b, seed)
+    return run_preprocessor(unit.module, image, resolution, unit.threshold_a, unit.threshold_b, seed, annotators)
