@@ -277,3 +277,34 @@ def test_the_unit_widgets_have_the_extension_ranges(library):
     assert (weight.value, weight.minimum, weight.maximum, weight.infotext) == (1.0, 0.0, 2.0, None)
     assert (end.value, end.minimum, end.maximum) == (1.0, 0.0, 1.0)
     assert children["model"].choices[0] == "None" and children["model"].choices[1] == library.titles()[0]
+
+
+def test_a_t2i_adapter_unit_acts_and_weight_zero_gives_the_plain_image(context, library, plain, tmp_path):
+    from diffusers import T2IAdapter
+
+    model = context.models.ensure_loaded()
+    torch.manual_seed(2)
+    # The tiny UNet's first block downsamples before the adapter's feature is added (SD's blocks add it before):
+    # one feature at 1/16 of the image fits it.
+    adapter = T2IAdapter(in_channels=3, channels=[32], num_res_blocks=1, downscale_factor=16)
+    folder = library.folders[0] / "t2iadapter_tiny"
+    adapter.save_pretrained(folder)
+    library.refresh()
+    try:
+        title = library.find("t2iadapter_tiny").title
+        controlled = pixels(generate(context, library, tiny_request(), [unit(title)]).images[0])
+        assert not np.array_equal(controlled, pixels(plain.images[0]))
+        silent = generate(context, library, tiny_request(), [unit(title, weight=0)])
+        assert np.array_equal(pixels(silent.images[0]), pixels(plain.images[0]))
+        both = pixels(generate(context, library, tiny_request(), [unit(title), unit(DIFFUSERS)]).images[0])
+        assert not np.array_equal(both, controlled)
+        wrong = ControlPlan(
+            "t2iadapter_xl", T2IAdapter(channels=[32, 64], adapter_type="full_adapter_xl"), control_image(1)
+        )
+        with pytest.raises(ControlError, match="T2I-Adapter t2iadapter_xl is for SDXL"):
+            check_family(wrong, model.pipeline.unet, "tiny")
+    finally:
+        import shutil
+
+        shutil.rmtree(folder)
+        library.refresh()

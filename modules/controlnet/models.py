@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import ControlNetModel
+from diffusers import ControlNetModel, T2IAdapter
 from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
 from modules.controlnet.annotators import AnnotatorRunner
@@ -95,9 +95,13 @@ class ControlNetInfo:
         return f"{self.name} [{self.short_hash}]" if self.sha256 else self.name
 
 
+DIFFUSERS_CLASSES = {"ControlNetModel": ControlNetModel, "T2IAdapter": T2IAdapter}
+
+
 def is_diffusers_controlnet(path: Path) -> bool:
+    """A diffusers folder of a ControlNet or a T2I-Adapter."""
     config = path / "config.json"
-    return path.is_dir() and config.is_file() and read_json(config).get("_class_name") == "ControlNetModel"
+    return path.is_dir() and config.is_file() and read_json(config).get("_class_name") in DIFFUSERS_CLASSES
 
 
 def scan(root: Path) -> Iterator[ControlNetInfo]:
@@ -138,7 +142,7 @@ class ControlNetLibrary:
         self.configs_dir = Path(configs_dir)
         self.cache_size = max(1, cache_size)
         self._models: list[ControlNetInfo] = []
-        self._loaded: OrderedDict[Path, ControlNetModel] = OrderedDict()
+        self._loaded: OrderedDict[Path, torch.nn.Module] = OrderedDict()
         self._lock = threading.Lock()
         self.annotators = AnnotatorRunner(self.annotators_dir)  # model-based preprocessors' weights
 
@@ -172,7 +176,7 @@ class ControlNetLibrary:
                 return info
         raise ControlNetError(f"ControlNet model not found: {wanted!r} (looked in {', '.join(map(str, self.folders))})")
 
-    def load(self, wanted: str) -> tuple[ControlNetInfo, ControlNetModel]:
+    def load(self, wanted: str) -> tuple[ControlNetInfo, torch.nn.Module]:
         """The model, from the cache or read from disk (the least recently used one leaves the cache)."""
         info = self.find(wanted)
         with self._lock:
@@ -190,11 +194,12 @@ class ControlNetLibrary:
         return list(self._loaded)
 
 
-def load_controlnet(path: Path, configs_dir: Path) -> ControlNetModel:
-    """A ControlNetModel in float32 on the CPU from a diffusers folder or a single file, offline."""
+def load_controlnet(path: Path, configs_dir: Path) -> torch.nn.Module:
+    """A ControlNetModel (or a T2I-Adapter from a diffusers folder) in float32 on the CPU, offline."""
     try:
         if path.is_dir():
-            model = ControlNetModel.from_pretrained(path, local_files_only=True)
+            model_class = DIFFUSERS_CLASSES[read_json(path / "config.json").get("_class_name", "ControlNetModel")]
+            model = model_class.from_pretrained(path, local_files_only=True)
         else:
             model = load_single_file(path, configs_dir)
     except ControlNetError:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers import T2IAdapter
 from PIL import Image, ImageOps
 
 from modules.controlnet.models import family_name
@@ -31,6 +32,7 @@ from modules.controlnet.units import ControlMode, HiresOption, ResizeMode
 logger = logging.getLogger(__name__)
 
 SOFT_INJECTION_BASE = 0.825
+ADAPTER_SOFT_SCALES = (0.25, 0.62, 0.825, 1.0)  # the extension's soft injection for T2I-Adapters
 
 
 class ControlError(ValueError):
@@ -89,8 +91,15 @@ def control_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)[None]
 
 
+def is_adapter(model: torch.nn.Module) -> bool:
+    return isinstance(model, T2IAdapter)
+
+
 def check_family(plan: ControlPlan, unet: torch.nn.Module, checkpoint: str) -> None:
     """An SD 1.x ControlNet with an SDXL checkpoint (or any other pair) is an error naming both."""
+    if is_adapter(plan.model):
+        check_adapter_family(plan, unet, checkpoint)
+        return
     control_width = int(plan.model.config.cross_attention_dim)
     unet_width = int(unet.config.cross_attention_dim)
     control_xl = plan.model.config.get("addition_embed_type") == "text_time"
@@ -102,11 +111,28 @@ def check_family(plan: ControlPlan, unet: torch.nn.Module, checkpoint: str) -> N
         )
 
 
+def check_adapter_family(plan: ControlPlan, unet: torch.nn.Module, checkpoint: str) -> None:
+    """A T2I-Adapter's feature widths must be the UNet's block widths (SDXL adapters: the ``full_adapter_xl``
+    type with an SDXL UNet)."""
+    count = min(len(unet.config.block_out_channels), len(plan.model.config.channels))
+    blocks = list(unet.config.block_out_channels)[:count]
+    channels = list(plan.model.config.channels)[:count]
+    adapter_xl = plan.model.config.adapter_type == "full_adapter_xl"
+    unet_xl = unet.config.get("addition_embed_type") == "text_time"
+    if channels != blocks or adapter_xl != unet_xl:
+        adapter_family = "SDXL" if adapter_xl else "SD 1.x / 2.x"
+        raise ControlError(
+            f"T2I-Adapter {plan.model_name} is for {adapter_family} (feature widths {channels}), but checkpoint "
+            f"{checkpoint} is {family_name(int(unet.config.cross_attention_dim))} (block widths {blocks})"
+        )
+
+
 @dataclass
 class ActiveControl:
     plan: ControlPlan
     hint: torch.Tensor  # (1, 3, H, W) on the ControlNet's device and dtype
     region: torch.Tensor | None = None  # (1, 1, H, W) in [0, 1]
+    features: list[torch.Tensor] | None = None  # a T2I-Adapter's features (computed once per pass)
 
 
 class ControlledUNet(torch.nn.Module):
@@ -149,7 +175,29 @@ class ControlledUNet(torch.nn.Module):
         if down is not None:
             self.calls_with_control += 1
             kwargs = {**kwargs, "down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        intrablock = self.adapter_residuals(sample)
+        if intrablock is not None:
+            kwargs = {**kwargs, "down_intrablock_additional_residuals": intrablock}  # a new list: the UNet pops it
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **kwargs)
+
+    def adapter_residuals(self, sample: torch.Tensor) -> list[torch.Tensor] | None:
+        """The T2I-Adapters' features of this step, summed (diffusers' ``down_intrablock_additional_residuals``)."""
+        total: list[torch.Tensor] | None = None
+        rows = sample.shape[0]
+        for control in self.controls:
+            if control.features is None or not control.plan.keeps(self.step, self.total_steps):
+                continue
+            plan = control.plan
+            scales = [1.0] * len(control.features)
+            if plan.control_mode is not ControlMode.BALANCED:
+                scales = list(ADAPTER_SOFT_SCALES[: len(control.features)])
+            mask = self.cond_mask(plan, rows, sample)
+            features = [
+                self.scaled(feature.expand(rows, -1, -1, -1) * plan.weight, scale, mask, control.region)
+                for feature, scale in zip(control.features, scales, strict=False)
+            ]
+            total = features if total is None else [a + b for a, b in zip(total, features, strict=True)]
+        return total
 
     def residuals(
         self, sample: torch.Tensor, timestep: Any, hidden: torch.Tensor, added: dict | None
@@ -157,7 +205,7 @@ class ControlledUNet(torch.nn.Module):
         total_down: list[torch.Tensor] | None = None
         total_mid: torch.Tensor | None = None
         for control in self.controls:
-            if not control.plan.keeps(self.step, self.total_steps):
+            if control.features is not None or not control.plan.keeps(self.step, self.total_steps):
                 continue
             down, mid = self.unit_residuals(control, sample, timestep, hidden, added)
             if total_down is None:
@@ -239,8 +287,16 @@ def activate(
             model.to(unet.device, unet.dtype)
         image = resize_control_image(plan.image, width, height, plan.resize_mode)
         hint = control_tensor(image).to(model.device, model.dtype)
-        active.append(ActiveControl(plan, hint, region_tensor(plan, width, height, hint.device)))
+        features = adapter_features(model, hint) if is_adapter(model) else None
+        active.append(ActiveControl(plan, hint, region_tensor(plan, width, height, hint.device), features))
     return active
+
+
+def adapter_features(adapter: torch.nn.Module, hint: torch.Tensor) -> list[torch.Tensor]:
+    """A T2I-Adapter's features of the control map (one grey channel for the sketch adapters)."""
+    channels = int(adapter.config.in_channels)
+    with torch.inference_mode():
+        return list(adapter(hint[:, :channels] if channels < hint.shape[1] else hint))
 
 
 def region_tensor(plan: ControlPlan, width: int, height: int, device: torch.device) -> torch.Tensor | None:
