@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from modules.api.models import Txt2ImgBody
 from modules.api.translate import TranslationContext, translate_txt2img
@@ -392,3 +393,35 @@ def test_openapi_lists_the_routes(client: httpx.Client) -> None:
     for route in ("txt2img", "img2img", "png-info", "progress", "options", "sd-models", "extra-single-image"):
         assert f"/sdapi/v1/{route}" in paths
     assert "/internal/progress" in paths
+
+
+@pytest.mark.parametrize(
+    ("mask", "backend"), [(False, "diffusers"), (False, "original"), (True, "diffusers"), (True, "original")]
+)
+def test_several_init_images_are_one_batch_slot_each(client: httpx.Client, mask: bool, backend: str) -> None:
+    """A1111: batch size becomes the number of init images, image i starts from init image i (so it equals image i
+    of a batch of 2 made from that image alone: same seeds, same batch shape), and more images than the batch size
+    is an error."""
+    first, second = gradient_image(), gradient_image().transpose(Image.Transpose.ROTATE_180)
+    common = {"denoising_strength": 0.7, "prompt": "slots", "seed": 40, **SMALL}
+    common["override_settings"] = {"sd_sampling_backend": backend}
+    if mask:
+        common.update(mask=png_base64(centre_mask()), inpainting_fill=1)
+    both = {"init_images": [png_base64(first), png_base64(second)], "batch_size": 4, **common}
+    response = client.post("/sdapi/v1/img2img", json=both)
+    info = info_of(response)
+    assert info["all_seeds"] == [40, 41] and len(response.json()["images"]) == 2
+    together = [decode_png(image).convert("RGB") for image in response.json()["images"]]
+    assert together[0].tobytes() != together[1].tobytes()
+    for index, init in enumerate((first, second)):
+        if mask:  # outside the mask each image keeps its own init image's pixels
+            assert together[index].getpixel((0, 0)) == init.getpixel((0, 0))
+            assert together[index].getpixel((63, 63)) == init.getpixel((63, 63))
+        else:
+            alone = {**common, "init_images": [png_base64(init)], "batch_size": 2}
+            single = client.post("/sdapi/v1/img2img", json=alone)
+            assert decode_png(single.json()["images"][index]).convert("RGB").tobytes() == together[index].tobytes()
+
+    too_many = client.post("/sdapi/v1/img2img", json={**both, "batch_size": 1})
+    assert too_many.status_code == 400
+    assert "bad number of images passed: 2; expecting 1 or less" in too_many.text

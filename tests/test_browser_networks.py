@@ -62,6 +62,19 @@ def test_extra_networks_tab(server: tuple[str, Path]) -> None:
         prompt.evaluate("(box) => { box.value = ''; box.dispatchEvent(new Event('input', {bubbles: true})); }")
         cards.first.click()
         sync_api.expect(prompt).to_have_value("<lora:alpha_style:0.7> alphastyle", timeout=10_000)
+
+        # "Insert into" img2img: the next card goes to img2img's prompt, txt2img's stays as it was
+        page.locator("#extra_networks_target").get_by_label("img2img").check()
+        cards.first.click()
+        sync_api.expect(page.get_by_role("tab", name="Extra Networks")).to_have_attribute(
+            "aria-selected", "true", timeout=10_000
+        )
+        page.wait_for_timeout(500)
+        page.get_by_role("tab", name="img2img", exact=True).click()
+        img2img_prompt = page.locator("#img2img_prompt textarea")
+        sync_api.expect(img2img_prompt).to_have_value("<lora:alpha_style:0.7> alphastyle", timeout=10_000)
+        page.get_by_role("tab", name="txt2img", exact=True).click()
+        sync_api.expect(prompt).to_have_value("<lora:alpha_style:0.7> alphastyle")
     saved = json.loads((data_dir / "models" / "Lora" / "alpha_style.json").read_text(encoding="utf-8"))
     assert saved["activation text"] == "alphastyle" and saved["preferred weight"] == 0.7
     assert saved["notes"] == "from the editor"

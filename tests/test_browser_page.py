@@ -245,3 +245,53 @@ def test_cards_under_the_img2img_prompt_insert_into_it(page) -> None:
     expect()(page.locator("#img2img_extra_networks_panel")).to_be_hidden()
     page.get_by_role("tab", name="txt2img").click()
     expect()(page.locator("#txt2img_prompt textarea")).not_to_have_value(re.compile("gamma_style"))
+
+
+def test_alt_enter_skips_and_ctrl_enter_restarts_a_running_job(page) -> None:
+    """A1111 v1.10.1's keys while a job runs: Alt+Enter skips to the next image of the batch, Ctrl+Enter
+    interrupts the job and starts a new one with the page's current values."""
+    prompt = page.locator("#txt2img_prompt textarea")
+    status = page.locator("#txt2img_status")
+    prompt.fill("the first job")
+    small_job(page, steps=150, batch_count=2)
+    prompt.press("Control+Enter")
+    expect()(status).to_contain_text("Image 1/2", timeout=GENERATION_MS)
+    prompt.press("Alt+Enter")
+    expect()(status).to_contain_text("Image 2/2", timeout=GENERATION_MS)
+    assert "interrupted" not in (status.text_content() or "")
+
+    prompt.fill("the second job")
+    small_job(page, steps=2, batch_count=1)
+    prompt.press("Control+Enter")
+    infotext = page.locator("#txt2img_infotext textarea")
+    expect()(infotext).to_have_value(re.compile(r"^the second job\n"), timeout=GENERATION_MS)
+    page.wait_for_function("() => !easelRunningTabs.has('txt2img')", timeout=GENERATION_MS)
+
+
+def test_pasted_sampler_settings_fill_override_settings(page) -> None:
+    """A1111's paste: infotext settings that differ from the current ones (ENSD, RNG, Eta) appear in the tab's
+    "Override settings" and apply to its next job; a setting equal to the current one is not listed; a removed
+    entry no longer applies; an infotext without them hides the box."""
+    prompt = page.locator("#txt2img_prompt textarea")
+    box = page.locator("#txt2img_override_settings")
+    expect()(box).to_be_hidden()
+    prompt.fill(
+        "a harbour\nSteps: 2, Sampler: Euler a, Schedule type: Automatic, CFG scale: 5, Seed: 77, Size: 64x64, "
+        "ENSD: 31337, RNG: CPU, Eta: 0.5, Sigma noise: 1.0"
+    )
+    page.click("#txt2img_paste")
+    expect()(box).to_be_visible(timeout=30_000)
+    for entry in ("ENSD: 31337", "RNG: CPU", "Eta: 0.5"):
+        expect()(box).to_contain_text(entry)
+    expect()(box).not_to_contain_text("Sigma noise")  # 1.0 is the current s_noise
+    box.get_by_role("button", name="Remove").nth(2).click()  # the "×" of "Eta: 0.5"
+    expect()(box).not_to_contain_text("Eta: 0.5")
+    page.click("#txt2img_generate")
+    infotext = page.locator("#txt2img_infotext textarea")
+    expect()(infotext).to_have_value(re.compile(r"^a harbour\n"), timeout=GENERATION_MS)
+    made = parse_infotext(infotext.input_value())
+    assert made["ENSD"] == "31337" and made["RNG"] == "CPU" and "Eta" not in made
+
+    prompt.fill("plain\nSteps: 2, Sampler: Euler, CFG scale: 5, Seed: 1, Size: 64x64")
+    page.click("#txt2img_paste")
+    expect()(box).to_be_hidden(timeout=30_000)

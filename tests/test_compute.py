@@ -39,10 +39,14 @@ def compute_context(tmp_path_factory):
     paths.ensure()
     write_diffusers(build_tiny_pipeline(), paths.checkpoints_dir / "tiny")
     from modules.backends.diffusers_backend import DiffusersBackend
+    from modules.backends.original.backend import OriginalBackend
     from modules.models.service import ModelService
 
     models = ModelService(make_manager(paths))
-    return ProcessingContext(models=models, backend=DiffusersBackend(), options=Options(), paths=paths)
+    backends = {"diffusers": DiffusersBackend(), "original": OriginalBackend()}
+    return ProcessingContext(
+        models=models, backend=backends["diffusers"], options=Options(), paths=paths, backends=backends
+    )
 
 
 def test_only_pixel_changing_settings_write_infotext():
@@ -270,3 +274,19 @@ def test_an_inpainting_checkpoint_skips_the_warm_up_and_says_so(inpaint_context)
     assert "compile unet" in model.compute.applied
     assert model.compute.skipped["warm-up"].startswith("inpainting checkpoint") and model.compute.warmups == []
     manager.unload()
+
+
+def test_deepcache_applies_on_the_original_backend_too(compute_context):
+    """The infotext's "DeepCache interval" comes from the model's settings, so both backends apply it: on the
+    original backend the image changes with it and the key is written."""
+    models = compute_context.models
+    request = tiny_request(steps=4, sampling_backend="original")
+    plain = process(request, compute_context)
+    try:
+        models.set_compute(ComputeSettings(deepcache_interval=2))
+        cached = process(request, compute_context)
+    finally:
+        models.set_compute(ComputeSettings())
+    assert "Sampler backend" not in plain.infotexts[0]  # the original backend's images carry no backend key
+    assert "DeepCache interval: 2" in cached.infotexts[0] and "DeepCache" not in plain.infotexts[0]
+    assert not np.array_equal(pixels(cached.images[0]), pixels(plain.images[0]))

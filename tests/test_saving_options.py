@@ -369,9 +369,9 @@ def test_save_init_img_keeps_the_image_the_job_got(context, tmp_path) -> None:
     request = tiny_img2img()
     paths = DataPaths.create(tmp_path)
     off = replace(context, paths=paths)
-    assert save_init_image(request, off) is None
+    assert save_init_image(request, off) == []
     on = replace(context, paths=paths, options=Options(save_init_img=True, outdir_init_images="init"))
-    path = save_init_image(request, on)
+    (path,) = save_init_image(request, on)
     assert path == tmp_path / "init" / f"{hashlib.md5(request.init_image.tobytes()).hexdigest()}.png"
     with Image.open(path) as saved:
         assert saved.convert("RGB").tobytes() == request.init_image.tobytes()

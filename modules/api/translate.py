@@ -140,10 +140,6 @@ def unsupported_fields(body: GenerationBody, request_class: type[GenerationReque
         and getattr(body, name) not in neutral
     ]
     if isinstance(body, Img2ImgBody):
-        if body.init_images and len(body.init_images) > 1:
-            # A1111 v1.10.1 gives each image one slot of the batch (batch_size becomes their count; more images
-            # than batch_size is an error); Easel's jobs have one init image, so it says what it does instead.
-            found.append("init_images (only the first image is used; A1111 makes one batch slot of each)")
         if body.resize_mode == 3:
             found.append("resize_mode 3 (latent upscale; resized as mode 0)")
         if body.mask_blur is None and body.mask_blur_x != body.mask_blur_y:
@@ -260,12 +256,16 @@ def translate_txt2img(body: Txt2ImgBody, context: TranslationContext) -> Transla
     return Translation(Txt2ImgRequest(**fields), unsupported, sampler_name, scheduler)
 
 
-def decode_inputs(body: Img2ImgBody, limits: ImageLimits) -> tuple[Image.Image, Image.Image | None]:
+def decode_inputs(body: Img2ImgBody, limits: ImageLimits) -> tuple[list[Image.Image], Image.Image | None]:
+    """The init images (one per batch slot when several, as A1111) and the mask."""
     if not body.init_images:
         raise BadInputError("init_images: give at least one base64 image")
-    init_image = decode_image(body.init_images[0], limits, "init_images[0]")
+    batch_size = body.batch_size or 1
+    if len(body.init_images) > batch_size:
+        raise BadInputError(f"bad number of images passed: {len(body.init_images)}; expecting {batch_size} or less")
+    init_images = [decode_image(data, limits, f"init_images[{index}]") for index, data in enumerate(body.init_images)]
     mask = decode_image(body.mask, limits, "mask") if body.mask else None
-    return init_image, mask
+    return init_images, mask
 
 
 def enum_value(enum: Callable[[int], Any], value: int, field_name: str, choices: str) -> Any:
@@ -278,10 +278,11 @@ def enum_value(enum: Callable[[int], Any], value: int, field_name: str, choices:
 def translate_img2img(body: Img2ImgBody, context: TranslationContext) -> Translation:
     """An img2img body (init image, optional mask) -> an Img2ImgRequest; images are decoded here."""
     fields, unsupported, sampler_name, scheduler = build_fields(body, context, Img2ImgRequest)
-    init_image, mask = decode_inputs(body, context.limits)
+    init_images, mask = decode_inputs(body, context.limits)
     resize = 0 if body.resize_mode == 3 else body.resize_mode
     fields.update(
-        init_image=init_image,
+        init_image=init_images[0],
+        more_init_images=init_images[1:],
         mask=mask,
         resize_mode=enum_value(ResizeMode, resize, "resize_mode", "0, 1, 2, 3"),
         denoising_strength=0.75 if body.denoising_strength is None else body.denoising_strength,

@@ -13,6 +13,7 @@ from typing import Protocol
 import torch
 from PIL import Image
 
+from modules.compute import DeepCacheUNet
 from modules.controlnet.residuals import ControlPlan
 from modules.models.manager import LoadedModel, Task
 from modules.samplers import SamplerSupport
@@ -104,7 +105,7 @@ class GenerationPlan:
     sampler_name: str
     schedule_type: str
     clip_skip: int = 1
-    init_image: Image.Image | torch.Tensor | None = None
+    init_image: Image.Image | list[Image.Image] | torch.Tensor | None = None  # a list: one per batch slot
     mask: Image.Image | None = None
     denoising_strength: float = 1.0
     masked_content: MaskedContent = MaskedContent.ORIGINAL
@@ -155,3 +156,10 @@ class Backend(Protocol):
     def decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
         """Decode latents returned by ``generate`` into images."""
         ...
+
+
+def request_unet(model: LoadedModel) -> torch.nn.Module:
+    """The UNet one request calls, on either backend: the model's own, or wrapped for DeepCache (a new cache per
+    request) when the DeepCache interval setting is above 1."""
+    interval = model.compute.deepcache_interval if model.compute is not None else 1
+    return DeepCacheUNet(model.pipeline.unet, interval) if interval > 1 else model.pipeline.unet

@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -368,6 +368,35 @@ def setting_overrides(parsed: Mapping[str, object]) -> dict[str, object]:
             settings[setting] = convert(parsed[infotext_key])
         except (TypeError, ValueError, OverflowError):
             logger.warning("infotext value ignored key=%s value=%r", infotext_key, parsed[infotext_key])
+    return settings
+
+
+def override_pairs(settings: Mapping[str, object], current: Mapping[str, object]) -> list[str]:
+    """A1111's "Override settings" entries of a pasted infotext: ``"ENSD: 31337"`` for each setting it names whose
+    value differs from the current one (``current``: setting name -> value)."""
+    keys = {setting: infotext_key for infotext_key, setting, _ in SETTING_KEYS}
+    return [
+        f"{keys[setting]}: {value}"
+        for setting, value in settings.items()
+        if setting in keys and current.get(setting) != value
+    ]
+
+
+def settings_from_pairs(pairs: Sequence[str]) -> dict[str, object]:
+    """The settings of "Override settings" entries (``"ENSD: 31337"``), by A1111's setting names; an entry whose
+    key is not a sampler setting or whose value does not convert is left out and logged."""
+    converters = {infotext_key: (setting, convert) for infotext_key, setting, convert in SETTING_KEYS}
+    settings: dict[str, object] = {}
+    for pair in pairs:
+        key, _, text = str(pair).partition(": ")
+        if key not in converters:
+            logger.warning("override setting ignored entry=%r", pair)
+            continue
+        setting, convert = converters[key]
+        try:
+            settings[setting] = convert(text)
+        except (TypeError, ValueError, OverflowError):
+            logger.warning("override setting ignored entry=%r", pair)
     return settings
 
 

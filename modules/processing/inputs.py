@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from diffusers.image_processor import VaeImageProcessor
 from PIL import Image
@@ -24,10 +24,31 @@ class PreparedInputs:
     overlay_mask: Image.Image | None = None
     paste_box: tuple[int, int, int, int] | None = None
     notes: list[str] = field(default_factory=list)
+    # Several init images (A1111's batch slots): each slot's prepared inputs, in batch order; empty for one image.
+    slots: list[PreparedInputs] = field(default_factory=list)
+
+    @property
+    def batch_init_images(self) -> Image.Image | list[Image.Image] | None:
+        """What the backend gets: the one init image, or one per batch slot."""
+        return [slot.init_image for slot in self.slots] if self.slots else self.init_image
+
+    def slot(self, index: int) -> PreparedInputs:
+        return self.slots[index % len(self.slots)] if self.slots else self
 
 
 def prepare_img2img_inputs(request: Img2ImgRequest) -> PreparedInputs:
-    """img2img / inpaint inputs: the image (and mask, blurred, inverted, cropped) at the generation size."""
+    """img2img / inpaint inputs at the generation size; several init images are prepared one by one, the same
+    way (the same mask), as A1111's batch slots."""
+    first = _prepare_one(request)
+    if not request.more_init_images:
+        return first
+    others = [_prepare_one(request.model_copy(update={"init_image": image})) for image in request.more_init_images]
+    slots = [first, *others]
+    return replace(first, notes=list(dict.fromkeys(note for slot in slots for note in slot.notes)), slots=slots)
+
+
+def _prepare_one(request: Img2ImgRequest) -> PreparedInputs:
+    """One image (and mask, blurred, inverted, cropped) at the generation size."""
     init, conversion_notes = images.to_rgb(request.init_image)
     notes = list(conversion_notes)
     if request.mask is None:
@@ -72,13 +93,14 @@ def finish_images(generated: list[Image.Image], inputs: PreparedInputs) -> list[
     if inputs.overlay_mask is None or inputs.overlay_original is None:
         return generated
     finished = []
-    for image in generated:
-        if inputs.paste_box is not None:
-            left, top, right, bottom = inputs.paste_box
-            canvas = inputs.overlay_original.copy()
+    for index, image in enumerate(generated):
+        slot = inputs.slot(index)
+        if slot.paste_box is not None:
+            left, top, right, bottom = slot.paste_box
+            canvas = slot.overlay_original.copy()
             canvas.paste(image.resize((right - left, bottom - top), Image.Resampling.LANCZOS), (left, top))
             image = canvas
-        finished.append(images.composite_unmasked(inputs.overlay_original, image, inputs.overlay_mask))
+        finished.append(images.composite_unmasked(slot.overlay_original, image, slot.overlay_mask))
     return finished
 
 

@@ -476,17 +476,20 @@ def build_infotext(run: GenerationRun, context: ProcessingContext, index: int) -
     return infotext_module.create_infotext(run.all_prompts[index], run.all_negative_prompts[index], parameters)
 
 
-def save_init_image(request: GenerationRequest, context: ProcessingContext) -> Path | None:
-    """A1111's "Save init images when using img2img": the image the job got, as sent, named by its MD5."""
-    image = getattr(request, "init_image", None)
-    if image is None or not context.options.save_init_img:
-        return None
-    name = hashlib.md5(image.tobytes(), usedforsecurity=False).hexdigest()
-    path = context.paths.data_dir / context.options.outdir_init_images / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    saving.write_image_atomic(image, path, None, "png")
-    logger.info("init image saved path=%s", path)
-    return path
+def save_init_image(request: GenerationRequest, context: ProcessingContext) -> list[Path]:
+    """A1111's "Save init images when using img2img": each image the job got, as sent, named by its MD5."""
+    first = getattr(request, "init_image", None)
+    if first is None or not context.options.save_init_img:
+        return []
+    paths = []
+    for image in [first, *getattr(request, "more_init_images", [])]:
+        name = hashlib.md5(image.tobytes(), usedforsecurity=False).hexdigest()
+        path = context.paths.data_dir / context.options.outdir_init_images / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        saving.write_image_atomic(image, path, None, "png")
+        logger.info("init image saved path=%s", path)
+        paths.append(path)
+    return paths
 
 
 def output_folder(context: ProcessingContext, run: GenerationRun, grid: bool) -> Path:

@@ -273,6 +273,10 @@ class Img2ImgRequest(GenerationRequest):
     """Image to image; with a mask it is inpainting."""
 
     init_image: Image.Image
+    more_init_images: list[Image.Image] = Field(
+        default_factory=list,
+        description="A1111's init_images after the first: each image is one batch slot (batch size = their count)",
+    )
     resize_mode: ResizeMode = ResizeMode.JUST_RESIZE
     denoising_strength: float = Field(0.75, ge=0.0, le=1.0)
     mask: Image.Image | None = None
@@ -287,6 +291,17 @@ class Img2ImgRequest(GenerationRequest):
     image_cfg_scale: float | None = Field(
         None, ge=0.0, le=100.0, description="instruct-pix2pix image guidance (None: 1.0); other models ignore it"
     )
+
+    @model_validator(mode="after")
+    def _one_slot_per_image(self) -> Img2ImgRequest:
+        """A1111: one init image fills the whole batch; several are one batch slot each, and then the batch size
+        is their count (more images than the batch size is an error, as in A1111)."""
+        count = 1 + len(self.more_init_images)
+        if count > 1:
+            if count > self.batch_size:
+                raise ValueError(f"bad number of images passed: {count}; expecting {self.batch_size} or less")
+            object.__setattr__(self, "batch_size", count)
+        return self
 
     @property
     def is_inpaint(self) -> bool:

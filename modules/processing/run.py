@@ -161,7 +161,7 @@ class GenerationRun:
             sampler_name=self.sampler.name,
             schedule_type=self.schedule_type,
             clip_skip=self.request.clip_skip,
-            init_image=self.inputs.init_image,
+            init_image=self.inputs.batch_init_images,
             mask=self.inputs.mask,
             denoising_strength=self.request.first_pass_strength,
             masked_content=self.inputs.masked_content,

@@ -67,6 +67,7 @@ SENT_FIELDS: tuple[str, ...] = (
     *handlers.HIRES_FIELDS,
     *handlers.REFINER_FIELDS,
     "image_cfg_scale",
+    "override_settings",
 )
 # How often the top bar looks for new, removed or switched checkpoints (downloads, other clients).
 FOLLOW_SECONDS = 2.0

@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from modules.application import Application
+from modules.processing.infotext import override_pairs
 from modules.processing.requests import Img2ImgRequest, Txt2ImgRequest
 from modules.prompts.styles import StyleDatabase
 from modules.samplers import SCHEDULE_TYPES, SamplerError, SamplerSupport, sampler_names, schedule_types_for
@@ -66,6 +67,7 @@ class Controls:
     remembered: dict[str, str] = field(default_factory=dict)
     bind_scripts: Callable[[Mapping[str, Any]], BoundScripts] | None = None  # the tab's scripts (scripts_ui)
     paste_scripts: Callable[[str], dict[str, Any]] | None = None  # an infotext's script values (scripts_ui)
+    current_settings: Callable[[], Mapping[str, Any]] | None = None  # the settings now (for "Override settings")
 
     def add(self, name: str, component: gr.components.Component, remember: bool = True) -> Any:
         self.components[name] = component
@@ -209,6 +211,7 @@ def build_sampling_controls(context: UiContext, controls: Controls) -> None:
         add_slider(context, controls, "batch_size", "Batch size", 1, 1, 8, 1)
     add_slider(context, controls, "cfg_scale", "CFG Scale", options.default_cfg_scale, 1.0, 30.0, 0.5)
     add_checkbox(context, controls, "restore_faces", "Restore faces", False)
+    build_override_settings(context, controls)
     components = controls.components
     components["sampler_name"].change(
         functools.partial(update_schedule_for_backend, supports=supports),
@@ -224,6 +227,25 @@ def build_sampling_controls(context: UiContext, controls: Controls) -> None:
         show_progress="hidden",
         queue=False,
     )
+
+
+def build_override_settings(context: UiContext, controls: Controls) -> None:
+    """A1111's "Override settings": hidden until a pasted infotext names sampler settings (ENSD, RNG, Eta ...)
+    that differ from the current ones; the entries left in it apply to the jobs of this tab only."""
+    controls.add(
+        "override_settings",
+        gr.Dropdown(
+            [],
+            value=[],
+            multiselect=True,
+            label="Override settings",
+            info="from the pasted infotext; for this tab's jobs only (remove an entry to use the setting)",
+            visible=False,
+            elem_id=f"{controls.tab}_override_settings",
+        ),
+        remember=False,
+    )
+    controls.current_settings = lambda: context.application.options.model_dump()
 
 
 def add_slider(
@@ -534,5 +556,12 @@ def wire_paste_and_clear(context: UiContext, controls: Controls, prompt: PromptA
 
 
 def fill_controls(controls: Controls, fields: Mapping[str, Any]) -> dict[Any, Any]:
-    """Updates for the controls named in ``fields`` (values from an infotext)."""
-    return {controls.components[name]: value for name, value in fields.items() if name in controls.components}
+    """Updates for the controls named in ``fields`` (values from an infotext). The infotext's settings fill the
+    "Override settings" box with those that differ from the current settings (emptied when there are none), as
+    A1111's paste does."""
+    updates = {controls.components[name]: value for name, value in fields.items() if name in controls.components}
+    box = controls.components.get("override_settings")
+    if box is not None and controls.current_settings is not None and "prompt" in fields:
+        pairs = override_pairs(fields.get("override_settings") or {}, controls.current_settings())
+        updates[box] = gr.update(choices=pairs, value=pairs, visible=bool(pairs))
+    return updates

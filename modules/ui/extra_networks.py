@@ -2,7 +2,8 @@
 
 One HTML block holds the cards (a page of them, so 5,000 files render as fast as 50). Each generation tab has
 the same panel under its prompt (the 🎴 button); clicking a LoRA or embedding card appends its tag to that tab's
-prompt in the browser (the tab's cards: txt2img's prompt), as A1111 does; a checkpoint or VAE card sends the
+prompt in the browser (the Extra Networks tab's cards: the tab chosen in its "Insert into"), as A1111 does; a
+checkpoint or VAE card sends the
 HTML component's "card_action" event to the server, which switches the checkpoint or the SD VAE setting, and a
 card's 🛠 opens the metadata editor (modules/ui/card_editor.py).
 """
@@ -38,6 +39,7 @@ from modules.ui.card_editor import build_card_editor, wire_card_editor
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 120
+INSERT_TARGETS = ("txt2img", "img2img", "inpaint")  # the generation tabs with a prompt box (#<tab>_prompt)
 CARD_CSS = """
 .easel-cards { display: flex; flex-wrap: wrap; gap: 8px; }
 .easel-card { width: 160px; min-height: 200px; border: 1px solid var(--border-color-primary); border-radius: 8px;
@@ -56,7 +58,7 @@ CARD_CSS = """
 # generation tab's panel inserts into its own prompt). Other actions go to the server as gradio's custom
 # "card_action" event of the HTML component.
 CLICK_JS = """
-const promptId = PROMPT_ID;
+const fixedPromptId = PROMPT_ID, targetId = TARGET_ID;
 element.addEventListener('click', (event) => {
   const card = event.target.closest('.easel-card');
   if (!card) return;
@@ -73,9 +75,39 @@ element.addEventListener('click', (event) => {
     box.value = text + (text && !/\\s$/.test(text) ? ' ' : '') + addition;
     box.dispatchEvent(new Event('input', {bubbles: true}));
   };
-  if (action === 'insert') {
+  const insert = (promptId) => {
     append('#' + promptId + ' textarea', value);
     append('#' + promptId.replace(/_prompt$/, '_neg_prompt') + ' textarea', card.dataset.negative);
+  };
+  if (action === 'insert' && fixedPromptId) {
+    insert(fixedPromptId);
+    return;
+  }
+  if (action === 'insert') {
+    // The Extra Networks tab's cards go to the tab chosen in its "Insert into" radio. Gradio draws a tab's
+    // contents the first time it is opened: a tab never opened is opened for a moment, then this one again.
+    const chosen = document.querySelector('#' + targetId + ' input:checked');
+    const tab = chosen ? chosen.value : 'txt2img';
+    const box = () => document.querySelector('#' + tab + '_prompt textarea');
+    if (box()) {
+      insert(tab + '_prompt');
+      return;
+    }
+    const buttons = [...document.querySelectorAll('#tabs > .tab-wrapper button, #tabs button[role=tab]')];
+    const find = (name) => buttons.find((button) => button.textContent.trim() === name);
+    const target = find(tab), back = find('Extra Networks');
+    if (!target) return;
+    target.click();
+    const started = Date.now();
+    const wait = () => {
+      if (box()) {
+        insert(tab + '_prompt');
+        if (back) back.click();
+      } else if (Date.now() - started < 10000) {
+        setTimeout(wait, 50);
+      }
+    };
+    wait();
     return;
   }
   trigger('card_action', {text: action + '\\n' + value});
@@ -83,8 +115,10 @@ element.addEventListener('click', (event) => {
 """
 
 
-def click_js(prompt_id: str) -> str:
-    return CLICK_JS.replace("PROMPT_ID", json.dumps(prompt_id))
+def click_js(prompt_id: str | None, target_id: str | None = None) -> str:
+    """The cards' click handler: inserts into ``#<prompt_id>``, or (``prompt_id`` None) into the prompt of the
+    generation tab chosen in the radio ``#<target_id>``."""
+    return CLICK_JS.replace("PROMPT_ID", json.dumps(prompt_id)).replace("TARGET_ID", json.dumps(target_id))
 
 
 def card_key(card: Card) -> str:
@@ -164,8 +198,11 @@ class CardsPanel:
     show: Callable[..., tuple[Any, Any, str]]
 
 
-def build_cards_panel(application: Application, prefix: str, prompt_id: str) -> CardsPanel:
-    """A card panel whose LoRA and embedding cards insert into the box ``#<prompt_id>``."""
+def build_cards_panel(
+    application: Application, prefix: str, prompt_id: str | None, target_id: str | None = None
+) -> CardsPanel:
+    """A card panel whose LoRA and embedding cards insert into the box ``#<prompt_id>`` (or, with ``prompt_id``
+    None, into the prompt of the tab chosen in the radio ``#<target_id>``)."""
     renderer = CardRenderer(application)
     with gr.Row():
         kinds = [item.value for item in CardKind]
@@ -176,7 +213,8 @@ def build_cards_panel(application: Application, prefix: str, prompt_id: str) -> 
         folder = gr.Dropdown([ALL_FOLDERS], value=ALL_FOLDERS, label="Subfolder", elem_id=f"{prefix}_folder", scale=2)
         refresh = gr.Button("Refresh", elem_id=f"{prefix}_refresh", scale=1)
     status = gr.Markdown(elem_id=f"{prefix}_status")
-    cards_html = gr.HTML("", elem_id=f"{prefix}_cards", js_on_load=click_js(prompt_id), css_template=CARD_CSS)
+    on_load = click_js(prompt_id, target_id)
+    cards_html = gr.HTML("", elem_id=f"{prefix}_cards", js_on_load=on_load, css_template=CARD_CSS)
 
     def cards_of(kind_value: str) -> list[Card]:
         networks = application.networks
@@ -221,9 +259,17 @@ def build_cards_panel(application: Application, prefix: str, prompt_id: str) -> 
 
 
 def create_extra_networks_tab(application: Application, tab: Any = None) -> None:
-    """The tab's controls and wiring (cards insert into txt2img's prompt). ``tab`` (the gr.Tab) loads the cards
-    when it is selected."""
-    panel = build_cards_panel(application, "extra_networks", "txt2img_prompt")
+    """The tab's controls and wiring: cards insert into the prompt of the generation tab chosen in "Insert into".
+    ``tab`` (the gr.Tab) loads the cards when it is selected."""
+    gr.Radio(
+        list(INSERT_TARGETS),
+        value=INSERT_TARGETS[0],
+        label="Insert into",
+        info="the prompt a LoRA or embedding card goes to",
+        elem_id="extra_networks_target",
+        interactive=True,
+    )
+    panel = build_cards_panel(application, "extra_networks", None, "extra_networks_target")
     if tab is not None:
         tab.select(panel.show, panel.inputs, panel.outputs)
 

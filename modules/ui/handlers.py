@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image, ImageChops, ImageEnhance, ImageFilter
 
 from modules.generation import GenerationService, QueueError
-from modules.processing.infotext import infotext_to_request_fields, parse_infotext
+from modules.processing.infotext import infotext_to_request_fields, parse_infotext, settings_from_pairs
 from modules.processing.inputs import outpaint_request
 from modules.processing.processing import ProcessingResult
 from modules.processing.requests import Img2ImgRequest, MaskedContent, ResizeMode, Txt2ImgRequest
@@ -52,6 +52,7 @@ COMMON_FIELDS: tuple[str, ...] = (
     "subseed_strength",
     "seed_resize_from_w",
     "seed_resize_from_h",
+    "override_settings",  # A1111's "Override settings" entries ("ENSD: 31337"), for this job only
 )
 # The "Extra" seed controls: used only while the Extra box is ticked (A1111's seed_checkbox).
 EXTRA_SEED_FIELDS: tuple[str, ...] = ("subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
@@ -101,6 +102,8 @@ def pick_fields(values: Mapping[str, Any], names: Sequence[str]) -> dict[str, An
         if name not in values or values[name] is None:
             continue
         value = values[name]
+        if name == "override_settings":
+            value = settings_from_pairs(value)
         picked[name] = int(value) if isinstance(value, float) and value.is_integer() else value
     return picked
 
@@ -396,7 +399,7 @@ def fields_from_infotext(text: str) -> dict[str, Any]:
     split_legacy_sampler(fields, "sampler_name", "scheduler")
     fields.setdefault("restore_faces", False)
     fields.setdefault("enable_hr", False)
-    fields.pop("override_settings", None)  # settings (ENSD, RNG, eta ...) are the Settings tab's, not controls
+    # settings (ENSD, RNG, eta ...) stay {setting: value}: the tab's "Override settings" shows those that differ
     fields["seed_extra"] = any(name in fields for name in ("subseed_strength", "seed_resize_from_w"))
     if fields["seed_extra"]:
         fields.setdefault("subseed_strength", 0.0)

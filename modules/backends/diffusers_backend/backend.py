@@ -11,12 +11,18 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from modules.backends.base import BackendError, GenerationPlan, MaskedContent, ProgressReporter, RunDetails
+from modules.backends.base import (
+    BackendError,
+    GenerationPlan,
+    MaskedContent,
+    ProgressReporter,
+    RunDetails,
+    request_unet,
+)
 from modules.backends.diffusers_backend.composable import ComposableGuidance, ComposableGuidanceUNet
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
 from modules.backends.original.rng import ImageRNG, NoiseSource, RandnSource
 from modules.backends.previews import PreviewModels, render_preview
-from modules.compute import DeepCacheUNet
 from modules.controlnet.residuals import ActiveControl, ControlError, ControlledUNet, activate, release
 from modules.models.manager import LoadedModel, Task
 from modules.models.vae_codec import decode_latents, encode_pixels
@@ -181,16 +187,17 @@ class DiffusersBackend:
             # txt2img on an inpainting checkpoint: the whole canvas is masked, as A1111 does.
             blank = Image.new("RGB", (plan.width, plan.height), (127, 127, 127))
             return {"image": blank, "mask_image": Image.new("L", blank.size, 255), "strength": 1.0}
-        image: Image.Image | torch.Tensor = plan.init_image
+        image: Image.Image | list[Image.Image] | torch.Tensor = plan.init_image
+        slots = image if isinstance(image, list) else [image]  # several init images: one per batch slot
         # img2img on an inpainting checkpoint: the whole image is masked (A1111's conditioning mask of ones).
-        mask = plan.mask if plan.mask is not None else Image.new("L", plan.init_image.size, 255)
+        mask = plan.mask if plan.mask is not None else Image.new("L", slots[0].size, 255)
         arguments: dict[str, Any] = {"mask_image": mask, **img2img_steps(plan)}
         if plan.masked_content in (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING):
-            latents = encode_image(pipeline, plan.init_image)
+            latents = encode_image(pipeline, slots)
             image = replace_masked_latents(latents, plan.mask, plan.masked_content, plan.seeds[0])
             # With latents as `image`, diffusers needs the masked-image latents given (the 9-channel
             # conditioning; a 4-channel pipeline computes but does not use them).
-            arguments["masked_image_latents"] = encode_image(pipeline, masked_pixels(plan.init_image, mask))
+            arguments["masked_image_latents"] = encode_image(pipeline, [masked_pixels(slot, mask) for slot in slots])
         arguments["image"] = image
         return arguments
 
@@ -296,12 +303,6 @@ def preview_models(model: LoadedModel, control: ProgressReporter) -> PreviewMode
     return model.attachments.setdefault(f"{PreviewModels.__module__}:{folder}", PreviewModels(folder))
 
 
-def request_unet(model: LoadedModel) -> torch.nn.Module:
-    """The UNet for one request: the model's own, or wrapped for DeepCache (a new cache per request)."""
-    interval = model.compute.deepcache_interval if model.compute is not None else 1
-    return DeepCacheUNet(model.pipeline.unet, interval) if interval > 1 else model.pipeline.unet
-
-
 def steps_run(plan: GenerationPlan) -> int:
     """Denoising steps a pipeline call runs: ``steps`` for txt2img and exact-step img2img (the hires pass),
     else int(steps * strength) as diffusers' img2img does; a refiner switch splits them (about: diffusers cuts
@@ -368,8 +369,8 @@ def refiner_txt2img_arguments(pipeline: DiffusionPipeline, plan: GenerationPlan)
     return {"image": zeros, "strength": 1.0, "num_inference_steps": plan.steps}
 
 
-def encode_image(pipeline: DiffusionPipeline, image: Image.Image) -> torch.Tensor:
-    """VAE latents of an RGB image (distribution mode), scaled for the UNet."""
+def encode_image(pipeline: DiffusionPipeline, image: Image.Image | list[Image.Image]) -> torch.Tensor:
+    """VAE latents of an RGB image or a list of them (distribution mode), scaled for the UNet."""
     return encode_pixels(pipeline.vae, pipeline.image_processor.preprocess(image))
 
 

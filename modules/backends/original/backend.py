@@ -21,6 +21,7 @@ from modules.backends.base import (
     ProgressReporter,
     RunDetails,
     SamplingSettings,
+    request_unet,
 )
 from modules.backends.original import catalogue
 from modules.backends.original.conditioning import BatchConditioning
@@ -191,11 +192,15 @@ class OriginalBackend:
         self, model: LoadedModel, plan: GenerationPlan, progress: ProgressReporter
     ) -> list[Image.Image] | torch.Tensor:
         xl = is_sdxl(model)
-        unet = model.pipeline.unet
         controls = controls_of(model, plan)
-        controlled = ControlledUNet(unet, controls, self.steps_run(plan), uncond_last=True) if controls else None
+        controlled = (
+            ControlledUNet(model.pipeline.unet, controls, self.steps_run(plan), uncond_last=True) if controls else None
+        )
+        # DeepCache applies here too (its infotext key comes from the model's settings), not with ControlNet units:
+        # it skips the UNet blocks their residuals go into.
+        unet = controlled or request_unet(model)
         diffusion = DiffusionModel(
-            unet=DiffusersUNet(controlled or unet, sdxl_time_ids(plan.width, plan.height) if xl else None),
+            unet=DiffusersUNet(unet, sdxl_time_ids(plan.width, plan.height) if xl else None),
             alphas_cumprod=alphas_cumprod_of(model),
             prediction=prediction_of(model),
         )

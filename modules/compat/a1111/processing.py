@@ -78,7 +78,7 @@ class StableDiffusionProcessing:
         given = {}
         for name, value in fields.items():
             if name == "init_images" and value:
-                given["init_image"] = value[0]
+                given["init_image"], given["more_init_images"] = value[0], list(value[1:])
             elif name == "sampler_index":
                 continue
             elif name in known and value is not None:
@@ -98,7 +98,7 @@ class StableDiffusionProcessing:
         if name in type(request).model_fields:
             return getattr(request, name)
         if name == "init_images":
-            return [request.init_image] if isinstance(request, Img2ImgRequest) else None
+            return [request.init_image, *request.more_init_images] if isinstance(request, Img2ImgRequest) else None
         if name == "image_mask":
             return request.mask if isinstance(request, Img2ImgRequest) else None
         if name == "do_not_save_samples":
@@ -126,7 +126,7 @@ class StableDiffusionProcessing:
         if name in fields:
             self._replace(**{name: value})
         elif name == "init_images" and value and isinstance(request, Img2ImgRequest):
-            self._replace(init_image=value[0])
+            self._replace(init_image=value[0], more_init_images=list(value[1:]))
         elif name == "image_mask" and isinstance(request, Img2ImgRequest):
             self._replace(mask=value)
         elif name == "do_not_save_samples":
