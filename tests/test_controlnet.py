@@ -308,3 +308,78 @@ def test_a_t2i_adapter_unit_acts_and_weight_zero_gives_the_plain_image(context, 
 
         shutil.rmtree(folder)
         library.refresh()
+
+
+def tiny_ip_adapter(unet: torch.nn.Module, image_dim: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A plain IP-Adapter for the tiny UNet in the original file layout (flat image_proj.* / ip_adapter.*)."""
+    generator = torch.Generator().manual_seed(seed)
+    cross = int(unet.config.cross_attention_dim)
+    blocks = list(unet.config.block_out_channels)
+    tensors = {
+        "image_proj.proj.weight": torch.randn(cross * 4, image_dim, generator=generator) * 0.3,
+        "image_proj.proj.bias": torch.zeros(cross * 4),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    for key_id, name in enumerate(unet.attn_processors):
+        if not name.endswith("attn2.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = blocks[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(blocks))[int(name[len("up_blocks.")])]
+        else:
+            hidden = blocks[int(name[len("down_blocks.")])]
+        for part in ("to_k_ip", "to_v_ip"):
+            tensors[f"ip_adapter.{key_id}.{part}.weight"] = torch.randn(hidden, cross, generator=generator) * 0.3
+    return tensors
+
+
+def test_an_ip_adapter_unit_acts_through_the_clip_vision_encoder_and_the_unet_is_restored(context, library, plain):
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from modules.backends.registry import create_backend
+
+    model = context.models.ensure_loaded()
+    unet = model.pipeline.unet
+    processors_before = {name: type(processor) for name, processor in unet.attn_processors.items()}
+    clip_folder = library.clip_vision.folder / "tiny-clip-vision"
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        projection_dim=24,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    CLIPVisionModelWithProjection(config).save_pretrained(clip_folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(clip_folder)
+    adapter_path = library.folders[0] / "ip-adapter_tiny.safetensors"
+    save_file(tiny_ip_adapter(unet, image_dim=24), str(adapter_path))
+    library.refresh()
+    try:
+        title = library.find("ip-adapter_tiny").title
+        ip = pixels(generate(context, library, tiny_request(), [unit(title)]).images[0])
+        assert not np.array_equal(ip, pixels(plain.images[0]))
+        other = pixels(generate(context, library, tiny_request(), [unit(title, seed=2)]).images[0])
+        assert not np.array_equal(ip, other)  # the reference image matters
+        silent = generate(context, library, tiny_request(), [unit(title, weight=0)])
+        assert np.array_equal(pixels(silent.images[0]), pixels(plain.images[0]))
+        assert {name: type(p) for name, p in unet.attn_processors.items()} == processors_before
+        assert unet.encoder_hid_proj is None and unet.config.encoder_hid_dim_type is None
+        after = generate(context, library, tiny_request(), [])
+        assert np.array_equal(pixels(after.images[0]), pixels(plain.images[0]))
+        original = ProcessingContext(
+            models=context.models, backend=create_backend("original"), options=context.options, paths=context.paths
+        )
+        on_original = pixels(generate(original, library, tiny_request(), [unit(title)]).images[0])
+        assert not np.array_equal(on_original, pixels(generate(original, library, tiny_request(), []).images[0]))
+    finally:
+        import shutil
+
+        adapter_path.unlink()
+        shutil.rmtree(clip_folder)
+        library.refresh()

@@ -24,6 +24,7 @@ from diffusers import ControlNetModel, T2IAdapter
 from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
 from modules.controlnet.annotators import AnnotatorRunner
+from modules.controlnet.ip_adapter import ClipVisionLibrary, IPAdapterError, is_ip_adapter_file, load_ip_adapter
 from modules.models.errors import ModelError
 from modules.models.hashing import HashCache
 from modules.models.safe_load import CHECKPOINT_SUFFIXES, load_state_dict, read_shapes
@@ -136,7 +137,14 @@ def weights_path(info: ControlNetInfo) -> Path:
 class ControlNetLibrary:
     """The ControlNet folders' models and an LRU cache of loaded ones (``cache_size`` models kept)."""
 
-    def __init__(self, folders: Iterable[Path], hashes: HashCache, configs_dir: Path, cache_size: int = 2) -> None:
+    def __init__(
+        self,
+        folders: Iterable[Path],
+        hashes: HashCache,
+        configs_dir: Path,
+        cache_size: int = 2,
+        clip_vision_dir: Path | None = None,
+    ) -> None:
         self.folders = tuple(Path(folder) for folder in folders)
         self.hashes = hashes
         self.configs_dir = Path(configs_dir)
@@ -145,6 +153,8 @@ class ControlNetLibrary:
         self._loaded: OrderedDict[Path, torch.nn.Module] = OrderedDict()
         self._lock = threading.Lock()
         self.annotators = AnnotatorRunner(self.annotators_dir)  # model-based preprocessors' weights
+        # IP-Adapters' image encoders (models/clip_vision beside models/ControlNet unless given)
+        self.clip_vision = ClipVisionLibrary(clip_vision_dir or self.folders[0].parent / "clip_vision")
 
     @property
     def annotators_dir(self) -> Path:
@@ -197,6 +207,8 @@ class ControlNetLibrary:
 def load_controlnet(path: Path, configs_dir: Path) -> torch.nn.Module:
     """A ControlNetModel (or a T2I-Adapter from a diffusers folder) in float32 on the CPU, offline."""
     try:
+        if path.is_file() and is_ip_adapter_file(path):
+            return load_ip_adapter(path).eval()
         if path.is_dir():
             model_class = DIFFUSERS_CLASSES[read_json(path / "config.json").get("_class_name", "ControlNetModel")]
             model = model_class.from_pretrained(path, local_files_only=True)
@@ -204,6 +216,8 @@ def load_controlnet(path: Path, configs_dir: Path) -> torch.nn.Module:
             model = load_single_file(path, configs_dir)
     except ControlNetError:
         raise
+    except IPAdapterError as error:
+        raise ControlNetError(f"cannot load {path.name}: {error}") from error
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise ControlNetError(f"cannot load ControlNet {path.name}: {error}") from error
     return model.eval().requires_grad_(False)

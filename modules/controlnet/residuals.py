@@ -16,8 +16,9 @@ Rules (the extension's, diffusers' where they differ on a fact only the tests ca
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ import torch
 from diffusers import T2IAdapter
 from PIL import Image, ImageOps
 
+from modules.controlnet.ip_adapter import IPAdapterWeights, ip_adapters_applied
 from modules.controlnet.models import family_name
 from modules.controlnet.units import ControlMode, HiresOption, ResizeMode
 
@@ -54,6 +56,7 @@ class ControlPlan:
     hr_option: HiresOption = HiresOption.BOTH
     low_vram: bool = False
     region: Image.Image | None = None  # effective region: white where the unit acts (None: everywhere)
+    image_embeds: torch.Tensor | None = None  # an IP-Adapter unit's CLIP image embeddings (1, D)
 
     def acts_in(self, hires_pass: bool) -> bool:
         if self.weight == 0:
@@ -95,10 +98,21 @@ def is_adapter(model: torch.nn.Module) -> bool:
     return isinstance(model, T2IAdapter)
 
 
+def is_ip_adapter(model: torch.nn.Module) -> bool:
+    return isinstance(model, IPAdapterWeights)
+
+
 def check_family(plan: ControlPlan, unet: torch.nn.Module, checkpoint: str) -> None:
     """An SD 1.x ControlNet with an SDXL checkpoint (or any other pair) is an error naming both."""
     if is_adapter(plan.model):
         check_adapter_family(plan, unet, checkpoint)
+        return
+    if is_ip_adapter(plan.model):
+        if plan.model.cross_attention_dim != int(unet.config.cross_attention_dim):
+            raise ControlError(
+                f"IP-Adapter {plan.model_name} is for {family_name(plan.model.cross_attention_dim)}, but checkpoint "
+                f"{checkpoint} is {family_name(int(unet.config.cross_attention_dim))}"
+            )
         return
     control_width = int(plan.model.config.cross_attention_dim)
     unet_width = int(unet.config.cross_attention_dim)
@@ -153,6 +167,7 @@ class ControlledUNet(torch.nn.Module):
         self.step = 0
         self.uncond_last = uncond_last
         self.calls_with_control = 0
+        self.ip_processors: list[Any] = []  # the IP-Adapter attention processors of this pass (their scale)
 
     @property
     def config(self) -> Any:
@@ -175,10 +190,37 @@ class ControlledUNet(torch.nn.Module):
         if down is not None:
             self.calls_with_control += 1
             kwargs = {**kwargs, "down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        image_embeds = self.ip_image_embeds(sample)
+        if image_embeds:
+            kwargs = {
+                **kwargs,
+                "added_cond_kwargs": {**(kwargs.get("added_cond_kwargs") or {}), "image_embeds": image_embeds},
+            }
         intrablock = self.adapter_residuals(sample)
         if intrablock is not None:
             kwargs = {**kwargs, "down_intrablock_additional_residuals": intrablock}  # a new list: the UNet pops it
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **kwargs)
+
+    def ip_image_embeds(self, sample: torch.Tensor) -> list[torch.Tensor]:
+        """Each IP-Adapter unit's image embeddings for these rows (zeros for the negative prompt's rows, as
+        diffusers does); a unit outside its guidance steps acts with scale 0 on this step."""
+        units = [control for control in self.controls if control.plan.image_embeds is not None]
+        if not units:
+            return []
+        rows = sample.shape[0]
+        scales = [control.plan.weight if control.plan.keeps(self.step, self.total_steps) else 0.0 for control in units]
+        for processor in self.ip_processors:
+            processor.scale = list(scales)
+        embeds = []
+        for control in units:
+            embedding = control.plan.image_embeds.to(sample.device, self.unet.dtype)[:, None]  # (1, 1, D)
+            rows_embeds = embedding.expand(rows, -1, -1).clone()
+            if rows % 2 == 0:
+                first_half = torch.arange(rows, device=sample.device) < rows // 2
+                uncond = ~first_half if self.uncond_last else first_half
+                rows_embeds[uncond] = 0
+            embeds.append(rows_embeds)
+        return embeds
 
     def adapter_residuals(self, sample: torch.Tensor) -> list[torch.Tensor] | None:
         """The T2I-Adapters' features of this step, summed (diffusers' ``down_intrablock_additional_residuals``)."""
@@ -205,7 +247,9 @@ class ControlledUNet(torch.nn.Module):
         total_down: list[torch.Tensor] | None = None
         total_mid: torch.Tensor | None = None
         for control in self.controls:
-            if control.features is not None or not control.plan.keeps(self.step, self.total_steps):
+            if control.features is not None or control.plan.image_embeds is not None:
+                continue
+            if not control.plan.keeps(self.step, self.total_steps):
                 continue
             down, mid = self.unit_residuals(control, sample, timestep, hidden, added)
             if total_down is None:
@@ -283,6 +327,9 @@ def activate(
         if not plan.acts_in(hires_pass):
             continue
         model = plan.model
+        if is_ip_adapter(model):
+            active.append(ActiveControl(plan, torch.zeros(1), None))
+            continue
         if model.device != unet.device or model.dtype != unet.dtype:
             model.to(unet.device, unet.dtype)
         image = resize_control_image(plan.image, width, height, plan.resize_mode)
@@ -307,8 +354,24 @@ def region_tensor(plan: ControlPlan, width: int, height: int, device: torch.devi
     return control_tensor(mask)[:, :1].to(device)
 
 
+def ip_adapters_of(controls: Sequence[ActiveControl]) -> list[IPAdapterWeights]:
+    return [control.plan.model for control in controls if is_ip_adapter(control.plan.model)]
+
+
+@contextlib.contextmanager
+def controls_applied(pipeline: Any, unet: ControlledUNet | None) -> Iterator[None]:
+    """The pass's IP-Adapters loaded into the pipeline's UNet for the block (and taken out after)."""
+    adapters = ip_adapters_of(unet.controls) if unet is not None else []
+    with ip_adapters_applied(pipeline, adapters) as processors:
+        if unet is not None:
+            unet.ip_processors = processors
+        yield
+
+
 def release(controls: Sequence[ActiveControl]) -> None:
     """Low VRAM units go back to the CPU after the pass."""
     for control in controls:
+        if is_ip_adapter(control.plan.model):
+            continue
         if control.plan.low_vram and control.plan.model.device.type != "cpu":
             control.plan.model.to("cpu")

@@ -23,7 +23,14 @@ from modules.backends.diffusers_backend.composable import ComposableGuidance, Co
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
 from modules.backends.original.rng import ImageRNG, NoiseSource, RandnSource
 from modules.backends.previews import PreviewModels, render_preview
-from modules.controlnet.residuals import ActiveControl, ControlError, ControlledUNet, activate, release
+from modules.controlnet.residuals import (
+    ActiveControl,
+    ControlError,
+    ControlledUNet,
+    activate,
+    controls_applied,
+    release,
+)
 from modules.models.manager import LoadedModel, Task
 from modules.models.vae_codec import decode_latents, encode_pixels
 from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
@@ -100,7 +107,7 @@ class DiffusersBackend:
             arguments.update(self._inpaint_arguments(pipeline, plan))
         arguments.update(switch_arguments(pipeline, plan))
         try:
-            with torch.inference_mode():
+            with controls_applied(model.pipeline, unet if controls else None), torch.inference_mode():
                 output = pipeline(**arguments)
         finally:
             release(controls)

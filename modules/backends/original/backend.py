@@ -57,7 +57,14 @@ from modules.backends.original.unet import (
     sdxl_time_ids,
 )
 from modules.backends.preview import latents_to_preview
-from modules.controlnet.residuals import ActiveControl, ControlError, ControlledUNet, activate, release
+from modules.controlnet.residuals import (
+    ActiveControl,
+    ControlError,
+    ControlledUNet,
+    activate,
+    controls_applied,
+    release,
+)
 from modules.models.manager import LoadedModel, Task
 from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
 from modules.samplers import SamplerSupport
@@ -206,7 +213,7 @@ class OriginalBackend:
         )
         conditioning = self._conditioning(model, plan, unet.device)
         reporter = StepReporter(progress, self.steps_run(plan), xl, controlled)
-        with torch.inference_mode():
+        with controls_applied(model.pipeline, controlled), torch.inference_mode():
             sample = self._sampler_call(model, plan, diffusion, conditioning, xl)
             try:
                 latents = sample(reporter).latents

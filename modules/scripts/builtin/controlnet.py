@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image
 
 from modules.controlnet.annotators import AnnotatorRunner
+from modules.controlnet.ip_adapter import IPAdapterError, IPAdapterWeights
 from modules.controlnet.models import ControlNetError, ControlNetLibrary
 from modules.controlnet.preprocessors import (
     PreprocessorError,
@@ -159,10 +160,15 @@ class ControlNetScript(Script):
         source = unit.image if unit.image is not None else img2img_source(run)
         if source is None:
             raise ScriptError(f"unit {index}: no image (give one, or use img2img, whose image a unit may use)")
+        image_embeds = None
         try:
             info, model = self.library.load(unit.model)
-            control_map = detect(unit, source, run.width, run.height, run.seed, self.library.annotators)
-        except (ControlNetError, PreprocessorError) as error:
+            if isinstance(model, IPAdapterWeights):  # the image goes to the CLIP vision encoder as it is
+                image_embeds = self.library.clip_vision.encoder_for(model.image_dim).embed(source)
+                control_map = source
+            else:
+                control_map = detect(unit, source, run.width, run.height, run.seed, self.library.annotators)
+        except (ControlNetError, PreprocessorError, IPAdapterError) as error:
             raise ScriptError(f"unit {index}: {error}") from error
         plan = ControlPlan(
             model_name=info.title,
@@ -176,6 +182,7 @@ class ControlNetScript(Script):
             hr_option=unit.hr_option,
             low_vram=unit.low_vram,
             region=unit.mask,
+            image_embeds=image_embeds,
         )
         return plan, info.title
 
