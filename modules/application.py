@@ -120,6 +120,7 @@ class Application:
             HashCache(paths.cache_file),
             paths.configs_dir,
             cache_size=options.control_net_model_cache_size,
+            clip_vision_dir=paths.clip_vision_dir,
         )
         controlnet.refresh()
         scripts = ScriptCatalogue(

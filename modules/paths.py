@@ -60,6 +60,11 @@ class DataPaths:
         return self.models_dir / "ControlNet"
 
     @property
+    def clip_vision_dir(self) -> Path:
+        """CLIP vision encoders (transformers folders) for IP-Adapter units."""
+        return self.models_dir / "clip_vision"
+
+    @property
     def vae_dir(self) -> Path:
         return self.models_dir / "VAE"
 

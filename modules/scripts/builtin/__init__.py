@@ -30,6 +30,7 @@ def controlnet_library(context: ProcessingContext) -> ControlNetLibrary:
         HashCache(context.paths.cache_file),
         context.paths.configs_dir,
         cache_size=context.options.control_net_model_cache_size,
+        clip_vision_dir=context.paths.clip_vision_dir,
     )
     library.refresh()
     return library
