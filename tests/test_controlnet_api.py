@@ -108,29 +108,38 @@ def test_alwayson_unit_changes_the_image_and_is_written_to_the_infotext(client: 
 
 
 @pytest.mark.slow
-def test_webuiapi_controlnet_unit_works_unchanged(server: ApiServer) -> None:
+def test_webuiapi_controlnet_unit_works_unchanged_against_webui_py(tmp_path, tiny_pipeline) -> None:
+    """webuiapi's ControlNetUnit (its to_dict, its routes) against ``webui.py --api`` in its own process."""
     webuiapi = pytest.importorskip("webuiapi", reason="webuiapi is not installed (requirements-test.txt)")
-    address = urlsplit(server.url)
-    api = webuiapi.WebUIApi(host=address.hostname, port=address.port, sampler="Euler", steps=2)
-    model = api.controlnet_model_list()[0]
-    assert "canny" in api.controlnet_module_list() and api.controlnet_version() == 3
-    detected = api.controlnet_detect([shapes()], module="canny", processor_res=64, threshold_a=50, threshold_b=150)
-    assert detected.image.size == (64, 64) and detected.info == "Success"
-    unit = webuiapi.ControlNetUnit(
-        image=shapes(),
-        module="canny",
-        model=model,
-        processor_res=64,
-        threshold_a=50,
-        threshold_b=150,
-        control_mode=2,
-        pixel_perfect=True,
-    )
-    result = api.txt2img(prompt="a fox", seed=7, width=64, height=64, controlnet_units=[unit])
+    from modules.models.checkpoint_writer import write_single_file
+    from tests.browser_support import running_webui, webui_environment
+
+    data = tmp_path / "data"
+    (data / "models" / "Stable-diffusion").mkdir(parents=True)
+    write_single_file(tiny_pipeline, data / "models" / "Stable-diffusion" / "tiny.safetensors")
+    build_tiny_controlnet(tiny_pipeline.unet, seed=5).save_pretrained(data / "models" / "ControlNet" / CONTROLNET)
+    with running_webui(tmp_path, ["--api"], webui_environment()) as (url, _):
+        address = urlsplit(url)
+        api = webuiapi.WebUIApi(host=address.hostname, port=address.port, sampler="Euler", steps=2)
+        model = api.controlnet_model_list()[0]
+        assert "canny" in api.controlnet_module_list() and api.controlnet_version() == 3
+        detected = api.controlnet_detect([shapes()], module="canny", processor_res=64, threshold_a=50, threshold_b=150)
+        assert detected.image.size == (64, 64) and detected.info == "Success"
+        # webuiapi's txt2img keeps its units in a shared default dict: the plain call passes its own empty one
+        plain = api.txt2img(prompt="a fox", seed=7, width=64, height=64, alwayson_scripts={})
+        unit = webuiapi.ControlNetUnit(
+            image=shapes(),
+            module="canny",
+            model=model,
+            processor_res=64,
+            threshold_a=50,
+            threshold_b=150,
+            control_mode=2,
+            pixel_perfect=True,
+        )
+        result = api.txt2img(prompt="a fox", seed=7, width=64, height=64, controlnet_units=[unit])
     assert result.image.size == (64, 64)
-    parameters = parse_infotext(result.info["infotexts"][0])
-    assert "Control Mode: ControlNet is more important" in parameters["ControlNet 0"]
-    assert "Resize Mode: Resize and Fill" in parameters["ControlNet 0"]
-    # webuiapi's txt2img keeps its units in a shared default dict: a plain call passes its own empty one
-    plain = api.txt2img(prompt="a fox", seed=7, width=64, height=64, alwayson_scripts={})
     assert not np.array_equal(np.asarray(result.image), np.asarray(plain.image))
+    entry = parse_infotext(result.info["infotexts"][0])["ControlNet 0"]
+    assert entry.startswith(f"Module: canny, Model: {model}, Weight: 1.0, Resize Mode: Resize and Fill")
+    assert entry.endswith("Pixel Perfect: True, Control Mode: ControlNet is more important")
