@@ -176,24 +176,18 @@ def test_a_missing_model_or_image_fails_the_job_with_a_clear_message(context, li
         generate(context, library, tiny_request(), [unit(image="")])
 
 
-def test_the_diffusers_backend_equals_diffusers_controlnet_pipeline(context, library, tiny_controlnet):
-    """Same embeddings (captured from the backend's UNet calls), same initial noise, same scheduler."""
-    from modules.backends.diffusers_backend import DiffusersBackend
-    from modules.processing.job import JobControl
-
-    request = tiny_request(cfg_scale=5.0)
-    model = context.models.ensure_loaded()
-    unet = model.pipeline.unet
-    calls: list[dict] = []
-    handle = unet.register_forward_pre_hook(lambda _, args, kwargs: calls.append(kwargs), with_kwargs=True)
-    try:
-        result = generate(context, library, request, [unit(weight=0.8)])
-    finally:
-        handle.remove()
-    hidden = calls[0]["encoder_hidden_states"]
+def run_with_reference_inputs(context, library, request, units):
+    """The job's result, the text embeddings its UNet calls got ([negative, positive]) and its initial noise."""
     from modules.backends.base import GenerationPlan
     from modules.models.manager import Task
 
+    model = context.models.ensure_loaded()
+    calls: list[dict] = []
+    hook = model.pipeline.unet.register_forward_pre_hook(lambda _, a, kwargs: calls.append(kwargs), with_kwargs=True)
+    try:
+        result = generate(context, library, request, units)
+    finally:
+        hook.remove()
     plan = GenerationPlan(
         Task.TXT2IMG,
         [request.prompt],
@@ -201,39 +195,54 @@ def test_the_diffusers_backend_equals_diffusers_controlnet_pipeline(context, lib
         [request.seed],
         request.steps,
         request.cfg_scale,
-        64,
-        64,
+        request.width,
+        request.height,
         "Euler",
         "Automatic",
     )
-    view = model.pipeline_view(Task.TXT2IMG)
-    latents, _ = initial_noise(view, plan)
-    reference = StableDiffusionControlNetPipeline(
-        vae=model.pipeline.vae,
-        text_encoder=model.pipeline.text_encoder,
-        tokenizer=model.pipeline.tokenizer,
-        unet=unet,
-        controlnet=library.load(DIFFUSERS)[1],
-        scheduler=build_scheduler(model.scheduler_config, "Euler", "Automatic", noise_seed=request.seed),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    latents, _ = initial_noise(model.pipeline_view(Task.TXT2IMG), plan)
+    return result, calls[0]["encoder_hidden_states"], latents
+
+
+def reference_components(context, request) -> dict:
+    model = context.models.ensure_loaded()
+    pipeline = model.pipeline
+    return {
+        "vae": pipeline.vae,
+        "text_encoder": pipeline.text_encoder,
+        "tokenizer": pipeline.tokenizer,
+        "unet": pipeline.unet,
+        "scheduler": build_scheduler(model.scheduler_config, "Euler", "Automatic", noise_seed=request.seed),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }
+
+
+def reference_image(reference, hidden, latents, request, **arguments) -> Image.Image:
     reference.set_progress_bar_config(disable=True)
     with torch.inference_mode():
-        expected = reference(
+        return reference(
             prompt_embeds=hidden[1:],
             negative_prompt_embeds=hidden[:1],
             image=control_image(1),
-            controlnet_conditioning_scale=0.8,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             latents=latents,
             output_type="pil",
-            width=64,
-            height=64,
+            width=request.width,
+            height=request.height,
+            **arguments,
         ).images[0]
-    assert DiffusersBackend and JobControl
+
+
+def test_the_diffusers_backend_equals_diffusers_controlnet_pipeline(context, library, tiny_controlnet):
+    """Same embeddings (captured from the backend's UNet calls), same initial noise, same scheduler."""
+    request = tiny_request(cfg_scale=5.0)
+    result, hidden, latents = run_with_reference_inputs(context, library, request, [unit(weight=0.8)])
+    components = reference_components(context, request)
+    reference = StableDiffusionControlNetPipeline(**components, controlnet=library.load(DIFFUSERS)[1])
+    expected = reference_image(reference, hidden, latents, request, controlnet_conditioning_scale=0.8)
     assert np.array_equal(pixels(result.images[0]), pixels(expected))
 
 
@@ -280,7 +289,7 @@ def test_the_unit_widgets_have_the_extension_ranges(library):
 
 
 def test_a_t2i_adapter_unit_acts_and_weight_zero_gives_the_plain_image(context, library, plain, tmp_path):
-    from diffusers import T2IAdapter
+    from diffusers import StableDiffusionAdapterPipeline, T2IAdapter
 
     model = context.models.ensure_loaded()
     torch.manual_seed(2)
@@ -298,6 +307,11 @@ def test_a_t2i_adapter_unit_acts_and_weight_zero_gives_the_plain_image(context, 
         assert np.array_equal(pixels(silent.images[0]), pixels(plain.images[0]))
         both = pixels(generate(context, library, tiny_request(), [unit(title), unit(DIFFUSERS)]).images[0])
         assert not np.array_equal(both, controlled)
+        request = tiny_request(cfg_scale=5.0)
+        result, hidden, latents = run_with_reference_inputs(context, library, request, [unit(title, weight=0.7)])
+        reference = StableDiffusionAdapterPipeline(**reference_components(context, request), adapter=adapter)
+        expected = reference_image(reference, hidden, latents, request, adapter_conditioning_scale=0.7)
+        assert np.array_equal(pixels(result.images[0]), pixels(expected))  # diffusers' own adapter pipeline
         wrong = ControlPlan(
             "t2iadapter_xl", T2IAdapter(channels=[32, 64], adapter_type="full_adapter_xl"), control_image(1)
         )
