@@ -48,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("--admin-user has no effect without --api-auth or --gradio-auth")
     server.warn_about_exposure(options)
 
-    application = Application.create(args)
+    application = Application.create(args, hold_queue=True)
     application.restart = functools.partial(restart_process, application)
     extension_loader.attach(application, prepared)
+    application.service.release()  # queued jobs (some from before a restart) run now that their scripts exist
     application.downloads = prepare_models(application)
     mount_ui = None
     if options.ui:
@@ -73,6 +74,11 @@ def restart_process(application: object) -> None:
     """Apply and restart (Extensions tab): the queue stops and this process is replaced by a fresh start with the
     same command line (sockets are not inherited, so the port is free again)."""
     logger.info("restarting: %s", " ".join(sys.argv))
+    for listener in application.before_restart:  # type: ignore[attr-defined]
+        try:
+            listener()
+        except Exception:  # an extension's callback: the restart goes on
+            logger.exception("before-restart listener failed")
     application.service.shutdown()  # type: ignore[attr-defined]
     os.execv(sys.executable, [sys.executable, *sys.argv])
 

@@ -16,6 +16,7 @@ from modules.compute import apply_backend_flags
 from modules.compute.options import OPTION_FIELDS, compute_settings_from
 from modules.controlnet.models import ControlNetLibrary
 from modules.devices import Attention, MemoryPolicy
+from modules.extension_settings import ExtensionSettings
 from modules.extensions.registry import Extension
 from modules.generation import GenerationService
 from modules.hub.downloads import DownloadManager
@@ -73,14 +74,22 @@ class Application:
     scripts: ScriptCatalogue = field(default_factory=ScriptCatalogue)
     controlnet: ControlNetLibrary | None = None  # ControlNet models (the ControlNet script and /controlnet/*)
     extensions: list[Extension] = field(default_factory=list)  # what the extension loader found (modules.compat)
+    extension_settings: ExtensionSettings = field(default_factory=ExtensionSettings)  # opts.add_option's settings
     # Given by the composition root: extension UI tabs (each returns [(Blocks, title, elem_id)]) and how to
     # restart the process (None: not started from webui.py).
     ui_tab_providers: list[Callable[[], list[Any]]] = field(default_factory=list)
     restart: Callable[[], None] | None = None
+    # Listeners the extension adapter registers: an infotext read for pasting (PNG Info; they may change the parsed
+    # parameters), and the scripts about to be unloaded (before Apply and restart).
+    infotext_pasted: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
+    before_restart: list[Callable[[], None]] = field(default_factory=list)
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def create(cls, args: argparse.Namespace) -> Application:
+    def create(cls, args: argparse.Namespace, hold_queue: bool = False) -> Application:
+        """Build everything from the flags; ``hold_queue``: queued generations wait for ``service.release()`` (the
+        composition root releases them once the extensions' scripts are loaded, so a job resumed after a restart
+        finds its scripts)."""
         paths = DataPaths.create(args.data_dir, args.models_dir, tuple(args.ckpt_dir), args.styles_file)
         paths.ensure()
         options = Options.load(paths.config_file)
@@ -114,7 +123,7 @@ class Application:
         )
         database = Database(paths.queue_file)
         history = ImageHistory(database, paths.outputs_dir)
-        service = GenerationService(context, JobStore(database), history)
+        service = GenerationService(context, JobStore(database), history, hold=hold_queue)
         controlnet = ControlNetLibrary(
             [paths.controlnet_dir, *getattr(args, "controlnet_dir", [])],
             HashCache(paths.cache_file),
@@ -126,6 +135,7 @@ class Application:
         scripts = ScriptCatalogue(
             builtin_scripts(context, allow_code=getattr(args, "allow_code", False), controlnet=controlnet)
         )
+        service.script_catalogue = scripts
         logger.info(
             "application ready data_dir=%s checkpoints=%d %s",
             paths.data_dir,
@@ -146,6 +156,7 @@ class Application:
             history=history,
             scripts=scripts,
             controlnet=controlnet,
+            extension_settings=ExtensionSettings(paths.config_file),
         )
 
     def active_backend(self, name: str | None = None) -> Backend:

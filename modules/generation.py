@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modules.jobs.codec import decode_value, encode_value
 from modules.jobs.database import Database
 from modules.jobs.history import ImageHistory
 from modules.jobs.store import (
@@ -37,7 +38,7 @@ from modules.models.errors import ModelError
 from modules.processing.job import JobControl
 from modules.processing.processing import ProcessingContext, ProcessingError, ProcessingResult, process
 from modules.processing.requests import GenerationRequest
-from modules.scripts.runner import BoundScripts
+from modules.scripts.runner import BoundScripts, ScriptCatalogue, ScriptNotFoundError
 
 __all__ = [
     "GenerationService",
@@ -67,6 +68,7 @@ class Job:
     state: JobState = JobState.QUEUED
     queued_at: float = field(default_factory=time.time)
     number: int = 0
+    request: GenerationRequest | None = field(default=None, repr=False)  # set when a generation starts
 
     @property
     def done(self) -> bool:
@@ -84,7 +86,11 @@ class GenerationService:
     """Queues, runs, and signals jobs; requests are typed and validated before they get here."""
 
     def __init__(
-        self, context: ProcessingContext, store: JobStore | None = None, history: ImageHistory | None = None
+        self,
+        context: ProcessingContext,
+        store: JobStore | None = None,
+        history: ImageHistory | None = None,
+        hold: bool = False,
     ) -> None:
         self.context = context
         self.store = store or JobStore(Database())
@@ -96,6 +102,10 @@ class GenerationService:
         self._stopping = False
         self._wake = threading.Condition()
         self._task_numbers = itertools.count(1)
+        # The application's scripts (set once they are loaded), which restores a resumed job's scripts; while
+        # ``held`` (extensions still loading) only internal tasks run.
+        self.script_catalogue: ScriptCatalogue | None = None
+        self.held = hold
         for job_id in self.store.recover():
             record = self.store.record(job_id)
             if record is not None:
@@ -129,18 +139,25 @@ class GenerationService:
         job_id: str | None = None,
         scripts: BoundScripts | None = None,
     ) -> Job:
-        """Queue a generation (a row of the queue) with its scripts (the selected and always-on ones, kept in memory:
-        a job resumed after a restart runs without them); QueueFullError over the per-login limit, JobIdInUseError
-        for the id of an unfinished job."""
+        """Queue a generation (a row of the queue) with its scripts (the selected and always-on ones with their
+        arguments: in memory, and in the row for a restart); QueueFullError over the per-login limit,
+        JobIdInUseError for the id of an unfinished job."""
         limit = self.context.options.queue_max_jobs_per_user
+        stored = stored_scripts(scripts)
         with self._wake:
-            record = self.store.add(job_id or uuid.uuid4().hex, owner, request, limit=limit)
+            record = self.store.add(job_id or uuid.uuid4().hex, owner, request, limit=limit, scripts=stored)
             job = self._new_job(record, self._control())
             self._jobs[job.id] = job
             if scripts is not None:
                 self._scripts[job.id] = scripts
             self._wake.notify()
         return job
+
+    def release(self) -> None:
+        """Start running queued generations (after the scripts and extensions are loaded)."""
+        with self._wake:
+            self.held = False
+            self._wake.notify_all()
 
     def submit_task(self, function: Callable[[], Any], owner: str = "", kind: str = "task") -> Job:
         """Queue work that must not overlap generation (model switching, refresh): in memory, ahead of generations."""
@@ -162,6 +179,9 @@ class GenerationService:
             while not self._stopping:
                 if self._tasks:
                     job, function = self._tasks.popleft()
+                elif self.held:
+                    self._wake.wait()
+                    continue
                 else:
                     claimed = self.store.claim_next()
                     if claimed is None:
@@ -169,18 +189,31 @@ class GenerationService:
                         continue
                     record, request = claimed
                     job = self._jobs.get(record.id) or self._new_job(record, self._control())
+                    job.request = request
                     self._jobs[job.id] = job
-                    function = self._generation(job, request)
+                    function = self._generation(job, request, record.scripts)
                 job.state = JobState.RUNNING
                 self._running = job
                 return job, function
         return None
 
-    def _generation(self, job: Job, request: GenerationRequest) -> Callable[[], ProcessingResult]:
+    def _generation(
+        self, job: Job, request: GenerationRequest, stored: str | None = None
+    ) -> Callable[[], ProcessingResult]:
         scripts = self._scripts.pop(job.id, None)
+        if scripts is None and stored:  # queued before a restart: the scripts are read back from the row
+            return lambda: self._restored_scripts(stored).execute(request, self.context, job.control, job.owner)
         if scripts is not None:
             return lambda: scripts.execute(request, self.context, job.control, job.owner)
         return lambda: process(request, self.context, job.control, job.owner)
+
+    def _restored_scripts(self, stored: str) -> BoundScripts:
+        if self.script_catalogue is None:
+            raise ProcessingError("this job's scripts cannot be restored: no script catalogue")
+        try:
+            return self.script_catalogue.restore(decode_value(stored))
+        except ScriptNotFoundError as error:
+            raise ProcessingError(str(error)) from error
 
     def _work(self) -> None:
         while (picked := self._next()) is not None:
@@ -311,3 +344,14 @@ class GenerationService:
         for job in waiting + tasks:
             if not job.future.done():
                 job.future.set_exception(QueueError("the server is stopping; queued jobs run at the next start"))
+
+
+def stored_scripts(scripts: BoundScripts | None) -> str | None:
+    """A job's scripts as JSON for its row; None without scripts, or (logged) when an argument is not plain data."""
+    if scripts is None:
+        return None
+    try:
+        return encode_value(scripts.describe())
+    except (TypeError, ValueError) as error:
+        logger.warning("job scripts not stored (a restart would run the job without them) reason=%s", error)
+        return None

@@ -30,6 +30,19 @@ SAMPLER_OPTION_NAMES: tuple[str, ...] = (
     "always_discard_next_to_last_sigma",
     "sgm_noise_multiplier",
     "use_old_karras_scheduler_sigmas",
+    "s_min_uncond",
+    "s_min_uncond_all",
+    "skip_early_cond",
+    "sigma_min",
+    "sigma_max",
+    "rho",
+    "beta_dist_alpha",
+    "beta_dist_beta",
+    "uni_pc_variant",
+    "uni_pc_skip_type",
+    "uni_pc_order",
+    "uni_pc_lower_order_final",
+    "img2img_extra_noise",
 )
 REPLACE_ACTIONS = get_args(ReplaceAction)
 
@@ -110,6 +123,27 @@ class Options(BaseModel):
         False, description="SGM noise multiplier (scale the initial noise by sqrt(1 + sigma_max^2), as SDXL's code)"
     )
     use_old_karras_scheduler_sigmas: bool = Field(False, description="Use the old Karras scheduler sigmas (0.1 to 10)")
+    s_min_uncond: float = Field(
+        0.0, ge=0.0, le=15.0, description="Negative Guidance minimum sigma (NGMS: skip the negative prompt below it)"
+    )
+    s_min_uncond_all: bool = Field(False, description="Negative Guidance minimum sigma all steps")
+    skip_early_cond: float = Field(
+        0.0, ge=0.0, le=1.0, description="Ignore negative prompt during early sampling (fraction of the steps)"
+    )
+    sigma_min: float = Field(0.0, ge=0.0, description="Schedule min sigma (0 = the model's)")
+    sigma_max: float = Field(0.0, ge=0.0, description="Schedule max sigma (0 = the model's)")
+    rho: float = Field(0.0, ge=0.0, description="Schedule rho (0 = the schedule's default)")
+    beta_dist_alpha: float = Field(0.6, ge=0.01, le=1.0, description="Beta scheduler alpha")
+    beta_dist_beta: float = Field(0.6, ge=0.01, le=1.0, description="Beta scheduler beta")
+    uni_pc_variant: Literal["bh1", "bh2", "vary_coeff"] = Field("bh1", description="UniPC variant")
+    uni_pc_skip_type: Literal["time_uniform", "time_quadratic", "logSNR"] = Field(
+        "time_uniform", description="UniPC skip type"
+    )
+    uni_pc_order: int = Field(3, ge=1, le=50, description="UniPC order (must be < sampling steps)")
+    uni_pc_lower_order_final: bool = Field(True, description="UniPC lower order final")
+    img2img_extra_noise: float = Field(
+        0.0, ge=0.0, le=1.0, description="Extra noise multiplier for img2img and hires fix"
+    )
     emphasis: Literal["Original", "No norm", "None"] = Field(
         "Original", description="Emphasis: how (word:1.3) weights act on the text encoder's output"
     )

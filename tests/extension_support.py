@@ -1,5 +1,6 @@
-"""Test extensions written as A1111 extensions are (not a test module): one exercising every hook and the called
-callbacks, broken ones, and a local git repository to install from."""
+"""Test extensions written as A1111 extensions are (not a test module): one exercising every hook and every called
+callback (``scripts/test_callbacks.py`` records each callback with its arguments in ``callbacks.jsonl``), broken
+ones, and a local git repository to install from."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def record(*event):
 
 def on_ui_settings():
     section = ("test-ext", "Test extension")
-    shared.opts.add_option("test_ext_suffix", shared.OptionInfo("from settings", "Suffix", section=section).info("x"))
+    suffix = shared.OptionInfo("from settings", "Suffix", section=section, infotext="Test suffix").info("x")
+    shared.opts.add_option("test_ext_suffix", suffix)
 
 
 script_callbacks.on_ui_settings(on_ui_settings)
@@ -48,7 +50,9 @@ class AlwaysOn(scripts.Script):
     def ui(self, is_img2img):
         with gr.Accordion("Test", open=False), FormRow():
             enabled = gr.Checkbox(label="Enabled", value=False)
-            flip = gr.Checkbox(label="Flip", value=False)
+            flip = gr.Checkbox(label="Flip", value=False, interactive=False)
+        self.infotext_fields = [(enabled, "Test enabled")]
+        enabled.change(fn=lambda value: gr.update(interactive=value), inputs=enabled, outputs=flip)
         return [enabled, flip]
 
     def before_process(self, p, enabled, flip):
@@ -93,10 +97,89 @@ class Twice(scripts.Script):
         images, infotexts = [], []
         for index in range(int(count)):
             p.seed = 100 + index
+            p.override_settings["test_ext_suffix"] = f"run {index}"  # an extension setting, for this pass only
             processed = process_images(p)
             images += processed.images
             infotexts += processed.infotexts
         return Processed(p, images, 100, infotexts[0], infotexts=infotexts)
+"""
+
+CALLBACKS_SCRIPT = """
+import json
+import os
+
+import torch
+
+import modules.scripts as scripts
+from modules import script_callbacks, shared
+
+RECORD = os.path.join(scripts.basedir(), "callbacks.jsonl")
+
+
+def record(*event):
+    with open(RECORD, "a", encoding="utf-8") as file:
+        file.write(json.dumps(list(event)) + "\\n")
+
+
+def rows(value):
+    return None if value is None else list(value.shape)
+
+
+def on_model_loaded(sd_model):
+    record("model_loaded", sd_model.sd_checkpoint_info.name, sd_model.sd_model_hash, sd_model.is_sdxl)
+
+
+def on_before_image_saved(params):
+    params.pnginfo["test_ext"] = "before"
+    params.pnginfo["parameters"] += ", Saved by: test-ext"
+    record("before_image_saved", os.path.basename(params.filename), params.p.prompt, params.image.size[0])
+
+
+def on_image_saved(params):
+    name, written = os.path.basename(params.filename), os.path.exists(params.filename)
+    record("image_saved", name, written, params.pnginfo["test_ext"])
+
+
+def on_cfg_denoiser(params):
+    record(
+        "cfg_denoiser", params.sampling_step, params.total_sampling_steps, rows(params.x), rows(params.text_cond),
+        rows(params.text_uncond), rows(params.sigma), params.denoiser is not None,
+    )
+
+
+def on_cfg_denoised(params):
+    record("cfg_denoised", params.sampling_step, params.total_sampling_steps, rows(params.x))
+
+
+def on_cfg_after_cfg(params):
+    record("cfg_after_cfg", params.sampling_step, params.total_sampling_steps, rows(params.x))
+    if shared.opts.test_ext_zero_guidance:
+        params.x = torch.zeros_like(params.x)
+
+
+def on_infotext_pasted(infotext, params):
+    params["Test pasted"] = "yes"
+    record("infotext_pasted", params.get("Steps"))
+
+
+def on_script_unloaded():
+    record("script_unloaded")
+
+
+def on_ui_settings():
+    section = ("test-ext", "Test extension")
+    shared.opts.add_option("test_ext_zero_guidance", shared.OptionInfo(False, "Zero guidance", section=section))
+
+
+script_callbacks.on_model_loaded(on_model_loaded)
+script_callbacks.on_before_image_saved(on_before_image_saved)
+script_callbacks.on_image_saved(on_image_saved)
+script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+script_callbacks.on_cfg_denoised(on_cfg_denoised)
+script_callbacks.on_cfg_after_cfg(on_cfg_after_cfg)
+script_callbacks.on_infotext_pasted(on_infotext_pasted)
+script_callbacks.on_script_unloaded(on_script_unloaded)
+script_callbacks.on_ui_settings(on_ui_settings)
 """
 
 PRELOAD = """
@@ -118,6 +201,7 @@ def write_test_extension(folder: Path, name: str = "test-ext") -> Path:
     (root / "scripts").mkdir(parents=True)
     (root / "javascript").mkdir()
     (root / "scripts" / "test_script.py").write_text(textwrap.dedent(TEST_SCRIPT), encoding="utf-8")
+    (root / "scripts" / "test_callbacks.py").write_text(CALLBACKS_SCRIPT, encoding="utf-8")
     (root / "preload.py").write_text(PRELOAD, encoding="utf-8")
     (root / "install.py").write_text(INSTALL, encoding="utf-8")
     (root / "metadata.ini").write_text("[Extension]\nName = test-ext\n", encoding="utf-8")

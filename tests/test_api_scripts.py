@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -54,6 +55,28 @@ def test_xyz_plot_with_positional_script_args(client: httpx.Client, server: ApiS
     assert {cell["Seed"] for cell in cells} == {"42"}
     grids = list((server.data_dir / "outputs" / "txt2img-grids").rglob("*.png"))
     assert len(grids) == 1 and "X/Y/Z plot" in read_infotext(Image.open(grids[0]))
+
+
+XYZ_INFOTEXT = (
+    "a fox\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 42, Size: 64x64, Script: X/Y/Z plot, "
+    'X Type: Steps, X Values: "2,3", Y Type: CFG Scale, Y Values: "3,7"'
+)
+
+
+def test_infotext_fills_script_args_and_sent_args_win(client: httpx.Client) -> None:
+    """A1111's ``infotext`` field: the script's controls named in its infotext_fields get the written values."""
+    body = {"prompt": "a fox", "script_name": "x/y/z plot", "infotext": XYZ_INFOTEXT, **SMALL}
+    answer = client.post("/sdapi/v1/txt2img", json=body)
+    assert answer.status_code == 200, answer.text
+    grid = parse_infotext(json.loads(answer.json()["info"])["infotexts"][0])
+    assert (grid["X Type"], grid["X Values"], grid["Y Type"], grid["Y Values"]) == ("Steps", "2,3", "CFG Scale", "3,7")
+    assert decode_png(answer.json()["images"][0]).size == (176, 137)
+    sent = client.post("/sdapi/v1/txt2img", json={**body, "script_args": [4, "2"]})
+    grid = parse_infotext(json.loads(sent.json()["info"])["infotexts"][0])
+    assert (grid["X Values"], grid["Y Type"], grid["Y Values"]) == ("2", "CFG Scale", "3,7")
+    wrong = XYZ_INFOTEXT.replace("X Type: Steps", "X Type: Nope")
+    unknown = client.post("/sdapi/v1/txt2img", json={**body, "infotext": wrong})
+    assert unknown.status_code == 422 and "unknown choice 'Nope'" in unknown.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -147,5 +170,29 @@ def test_an_a1111_extension_works_through_the_api(tmp_path_factory: pytest.TempP
         twice = {"prompt": "a fox", "script_name": "test twice", "script_args": [2], **SMALL}
         answer = json.loads(client.post("/sdapi/v1/txt2img", json=twice).json()["info"])
         assert [parse_infotext(text)["Seed"] for text in answer["infotexts"]] == ["100", "101"]
+        check_extension_settings(client, running.application.paths.config_file, body)
     finally:
         running.stop()
+
+
+def check_extension_settings(client: httpx.Client, config_file: Path, body: dict) -> None:
+    """Settings an extension adds: in GET /options, set by POST /options (saved in config.json), and by
+    override_settings for one request only; a bad value is refused."""
+
+    def prompts(**extra: object) -> list[str]:
+        return json.loads(client.post("/sdapi/v1/txt2img", json={**body, **extra}).json()["info"])["all_prompts"]
+
+    options = client.get("/sdapi/v1/options").json()
+    assert options["test_ext_suffix"] == "from settings" and options["test_ext_zero_guidance"] is False
+    assert client.post("/sdapi/v1/options", json={"test_ext_suffix": "via api"}).status_code == 200
+    assert client.get("/sdapi/v1/options").json()["test_ext_suffix"] == "via api"
+    assert json.loads(config_file.read_text(encoding="utf-8"))["test_ext_suffix"] == "via api"
+    assert prompts() == ["a fox, heron via api"]
+    assert prompts(override_settings={"test_ext_suffix": "for one"}) == ["a fox, heron for one"]
+    assert prompts() == ["a fox, heron via api"]
+    pasted = "a fox\nSteps: 2, Sampler: Euler, Seed: 1, Test enabled: True, Test suffix: from infotext"
+    assert prompts(alwayson_scripts={}, infotext=pasted) == ["a fox, heron from infotext"]  # setting and script arg
+    refused = client.post("/sdapi/v1/options", json={"test_ext_zero_guidance": "maybe"})
+    assert refused.status_code == 422 and "test_ext_zero_guidance" in refused.json()["detail"]
+    bad_override = client.post("/sdapi/v1/txt2img", json={**body, "override_settings": {"test_ext_zero_guidance": "x"}})
+    assert bad_override.status_code in (400, 422)

@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "modules.devices": 0,
     "modules.compute": 1,  # compute settings applied to a loaded model (below the model manager)
     "modules.samplers": 0,  # the neutral sampler catalogue
+    "modules.extension_settings": 0,  # settings extensions add (described without Gradio)
     # 1: models (registry, loader, manager, model service), the hub downloader
     "modules.models": 1,
     "modules.hub": 1,

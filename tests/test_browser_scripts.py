@@ -1,6 +1,7 @@
 """Scripts and extensions in a real browser: webui.py with the tiny model and an A1111 test extension installed;
-X/Y/Z plot chosen in the Script dropdown makes a saved grid; the extension's javascript is on the page; the
-Extensions tab lists it and a broken extension as failed."""
+X/Y/Z plot chosen in the Script dropdown makes a saved grid; the extension's own UI (accordion, checkbox, its
+.change event) drives its always-on script; the extension's javascript is on the page; the Extensions tab lists it
+and a broken extension as failed."""
 
 from __future__ import annotations
 
@@ -63,6 +64,22 @@ def test_xyz_plot_and_extensions_in_the_browser(tmp_path: Path, tiny_pipeline) -
                 page.wait_for_selector("#txt2img_gallery img", timeout=GENERATION_SECONDS * 1000)
                 infotext_shown = page.locator("#txt2img_infotext textarea").input_value()
 
+                # the extension's own ui(): its accordion, its checkbox and its .change event (Flip turns editable)
+                choose(page, "txt2img_script", "None")
+                group = page.locator("#script_txt2img_test_always_on_accordion").first
+                group.get_by_role("button", name="Test").click()
+                flip = group.get_by_role("checkbox", name="Flip")
+                sync_api.expect(flip).to_be_visible()
+                sync_api.expect(flip).to_be_disabled()
+                group.get_by_role("checkbox", name="Enabled").check()
+                sync_api.expect(flip).to_be_enabled()
+                previous = page.locator("#txt2img_infotext textarea").input_value()
+                page.click("#txt2img_generate")
+                sync_api.expect(page.locator("#txt2img_infotext textarea")).not_to_have_value(
+                    previous, timeout=GENERATION_SECONDS * 1000
+                )
+                extension_infotext = page.locator("#txt2img_infotext textarea").input_value()
+
                 page.get_by_role("tab", name="Extensions").click()
                 table = page.locator("#extensions_table")
                 sync_api.expect(table).to_contain_text("test-ext")
@@ -78,6 +95,7 @@ def test_xyz_plot_and_extensions_in_the_browser(tmp_path: Path, tiny_pipeline) -
             process.wait(timeout=20)
 
     assert "Script: X/Y/Z plot" in infotext_shown and "X Type: Steps" in infotext_shown
+    assert extension_infotext.startswith("a lighthouse, owl from settings") and "Test ext: owl" in extension_infotext
     grids = sorted((data_dir / "outputs" / "txt2img-grids").rglob("*.png"))
     assert len(grids) == 1, grids
     with Image.open(grids[0]) as grid:

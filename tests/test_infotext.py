@@ -64,7 +64,8 @@ def test_request_fields_are_typed() -> None:
         "denoising_strength": 0.55,
         "clip_skip": 2,
         "sampling_backend": "original",
-        "override_settings": {"randn_source": "GPU"},  # A1111's default for a missing RNG key
+        # A1111's defaults for missing keys (RNG, schedule sigma range and rho) paste as settings, as in A1111
+        "override_settings": {"randn_source": "GPU", "sigma_min": 0.0, "sigma_max": 0.0, "rho": 0.0},
     }
 
 

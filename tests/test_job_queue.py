@@ -158,3 +158,27 @@ def test_a_page_closed_while_its_job_waits_cancels_the_job(context) -> None:
         release.set()
     finally:
         service.shutdown()
+
+
+def test_an_older_queue_db_gets_the_scripts_column(tmp_path: Path) -> None:
+    """A queue.db written before jobs kept their scripts: the column is added on open, its queued jobs stay."""
+    import sqlite3
+
+    path = tmp_path / "queue.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, "
+            "kind TEXT NOT NULL, request TEXT NOT NULL, prompt TEXT NOT NULL DEFAULT '', state TEXT NOT NULL, "
+            "round INTEGER NOT NULL, queued_at REAL NOT NULL, started_at REAL, finished_at REAL, "
+            "result_paths TEXT NOT NULL DEFAULT '[]', error TEXT)"
+        )
+        kind, text = encode_request(tiny_request())
+        connection.execute(
+            "INSERT INTO jobs (id, owner, kind, request, state, round, queued_at) "
+            "VALUES ('old', '', ?, ?, 'queued', 1, 0)",
+            (kind, text),
+        )
+    store = JobStore(Database(path))
+    record, _request = store.claim_next()
+    assert record.id == "old" and record.scripts is None
+    assert store.add("new", "", tiny_request(), scripts='{"selected": null}').scripts == '{"selected": null}'

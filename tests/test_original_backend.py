@@ -15,7 +15,8 @@ from modules.backends.original.backend import OriginalBackend
 from modules.backends.original.images import decode_latents, encode_images
 from modules.backends.original.schedules import find_schedule_type
 from modules.models.manager import Task
-from modules.processing.infotext import infotext_to_request_fields, parse_infotext
+from modules.options import Options
+from modules.processing.infotext import infotext_to_request_fields, override_pairs, parse_infotext
 from modules.processing.job import JobControl
 from modules.processing.processing import ProcessingContext, ProcessingError, process
 from modules.ui.handlers import build_txt2img_request, fields_from_infotext
@@ -190,5 +191,42 @@ def test_the_extra_seed_controls_count_only_while_extra_is_ticked():
         "a fox\nSteps: 3, Sampler: Euler, Seed: 1, Variation seed: 7, Variation seed strength: 0.2"
     )
     assert pasted["seed_extra"] and (pasted["subseed"], pasted["subseed_strength"]) == (7, 0.2)
-    assert "override_settings" not in pasted
+    # the settings A1111's parse fills in (RNG GPU, schedule sigma range 0) equal the defaults: not listed
+    assert override_pairs(pasted["override_settings"], Options().model_dump()) == []
     assert not fields_from_infotext("a fox\nSteps: 3, Sampler: Euler, Seed: 1")["seed_extra"]
+
+
+@pytest.mark.parametrize(
+    ("override", "infotext_key", "value"),
+    [
+        ({"rho": 3.0}, "Schedule rho", "3.0"),
+        ({"sigma_max": 5.0}, "Schedule max sigma", "5.0"),
+        ({"s_min_uncond": 20.0 - 5.0}, "NGMS", "15.0"),
+        ({"beta_dist_alpha": 0.3}, "Beta schedule alpha", "0.3"),
+    ],
+)
+def test_schedule_and_guidance_settings_reach_the_sampler(original_context, override, infotext_key, value):
+    """A1111's Sampler parameters beyond eta / s_* (schedule sigma range and rho, Beta alpha, NGMS) come from the
+    settings or a request's override_settings, change the image and write A1111's infotext key; the infotext
+    pastes them back as the same override."""
+    schedule = "Beta" if "beta_dist_alpha" in override else "Karras"
+    plain = process(tiny_request(steps=4, scheduler=schedule), original_context)
+    changed = process(tiny_request(steps=4, scheduler=schedule, override_settings=override), original_context)
+    assert plain.images[0].tobytes() != changed.images[0].tobytes()
+    parsed = parse_infotext(changed.infotexts[0])
+    assert parsed[infotext_key] == value
+    assert f"{infotext_key}: {value}" not in plain.infotexts[0]  # absent, or (Beta) the default value
+    pasted = infotext_to_request_fields(parsed)["override_settings"]
+    assert {name: pasted[name] for name in override} == override
+
+
+def test_uni_pc_order_and_extra_noise_settings(original_context):
+    """UniPC's order and img2img's extra noise are A1111 settings too (override_settings, infotext keys)."""
+    base = process(tiny_request(steps=5, sampler_name="UniPC"), original_context)
+    first_order = tiny_request(steps=5, sampler_name="UniPC", override_settings={"uni_pc_order": 1})
+    lower = process(first_order, original_context)
+    assert base.images[0].tobytes() != lower.images[0].tobytes()
+    plain = process(tiny_img2img(steps=4), original_context)
+    noisy = process(tiny_img2img(steps=4, override_settings={"img2img_extra_noise": 0.5}), original_context)
+    assert plain.images[0].tobytes() != noisy.images[0].tobytes()
+    assert parse_infotext(noisy.infotexts[0])["Extra noise"] == "0.5"

@@ -187,6 +187,23 @@ def test_axis_indices_are_a1111s():
     ]
 
 
+def test_xyz_refiner_and_image_cfg_axes_set_their_request_fields(context):
+    from modules.scripts.base import ScriptError
+    from modules.scripts.builtin.xyz_axes import confirm
+
+    axes = {axis.label: axis for axis in AXES}
+    fields: dict = {}
+    axes["Refiner checkpoint"].apply(fields, "tiny", ["None", "tiny"])
+    axes["Refiner switch at"].apply(fields, 0.6, [0.6])
+    axes["Image CFG Scale"].apply(fields, 1.5, [1.5])
+    assert fields == {"refiner_checkpoint": "tiny", "refiner_switch_at": 0.6, "image_cfg_scale": 1.5}
+    assert axes["Refiner checkpoint"].choices(context)[0] == "None"
+    known = context.models.registry.checkpoints()[0].name
+    confirm(axes["Refiner checkpoint"], ["None", known], tiny_request(), context)
+    with pytest.raises(ScriptError, match="Unknown checkpoint: nowhere"):
+        confirm(axes["Refiner checkpoint"], ["nowhere"], tiny_request(), context)
+
+
 def run_xyz(context, request, script_args):
     xyz = XYZPlot(context)
     tab = ScriptCatalogue([xyz]).tab(False)
@@ -223,7 +240,28 @@ def test_xyz_plot_z_axis_sub_grids_and_refusals(context):
     grid = parse_infotext(result.infotexts[0])
     assert grid["Z Type"] == "Steps" and grid["Fixed X Values"] == "5, 6"
     assert "Z Type" not in parse_infotext(result.infotexts[1])
-    with pytest.raises(ProcessingError, match="axis 'Sigma Churn' is not supported"):
-        run_xyz(context, tiny_request(), {"x_type": 13, "x_values": "1"})
+    with pytest.raises(ProcessingError, match="axis 'Token merging ratio' is not supported"):
+        run_xyz(context, tiny_request(), {"x_type": 33, "x_values": "0.5"})
     with pytest.raises(ProcessingError, match="Unknown sampler: Nope"):
         run_xyz(context, tiny_request(), {"x_type": 9, "x_values_dropdown": ["Euler", "Nope"]})
+
+
+def test_xyz_plot_noise_and_sampler_setting_axes(context):
+    """Var. strength (a request field) and RNG source (an override_settings axis, A1111's apply_override) reach
+    each cell: its infotext says what it ran with, and every cell's image differs."""
+    args = {
+        "x_type": 3,  # Var. strength
+        "x_values": "0, 0.5",
+        "y_type": 39,  # RNG source
+        "y_values_dropdown": ["GPU", "NV"],  # on a CPU machine GPU and CPU draw the same noise, as in A1111
+        "include_lone_images": True,
+    }
+    result = run_xyz(context, tiny_request(seed=5, subseed=9), args)
+    cells = [parse_infotext(text) for text in result.infotexts[1:]]
+    assert [(cell.get("Variation seed strength"), cell.get("RNG")) for cell in cells] == [
+        (None, "GPU"),  # written only when not GPU; parse_infotext fills A1111's default
+        ("0.5", "GPU"),
+        (None, "NV"),
+        ("0.5", "NV"),
+    ]
+    assert len({image.tobytes() for image in result.images[1:]}) == 4

@@ -96,3 +96,31 @@ def test_server_passes_the_warnings_to_the_ui(tmp_path: Path, application: Appli
         "serving the UI on the network without --gradio-auth: anyone on your LAN can use it"
     ]
     assert received["max_file_size"] == application.options.api_max_body_mb * 1024 * 1024
+
+
+def test_image_cfg_scale_shows_for_instruct_pix2pix_checkpoints_only(tmp_path: Path) -> None:
+    """A1111 shows the Image CFG Scale slider while an edit model is chosen, at page load and on a switch."""
+    from modules.models.checkpoint_writer import write_single_file
+    from modules.models.detection import ModelArchitecture
+    from modules.tiny_model import build_tiny_pipeline
+
+    folder = tmp_path / "models" / "Stable-diffusion"
+    write_tiny_checkpoints(folder, ("tiny",))
+    pix2pix = build_tiny_pipeline(architecture=ModelArchitecture.SD1_PIX2PIX)
+    write_single_file(pix2pix, folder / "edit.safetensors", with_config=False)
+    created = Application.create(build_parser().parse_args(["--data-dir", str(tmp_path)]))
+    try:
+        blocks = create_ui(created)
+        (slider,) = [block for block in blocks.blocks.values() if block.elem_id == "img2img_image_cfg_scale"]
+        assert slider.visible is False
+        events = [
+            function
+            for function in blocks.fns.values()
+            if slider in function.outputs and getattr(function.fn, "__name__", "") == "visibility"
+        ]
+        assert len(events) == 2  # page load and the top bar's change
+        title = created.registry.find("edit").title
+        assert events[0].fn(title)["visible"] is True
+        assert events[1].fn(created.registry.find("tiny").title)["visible"] is False
+    finally:
+        created.service.shutdown()

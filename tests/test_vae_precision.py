@@ -98,3 +98,37 @@ def test_medvram_sdxl_flag_reaches_the_policy() -> None:
     args = build_parser().parse_args(["--medvram-sdxl"])
     assert memory_policy_from_args(args).medvram_sdxl is True
     assert memory_policy_from_args(build_parser().parse_args([])).medvram_sdxl is False
+
+
+@torch.inference_mode()
+def test_original_backend_decode_upcasts_and_retries_nan(caplog) -> None:
+    """The original backend's own decode (A1111's per-image truncating decode) follows the same two rules."""
+    from modules.backends.original.images import decode_latents as original_decode
+    from modules.backends.original.images import encode_images
+
+    upcast = half_vae(force_upcast=True)
+    images = original_decode(upcast, latents())
+    assert upcast.dtype == torch.float16
+    assert images[0].tobytes() == original_decode(float32_copy(upcast), latents())[0].tobytes()
+    encoded = encode_images(upcast, images, [7])
+    assert torch.equal(encoded, encode_images(float32_copy(upcast), images, [7]))
+    broken = overflowing(half_vae(force_upcast=False))
+    with caplog.at_level(logging.WARNING, logger="modules.models.vae_codec"):
+        retried = original_decode(broken, latents())
+    assert NAN_ADVICE in caplog.text
+    assert retried[0].tobytes() == original_decode(float32_copy(broken), latents())[0].tobytes()
+
+
+def test_full_preview_decodes_through_the_same_rule() -> None:
+    from types import SimpleNamespace
+
+    from diffusers.image_processor import VaeImageProcessor
+
+    from modules.backends.previews import PreviewMethod, render_preview
+
+    vae = half_vae(force_upcast=True)
+    half = SimpleNamespace(vae=vae, image_processor=VaeImageProcessor())
+    full = SimpleNamespace(vae=float32_copy(vae), image_processor=VaeImageProcessor())
+    preview = render_preview(PreviewMethod.FULL, latents(), False, pipeline=half)
+    assert preview.tobytes() == render_preview(PreviewMethod.FULL, latents(), False, pipeline=full).tobytes()
+    assert vae.dtype == torch.float16

@@ -4,6 +4,7 @@ Every generation goes through ``application.service`` (the queue the UI uses too
 """
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -49,14 +50,24 @@ class ApiConfig:
     limits: ImageLimits = field(default_factory=ImageLimits)
 
 
-def png_info(image_text: str, limits: ImageLimits) -> PngInfoResponse:
+def png_info(
+    image_text: str, limits: ImageLimits, listeners: Sequence[Callable[[str, dict[str, Any]], None]] = ()
+) -> PngInfoResponse:
+    """A1111's /png-info: the infotext, the other text items, and the parsed parameters after the infotext-pasted
+    listeners (extensions' on_infotext_pasted) had their say."""
     if not image_text.strip():
         return PngInfoResponse(info="")
     image = decode_image(image_text, limits, "image")
     text = read_infotext(image) or ""
     items = {key: value for key, value in image.info.items() if isinstance(value, str | int | float)}
     items.pop("parameters", None)
-    return PngInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})
+    parameters: dict[str, Any] = parse_infotext(text) if text else {}
+    for listener in listeners:
+        try:
+            listener(text, parameters)
+        except Exception:  # an extension's callback: logged, the answer goes out
+            logger.exception("infotext pasted listener failed")
+    return PngInfoResponse(info=text, items=items, parameters=parameters)
 
 
 class GenerationRoutes:
@@ -80,6 +91,7 @@ class GenerationRoutes:
             application.initial_checkpoint(),
             application.active_backend().sampler_support(),
             {name: backend.sampler_support() for name, backend in application.backends.items()},
+            application.extension_settings,
         )
 
     async def run_generation(
@@ -121,13 +133,17 @@ class GenerationRoutes:
         change loads it through the queue."""
         application = self.application
         known = {key: value for key, value in changes.items() if key in type(application.options).model_fields}
-        ignored = sorted(set(changes) - set(known))
+        extension = {key: value for key, value in changes.items() if key in application.extension_settings}
+        ignored = sorted(set(changes) - set(known) - set(extension))
         if ignored:
             logger.info("api options ignored keys=%s", ",".join(ignored))
         try:
-            settings_policy(application).check(known, caller.user)
+            settings_policy(application).check({**known, **extension}, caller.user)
+            extension = application.extension_settings.converted(extension)
         except SettingsRefusedError as error:
             raise ApiError(str(error), status_code=error.status_code) from error
+        except ValueError as error:
+            raise ApiError(f"settings not changed: {error}", status_code=422) from error
         checkpoint = known.get("sd_model_checkpoint")
         if checkpoint:
             info = application.registry.find(str(checkpoint))
@@ -135,6 +151,8 @@ class GenerationRoutes:
             loaded = application.service.run_task(lambda: models.load(info.title), kind="load-checkpoint")
             known["sd_model_checkpoint"] = loaded.info.title if loaded.info.sha256 else info.title
         application.update_options(**known)
+        if extension:
+            application.extension_settings.update(extension)
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"], dependencies=[Depends(self.auth)])
@@ -151,7 +169,7 @@ class GenerationRoutes:
 
         @router.post("/png-info", response_model=PngInfoResponse)
         def post_png_info(body: PngInfoBody) -> PngInfoResponse:
-            return png_info(body.image, self.limits())
+            return png_info(body.image, self.limits(), self.application.infotext_pasted)
 
         @router.get("/progress", response_model=ProgressResponse)
         def get_progress(caller: CallerDep, skip_current_image: Annotated[bool, Query()] = False) -> ProgressResponse:
@@ -169,7 +187,8 @@ class GenerationRoutes:
 
         @router.get("/options")
         def get_options() -> dict[str, Any]:
-            return self.application.options.model_dump()
+            # A1111 answers opts.data: its own settings and those extensions added
+            return {**self.application.extension_settings.data(), **self.application.options.model_dump()}
 
         @router.post("/options")
         def post_options(changes: dict[str, Any], caller: CallerDep) -> None:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from modules.api.errors import ApiError
 from modules.api.models import GenerationBody
+from modules.processing.infotext import parse_infotext
 from modules.scripts.base import Script, Visibility
 from modules.scripts.controls import Control, Group, ImageInput
 from modules.scripts.runner import BoundScripts, ScriptCatalogue, ScriptNotFoundError, TabScripts
@@ -42,8 +43,14 @@ def group_images(control: Control, value: Any, decode: ImageDecoder | None, fiel
 
 
 def script_arguments(
-    tab: TabScripts, script: Script, values: Any, decode: ImageDecoder | None = None
+    tab: TabScripts,
+    script: Script,
+    values: Any,
+    from_infotext: Mapping[str, Any] | None = None,
+    decode: ImageDecoder | None = None,
 ) -> dict[str, Any]:
+    """The script's arguments: its defaults, then what the request's infotext gave (``from_infotext``), then the
+    positional values the client sent (those win); group arguments' images are decoded with ``decode``."""
     if not isinstance(values, Sequence) or isinstance(values, str):
         raise ApiError(f"{script.title()}: args must be a list (got {type(values).__name__})", 422)
     controls = tab.controls_of(script)
@@ -52,9 +59,25 @@ def script_arguments(
         for index, (control, value) in enumerate(zip(controls, values, strict=False))
     ]
     try:
-        return tab.arguments(script, given)
+        arguments = tab.arguments(script, given)
     except ValueError as error:
         raise ApiError(str(error), 422) from error
+    sent = {control.name for control in controls[: len(given)]}
+    arguments.update({name: value for name, value in (from_infotext or {}).items() if name not in sent})
+    return arguments
+
+
+def infotext_arguments(tab: TabScripts, script: Script, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """A1111's API ``infotext``: each control with an infotext key (A1111's ``infotext_fields``) found in it gets
+    the written value; a value the control cannot take is a 422."""
+    found = {}
+    for control in tab.controls_of(script):
+        if control.infotext and control.infotext in parameters:
+            try:
+                found[control.name] = control.convert(parameters[control.infotext])
+            except (TypeError, ValueError) as error:
+                raise ApiError(f"infotext: {script.title()}: {error}", 422) from error
+    return found
 
 
 def find_script(tab: TabScripts, name: str, selectable: bool) -> Script:
@@ -65,12 +88,20 @@ def find_script(tab: TabScripts, name: str, selectable: bool) -> Script:
 
 
 def bind_scripts(body: GenerationBody, tab: TabScripts, decode: ImageDecoder | None = None) -> BoundScripts:
-    """The job's scripts from the request body (every always-on script runs, with its defaults when not named)."""
+    """The job's scripts from the request body (every always-on script runs, with its defaults when not named).
+    A request's ``infotext`` fills the arguments of controls it names (A1111's ``infotext_fields``); the client's
+    own ``script_args`` / ``alwayson_scripts`` args win over it."""
+    parameters = parse_infotext(body.infotext) if body.infotext else {}
     selected = None
     if body.script_name:
         script = find_script(tab, body.script_name, selectable=True)
-        selected = (script, script_arguments(tab, script, body.script_args or []))
+        pasted = infotext_arguments(tab, script, parameters)
+        selected = (script, script_arguments(tab, script, body.script_args or [], pasted))
     given: dict[int, dict[str, Any]] = {}
+    for script in tab.always_on if parameters else []:
+        pasted = infotext_arguments(tab, script, parameters)
+        if pasted:
+            given[id(script)] = {**tab.arguments(script), **pasted}
     for name, entry in (body.alwayson_scripts or {}).items():
         script = find_script(tab, str(name), selectable=False)
         if tab.visibility(script) is Visibility.SELECTABLE:
@@ -78,7 +109,8 @@ def bind_scripts(body: GenerationBody, tab: TabScripts, decode: ImageDecoder | N
         if not isinstance(entry, Mapping):
             raise ApiError(f'alwayson_scripts.{name}: give {{"args": [...]}}', 422)
         if "args" in entry:
-            given[id(script)] = script_arguments(tab, script, entry["args"], decode)
+            pasted = infotext_arguments(tab, script, parameters)
+            given[id(script)] = script_arguments(tab, script, entry["args"], pasted, decode)
     return tab.bind(selected, given)
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from modules.api.errors import BadInputError
 from modules.api.images import ImageLimits, decode_image
 from modules.api.models import GenerationBody, Img2ImgBody, Txt2ImgBody
+from modules.extension_settings import ExtensionSettings, infotext_overrides
 from modules.models.errors import CheckpointNotFoundError
 from modules.models.registry import CheckpointRegistry
 from modules.options import SAMPLER_OPTION_NAMES, Options
@@ -56,6 +57,7 @@ class TranslationContext:
     default_checkpoint: str | None = None
     support: SamplerSupport | None = None  # the samplers of the backend a request gets by default
     supports: Mapping[str, SamplerSupport] = field(default_factory=dict)  # every backend's, by name
+    extension_settings: ExtensionSettings | None = None  # settings extensions added (override_settings may set them)
 
     def support_for(self, backend: str | None) -> SamplerSupport | None:
         """The samplers of ``backend`` (None: the default one); an unknown name is a 400."""
@@ -164,12 +166,20 @@ def apply_overrides(
     options: Options,
     registry: CheckpointRegistry,
     request_fields: Mapping[str, Any] | None = None,
+    extension_settings: ExtensionSettings | None = None,
 ) -> list[str]:
-    """Map override_settings onto request fields; returns the keys that had no effect (unsupported)."""
+    """Map override_settings onto request fields; returns the keys that had no effect (unsupported). An extension's
+    setting goes into the request's ``extension_settings`` (a bad value is a 400)."""
     unsupported = []
     request_fields = request_fields or {}
     for key, value in overrides.items():
         if key in NEUTRAL_OVERRIDES and value in NEUTRAL_OVERRIDES[key]:
+            continue
+        if extension_settings is not None and key in extension_settings:
+            try:
+                fields.setdefault("extension_settings", {}).update(extension_settings.converted({key: value}))
+            except ValueError as error:
+                raise BadInputError(f"override_settings: {error}") from error
             continue
         if key == "sd_model_checkpoint":
             fields["checkpoint"] = registry.find(str(value)).title  # CheckpointNotFoundError -> 404
@@ -243,8 +253,12 @@ def build_fields(
         overrides.setdefault(key, value)
     if "clip_skip" in infotext_extra:
         overrides.setdefault("CLIP_stop_at_last_layers", infotext_extra["clip_skip"])
+    if body.infotext and context.extension_settings is not None:
+        pasted = infotext_overrides(context.extension_settings, parse_infotext(body.infotext))
+        for key, value in pasted.items():
+            overrides.setdefault(key, value)
     unsupported = unsupported_fields(body, request_class) + apply_overrides(
-        fields, overrides, context.options, context.registry, request_class.model_fields
+        fields, overrides, context.options, context.registry, request_class.model_fields, context.extension_settings
     )
     fields["extra"] = {"unsupported_fields": unsupported} if unsupported else {}
     return fields, unsupported, sampler_name, scheduler

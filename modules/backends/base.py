@@ -6,6 +6,7 @@ and something to report progress to.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
@@ -13,6 +14,7 @@ from typing import Protocol
 import torch
 from PIL import Image
 
+from modules.backends.hooks import DenoiserHooks
 from modules.compute import DeepCacheUNet
 from modules.controlnet.residuals import ControlPlan
 from modules.models.manager import LoadedModel, Task
@@ -45,6 +47,10 @@ class ProgressReporter(Protocol):
 
     def step_done(self, step: int, preview: Image.Image | None = None) -> None: ...
 
+    def add_infotext(self, entries: Mapping[str, object]) -> None:
+        """Infotext entries known only once sampling ran (A1111 adds NGMS, Skip Early CFG ... from inside)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SamplingSettings:
@@ -66,6 +72,19 @@ class SamplingSettings:
     always_discard_next_to_last_sigma: bool = False
     sgm_noise_multiplier: bool = False
     use_old_karras_scheduler_sigmas: bool = False
+    s_min_uncond: float = 0.0
+    s_min_uncond_all: bool = False
+    skip_early_cond: float = 0.0
+    sigma_min: float = 0.0  # 0: the model's (also sigma_max; rho 0: the schedule's default)
+    sigma_max: float = 0.0
+    rho: float = 0.0
+    beta_dist_alpha: float = 0.6
+    beta_dist_beta: float = 0.6
+    uni_pc_variant: str = "bh1"
+    uni_pc_skip_type: str = "time_uniform"
+    uni_pc_order: int = 3
+    uni_pc_lower_order_final: bool = True
+    img2img_extra_noise: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -119,11 +138,14 @@ class GenerationPlan:
     noise: NoiseSeeds = NoiseSeeds()
     sampling: SamplingSettings = SamplingSettings()
     image_cfg_scale: float | None = None  # instruct-pix2pix's image guidance (None: 1.0, as A1111)
+    edit_model: bool = False  # an instruct-pix2pix model (A1111's "edit" model): the init image conditions each step
     # The refiner switch: the base pass stops at this fraction of the schedule and returns its noisy latents;
     # the refiner pass (``init_image`` = those latents) starts there without adding noise.
     denoising_end: float | None = None
     denoising_start: float | None = None
     controlnet: tuple[ControlPlan, ...] = ()  # ControlNet units (modules/controlnet), applied by every backend
+    # Listeners around each model call of guidance (A1111's on_cfg_denoiser ...); None or empty: none.
+    denoiser_hooks: DenoiserHooks | None = field(default=None, compare=False)
 
     @property
     def batch_size(self) -> int:

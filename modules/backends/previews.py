@@ -21,6 +21,7 @@ from diffusers import AutoencoderTiny
 from PIL import Image
 
 from modules.backends.preview import latents_to_preview
+from modules.models.vae_codec import decode_latents
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +116,9 @@ def render_preview(
     first = latents[:1].detach()
     with torch.inference_mode():
         if method == PreviewMethod.FULL and pipeline is not None:
-            vae = pipeline.vae
-            shift = getattr(vae.config, "shift_factor", None) or 0.0
-            scaled = first.to(vae.device, vae.dtype) / vae.config.scaling_factor + shift
-            return pipeline.image_processor.postprocess(vae.decode(scaled).sample, output_type="pil")[0]
+            # through vae_codec: a float16 SDXL VAE is upcast (force_upcast) and a NaN decode is retried in float32
+            decoded = decode_latents(pipeline.vae, first)
+            return pipeline.image_processor.postprocess(decoded, output_type="pil")[0]
         if method == PreviewMethod.TAESD and models is not None and (taesd := models.taesd(xl)) is not None:
             taesd.to(first.device)
             return to_image(taesd.decode(first.to(taesd.dtype)).sample)

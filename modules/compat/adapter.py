@@ -4,6 +4,7 @@ called with A1111's signature on a ``p`` that views the job's run."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +13,7 @@ import gradio as gr
 from PIL import Image
 
 from modules.compat.a1111 import scripts as a1111_scripts
-from modules.compat.a1111.processing import CURRENT_JOB, Processed, processing_for
+from modules.compat.a1111.processing import CURRENT_JOB, Processed, processing_for, remember_request
 from modules.processing.hooks import ImageToPostprocess
 from modules.processing.requests import Img2ImgRequest
 from modules.processing.run import GenerationRun, ProcessingResult
@@ -26,6 +27,7 @@ VIEW_KEY = "a1111_p"
 
 def view_of(run: GenerationRun) -> Any:
     """The job's ``p`` (one per run, kept in the run, so attributes an extension sets stay for the later hooks)."""
+    remember_request(run.request)
     view = run.script_state.get(VIEW_KEY)
     if view is None:
         view = run.script_state[VIEW_KEY] = processing_for(run.request, run=run, job=getattr(CURRENT_JOB, "job", None))
@@ -73,6 +75,17 @@ def control_of(component: Any, index: int) -> neutral.Control:
     return neutral.Control(name, label, value)
 
 
+def infotext_keys(inner: Any) -> dict[int, str]:
+    """A1111's ``infotext_fields`` ((component, infotext key) pairs) by component: the key a control is written to
+    and read back from (pasting, the API's ``infotext``). Keys given as functions of the parsed infotext are left
+    out (Easel reads a value by its key)."""
+    keys = {}
+    for entry in getattr(inner, "infotext_fields", None) or []:
+        if isinstance(entry, tuple | list) and len(entry) == 2 and isinstance(entry[1], str):
+            keys[id(entry[0])] = entry[1]
+    return keys
+
+
 class A1111Script(Script):
     """Easel's view of one A1111 script class."""
 
@@ -111,10 +124,34 @@ class A1111Script(Script):
     def read_controls(self, is_img2img: bool) -> None:
         """Call the A1111 ``ui()`` (inside a Blocks context) and keep its components as neutral controls; Easel's
         UI builds its own widgets from them."""
-        components = self.inner(is_img2img).ui(is_img2img) or []
+        inner = self.inner(is_img2img)
+        components = inner.ui(is_img2img) or []
         if isinstance(components, dict):
             components = list(components.values())
-        self.controls[is_img2img] = [control_of(component, index) for index, component in enumerate(components)]
+        keys = infotext_keys(inner)
+        self.controls[is_img2img] = [
+            dataclasses.replace(control_of(component, index), infotext=keys.get(id(component)))
+            for index, component in enumerate(components)
+        ]
+
+    own_ui = True
+
+    def build_ui(self, is_img2img: bool) -> list[Any] | None:
+        """A1111's ``ui()`` called again inside the page, as A1111 builds it: its rows, accordions and its own
+        ``.change`` / ``.click`` events stay; the returned components are the script's arguments (the same count and
+        order as the controls read at start). A ``ui()`` that raises or returns another count gives None (Easel's
+        widgets are used)."""
+        try:
+            components = self.inner(is_img2img).ui(is_img2img) or []
+        except Exception:  # the extension's own code
+            logger.exception("extension script ui failed in the page script=%s", self.source)
+            return None
+        if isinstance(components, dict):
+            components = list(components.values())
+        if len(components) != len(self.controls.get(is_img2img, [])):
+            logger.warning("extension script ui changed its controls script=%s; using Easel's widgets", self.source)
+            return None
+        return list(components)
 
     def positional(self, run_or_img2img: GenerationRun | bool, args: ScriptArgs) -> list[Any]:
         return [args[f"arg{index}"] for index in range(len(args))]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from modules.application import Application
-from modules.compat import importer
+from modules.compat import callbacks, importer
 from modules.compat.a1111 import script_callbacks
 from modules.compat.a1111 import scripts as a1111_scripts
 from modules.compat.adapter import A1111Script, read_all_controls
@@ -75,6 +75,7 @@ def attach(application: Application, prepared: Prepared) -> list[Script]:
     read_all_controls([script for script in added if isinstance(script, A1111Script)])
     application.scripts.add(added)
     application.ui_tab_providers.append(script_callbacks.ui_tabs_callback)
+    callbacks.connect(application)
     script_callbacks.ui_settings_callback()
     logger.info(
         "extensions loaded count=%d enabled=%d failed=%d scripts=%d seconds=%.3f",

@@ -20,8 +20,8 @@ class Runtime:
     application: Application | None = None
     args: argparse.Namespace = field(default_factory=argparse.Namespace)
     extensions: list[Extension] = field(default_factory=list)
-    option_infos: dict[str, Any] = field(default_factory=dict)  # extension settings: key -> OptionInfo
-    option_values: dict[str, Any] = field(default_factory=dict)  # their values (config.json keeps them)
+    # extension settings: key -> OptionInfo (their values: the application's extension_settings)
+    option_infos: dict[str, Any] = field(default_factory=dict)
     onchange: dict[str, list[Callable[[], None]]] = field(default_factory=dict)
     callbacks: dict[str, list[tuple[Callable[..., Any], str]]] = field(default_factory=dict)
     loading: Path | None = None  # the extension folder whose script is being imported (scripts.basedir())

@@ -66,3 +66,12 @@ def encode_request(request: GenerationRequest) -> tuple[str, str]:
 def decode_request(kind: str, text: str) -> GenerationRequest:
     """The request a stored (kind, text) holds; KeyError for a kind this version does not know."""
     return request_classes()[kind].model_validate(_decode(json.loads(text)))
+
+
+def encode_value(value: Any) -> str:
+    """JSON text of plain data that may hold PIL images (a job's script arguments); TypeError when it cannot."""
+    return json.dumps(_encode(value), ensure_ascii=False)
+
+
+def decode_value(text: str) -> Any:
+    return _decode(json.loads(text))

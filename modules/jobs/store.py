@@ -34,11 +34,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     finished_at REAL,
     result_paths TEXT NOT NULL DEFAULT '[]',
-    error TEXT
+    error TEXT,
+    scripts TEXT                            -- JSON: the job's scripts with their arguments by name (or NULL)
 );
 CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (state, round, seq);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, state);
 """
+# Columns added after the first version of the table: (name, declaration), added to an older queue.db on open.
+ADDED_COLUMNS = (("scripts", "TEXT"),)
 RESTART_REASON = "the server stopped while this job ran"
 FINISHED_KEPT = 2000  # finished job rows kept (the images stay in the history table)
 TRIM_EVERY = 100  # finished jobs between two trims
@@ -71,6 +74,7 @@ class JobRecord:
     result_paths: tuple[str, ...]
     error: str | None
     prompt: str
+    scripts: str | None = None  # the job's scripts as JSON (modules.generation), None without scripts
 
     @classmethod
     def from_row(cls, row) -> JobRecord:
@@ -87,6 +91,7 @@ class JobRecord:
             result_paths=tuple(json.loads(row["result_paths"] or "[]")),
             error=row["error"],
             prompt=row["prompt"],
+            scripts=row["scripts"],
         )
 
 
@@ -101,6 +106,10 @@ class JobStore:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     connection.execute(statement)
+            present = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
+            for name, declaration in ADDED_COLUMNS:
+                if name not in present:
+                    connection.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
         self.current_round = self._last_started_round()
         self._finished = 0
 
@@ -130,9 +139,11 @@ class JobStore:
     def _waiting_sql(columns: str) -> str:
         return f"SELECT {columns} FROM jobs WHERE state='queued' ORDER BY round, seq"
 
-    def add(self, job_id: str, owner: str, request: GenerationRequest, limit: int = 0) -> JobRecord:
-        """Queue a request; QueueFullError when ``owner`` already has ``limit`` queued jobs (0: no limit);
-        JobIdInUseError when the id names a job that has not finished."""
+    def add(
+        self, job_id: str, owner: str, request: GenerationRequest, limit: int = 0, scripts: str | None = None
+    ) -> JobRecord:
+        """Queue a request (with its scripts as JSON, kept for a restart); QueueFullError when ``owner`` already has
+        ``limit`` queued jobs (0: no limit); JobIdInUseError when the id names a job that has not finished."""
         kind, text = encode_request(request)
         with self.database.transaction() as connection:
             existing = connection.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -152,9 +163,9 @@ class JobStore:
             if existing is not None:
                 connection.execute("DELETE FROM jobs WHERE id=?", (job_id,))
             connection.execute(
-                "INSERT INTO jobs (id, owner, kind, request, prompt, state, round, queued_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, owner, kind, text, request.prompt, JobState.QUEUED, round_number, time.time()),
+                "INSERT INTO jobs (id, owner, kind, request, prompt, state, round, queued_at, scripts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, owner, kind, text, request.prompt, JobState.QUEUED, round_number, time.time(), scripts),
             )
             row = connection.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         return JobRecord.from_row(row)

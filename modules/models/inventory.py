@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from modules.models.detection import ModelArchitecture, detect_architecture, read_key_shapes
+from modules.models.detection import ModelArchitecture, detect_architecture, detect_layout, read_key_shapes
 from modules.models.errors import ModelError
 from modules.models.loader import architecture_from_unet_config, read_json
 from modules.models.prediction import CACHE_SECTION
@@ -40,6 +40,18 @@ def describe_architecture(info: CheckpointInfo, prediction: str | None = None) -
         return architecture.display_name
     except ModelError as error:
         return f"unsupported: {error}"
+
+
+def is_edit_model(info: CheckpointInfo) -> bool:
+    """An instruct-pix2pix checkpoint (8-channel UNet), from its header or UNet config only; False when unknown."""
+    try:
+        if info.kind == "diffusers":
+            return int(read_json(info.path / "unet" / "config.json").get("in_channels", 4)) == 8
+        if info.path.suffix.lower() != ".safetensors" or sidecar_config_dir(info.path).is_dir():
+            return False
+        return detect_layout(read_key_shapes(info.path)) is ModelArchitecture.SD1_PIX2PIX
+    except (ModelError, OSError, ValueError):
+        return False
 
 
 def checkpoint_rows(registry: CheckpointRegistry) -> list[CheckpointRow]:

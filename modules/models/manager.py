@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -135,6 +136,9 @@ class ModelManager:
         self._ram_cache: OrderedDict[Path, LoadedModel] = OrderedDict()
         self._pinned: set[Path] = set()  # parked for a scope that borrowed another checkpoint (never evicted)
         self.disk_loads = 0  # checkpoints read from disk (the cache's hits do not count)
+        # Called with each model that becomes the current one (A1111's on_model_loaded, registered by the extension
+        # adapter); one that raises is logged and the load stands.
+        self.loaded_listeners: list[Callable[[LoadedModel], None]] = []
 
     @property
     def current(self) -> LoadedModel | None:
@@ -182,8 +186,17 @@ class ModelManager:
                     self._pinned.discard(previous.info.path)
                     parked = self._ram_cache.pop(previous.info.path, None)
                     self._current = self._restore(parked) if parked else self._load_fresh(previous.info)
+                    self._announce(self._current)
                 raise
+            self._announce(self._current)
             return self._current
+
+    def _announce(self, model: LoadedModel) -> None:
+        for listener in self.loaded_listeners:
+            try:
+                listener(model)
+            except Exception:  # an extension's callback: logged, the model stays loaded
+                logger.exception("model loaded listener failed name=%s", model.info.name)
 
     def set_cache_size(self, size: int) -> None:
         """Change ``--ckpt-cache`` at run time (Settings); extra cached checkpoints are freed at once."""

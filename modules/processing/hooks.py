@@ -6,10 +6,13 @@ job implements it and is handed to ``process`` with the request. The names and o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
+
+from modules.backends.hooks import DenoiserHooks
+from modules.processing.saving import SaveListeners
 
 if TYPE_CHECKING:
     from modules.processing.run import GenerationRun, ProcessingResult
@@ -46,3 +49,12 @@ class ScriptHooks(Protocol):
 
     def postprocess(self, run: GenerationRun, result: ProcessingResult) -> None:
         """After the job (grid and params.txt done)."""
+
+
+@dataclass
+class ProcessingListeners:
+    """Listeners of every job (registered once by the A1111 extension adapter): around each image save and around
+    each model call of guidance. Empty: nothing is called."""
+
+    saving: SaveListeners = field(default_factory=SaveListeners)
+    denoiser: DenoiserHooks = field(default_factory=DenoiserHooks)

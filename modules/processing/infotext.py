@@ -330,6 +330,19 @@ SETTING_KEYS: tuple[tuple[str, str, Callable[[object], Any]], ...] = (
     ("Sigma noise", "s_noise", to_float),
     ("Discard penultimate sigma", "always_discard_next_to_last_sigma", lambda value: str(value) == "True"),
     ("SGM noise multiplier", "sgm_noise_multiplier", lambda value: str(value) == "True"),
+    ("NGMS", "s_min_uncond", to_float),
+    ("NGMS all steps", "s_min_uncond_all", lambda value: str(value) == "True"),
+    ("Skip Early CFG", "skip_early_cond", to_float),
+    ("Schedule min sigma", "sigma_min", to_float),
+    ("Schedule max sigma", "sigma_max", to_float),
+    ("Schedule rho", "rho", to_float),
+    ("Beta schedule alpha", "beta_dist_alpha", to_float),
+    ("Beta schedule beta", "beta_dist_beta", to_float),
+    ("UniPC variant", "uni_pc_variant", str),
+    ("UniPC skip type", "uni_pc_skip_type", str),
+    ("UniPC order", "uni_pc_order", to_int),
+    ("UniPC lower order final", "uni_pc_lower_order_final", lambda value: str(value) == "True"),
+    ("Extra noise", "img2img_extra_noise", to_float),
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class JobControl:
     _interrupted: threading.Event = field(default_factory=threading.Event, repr=False)
     _skipped: threading.Event = field(default_factory=threading.Event, repr=False)
     _progress: JobProgress = field(default_factory=JobProgress, repr=False)
+    _sampled_infotext: dict[str, object] = field(default_factory=dict, repr=False)
 
     def interrupt(self) -> None:
         """Stop now and keep what is done."""
@@ -65,6 +67,16 @@ class JobControl:
                 progress=job_no / max(job_count, 1),
                 preview=self._progress.preview,
             )
+
+    def add_infotext(self, entries: Mapping[str, object]) -> None:
+        """Entries a backend found while sampling; processing takes them after each pass (``take_infotext``)."""
+        with self._lock:
+            self._sampled_infotext.update(entries)
+
+    def take_infotext(self) -> dict[str, object]:
+        with self._lock:
+            entries, self._sampled_infotext = self._sampled_infotext, {}
+        return entries
 
     def step_done(self, step: int, preview: Image.Image | None = None) -> None:
         with self._lock:

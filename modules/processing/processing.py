@@ -31,7 +31,7 @@ from modules.processing.hires import (
     second_pass_plan,
     upscale_first_pass,
 )
-from modules.processing.hooks import ImageToPostprocess, ScriptHooks
+from modules.processing.hooks import ImageToPostprocess, ProcessingListeners, ScriptHooks
 from modules.processing.inputs import finish_images
 from modules.processing.job import JobControl
 from modules.processing.requests import GenerationRequest
@@ -63,6 +63,7 @@ class ProcessingContext:
     paths: DataPaths
     postprocessor: Postprocessor | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)
+    listeners: ProcessingListeners = field(default_factory=ProcessingListeners)
 
     def backend_for(self, name: str | None = None) -> Backend:
         """The backend called ``name``; empty or None: the ``sd_sampling_backend`` setting, else the default."""
@@ -202,6 +203,24 @@ def start_run(
     return run
 
 
+# The sampler settings that go to the backend as they are (no request field of their own).
+PASSED_SAMPLER_OPTIONS: tuple[str, ...] = (
+    "s_min_uncond",
+    "s_min_uncond_all",
+    "skip_early_cond",
+    "sigma_min",
+    "sigma_max",
+    "rho",
+    "beta_dist_alpha",
+    "beta_dist_beta",
+    "uni_pc_variant",
+    "uni_pc_skip_type",
+    "uni_pc_order",
+    "uni_pc_lower_order_final",
+    "img2img_extra_noise",
+)
+
+
 def sampling_settings(request: GenerationRequest, options: Options) -> SamplingSettings:
     """A1111's sampler parameters for the request: its own eta / s_* fields, else the settings (which the request's
     ``override_settings`` may change for itself)."""
@@ -226,6 +245,7 @@ def sampling_settings(request: GenerationRequest, options: Options) -> SamplingS
         always_discard_next_to_last_sigma=settings.always_discard_next_to_last_sigma,
         sgm_noise_multiplier=settings.sgm_noise_multiplier,
         use_old_karras_scheduler_sigmas=settings.use_old_karras_scheduler_sigmas,
+        **{name: getattr(settings, name) for name in PASSED_SAMPLER_OPTIONS},
     )
 
 
@@ -244,7 +264,6 @@ def apply_styles(request: GenerationRequest, context: ProcessingContext) -> Gene
 def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image.Image]:
     """One batch: the first pass in its model scope, then the refiner or the hires pass (when asked) in its own."""
     plan = run.plan(run.iteration)
-    record_details(run, plan)
     networks = NetworkRequest(plan.prompts, plan.negative_prompts, run.request.sd_vae)
     hires = run.hires
     refiner = run.request.refiner_enabled
@@ -252,6 +271,7 @@ def generate_batch(run: GenerationRun, context: ProcessingContext) -> list[Image
         with context.models.use(run.request.checkpoint, networks) as scope:
             record_scope(run, scope, first_pass=True)
             plan = plan_for_model(run, scope, plan)
+            record_details(run, plan)
             if hires is None and not refiner:
                 return run_pass(run, context, scope, plan)
             if refiner:
@@ -287,6 +307,7 @@ def run_refiner_pass(
         output_latents=False,
         image_cfg_scale=None,
         controlnet=(),  # the refiner is another family's model: ControlNet units act on the base pass
+        edit_model=False,
     )
     with context.models.use(run.request.refiner_checkpoint, NetworkRequest((), (), run.request.sd_vae)) as scope:
         run.note(*scope.notes)
@@ -306,7 +327,11 @@ def run_pass(
     """One backend call, with the progress total of the steps the backend will really run."""
     control = run.control
     control.begin_image(run.iteration, run.n_iter, run.backend.steps_run(plan))
-    return run.backend.generate(scope.model, plan, control)
+    if context.listeners.denoiser:
+        plan = replace(plan, denoiser_hooks=context.listeners.denoiser)
+    images = run.backend.generate(scope.model, plan, control)
+    run.extra_generation_params.update(control.take_infotext())
+    return images
 
 
 def run_hires_pass(
@@ -339,18 +364,19 @@ def record_scope(run: GenerationRun, scope: ModelScope, first_pass: bool) -> Non
 
 
 def plan_for_model(run: GenerationRun, scope: ModelScope, plan: GenerationPlan) -> GenerationPlan:
-    """What depends on the kind of model in the scope: instruct-pix2pix gets the Image CFG scale (A1111 keeps it
-    for edit models only, infotext "Image CFG scale") and always denoises from pure noise on the diffusers
-    pipeline, which the note says."""
-    if not scope.model.is_pix2pix:
+    """What depends on the kind of model in the scope: instruct-pix2pix (A1111's edit model) gets the Image CFG
+    scale (A1111 keeps it for edit models only, infotext "Image CFG scale"); each backend says what it does with
+    the denoising strength (``run_details``). An inpainting model's image conditioning (the mask at full weight)
+    writes A1111's "Conditional mask weight" (not for SDXL inpainting txt2img, where A1111 does not count it)."""
+    model = scope.model
+    if model.is_inpainting and (plan.task is not Task.TXT2IMG or not model.is_xl):
+        run.extra_generation_params["Conditional mask weight"] = 1.0
+    if not model.is_pix2pix:
         return plan
     image_cfg_scale = getattr(run.request, "image_cfg_scale", None)
     if image_cfg_scale is not None:
         run.extra_generation_params["Image CFG scale"] = image_cfg_scale
-    if plan.denoising_strength < 1:
-        run.note("instruct-pix2pix: the image is edited from pure noise (denoising strength 1)")
-        run.extra_generation_params["Denoising strength"] = 1.0
-    return replace(plan, image_cfg_scale=image_cfg_scale, denoising_strength=1.0, exact_steps=False)
+    return replace(plan, image_cfg_scale=image_cfg_scale, edit_model=True)
 
 
 def hires_upscaler(context: ProcessingContext) -> ImageUpscaler | None:
@@ -412,6 +438,8 @@ def keep_images(run: GenerationRun, context: ProcessingContext, images: list[Ima
                     file_format=context.options.samples_format,
                     values=values,
                     settings=saving.SavingSettings.from_options(context.options),
+                    listeners=context.listeners.saving,
+                    subject=run,
                 )
             )
 
@@ -537,4 +565,6 @@ def save_grid_if_wanted(run: GenerationRun, context: ProcessingContext) -> None:
             file_format=options.grid_format,
             values=filename_values(run, 0),
             settings=saving.SavingSettings.from_options(options),
+            listeners=context.listeners.saving,
+            subject=run,
         )

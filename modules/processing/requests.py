@@ -97,6 +97,9 @@ class GenerationRequest(BaseModel):
     override_settings: dict[str, Any] = Field(
         default_factory=dict, description="Sampler-parameter settings for this request only (A1111's names)"
     )
+    extension_settings: dict[str, Any] = Field(
+        default_factory=dict, description="Settings that extensions added, for this request only (override_settings)"
+    )
     batch_size: int = Field(1, ge=1, le=64)
     n_iter: int = Field(1, ge=1, le=1000, description="Batch count")
     clip_skip: int = Field(1, ge=1, le=12)

@@ -20,11 +20,11 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path, PurePath
 from types import MappingProxyType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin, features
 
@@ -74,6 +74,30 @@ DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 def save_error(error: OSError, path: Path) -> ImageSaveError:
     return ImageSaveError(describe_os_error(error, path), disk_full=error.errno in DISK_FULL_ERRNOS)
+
+
+@dataclass
+class ImageSaveEvent:
+    """One image about to be saved, or just saved (A1111's ImageSaveParams): a listener before saving may replace
+    ``image``, ``filename`` and ``pnginfo`` (the infotext is its "parameters" entry; other entries become PNG text
+    chunks); ``subject`` is the job's run (or whatever the saving code names), ``None`` when there is none."""
+
+    image: Image.Image
+    subject: Any
+    filename: str
+    pnginfo: dict[str, Any]
+
+
+@dataclass
+class SaveListeners:
+    """Called around every image and grid that the saving functions write (A1111's on_before_image_saved and
+    on_image_saved); empty lists cost nothing."""
+
+    before: list[Callable[[ImageSaveEvent], None]] = field(default_factory=list)
+    after: list[Callable[[ImageSaveEvent], None]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.before or self.after)
 
 
 @dataclass(frozen=True)
@@ -267,14 +291,23 @@ def claim_name(temp_name: str, path: Path) -> bool:
 
 
 def image_writer(
-    image: Image.Image, infotext: str | None, file_format: str, settings: SavingSettings
+    image: Image.Image,
+    infotext: str | None,
+    file_format: str,
+    settings: SavingSettings,
+    extra_text: dict[str, str] | None = None,
 ) -> Callable[[BinaryIO], None]:
     """What writes ``image`` in ``file_format`` with ``settings``' quality, lossless WEBP and infotext choice
-    (``enable_pnginfo``) into an open file."""
+    (``enable_pnginfo``) into an open file; ``extra_text``: more PNG text chunks (what extensions add)."""
     format_name = pillow_format(file_format)
     prepared = prepare_for_format(image, format_name)
     embedded = infotext if settings.enable_pnginfo else None
     options = save_options(format_name, embedded, settings.jpeg_quality, settings.webp_lossless)
+    if extra_text and format_name == "PNG" and settings.enable_pnginfo:
+        png_info = options.get("pnginfo") or PngImagePlugin.PngInfo()
+        for key, value in extra_text.items():
+            png_info.add_text(key, value)
+        options["pnginfo"] = png_info
     return lambda file: prepared.save(file, format=format_name, **options)
 
 
@@ -311,6 +344,8 @@ def save_image(
     values: FilenameValues | None = None,
     settings: SavingSettings | None = None,
     suffix: str = "",
+    listeners: SaveListeners | None = None,
+    subject: Any = None,
 ) -> Path:
     """Save one output under ``folder`` as A1111's save_image does; returns the path written.
 
@@ -326,7 +361,10 @@ def save_image(
         settings = legacy_settings(settings, date_subfolder)
     if values.seed != seed:
         raise ValueError(f"seed {seed} differs from values.seed {values.seed}")
-    path = save_named(image, folder, "", values, infotext, file_format, settings, now, grid=False, suffix=suffix)
+    saved = SaveListenerCall(listeners, subject)
+    path = save_named(
+        image, folder, "", values, infotext, file_format, settings, now, grid=False, suffix=suffix, listeners=saved
+    )
     logger.info("image saved path=%s seed=%s", path, seed)
     return path
 
@@ -342,21 +380,67 @@ def save_named(
     now: datetime | None,
     grid: bool,
     suffix: str = "",
+    listeners: SaveListenerCall | None = None,
 ) -> Path:
-    """A1111's save_image: folder pattern, file name pattern, number, then the image and its text file."""
+    """A1111's save_image: folder pattern, file name pattern, number, then the image and its text file; the
+    listeners (extensions) are called before (they may change the image, name and infotext) and after."""
     extension = format_for_size(image, file_format.lower().lstrip("."))
     pillow_format(extension)
     generator = FilenameGenerator(values, image, settings.name_rules, now, basename)
     target = save_target(folder, generator, settings, grid, suffix, extension)
-    write = image_writer(image, infotext, extension, settings)
     names = candidate_names(folder, target, basename, extension)
+    if listeners:
+        return save_with_listeners(image, names, target, infotext, extension, settings, listeners)
+    write = image_writer(image, infotext, extension, settings)
     if target.replaces:
         path = next(names)
         write_file_atomic(path, write)
     else:
         path = write_file_first_free(names, write)
+    write_text_file(path, infotext, settings)
+    return path
+
+
+def write_text_file(path: Path, infotext: str | None, settings: SavingSettings) -> None:
     if settings.save_txt and infotext is not None:
         write_file_atomic(path.with_suffix(".txt"), lambda file: file.write(f"{infotext}\n".encode()))
+
+
+@dataclass
+class SaveListenerCall:
+    """The listeners of one save call, with the job it belongs to."""
+
+    listeners: SaveListeners | None
+    subject: Any = None
+
+    def __bool__(self) -> bool:
+        return bool(self.listeners)
+
+
+def save_with_listeners(
+    image: Image.Image,
+    names: Iterator[Path],
+    target: SaveTarget,
+    infotext: str | None,
+    extension: str,
+    settings: SavingSettings,
+    call: SaveListenerCall,
+) -> Path:
+    """A1111's order: the name is chosen first (the first free one), the before listeners may change the image,
+    the name and the infotext, the file is written there, then the after listeners."""
+    listeners = call.listeners
+    assert listeners is not None
+    chosen = next(names) if target.replaces else next(path for path in names if not path.exists())
+    event = ImageSaveEvent(image, call.subject, str(chosen), {} if infotext is None else {"parameters": infotext})
+    for listener in listeners.before:
+        listener(event)
+    path = Path(event.filename)
+    infotext = event.pnginfo.get("parameters")
+    extra = {str(key): str(value) for key, value in event.pnginfo.items() if key != "parameters"}
+    write_file_atomic(path, image_writer(event.image, infotext, extension, settings, extra))
+    write_text_file(path, infotext, settings)
+    for listener in listeners.after:
+        listener(event)
     return path
 
 
@@ -453,13 +537,18 @@ def save_grid(
     *,
     values: FilenameValues | None = None,
     settings: SavingSettings | None = None,
+    listeners: SaveListeners | None = None,
+    subject: Any = None,
 ) -> Path:
     """Save a grid as A1111 does: ``folder/<directory pattern>/grid-NNNN.ext`` (four digits; the file name pattern
     after the number with ``grid_extended_filename``). ``values`` are the job's first image's (A1111 names a grid
     by ``p.all_seeds[0]`` and the first prompt); ``grid_save_to_dirs`` decides the subfolder."""
     settings = legacy_settings(settings, date_subfolder)
     values = values or FilenameValues()
-    path = save_named(grid, folder, GRID_BASENAME, values, infotext, file_format, settings, now, grid=True)
+    call = SaveListenerCall(listeners, subject)
+    path = save_named(
+        grid, folder, GRID_BASENAME, values, infotext, file_format, settings, now, grid=True, listeners=call
+    )
     logger.info("grid saved path=%s", path)
     return path
 

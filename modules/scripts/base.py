@@ -66,6 +66,8 @@ class ScriptJob:
             infotext,
             file_format=options.grid_format,
             settings=saving.SavingSettings.from_options(options),
+            listeners=self.context.listeners.saving,
+            subject=request,
         )
 
     def save_sample(self, image: Image.Image, infotext: str, request: GenerationRequest, seed: int) -> Path:
@@ -79,6 +81,8 @@ class ScriptJob:
             file_format=options.samples_format,
             values=FilenameValues(seed=seed, prompt=request.prompt, negative_prompt=request.negative_prompt),
             settings=saving.SavingSettings.from_options(options),
+            listeners=self.context.listeners.saving,
+            subject=request,
         )
 
 
@@ -130,6 +134,14 @@ class Script:
 
     def run(self, job: ScriptJob, args: ScriptArgs) -> ProcessingResult:
         raise NotImplementedError(f"{self.title()} is not a selectable script")
+
+    # True: the script lays out its own UI (``build_ui``); the page puts it in a plain group, not an accordion
+    own_ui = False
+
+    def build_ui(self, is_img2img: bool) -> list[Any] | None:
+        """The script's own UI components, made in the page's UI context with their layout and events, one per
+        control of ``ui()`` in the same order; None: the UI builds widgets from the controls (Easel's scripts)."""
+        return None
 
     def dynamic_choices(self, is_img2img: bool, control: str, source_value: Any) -> list[str] | None:
         """The choices of dropdown ``control`` (one with ``choices_from``) when its source control holds

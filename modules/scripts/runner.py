@@ -98,7 +98,10 @@ class TabScripts:
         given for it in ``always_on`` by ``id(script)``, else its defaults)."""
         given = always_on or {}
         active = [(script, dict(given.get(id(script)) or self.arguments(script))) for script in self.always_on]
-        return BoundScripts(selected=selected, always_on=active)
+        return BoundScripts(selected=selected, always_on=active, is_img2img=self.is_img2img)
+
+    def by_title(self, title: str) -> Script | None:
+        return next((script for script in self.scripts if safe_title(script) == title), None)
 
 
 @dataclass
@@ -129,6 +132,28 @@ class ScriptCatalogue:
         self.scripts.extend(scripts)
         self._tabs.clear()
 
+    def restore(self, description: Mapping[str, Any]) -> BoundScripts:
+        """A job's scripts from ``BoundScripts.describe()`` (a job queued before a restart): the scripts by title in
+        this run's catalogue, with their saved arguments (a control added since keeps its default). A selectable
+        script that is no longer loaded is a ScriptNotFoundError; an always-on one is left out (logged), and an
+        always-on script new since then runs with its defaults."""
+        tab = self.tab(bool(description.get("img2img")))
+        selected = None
+        if description.get("selected"):
+            title, args = description["selected"]
+            script = tab.by_title(title)
+            if script is None or tab.visibility(script) is not Visibility.SELECTABLE:
+                raise ScriptNotFoundError(f"Script '{title}' is no longer loaded")
+            selected = (script, {**tab.arguments(script), **args})
+        given: dict[int, dict[str, Any]] = {}
+        for title, args in description.get("always_on") or []:
+            script = tab.by_title(title)
+            if script is None:
+                logger.warning("restored job script missing script=%s", title)
+                continue
+            given[id(script)] = {**tab.arguments(script), **args}
+        return tab.bind(selected, given)
+
 
 def safe_title(script: Script) -> str:
     try:
@@ -143,7 +168,20 @@ class BoundScripts:
 
     selected: tuple[Script, Mapping[str, Any]] | None = None
     always_on: list[tuple[Script, ScriptArgs]] = field(default_factory=list)
+    is_img2img: bool = False
     failed: set[int] = field(default_factory=set, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        """The scripts by title with their arguments by name (what a restart needs: ``ScriptCatalogue.restore``)."""
+        selected = None
+        if self.selected is not None:
+            script, args = self.selected
+            selected = [safe_title(script), dict(args)]
+        return {
+            "img2img": self.is_img2img,
+            "selected": selected,
+            "always_on": [[safe_title(script), dict(args)] for script, args in self.always_on],
+        }
 
     def execute(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,8 @@ from modules.ui.txt2img import create_txt2img_tab
 from modules.ui.ui_config import UiConfig
 
 logger = logging.getLogger(__name__)
+
+PasteListener = Callable[[str, dict[str, Any]], None]  # an infotext-pasted listener (A1111's on_infotext_pasted)
 
 # Fields an infotext fills in the target tab ("send to", PNG Info).
 SENT_FIELDS: tuple[str, ...] = (
@@ -180,10 +182,11 @@ def pasted_script_fields(target: GenerationTab, text: str) -> dict[str, Any]:
     return paste(text) if paste is not None and text else {}
 
 
-def pasted_fields(text: str, styles: StyleDatabase | None) -> dict[str, Any]:
-    """The fields an infotext sends; with a style database, the styles found in its prompts are selected."""
+def pasted_fields(text: str, styles: StyleDatabase | None, listeners: Sequence[PasteListener] = ()) -> dict[str, Any]:
+    """The fields an infotext sends (after the infotext-pasted listeners); with a style database, the styles found
+    in its prompts are selected."""
     try:
-        fields = handlers.fields_from_infotext(text)
+        fields = handlers.fields_from_infotext(text, listeners)
     except InfotextTooLongError as error:
         gr.Warning(f"Nothing sent: {error}.")
         return {}
@@ -199,6 +202,7 @@ def link_gallery(
     tabs: gr.Tabs,
     target_id: str,
     styles: StyleDatabase | None = None,
+    listeners: Sequence[PasteListener] = (),
 ) -> None:
     """ "Send to": the selected image and its parameters go to the target tab, which is shown."""
 
@@ -209,7 +213,7 @@ def link_gallery(
             return {}
         index = (state or {}).get("selected", 0)
         text = handlers.selected_infotext(state, index)
-        fields = {**pasted_fields(text, styles), **pasted_script_fields(target, text)}
+        fields = {**pasted_fields(text, styles, listeners), **pasted_script_fields(target, text)}
         return {
             **target.image_updates(image_value(target, image)),
             tabs: gr.Tabs(selected=target_id),
@@ -251,11 +255,12 @@ def link_png_info(
     tabs: gr.Tabs,
     target_id: str,
     styles: StyleDatabase | None = None,
+    listeners: Sequence[PasteListener] = (),
 ) -> None:
     with_image = target.image is not None
 
     def send(image: Image.Image | None, text: str) -> dict[Any, Any]:
-        fields = {**pasted_fields(text or "", styles), **pasted_script_fields(target, text or "")}
+        fields = {**pasted_fields(text or "", styles, listeners), **pasted_script_fields(target, text or "")}
         updates: dict[Any, Any] = {tabs: gr.Tabs(selected=target_id), **fill_controls(target.controls, fields)}
         if with_image and image is not None:
             updates |= target.image_updates(image_value(target, image))
@@ -323,19 +328,34 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
             render_extension_tabs(extension_tabs)
             with gr.Tab("System info", id="system_info", elem_id="tab_system_info"):
                 create_system_info_tab(application)
+        pasted = application.infotext_pasted
         for source in (txt2img, img2img, inpaint):
-            link_gallery(source, img2img, source.panel.send_to_img2img, tabs, "img2img", context.styles)
-            link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint", context.styles)
+            link_gallery(source, img2img, source.panel.send_to_img2img, tabs, "img2img", context.styles, pasted)
+            link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint", context.styles, pasted)
             link_extras(source, extras, tabs)
-        link_png_info(png_info, txt2img, png_info.send_to_txt2img, tabs, "txt2img", context.styles)
-        link_png_info(png_info, img2img, png_info.send_to_img2img, tabs, "img2img", context.styles)
+        link_png_info(png_info, txt2img, png_info.send_to_txt2img, tabs, "txt2img", context.styles, pasted)
+        link_png_info(png_info, img2img, png_info.send_to_img2img, tabs, "img2img", context.styles, pasted)
         for target, tab_id in ((txt2img, "txt2img"), (img2img, "img2img")):
             button = getattr(history.png_info, f"send_to_{tab_id}")
-            link_png_info(history.png_info, target, button, tabs, tab_id, context.styles)
+            link_png_info(history.png_info, target, button, tabs, tab_id, context.styles, pasted)
         link_to_extras(blocks, history, tabs)
         wire_page_options(application, blocks, top_bar, carrier, apply_settings, (txt2img, img2img, inpaint))
+        wire_edit_model_controls(application, blocks, top_bar, img2img)
         wire_localization(blocks, application.paths, application.options)
     return blocks
+
+
+def wire_edit_model_controls(application: Application, blocks: gr.Blocks, top_bar: TopBar, tab: GenerationTab) -> None:
+    """A1111: the Image CFG Scale slider shows while an instruct-pix2pix checkpoint is chosen (page load, switch)."""
+    slider = tab.controls.components.get("image_cfg_scale")
+    if slider is None:
+        return
+
+    def visibility(selected: str | None) -> Any:
+        return gr.update(visible=checkpoints.edit_model_chosen(application, selected))
+
+    for event in (blocks.load, top_bar.checkpoint.change):
+        event(visibility, inputs=top_bar.checkpoint, outputs=slider, show_progress="hidden", api_visibility="private")
 
 
 def wire_page_options(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from modules.application import Application
 from modules.models.errors import ModelError
+from modules.models.inventory import is_edit_model
 from modules.ui.messages import error_message
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,18 @@ def switch_checkpoint(application: Application, title: str | None) -> Checkpoint
         except OSError as error:
             logger.error("checkpoint setting not saved error=%s", error)
     return CheckpointSwitch(new_title)
+
+
+def edit_model_chosen(application: Application, title: str | None) -> bool:
+    """Whether the chosen checkpoint (else the loaded one) is instruct-pix2pix: the Image CFG Scale slider shows
+    then only (A1111 shows it for edit models only). Read from the file's header; nothing is loaded."""
+    if not title:
+        loaded = application.models.current
+        return loaded is not None and loaded.is_pix2pix
+    try:
+        return is_edit_model(application.registry.find(title))
+    except ModelError:
+        return False
 
 
 def already_loaded(application: Application, title: str) -> bool:

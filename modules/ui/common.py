@@ -257,11 +257,12 @@ def add_slider(
     minimum: float,
     maximum: float,
     step: float,
+    visible: bool = True,
 ) -> gr.Slider:
     value = context.initial(controls.tab, label, default)
-    return controls.add(
-        name, gr.Slider(minimum, maximum, value=value, step=step, label=label, elem_id=f"{controls.tab}_{name}")
-    )
+    slider = gr.Slider(minimum, maximum, value=value, step=step, label=label, elem_id=f"{controls.tab}_{name}")
+    slider.visible = visible
+    return controls.add(name, slider)
 
 
 def add_checkbox(context: UiContext, controls: Controls, name: str, label: str, default: bool) -> gr.Checkbox:
@@ -532,7 +533,7 @@ def pasted_values(context: UiContext, text: str) -> dict[str, Any]:
         except OSError:
             gr.Warning("Nothing to paste: the prompt box is empty and no job has written params.txt yet.")
             return {}
-    fields = handlers.fields_from_infotext(text)
+    fields = handlers.fields_from_infotext(text, context.application.infotext_pasted)
     return with_pasted_styles(context.styles, fields) if fields else fields
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import wait
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -387,7 +387,19 @@ def selected_seed(state: Mapping[str, Any] | None, fallback: int = -1, key: str 
     return int(seeds[index]) if 0 <= index < len(seeds) else fallback
 
 
-def fields_from_infotext(text: str) -> dict[str, Any]:
+def parsed_for_paste(text: str, listeners: Sequence[Callable[[str, dict[str, Any]], None]] = ()) -> dict[str, Any]:
+    """The infotext's parameters after the infotext-pasted listeners (extensions' on_infotext_pasted, which may
+    change them, as in A1111's paste)."""
+    parameters = parse_infotext(text)
+    for listener in listeners:
+        try:
+            listener(text, parameters)
+        except Exception:  # an extension's callback: logged, the paste goes on
+            logger.exception("infotext pasted listener failed")
+    return parameters
+
+
+def fields_from_infotext(text: str, listeners: Sequence[Callable[[str, dict[str, Any]], None]] = ()) -> dict[str, Any]:
     """Control values from an infotext: prompt, negative prompt, steps, sampler, schedule type, CFG, seed, size,
     restore faces and the hires fix controls (off when the infotext has no hires pass; "Use same ..." choices).
 
@@ -395,7 +407,7 @@ def fields_from_infotext(text: str) -> dict[str, Any]:
     left out (the control keeps its value), as A1111's paste does."""
     if not text.strip():
         return {}
-    fields = infotext_to_request_fields(parse_infotext(text))
+    fields = infotext_to_request_fields(parsed_for_paste(text, listeners))
     split_legacy_sampler(fields, "sampler_name", "scheduler")
     fields.setdefault("restore_faces", False)
     fields.setdefault("enable_hr", False)

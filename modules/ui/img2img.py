@@ -150,8 +150,9 @@ def create_img2img_tab(context: UiContext) -> GenerationTab:
             follow_mode(sketch, mode, handlers.SKETCH_MODE)
             follow_mode(batch, mode, handlers.BATCH_MODE)
             build_img2img_parameters(context, controls)
-            # A1111's label; only instruct-pix2pix checkpoints read it (infotext "Image CFG scale").
-            add_slider(context, controls, "image_cfg_scale", "Image CFG Scale", 1.5, 0.0, 3.0, 0.05)
+            # A1111's label; only instruct-pix2pix checkpoints read it (infotext "Image CFG scale"), so it shows
+            # only while one is chosen (app.wire_edit_model_controls), as in A1111.
+            add_slider(context, controls, "image_cfg_scale", "Image CFG Scale", 1.5, 0.0, 3.0, 0.05, visible=False)
             build_refiner_controls(context, controls)
             seed_row = build_seed_row(context, controls)
             build_scripts(controls, context.application.scripts.tab(is_img2img=True))

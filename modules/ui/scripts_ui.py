@@ -1,6 +1,7 @@
 """The Script dropdown of a generation tab with the chosen script's controls, and the always-on scripts as
 accordions. Widgets are built here from the scripts' neutral control descriptions (modules/scripts/controls.py);
-their values go back to the scripts by control name."""
+a script with its own UI (an A1111 extension's ``ui()``) builds it here instead, with its layout and events. The
+values go back to the scripts by control name."""
 
 from __future__ import annotations
 
@@ -127,12 +128,14 @@ def add_script_controls(
 ) -> list[gr.components.Component]:
     built: dict[str, gr.components.Component] = {}
     keys = []
-    for control in tab.controls_of(script):
-        if isinstance(control, script_controls.Group):
+    own = script.build_ui(tab.is_img2img) if script.own_ui else None  # its own layout and events (A1111 scripts)
+    for index, control in enumerate(tab.controls_of(script)):
+        if own is None and isinstance(control, script_controls.Group):
             keys += add_group(controls, script, control, built)
             continue
         key = f"script:{script.api_name}:{control.name}"
-        widget = build_widget(control, elem_id_of(controls.tab, script, control.name))
+        elem_id = elem_id_of(controls.tab, script, control.name)
+        widget = own[index] if own is not None else build_widget(control, elem_id)
         built[control.name] = widget
         keys.append((control.name, key))
         if not isinstance(control, script_controls.Info):
@@ -204,7 +207,13 @@ def build_scripts(controls: Controls, tab: TabScripts) -> ScriptWidgets:
     widgets = ScriptWidgets(tab)
     for script in tab.always_on:
         if tab.controls_of(script):
-            with gr.Accordion(script.title(), open=False, elem_id=elem_id_of(controls.tab, script, "accordion")):
+            elem_id = elem_id_of(controls.tab, script, "accordion")
+            # A1111 puts an always-on script's own UI in a plain group (its ui() makes its accordion)
+            if script.own_ui:
+                container = gr.Group(elem_id=elem_id)
+            else:
+                container = gr.Accordion(script.title(), open=False, elem_id=elem_id)
+            with container:
                 add_script_controls(controls, tab, script, widgets)
     titles = [NO_SCRIPT, *(script.title() for script in tab.selectable)]
     chooser = controls.add(

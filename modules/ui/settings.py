@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from modules.application import Application
 from modules.backends.registry import backend_names
+from modules.extension_settings import ExtensionSetting
 from modules.options import IMAGE_FORMAT_NAMES, Options
 from modules.samplers import SCHEDULE_TYPES, sampler_names
 from modules.settings_policy import FOLDER_SETTING_PREFIX, SettingsRefusedError, settings_policy
@@ -97,6 +98,19 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "always_discard_next_to_last_sigma",
             "sgm_noise_multiplier",
             "use_old_karras_scheduler_sigmas",
+            "s_min_uncond",
+            "s_min_uncond_all",
+            "skip_early_cond",
+            "sigma_min",
+            "sigma_max",
+            "rho",
+            "beta_dist_alpha",
+            "beta_dist_beta",
+            "uni_pc_variant",
+            "uni_pc_skip_type",
+            "uni_pc_order",
+            "uni_pc_lower_order_final",
+            "img2img_extra_noise",
         ),
     ),
     ("Live previews", ("live_previews_enable", "show_progress_type", "show_progress_every_n_steps")),
@@ -157,6 +171,14 @@ def grouped_option_names(shown_elsewhere: Sequence[str] = ()) -> list[tuple[str,
     return [(title, names) for title, names in groups if names]
 
 
+def extension_changes(application: Application, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The extension settings among ``values`` whose typed value differs from the current one (ValueError: a bad
+    value)."""
+    settings = application.extension_settings
+    given = settings.converted({name: value for name, value in values.items() if name in settings})
+    return {name: value for name, value in given.items() if settings.value(name) != value}
+
+
 def apply_settings(application: Application, values: Mapping[str, Any], user: str | None = None) -> str:
     """Apply the changed values for the login ``user``; returns the status html (what changed, or why nothing did)."""
     current = application.options
@@ -165,11 +187,18 @@ def apply_settings(application: Application, values: Mapping[str, Any], user: st
         for name, value in values.items()
         if name in Options.model_fields and getattr(current, name) != value
     }
-    if not changes:
+    try:
+        extension = extension_changes(application, values)
+    except ValueError as error:
+        return status_html(f"Settings not applied: {error}", "error")
+    if not changes and not extension:
         return status_html("Nothing changed.")
     try:
-        settings_policy(application).check(changes, user)
-        application.update_options(**changes)
+        settings_policy(application).check({**changes, **extension}, user)
+        if changes:
+            application.update_options(**changes)
+        if extension:
+            application.extension_settings.update(extension)
     except SettingsRefusedError as error:
         return status_html(f"Settings not applied: {error}", "error")
     except ValidationError as error:
@@ -181,11 +210,10 @@ def apply_settings(application: Application, values: Mapping[str, Any], user: st
         return status_html("Settings not applied:\n" + "\n".join(lines), "error")
     except OSError as error:
         return status_html(f"Settings applied but not saved to config.json: {error}", "error")
-    logger.info("settings changed keys=%s", ",".join(sorted(changes)))
-    return status_html(
-        f"{len(changes)} setting{'s' if len(changes) != 1 else ''} changed: "
-        + ", ".join(option_label(name) for name in changes)
-    )
+    logger.info("settings changed keys=%s", ",".join(sorted([*changes, *extension])))
+    labels = [option_label(name) for name in changes]
+    labels += [application.extension_settings.settings[name].label for name in extension]
+    return status_html(f"{len(labels)} setting{'s' if len(labels) != 1 else ''} changed: " + ", ".join(labels))
 
 
 def vae_choices(application: Application) -> list[str]:
@@ -266,6 +294,31 @@ def setting_row(application: Application, name: str) -> gr.components.Component:
     return component
 
 
+def extension_setting_component(setting: ExtensionSetting, value: Any) -> gr.components.Component:
+    """The control for a setting an extension added (its kind, choices and range from its OptionInfo)."""
+    common: dict[str, Any] = {"label": setting.label, "elem_id": f"setting_{setting.key}", "scale": 12}
+    if setting.kind == "checkbox":
+        return gr.Checkbox(value=bool(value), **common)
+    if setting.kind == "slider" and setting.minimum is not None and setting.maximum is not None:
+        return gr.Slider(setting.minimum, setting.maximum, value=value, step=setting.step or 1, **common)
+    if setting.kind in ("slider", "number"):
+        return gr.Number(value=value, **common)
+    if setting.kind == "radio" and setting.choices:
+        return gr.Radio(list(setting.choices), value=value, **common)
+    if setting.kind in ("dropdown", "multiselect") and setting.choices:
+        multiselect = setting.kind == "multiselect"
+        return gr.Dropdown(list(setting.choices), value=value, multiselect=multiselect, **common)
+    return gr.Textbox(value="" if value is None else str(value), **common)
+
+
+def extension_setting_row(application: Application, setting: ExtensionSetting) -> gr.components.Component:
+    with gr.Row(elem_classes=["easel-setting"], elem_id=f"setting_row_{setting.key}", equal_height=True):
+        component = extension_setting_component(setting, application.extension_settings.value(setting.key))
+        reset = gr.Button("↺", elem_id=f"setting_{setting.key}_reset", size="sm", scale=0, min_width=40)
+    reset.click(lambda: setting.default, outputs=component, queue=False, show_progress="hidden")
+    return component
+
+
 def page_elem_id(title: str) -> str:
     return "settings_page_" + "".join(char if char.isalnum() else "_" for char in title.lower())
 
@@ -280,12 +333,17 @@ def create_settings_tab(application: Application, quicksettings: Sequence[str] =
         notifications = gr.Button("Request browser notifications", elem_id="request_notifications", scale=0)
     status = gr.HTML(elem_id="settings_status")
     groups = grouped_option_names(quicksettings)
+    easel_titles = {title for title, _ in groups}
+    extension_pages = [  # the settings extensions added, a page per section
+        (title if title not in easel_titles else f"{title} (extensions)", settings)
+        for title, settings in application.extension_settings.sections()
+    ]
     with gr.Row():
         # pages are switched in the browser (javascript/settings.js): every setting stays on the page, so the
         # search box and "Show all pages" can show any of them
         with gr.Column(scale=1, min_width=200):
             page = gr.Radio(
-                [title for title, _ in groups] + [SHOW_ALL_PAGES],
+                [title for title, _ in groups] + [title for title, _ in extension_pages] + [SHOW_ALL_PAGES],
                 value=groups[0][0],
                 show_label=False,
                 elem_id="settings_page_choice",
@@ -296,6 +354,11 @@ def create_settings_tab(application: Application, quicksettings: Sequence[str] =
                     gr.Markdown(f"### {title}" + (f"\n{DEFAULTS_NOTE}" if title == "Defaults" else ""))
                     for name in names:
                         components[setting_row(application, name)] = name
+            for title, settings in extension_pages:
+                with gr.Column(elem_classes=["easel-settings-page"], elem_id=page_elem_id(title)):
+                    gr.Markdown(f"### {title}")
+                    for setting in settings:
+                        components[extension_setting_row(application, setting)] = setting.key
 
     def apply_values(data: dict[Any, Any], request: gr.Request) -> str:
         values = {components[component]: value for component, value in data.items()}

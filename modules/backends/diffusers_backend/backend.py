@@ -20,7 +20,9 @@ from modules.backends.base import (
     request_unet,
 )
 from modules.backends.diffusers_backend.composable import ComposableGuidance, ComposableGuidanceUNet
+from modules.backends.diffusers_backend.denoiser_callbacks import DenoiserCallbackUNet
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
+from modules.backends.hooks import DenoiserEvents, events_for
 from modules.backends.original.rng import ImageRNG, NoiseSource, RandnSource
 from modules.backends.previews import PreviewModels, render_preview
 from modules.controlnet.residuals import (
@@ -55,7 +57,12 @@ class DiffusersBackend:
         infotext.update(NoiseSource(RandnSource(plan.sampling.randn_source)).infotext())
         if plan.sampling.eta_noise_seed_delta:
             infotext["ENSD"] = plan.sampling.eta_noise_seed_delta
-        return RunDetails(infotext=infotext, notes=noise_notes(plan))
+        notes = noise_notes(plan)
+        if plan.edit_model and plan.task is not Task.TXT2IMG and plan.denoising_strength < 1:
+            # diffusers' instruct-pix2pix pipeline always denoises from pure noise
+            notes.append("instruct-pix2pix: the image is edited from pure noise (denoising strength 1)")
+            infotext["Denoising strength"] = 1.0
+        return RunDetails(infotext=infotext, notes=notes)
 
     def steps_run(self, plan: GenerationPlan) -> int:
         return steps_run(plan)
@@ -88,8 +95,13 @@ class DiffusersBackend:
         else:
             guidance = ScheduledEmbeddings(positives, negatives)
             embeddings = guidance.at_step(1)
+        events = events_for(plan.denoiser_hooks, steps_run(plan))
+        if events is not None:
+            inner = components.get("unet", unet)
+            scheduler = components["scheduler"]
+            components["unet"] = DenoiserCallbackUNet(inner, events, plan.batch_size, plan.cfg_scale, scheduler)
         pipeline = model.pipeline_view(plan.task, **components)
-        arguments = self._common_arguments(pipeline, plan, progress, guidance, preview_models(model, progress))
+        arguments = self._common_arguments(pipeline, plan, progress, guidance, preview_models(model, progress), events)
         if controls:
             arguments["callback_on_step_end"].controlled = unet
         arguments.update(embeddings.as_kwargs())
@@ -169,6 +181,7 @@ class DiffusersBackend:
         progress: ProgressReporter,
         guidance: StepHook,
         previews: PreviewModels | None = None,
+        events: DenoiserEvents | None = None,
     ) -> dict[str, Any]:
         device = pipeline._execution_device
         generator_device = "cpu" if device.type == "mps" else device
@@ -180,7 +193,9 @@ class DiffusersBackend:
             "height": plan.height,
             "generator": generators,
             # CLIP skip is applied by the prompt encoder (A1111's numbering: 1 is the last layer).
-            "callback_on_step_end": StepCallback(progress, steps_run(plan), self._is_xl(pipeline), guidance, previews),
+            "callback_on_step_end": StepCallback(
+                progress, steps_run(plan), self._is_xl(pipeline), guidance, previews, events
+            ),
             "callback_on_step_end_tensor_inputs": ["latents", *guidance.tensor_inputs],
             "output_type": "latent",
         }
@@ -277,16 +292,20 @@ class StepCallback:
         xl: bool,
         guidance: StepHook,
         previews: PreviewModels | None = None,
+        events: DenoiserEvents | None = None,
     ) -> None:
         self.control = control
         self.previews = previews
         self.steps = steps
         self.xl = xl
         self.guidance = guidance
+        self.events = events  # A1111's sampling step for the on_cfg_* listeners
         self.controlled: ControlledUNet | None = None  # the ControlNet wrapper, told which step comes next
 
     def __call__(self, pipeline: DiffusionPipeline, step: int, timestep: Any, tensors: dict) -> dict:
         done = step + 1
+        if self.events is not None:
+            self.events.step_finished(step)
         preview = None
         every = self.control.preview_every_n_steps
         if every > 0 and done % every == 0 and done < self.steps and "latents" in tensors:
@@ -316,7 +335,7 @@ def steps_run(plan: GenerationPlan) -> int:
     at a timestep)."""
     if plan.denoising_start is not None:
         return max(1, plan.steps - round(plan.steps * plan.denoising_start))
-    if plan.task is Task.TXT2IMG or plan.exact_steps:
+    if plan.task is Task.TXT2IMG or plan.exact_steps or plan.edit_model:
         total = plan.steps
     else:
         total = max(1, min(int(plan.steps * plan.denoising_strength), plan.steps))

@@ -23,22 +23,27 @@ from modules.backends.base import (
     SamplingSettings,
     request_unet,
 )
+from modules.backends.hooks import DenoiserEvents, events_for
 from modules.backends.original import catalogue
 from modules.backends.original.conditioning import BatchConditioning
 from modules.backends.original.images import (
     decode_latents,
     encode_images,
+    encode_mode,
     image_to_tensor,
     inpaint_blend,
     inpainting_conditioning,
 )
 from modules.backends.original.pipeline import (
+    MULTISTEP_SAMPLERS,
     DiffusionModel,
     Guidance,
     SamplingResult,
+    check_switchable,
     img2img_steps,
     sample_img2img,
     sample_txt2img,
+    switch_index,
 )
 from modules.backends.original.rng import ImageRNG, NoiseSource, RandnSource
 from modules.backends.original.schedules import (
@@ -54,7 +59,7 @@ from modules.backends.original.unet import (
     alphas_cumprod_of,
     is_sdxl,
     prediction_of,
-    sdxl_time_ids,
+    time_ids_of,
 )
 from modules.backends.preview import latents_to_preview
 from modules.controlnet.residuals import (
@@ -94,6 +99,13 @@ def parameters_of(settings: SamplingSettings) -> catalogue.SamplerParameters:
         s_noise=settings.s_noise,
         eta_noise_seed_delta=settings.eta_noise_seed_delta,
         sgm_noise_multiplier=settings.sgm_noise_multiplier,
+        s_min_uncond=settings.s_min_uncond,
+        s_min_uncond_all=settings.s_min_uncond_all,
+        skip_early_cond=settings.skip_early_cond,
+        uni_pc_variant=settings.uni_pc_variant,
+        uni_pc_skip_type=settings.uni_pc_skip_type,
+        uni_pc_order=settings.uni_pc_order,
+        uni_pc_lower_order_final=settings.uni_pc_lower_order_final,
     )
 
 
@@ -101,6 +113,11 @@ def schedule_options_of(settings: SamplingSettings, xl: bool = False) -> Schedul
     return ScheduleOptions(
         always_discard_next_to_last_sigma=settings.always_discard_next_to_last_sigma,
         use_old_karras_scheduler_sigmas=settings.use_old_karras_scheduler_sigmas,
+        sigma_min=settings.sigma_min,
+        sigma_max=settings.sigma_max,
+        rho=settings.rho,
+        beta_dist_alpha=settings.beta_dist_alpha,
+        beta_dist_beta=settings.beta_dist_beta,
         is_sdxl=xl,
     )
 
@@ -112,6 +129,27 @@ def sampler_steps(plan: GenerationPlan) -> tuple[int, int | None]:
     return img2img_steps(plan.steps, plan.denoising_strength, plan.exact_steps)
 
 
+def switch_steps(plan: GenerationPlan, sampler: catalogue.SamplerInfo) -> int | None:
+    """The steps each side of a refiner switch runs (base part with ``denoising_end``, refiner part with
+    ``denoising_start``), on SD's default noise schedule; None without a switch."""
+    switch_at = plan.denoising_end if plan.denoising_end is not None else plan.denoising_start
+    if switch_at is None:
+        return None
+    total, t_enc = sampler_steps(plan)
+    table = DiscreteSigmas(ldm_alphas_cumprod())
+    schedule = compute_sigmas(
+        total,
+        plan.schedule_type,
+        table,
+        schedule_options_of(plan.sampling),
+        sampler_default=sampler.default_schedule,
+        sampler_discards_penultimate=sampler.discard_penultimate,
+    ).sigmas
+    sigmas = schedule if t_enc is None else schedule[total - t_enc - 1 :]
+    index = switch_index(sigmas, table, switch_at)
+    return index if plan.denoising_end is not None else len(sigmas) - 1 - index
+
+
 @dataclass
 class StepReporter:
     """k-diffusion's callback: progress, previews, and a stop on interrupt or skip."""
@@ -119,10 +157,13 @@ class StepReporter:
     progress: ProgressReporter
     total: int
     xl: bool
+    events: DenoiserEvents | None = None
     controlled: ControlledUNet | None = None  # the ControlNet wrapper, told which step comes next
 
     def __call__(self, state: dict[str, Any]) -> None:
         done = int(state["i"]) + 1
+        if self.events is not None:
+            self.events.step_finished(int(state["i"]))
         if self.controlled is not None:
             self.controlled.step = done
         every = self.progress.preview_every_n_steps
@@ -166,7 +207,24 @@ class OriginalBackend:
             infotext["Discard penultimate sigma"] = True
         if plan.sampling.sgm_noise_multiplier and sampler.kind is not catalogue.SamplerKind.TIMESTEPS:
             infotext["SGM noise multiplier"] = True
-        return RunDetails(infotext=infotext)
+        notes = []
+        if plan.denoising_end is not None:
+            notes.extend(self._switch_notes(sampler))
+        return RunDetails(infotext=infotext, notes=notes)
+
+    @staticmethod
+    def _switch_notes(sampler: catalogue.SamplerInfo) -> list[str]:
+        """What differs from A1111's refiner switch, which changes the model inside one sampler call."""
+        try:
+            check_switchable(sampler)
+        except ValueError as error:
+            raise BackendError(str(error)) from error
+        notes = []
+        if sampler.second_order:
+            notes.append(f"Refiner: with {sampler.name} the switch is on a step boundary (A1111 may switch mid-step)")
+        if sampler.name in MULTISTEP_SAMPLERS:
+            notes.append(f"Refiner: {sampler.name} starts its multistep history again at the switch")
+        return notes
 
     @staticmethod
     def _schedule_infotext(
@@ -189,6 +247,9 @@ class OriginalBackend:
         """A1111's steps: txt2img ``steps``; img2img t_enc + 1 (exactly ``steps`` with exact steps); A1111's
         timestep samplers make one model call fewer than their timestep count."""
         sampler = catalogue.find_sampler(plan.sampler_name)
+        switched = switch_steps(plan, sampler) if sampler.kind is not catalogue.SamplerKind.TIMESTEPS else None
+        if switched is not None:
+            return switched
         total, t_enc = sampler_steps(plan)
         if sampler.kind is catalogue.SamplerKind.TIMESTEPS:
             count = len(ddim_timesteps(total, plan.sampling.always_discard_next_to_last_sigma))
@@ -207,18 +268,25 @@ class OriginalBackend:
         # it skips the UNet blocks their residuals go into.
         unet = controlled or request_unet(model)
         diffusion = DiffusionModel(
-            unet=DiffusersUNet(unet, sdxl_time_ids(plan.width, plan.height) if xl else None),
+            unet=DiffusersUNet(unet),
             alphas_cumprod=alphas_cumprod_of(model),
             prediction=prediction_of(model),
         )
         conditioning = self._conditioning(model, plan, unet.device)
-        reporter = StepReporter(progress, self.steps_run(plan), xl, controlled)
+        conditioning.time_ids = time_ids_of(model, plan.width, plan.height)
+        conditioning.zero_negative = xl and all(prompt == "" for prompt in plan.negative_prompts)
+        events = events_for(plan.denoiser_hooks, self.steps_run(plan))
+        reporter = StepReporter(progress, self.steps_run(plan), xl, events, controlled)
         with controls_applied(model.pipeline, controlled), torch.inference_mode():
-            sample = self._sampler_call(model, plan, diffusion, conditioning, xl)
+            sample = self._sampler_call(model, plan, diffusion, conditioning, xl, events)
             try:
-                latents = sample(reporter).latents
+                result = sample(reporter)
+                latents = result.latents
+                progress.add_infotext(result.infotext)  # NGMS, Skip Early CFG, Extra noise: known after sampling
             except _SamplingStoppedError as stopped:
                 latents = stopped.denoised
+            except ValueError as error:  # what the sampling code refuses (AND with image guidance, a switch)
+                raise BackendError(str(error)) from error
             finally:
                 release(controls)
             if plan.output_latents:
@@ -268,6 +336,7 @@ class OriginalBackend:
         diffusion: DiffusionModel,
         conditioning: BatchConditioning,
         xl: bool,
+        events: DenoiserEvents | None = None,
     ) -> Callable[[Callable[[dict[str, Any]], None]], SamplingResult]:
         """The sampling call for the plan's task, with everything but the callback bound."""
         vae = model.pipeline.vae
@@ -278,27 +347,37 @@ class OriginalBackend:
             cond=conditioning.cond,
             uncond=conditioning.uncond,
             cond_scale=plan.cfg_scale,
+            events=events,
         )
         common: dict[str, Any] = {
             "schedule": plan.schedule_type,
             "schedule_options": schedule_options_of(plan.sampling, xl),
             "parameters": parameters_of(plan.sampling),
         }
+        switch = {"denoising_end": plan.denoising_end}
         if plan.task is Task.TXT2IMG:
+            if model.is_pix2pix:
+                raise BackendError("an instruct-pix2pix checkpoint edits an image: use img2img")
             if model.is_inpainting:
                 pixels = torch.zeros(len(plan.seeds), 3, plan.height, plan.width)
                 guidance.image_cond = inpainting_conditioning(vae, pixels, None, latent_shape, plan.seeds)
             return lambda callback: sample_txt2img(
-                plan.sampler_name, plan.steps, diffusion, guidance, rng, callback=callback, **common
+                plan.sampler_name, plan.steps, diffusion, guidance, rng, callback=callback, **switch, **common
             )
         init_latent, pixels = self._init_latent(vae, plan, diffusion.alphas_cumprod.device)
         if plan.mask is not None:
             init_latent = self._fill_masked(init_latent, plan, latent_shape)
             guidance.blend = inpaint_blend(init_latent, plan.mask)
-        if model.is_inpainting:
-            if pixels is None:
-                pixels = 2.0 * torch.cat([image_to_tensor(image) for image in decode_latents(vae, init_latent)]) - 1.0
+        if (model.is_inpainting or model.is_pix2pix) and plan.denoising_start is not None:
+            raise BackendError("the refiner must be a plain (4-channel) model, not an inpainting or pix2pix one")
+        if (model.is_inpainting or model.is_pix2pix) and pixels is None:
+            pixels = 2.0 * torch.cat([image_to_tensor(image) for image in decode_latents(vae, init_latent)]) - 1.0
+        if model.is_inpainting and pixels is not None:
             guidance.image_cond = inpainting_conditioning(vae, pixels, plan.mask, init_latent.shape, plan.seeds)
+        elif model.is_pix2pix and pixels is not None:
+            # A1111's edit model: the source image's latents (posterior mode, unscaled) and the Image CFG scale.
+            guidance.image_cond = encode_mode(vae, pixels).to(init_latent.device)
+            guidance.image_cfg_scale = plan.image_cfg_scale
         return lambda callback: sample_img2img(
             plan.sampler_name,
             plan.steps,
@@ -309,7 +388,10 @@ class OriginalBackend:
             plan.denoising_strength,
             img2img_fix_steps=plan.exact_steps,
             initial_noise_multiplier=plan.noise_multiplier,
+            extra_noise=plan.sampling.img2img_extra_noise,
             callback=callback,
+            denoising_start=plan.denoising_start,
+            **switch,
             **common,
         )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from modules.backends.original.denoiser import Conditioning, MultiCond
-from modules.backends.original.unet import CROSSATTN, VECTOR
+from modules.backends.original.unet import CROSSATTN, TIME_IDS, VECTOR
 from modules.prompts.conditioning import PromptConditioning, PromptEmbedding
 
 
@@ -27,23 +27,39 @@ def pad_tokens(embeds: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     ]
 
 
-def stack_rows(embeddings: Sequence[PromptEmbedding], device: torch.device, dtype: torch.dtype) -> Conditioning:
-    """One row per embedding: a tensor, or SDXL's {crossattn, vector} mapping when the embeddings are pooled."""
+def stack_rows(
+    embeddings: Sequence[PromptEmbedding],
+    device: torch.device,
+    dtype: torch.dtype,
+    time_ids: torch.Tensor | None = None,
+) -> Conditioning:
+    """One row per embedding: a tensor, or SDXL's {crossattn, vector[, time_ids]} mapping when the embeddings are
+    pooled (``time_ids`` (1, n), repeated for every row)."""
     hidden = torch.cat(pad_tokens([item.embeds for item in embeddings])).to(device, dtype)
     if embeddings[0].pooled is None:
         return hidden
     pooled = torch.cat([item.pooled for item in embeddings]).to(device, dtype)  # type: ignore[misc]
-    return {CROSSATTN: hidden, VECTOR: pooled}
+    rows: dict[str, torch.Tensor] = {CROSSATTN: hidden, VECTOR: pooled}
+    if time_ids is not None:
+        rows[TIME_IDS] = time_ids.to(device, dtype).expand(hidden.shape[0], -1)
+    return rows
 
 
 @dataclass
 class BatchConditioning:
-    """The positives (with AND parts) and negatives of one batch; per-step rows are built once and kept."""
+    """The positives (with AND parts) and negatives of one batch; per-step rows are built once and kept.
+
+    ``time_ids``: SDXL's added conditions of the prompt rows and of the negative rows (they differ for the refiner,
+    whose aesthetic score is high for the prompt and low for the negative prompt)."""
 
     positives: Sequence[PromptConditioning]
     negatives: Sequence[PromptConditioning]
     device: torch.device
     dtype: torch.dtype = torch.float32
+    time_ids: tuple[torch.Tensor, torch.Tensor] | None = None
+    # A1111's SDXL rule (``force_zero_negative_prompt``): when every negative prompt of the batch is empty, the
+    # negative rows' text embeddings (cross-attention and pooled) are zeros; the time ids stay.
+    zero_negative: bool = False
     _conds: dict[tuple[int, ...], MultiCond] = field(default_factory=dict, repr=False)
     _unconds: dict[tuple[int, ...], Conditioning] = field(default_factory=dict, repr=False)
 
@@ -62,7 +78,7 @@ class BatchConditioning:
             for image_parts in parts:
                 weights.append([(row + index, weight) for index, (_, weight) in enumerate(image_parts)])
                 row += len(image_parts)
-            self._conds[key] = MultiCond(stack_rows(flat, self.device, self.dtype), weights)
+            self._conds[key] = MultiCond(stack_rows(flat, self.device, self.dtype, self._time_ids(0)), weights)
         return self._conds[key]
 
     def uncond(self, step: int) -> Conditioning:
@@ -70,5 +86,11 @@ class BatchConditioning:
         embeddings = [conditioning.at_step(step)[0][0] for conditioning in self.negatives]
         key = tuple(id(embedding) for embedding in embeddings)
         if key not in self._unconds:
-            self._unconds[key] = stack_rows(embeddings, self.device, self.dtype)
+            rows = stack_rows(embeddings, self.device, self.dtype, self._time_ids(1))
+            if self.zero_negative and not isinstance(rows, torch.Tensor):
+                rows = {name: torch.zeros_like(value) if name != TIME_IDS else value for name, value in rows.items()}
+            self._unconds[key] = rows
         return self._unconds[key]
+
+    def _time_ids(self, side: int) -> torch.Tensor | None:
+        return None if self.time_ids is None else self.time_ids[side]

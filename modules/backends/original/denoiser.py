@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -29,6 +29,19 @@ class ModelConditioning:
 
     text: Conditioning
     image: torch.Tensor | None = None
+
+
+class GuidanceEvents(Protocol):
+    """Listeners around each model call of guidance (A1111's on_cfg_* callbacks; the backend gives
+    ``modules.backends.hooks.DenoiserEvents``). The parameter object ``before`` returns may carry changed values."""
+
+    def denoiser_params(self, **fields: Any) -> Any: ...
+
+    def before(self, params: Any) -> Any: ...
+
+    def denoised(self, x: torch.Tensor, inner_model: Any) -> torch.Tensor: ...
+
+    def after_cfg(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 UNet = Callable[[torch.Tensor, torch.Tensor, ModelConditioning], torch.Tensor]
@@ -163,6 +176,13 @@ def slice_cond(cond: Conditioning, start: int, stop: int) -> Conditioning:
     return {key: value[start:stop] for key, value in cond.items()}
 
 
+def slice_rows(cond: Conditioning, rows: Sequence[int]) -> Conditioning:
+    """The given rows of a conditioning, in that order."""
+    if isinstance(cond, torch.Tensor):
+        return cond[list(rows)]
+    return {key: value[list(rows)] for key, value in cond.items()}
+
+
 def _repeat_rows(values: torch.Tensor, repeats: Sequence[int], tail: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.stack([values[i] for _ in range(n)]) for i, n in enumerate(repeats)] + [tail])
 
@@ -189,6 +209,11 @@ class CFGDenoiser:
     the uncond rows on every other step below that sigma (every step with ``s_min_uncond_all``);
     ``skip_early_cond`` skips them for that fraction of the first steps (needs ``total_steps``).
     ``cond`` and ``uncond`` may be callables of the step index (prompt editing).
+
+    ``image_cfg_scale`` (instruct-pix2pix, A1111's edit model) other than None and 1.0: three rows per image,
+    [cond with the image, uncond with the image, uncond with a zero image], combined as
+    ``uncond0 + cond_scale * (cond - uncond_image) + image_cfg_scale * (uncond_image - uncond0)``. At None or 1.0 that
+    formula is plain CFG with the image on both rows, which is what runs (AND prompts allowed), as in A1111.
     """
 
     inner_model: InnerModel
@@ -205,9 +230,11 @@ class CFGDenoiser:
     mask_before_denoising: bool = False
     cond_scale_multiplier: float = 1.0
     need_last_noise_uncond: bool = False
+    image_cfg_scale: float | None = None
     step: int = 0
     last_noise_uncond: torch.Tensor | None = None
     infotext: dict[str, Any] = field(default_factory=dict)
+    events: GuidanceEvents | None = None  # A1111's on_cfg_denoiser / on_cfg_denoised / on_cfg_after_cfg listeners
 
     def _skips_uncond(self, sigma: torch.Tensor) -> bool:
         if self.skip_early_cond != 0.0 and self.total_steps and self.step / self.total_steps <= self.skip_early_cond:
@@ -220,33 +247,104 @@ class CFGDenoiser:
             return True
         return False
 
+    @property
+    def is_edit_model(self) -> bool:
+        """A1111's ``is_edit_model``: image guidance of its own (three rows per image)."""
+        return self.image_cond is not None and self.image_cfg_scale is not None and self.image_cfg_scale != 1.0
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         multicond = self.cond(self.step) if callable(self.cond) else self.cond
         uncond = self.uncond(self.step) if callable(self.uncond) else self.uncond
         if self.blend is not None and self.mask_before_denoising:
             x = self.blend(x)
+        if self.is_edit_model:
+            denoised = self._edit_model_call(x, sigma, multicond, uncond)
+        else:
+            denoised = self._guided_call(x, sigma, multicond, uncond)
+        if self.blend is not None and not self.mask_before_denoising:
+            denoised = self.blend(denoised)
+        if self.events is not None:
+            denoised = self.events.after_cfg(denoised)
+        self.step += 1
+        return denoised
+
+    def _guided_call(
+        self, x: torch.Tensor, sigma: torch.Tensor, multicond: MultiCond, uncond: Conditioning
+    ) -> torch.Tensor:
         batch_size = len(multicond.weights)
         repeats = [len(parts) for parts in multicond.weights]
         image_cond = self.image_cond
         x_in = _repeat_rows(x, repeats, x)
         sigma_in = _repeat_rows(sigma, repeats, sigma)
         image_in = None if image_cond is None else _repeat_rows(image_cond, repeats, image_cond)
+        rows = multicond.rows
+        if self.events is not None:  # A1111 calls on_cfg_denoiser here, before the uncond rows may be skipped
+            params = self.events.before(
+                self.events.denoiser_params(
+                    x=x_in, image_cond=image_in, sigma=sigma_in, text_cond=rows, text_uncond=uncond, denoiser=self
+                )
+            )
+            x_in, image_in, sigma_in = params.x, params.image_cond, params.sigma
+            rows, uncond = params.text_cond, params.text_uncond
         skip_uncond = self._skips_uncond(sigma)
         if skip_uncond:
             x_in, sigma_in = x_in[:-batch_size], sigma_in[:-batch_size]
             image_in = None if image_in is None else image_in[:-batch_size]
-        x_out = self._run_inner(x_in, sigma_in, image_in, multicond.rows, uncond, batch_size, skip_uncond)
+        x_out = self._run_inner(x_in, sigma_in, image_in, rows, uncond, batch_size, skip_uncond)
         if skip_uncond:
             first_rows = [parts[0][0] for parts in multicond.weights]
             x_out = torch.cat([x_out, torch.cat([x_out[i : i + 1] for i in first_rows])])
+        if self.events is not None:
+            x_out = self.events.denoised(x_out, self.inner_model)
         if self.need_last_noise_uncond:
             self.last_noise_uncond = torch.clone(x_out[-batch_size:])
         scale = 1.0 if skip_uncond else self.cond_scale * self.cond_scale_multiplier
-        denoised = combine_denoised(x_out, multicond.weights, batch_size, scale)
-        if self.blend is not None and not self.mask_before_denoising:
-            denoised = self.blend(denoised)
-        self.step += 1
-        return denoised
+        return combine_denoised(x_out, multicond.weights, batch_size, scale)
+
+    def _edit_model_call(
+        self, x: torch.Tensor, sigma: torch.Tensor, multicond: MultiCond, uncond: Conditioning
+    ) -> torch.Tensor:
+        """A1111's edit-model batch [cond, uncond, uncond] x [image, image, zeros] and its combination. NGMS and
+        skip-early-CFG do not apply (A1111 skips them for edit models or breaks on them)."""
+        if any(len(parts) != 1 for parts in multicond.weights):
+            raise ValueError("AND is not supported for InstructPix2Pix checkpoint (unless using Image CFG scale = 1.0)")
+        assert self.image_cond is not None and self.image_cfg_scale is not None
+        rows = [parts[0][0] for parts in multicond.weights]
+        cond_rows = slice_rows(multicond.rows, rows)
+        x_in = torch.cat([x, x, x])
+        sigma_in = torch.cat([sigma, sigma, sigma])
+        image_in = torch.cat([self.image_cond, self.image_cond, torch.zeros_like(self.image_cond)])
+        if token_length(cond_rows) == token_length(uncond):
+            text = cat_conds([cond_rows, uncond, uncond])
+            if self.batch_cond_uncond:
+                x_out = self.inner_model(x_in, sigma_in, ModelConditioning(text, image_in))
+            else:
+                parts = x.shape[0]
+                x_out = torch.cat(
+                    [
+                        self.inner_model(
+                            x_in[start : start + parts],
+                            sigma_in[start : start + parts],
+                            ModelConditioning(slice_cond(text, start, start + parts), image_in[start : start + parts]),
+                        )
+                        for start in range(0, x_in.shape[0], parts)
+                    ]
+                )
+        else:  # different token lengths: one call per row kind (A1111's code for this case fails)
+            parts = x.shape[0]
+            texts = (cond_rows, uncond, uncond)
+            x_out = torch.cat(
+                [
+                    self.inner_model(x, sigma, ModelConditioning(text, image_in[index * parts : (index + 1) * parts]))
+                    for index, text in enumerate(texts)
+                ]
+            )
+        if self.need_last_noise_uncond:
+            self.last_noise_uncond = torch.clone(x_out[-x.shape[0] :])
+        out_cond, out_image_cond, out_uncond = x_out.chunk(3)
+        cond_scale = self.cond_scale * self.cond_scale_multiplier
+        image_scale = self.image_cfg_scale
+        return out_uncond + cond_scale * (out_cond - out_image_cond) + image_scale * (out_image_cond - out_uncond)
 
     def _run_inner(
         self,

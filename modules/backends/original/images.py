@@ -8,7 +8,12 @@ Written by hand from the facts in ``../shared/A1111-SAMPLING.md`` sections 4-5:
   to uint8 (A1111 does not round);
 - the latent mask: the mask resized to the latent size (Pillow's default bicubic), rounded, 1 = repaint;
 - a 9-channel inpainting model's image conditioning: [rounded mask, latents of the image with the masked
-  area set to 0 (mid-gray)].
+  area set to 0 (mid-gray)];
+- an instruct-pix2pix model's image conditioning: the posterior *mode* of the source image, not scaled
+  (A1111's ``edit_image_conditioning``).
+
+Every VAE call goes through ``modules.models.vae_codec.run_checked``: a float16 VAE whose config says
+``force_upcast`` (SDXL) runs in float32, and a half-precision result with NaN is computed again in float32.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 from PIL import Image
 
 from modules.backends.original.denoiser import InpaintBlend
+from modules.models.vae_codec import run_checked
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
@@ -30,11 +36,23 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
 
 def encode_sample(vae: torch.nn.Module, pixels: torch.Tensor, seed: int) -> torch.Tensor:
     """``scale * posterior.sample()`` of pixels in [-1, 1] (B, 3, H, W); the sample's noise from ``seed``."""
-    parameters = pixels.to(device=vae.device, dtype=vae.dtype)
-    posterior = vae.encode(parameters).latent_dist
-    noise = torch.randn(posterior.mean.shape, generator=torch.Generator("cpu").manual_seed(int(seed)))
-    latents = posterior.mean + posterior.std * noise.to(posterior.mean)
-    return (latents * vae.config.scaling_factor).float()
+
+    def encode(dtype: torch.dtype) -> torch.Tensor:
+        posterior = vae.encode(pixels.to(device=vae.device, dtype=dtype)).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=torch.Generator("cpu").manual_seed(int(seed)))
+        latents = posterior.mean + posterior.std * noise.to(posterior.mean)
+        return (latents * vae.config.scaling_factor).float()
+
+    return run_checked(vae, encode, "encode")
+
+
+def encode_mode(vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """The posterior mode of pixels in [-1, 1] (B, 3, H, W), unscaled: instruct-pix2pix's image conditioning."""
+
+    def encode(dtype: torch.dtype) -> torch.Tensor:
+        return vae.encode(pixels.to(device=vae.device, dtype=dtype)).latent_dist.mode().float()
+
+    return run_checked(vae, encode, "encode")
 
 
 def encode_images(vae: torch.nn.Module, images: Sequence[Image.Image], seeds: Sequence[int]) -> torch.Tensor:
@@ -47,9 +65,12 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor) -> list[Image.Im
     """A1111's ``decode_latent_batch`` and ``sample_to_image``: one image at a time, truncated to uint8."""
     images = []
     for latent in latents:
-        scaled = (1.0 / vae.config.scaling_factor) * latent[None].to(device=vae.device, dtype=vae.dtype)
-        decoded = vae.decode(scaled, return_dict=False)[0].float()
-        decoded = torch.clamp((decoded + 1.0) / 2.0, min=0.0, max=1.0)[0]
+
+        def decode(dtype: torch.dtype, latent: torch.Tensor = latent) -> torch.Tensor:
+            scaled = (1.0 / vae.config.scaling_factor) * latent[None].to(device=vae.device, dtype=dtype)
+            return vae.decode(scaled, return_dict=False)[0].float()
+
+        decoded = torch.clamp((run_checked(vae, decode, "decode") + 1.0) / 2.0, min=0.0, max=1.0)[0]
         array = 255.0 * np.moveaxis(decoded.cpu().numpy(), 0, 2)
         images.append(Image.fromarray(array.astype(np.uint8)))
     return images

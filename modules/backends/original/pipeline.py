@@ -20,6 +20,7 @@ from modules.backends.original.denoiser import (
     CFGDenoiser,
     CompVisDenoiser,
     CondSource,
+    GuidanceEvents,
     InpaintBlend,
     LCMDenoiser,
     Prediction,
@@ -56,6 +57,8 @@ class Guidance:
     image_cond: torch.Tensor | None = None
     batch_cond_uncond: bool = True
     blend: InpaintBlend | None = None
+    image_cfg_scale: float | None = None  # instruct-pix2pix's image guidance (see CFGDenoiser)
+    events: GuidanceEvents | None = None  # listeners around each model call (A1111's on_cfg_* callbacks)
 
 
 @dataclass
@@ -81,6 +84,10 @@ class _Run:
             return LCMSigmas(self.model.alphas_cumprod)
         return DiscreteSigmas(self.model.alphas_cumprod)
 
+    def timestep_table(self) -> DiscreteSigmas:
+        """The 1000 training timesteps' sigmas (A1111's refiner switch reads them, whatever the sampler)."""
+        return DiscreteSigmas(self.model.alphas_cumprod)
+
     def cfg(self, table: DiscreteSigmas | None, steps: int) -> CFGDenoiser:
         if self.sampler.kind == SamplerKind.TIMESTEPS:
             inner: Any = TimestepsDenoiser(self.model.unet, self.model.alphas_cumprod, self.model.prediction)
@@ -102,6 +109,8 @@ class _Run:
             batch_cond_uncond=self.guidance.batch_cond_uncond,
             blend=self.guidance.blend,
             mask_before_denoising=self.sampler.kind == SamplerKind.TIMESTEPS,
+            image_cfg_scale=self.guidance.image_cfg_scale,
+            events=self.guidance.events,
         )
 
     def kwargs(self, x: torch.Tensor, full_sigmas: torch.Tensor | None) -> dict[str, Any]:
@@ -127,6 +136,46 @@ class _Run:
         return SamplingResult(latents, {**self.infotext, **cfg.infotext})
 
 
+# Samplers whose steps read earlier steps' outputs: after a refiner switch their history starts again (A1111
+# switches the model inside one sampler call and keeps it).
+MULTISTEP_SAMPLERS = frozenset({"LMS", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE"})
+
+
+def check_switchable(sampler: SamplerInfo) -> None:
+    """The refiner switch cuts the sampler's sigma schedule in two; samplers without one (or that remake it) refuse."""
+    if sampler.kind not in (SamplerKind.SIGMAS, SamplerKind.LCM) or sampler.name == "Restart":
+        raise ValueError(f"the refiner switch on the original backend does not support the {sampler.name} sampler yet")
+
+
+def switch_index(sigmas: torch.Tensor, table: DiscreteSigmas, switch_at: float) -> int:
+    """A1111's ``apply_refiner`` (by model timesteps, its default): the first step whose sigma's nearest training
+    timestep ``t`` has ``(999 - t) / 1000 >= switch_at``; ``len(sigmas) - 1`` when none (the refiner runs no step).
+
+    A1111 checks every model call; here the switch falls on a step boundary (the same call for one-call samplers)."""
+    model_sigmas = table.sigmas.to(sigmas.device)
+    for index, sigma in enumerate(sigmas[:-1]):
+        timestep = int(torch.argmin(torch.abs(model_sigmas - sigma)))
+        if (999 - timestep) / 1000 >= switch_at:
+            return index
+    return len(sigmas) - 1
+
+
+def _replay_noise_draws(run: _Run, x: torch.Tensor, sigmas: torch.Tensor, full_sigmas: torch.Tensor) -> int:
+    """Advance each image's generator past the draws the base model's part made, so that the refiner's part
+    continues the same noise streams as A1111's single sampler call does. Written by hand: the sampler runs
+    once more over the base part's sigmas with a zero denoiser (the draw counts of the switchable samplers
+    depend on the sigmas only). Returns the number of model calls (the CFG wrapper's step count)."""
+    calls = 0
+
+    def zero_denoiser(latent: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        return torch.zeros_like(latent)
+
+    run.sampler.function(zero_denoiser, torch.zeros_like(x), sigmas, callback=None, **run.kwargs(x, full_sigmas))
+    return calls
+
+
 def img2img_steps(steps: int, denoising_strength: float, img2img_fix_steps: bool = False) -> tuple[int, int]:
     """A1111's ``setup_img2img_steps``: (schedule length, t_enc); the run makes t_enc + 1 steps."""
     if img2img_fix_steps:
@@ -145,11 +194,16 @@ def sample_txt2img(
     schedule_options: ScheduleOptions | None = None,
     parameters: SamplerParameters | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    denoising_end: float | None = None,
 ) -> SamplingResult:
-    """txt2img: the initial noise is ``rng.next()``; returns the final latents (B, C, H, W)."""
+    """txt2img: the initial noise is ``rng.next()``; returns the final latents (B, C, H, W).
+
+    ``denoising_end`` (the refiner switch): the run stops at the switch step and returns the noisy latents there."""
     schedule_options = schedule_options or ScheduleOptions()
     parameters = parameters or SamplerParameters()
     run = _Run(find_sampler(sampler_name), model, guidance, rng, parameters, callback)
+    if denoising_end is not None:
+        check_switchable(run.sampler)
     if run.sampler.kind == SamplerKind.TIMESTEPS:
         timesteps = _timesteps(run, steps, schedule_options)
         cfg = run.cfg(None, steps)
@@ -174,6 +228,8 @@ def sample_txt2img(
             kwargs["n"] = steps
         latents = run.sampler.function(cfg, x, callback=callback, **kwargs)
     else:
+        if denoising_end is not None:
+            sigmas = sigmas[: switch_index(sigmas, run.timestep_table(), denoising_end) + 1]
         latents = run.sampler.function(cfg, x, sigmas, callback=callback, **kwargs)
     return run.finish(latents, cfg)
 
@@ -193,8 +249,14 @@ def sample_img2img(
     schedule_options: ScheduleOptions | None = None,
     parameters: SamplerParameters | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    denoising_end: float | None = None,
+    denoising_start: float | None = None,
 ) -> SamplingResult:
     """img2img / inpaint / hires: noise ``init_latent`` to the step ``t_enc`` level and sample t_enc + 1 steps.
+
+    The refiner switch: ``denoising_end`` stops at the switch step (noisy latents, no final blend);
+    ``denoising_start`` continues the same schedule from there on ``init_latent`` (those latents) without new
+    noise, each image's generator where the base part left it. A txt2img base is this schedule at strength 1.
 
     The noise is ``rng.next()`` (its first call: the initial noise with variation seed and resize) times
     ``initial_noise_multiplier`` (A1111's setting, infotext "Noise multiplier"); ``extra_noise`` is A1111's
@@ -204,6 +266,8 @@ def sample_img2img(
     schedule_options = schedule_options or ScheduleOptions()
     parameters = parameters or SamplerParameters()
     run = _Run(find_sampler(sampler_name), model, guidance, rng, parameters, callback)
+    if denoising_end is not None or denoising_start is not None:
+        check_switchable(run.sampler)
     total, t_enc = img2img_steps(steps, denoising_strength, img2img_fix_steps)
     noise = rng.next()
     if initial_noise_multiplier != 1.0:
@@ -226,9 +290,16 @@ def sample_img2img(
     table = run.table()
     sigmas = _sigmas(run, total, table, schedule, schedule_options)
     sigma_sched = sigmas[total - t_enc - 1 :]
+    if denoising_start is not None:
+        return _continue_after_switch(run, table, total, sigmas, sigma_sched, init_latent, denoising_start)
     xi = init_latent + noise * sigma_sched[0]
     if extra_noise > 0:
         xi = xi + noise * extra_noise
+    if denoising_end is not None:
+        cut = sigma_sched[: switch_index(sigma_sched, run.timestep_table(), denoising_end) + 1]
+        cfg = run.cfg(table, total)
+        latents = run.sampler.function(cfg, xi, cut, callback=callback, **run.kwargs(xi, sigmas))
+        return run.finish(latents, cfg)
     cfg = run.cfg(table, total)
     kwargs = run.kwargs(xi, sigmas)
     if run.sampler.kind == SamplerKind.DPM_SOLVER:
@@ -239,6 +310,25 @@ def sample_img2img(
     else:
         latents = run.sampler.function(cfg, xi, sigma_sched, callback=callback, **kwargs)
     return run.finish(_final_blend(guidance, latents), cfg)
+
+
+def _continue_after_switch(
+    run: _Run,
+    table: DiscreteSigmas,
+    total: int,
+    sigmas: torch.Tensor,
+    sigma_sched: torch.Tensor,
+    latents: torch.Tensor,
+    switch_at: float,
+) -> SamplingResult:
+    """The refiner's part: the schedule from the switch step on, from the base part's noisy latents."""
+    index = switch_index(sigma_sched, run.timestep_table(), switch_at)
+    cfg = run.cfg(table, total)
+    cfg.step = _replay_noise_draws(run, latents, sigma_sched[: index + 1], sigmas)
+    result = run.sampler.function(
+        cfg, latents, sigma_sched[index:], callback=run.callback, **run.kwargs(latents, sigmas)
+    )
+    return run.finish(_final_blend(run.guidance, result), cfg)
 
 
 def _final_blend(guidance: Guidance, latents: torch.Tensor) -> torch.Tensor:

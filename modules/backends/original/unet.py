@@ -3,8 +3,9 @@
 Written by hand (A1111's ``sd_hijack_unet.apply_model`` and ldm's ``DiffusionWrapper`` are the facts): x and t are
 cast to the UNet's dtype (an fp16 model sees t rounded to fp16, as in A1111), the UNet runs under CUDA autocast
 when it is half precision, and the output comes back as float32. SDXL's added conditions (pooled text
-embeddings and the size/crop ``time_ids``) and an inpainting model's image conditioning (mask + masked-image
-latents, concatenated to x on the channel axis like ldm's ``c_concat``) are passed on.
+embeddings and the size/crop ``time_ids``, per row: the SDXL refiner's aesthetic score differs between prompt and
+negative rows) and an inpainting or instruct-pix2pix model's image conditioning (concatenated to x on the channel
+axis like ldm's ``c_concat``) are passed on.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from modules.models.manager import LoadedModel
 # Keys of the SDXL conditioning mapping (A1111's / sgm's names).
 CROSSATTN = "crossattn"
 VECTOR = "vector"
+TIME_IDS = "time_ids"  # diffusers' name for sgm's size / crop / aesthetic-score conditions, one row per text row
 ALPHAS_ATTACHMENT = "original_backend.alphas_cumprod"
 
 
 @dataclass
 class DiffusersUNet:
-    """A callable over a ``UNet2DConditionModel``; ``time_ids`` (1, 6) only for SDXL."""
+    """A callable over a ``UNet2DConditionModel``; ``time_ids`` (1, n) for SDXL rows that carry none of their own."""
 
     unet: torch.nn.Module
     time_ids: torch.Tensor | None = None
@@ -47,12 +49,13 @@ class DiffusersUNet:
         added = None
         if isinstance(text, Mapping):
             hidden = text[CROSSATTN]
-            if self.time_ids is None:
+            if TIME_IDS in text:
+                time_ids = text[TIME_IDS].to(self.device, dtype)
+            elif self.time_ids is not None:
+                time_ids = self.time_ids.expand(x.shape[0], -1)
+            else:
                 raise BackendError("SDXL conditioning given to a model without added conditions")
-            added = {
-                "text_embeds": text[VECTOR].to(self.device, dtype),
-                "time_ids": self.time_ids.expand(x.shape[0], -1),
-            }
+            added = {"text_embeds": text[VECTOR].to(self.device, dtype), "time_ids": time_ids}
         else:
             hidden = text
         with self._autocast():
@@ -75,6 +78,31 @@ class DiffusersUNet:
 def sdxl_time_ids(width: int, height: int) -> torch.Tensor:
     """sgm's size conditioning as A1111 gives it: original size, crop (0, 0), target size, all the image's."""
     return torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+
+
+def refiner_time_ids(width: int, height: int, aesthetic_score: float) -> torch.Tensor:
+    """The SDXL refiner's conditions as A1111 gives them (``sd_models_xl.get_learned_conditioning``): original size,
+    crop (0, 0) and the aesthetic score (setting ``sdxl_refiner_high_aesthetic_score`` 6.0 for the prompt,
+    ``sdxl_refiner_low_aesthetic_score`` 2.5 for the negative prompt)."""
+    return torch.tensor([[height, width, 0, 0, aesthetic_score]], dtype=torch.float32)
+
+
+# A1111's defaults of sdxl_refiner_high_aesthetic_score / sdxl_refiner_low_aesthetic_score.
+REFINER_POSITIVE_AESTHETIC_SCORE = 6.0
+REFINER_NEGATIVE_AESTHETIC_SCORE = 2.5
+
+
+def time_ids_of(model: LoadedModel, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(prompt rows', negative rows') added time ids of an SDXL model (None for SD 1.x / 2.x)."""
+    if not is_sdxl(model):
+        return None
+    if model.is_refiner:
+        return (
+            refiner_time_ids(width, height, REFINER_POSITIVE_AESTHETIC_SCORE),
+            refiner_time_ids(width, height, REFINER_NEGATIVE_AESTHETIC_SCORE),
+        )
+    both = sdxl_time_ids(width, height)
+    return both, both
 
 
 def is_sdxl(model: LoadedModel) -> bool:

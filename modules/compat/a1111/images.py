@@ -31,15 +31,28 @@ def save_image(
     save_to_dirs: bool | None = None,
 ) -> tuple[str, str | None]:
     """Save as A1111 does: under ``path`` with the file name settings; returns (file, text file or None)."""
-    options = application().options
+    app = application()
+    options = app.options
+    listeners = app.service.context.listeners.saving  # on_before_image_saved / on_image_saved, as A1111
     settings = saving.SavingSettings.from_options(options)
     values = FilenameValues(seed=seed, prompt=prompt or "")
     folder = Path(path)
     if grid:
-        written = saving.save_grid(image, folder, info, file_format=extension, values=values, settings=settings)
+        written = saving.save_grid(
+            image, folder, info, file_format=extension, values=values, settings=settings, listeners=listeners, subject=p
+        )
     else:
         written = saving.save_image(
-            image, folder, seed, info, file_format=extension, values=values, settings=settings, suffix=suffix
+            image,
+            folder,
+            seed,
+            info,
+            file_format=extension,
+            values=values,
+            settings=settings,
+            suffix=suffix,
+            listeners=listeners,
+            subject=p,
         )
     text = written.with_suffix(".txt")
     return str(written), str(text) if text.exists() else None

@@ -7,13 +7,15 @@ extension invents are kept on the view."""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from typing import Any
 
 from PIL import Image
 
-from modules.compat.runtime import application
+from modules.compat.runtime import application, runtime
+from modules.options import SAMPLER_OPTION_NAMES
 from modules.processing.processing import build_infotext
 from modules.processing.requests import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
 from modules.processing.run import MAX_RANDOM_SEED, GenerationRun, ProcessingResult
@@ -49,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "is_using_inpainting_conditioning": False,
     "batch_index": 0,
 }
+logger = logging.getLogger("extensions")
 CURRENT_JOB = threading.local()  # the ScriptJob running on this thread (process_images inside a script's run)
 
 
@@ -68,6 +71,8 @@ class StableDiffusionProcessing:
         extra: dict[str, Any] = {"override_settings": {}, "scripts": None, "script_args": []}
         if request is None:
             request, extra = self._request_from(fields, extra)
+        else:  # A1111's p.override_settings: what the request overrides (sampler and extension settings)
+            extra["override_settings"] = {**request.override_settings, **request.extension_settings}
         object.__setattr__(self, "_request", request)
         object.__setattr__(self, "_run", run)
         object.__setattr__(self, "_job", job)
@@ -253,7 +258,7 @@ class Processed:
 def process_images(p: StableDiffusionProcessing) -> Processed:
     """Generate what ``p`` describes: inside a job (a script's run), as part of that job; otherwise queued."""
     job = p._job or getattr(CURRENT_JOB, "job", None)
-    request = p._request
+    request = with_overrides(p._request, p.override_settings)
     if job is not None:
         result = job.process(request)
     else:
@@ -269,6 +274,39 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
         ):
             p._extra[name] = list(values)
     return Processed.from_result(p, result)
+
+
+def remember_request(request: GenerationRequest) -> None:
+    """The request being processed now (a script's process_images runs derived ones inside its job): what
+    ``shared.opts`` reads a request's setting overrides from."""
+    app = runtime().application
+    CURRENT_JOB.request = (app.service.current() if app is not None else None, request)
+
+
+def current_request() -> GenerationRequest | None:
+    """The request processed now on this thread, when it belongs to the running job; else the job's own (None
+    outside a queued job)."""
+    job = application().service.current()
+    if job is None:
+        return None
+    remembered = getattr(CURRENT_JOB, "request", None)
+    if remembered is not None and remembered[0] is job:
+        return remembered[1]
+    return job.request
+
+
+def with_overrides(request: GenerationRequest, overrides: dict[str, Any]) -> GenerationRequest:
+    """``p.override_settings`` as the request's own overrides: extensions' settings and sampler parameters (the
+    settings Easel lets a request change); any other key is logged and left out."""
+    extension_settings = application().extension_settings
+    sampler = {key: value for key, value in overrides.items() if key in SAMPLER_OPTION_NAMES}
+    extension = {key: value for key, value in overrides.items() if key in extension_settings}
+    ignored = sorted(set(overrides) - set(sampler) - set(extension))
+    if ignored:
+        logger.warning("p.override_settings not applied keys=%s", ",".join(ignored))
+    if sampler == request.override_settings and extension == request.extension_settings:
+        return request
+    return updated(request, override_settings=sampler, extension_settings=extension_settings.converted(extension))
 
 
 def get_fixed_seed(seed: int | None) -> int:

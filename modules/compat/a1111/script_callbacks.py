@@ -1,10 +1,12 @@
 """A1111's ``modules.script_callbacks``: extensions register callbacks by these names.
 
-Called by Easel: ``on_app_started`` (after the server app is built), ``on_ui_settings`` (when extensions are
-loaded, so their settings exist for the API and the scripts), ``on_ui_tabs`` (each returned tab is added to the
-UI), ``on_before_ui``. The others (``on_model_loaded``, ``on_before_image_saved``, ``on_image_saved``,
-``on_cfg_denoiser``, ``on_infotext_pasted``, ``on_script_unloaded`` ...) are accepted so extensions load, and are
-not called yet: README lists them."""
+Called by Easel (``CALLED``; the wiring is ``modules.compat.callbacks``): ``on_app_started`` (after the server app is
+built), ``on_ui_settings`` (when extensions are loaded, so their settings exist for the API and the scripts),
+``on_ui_tabs`` (each returned tab is added to the UI), ``on_before_ui``, ``on_model_loaded`` (each checkpoint that
+becomes the loaded one), ``on_before_image_saved`` / ``on_image_saved`` (every image and grid saved),
+``on_cfg_denoiser`` / ``on_cfg_denoised`` / ``on_cfg_after_cfg`` (each model call of guidance, both backends),
+``on_infotext_pasted`` (PNG Info, API and UI), ``on_script_unloaded`` (before Apply and restart). The others are
+accepted so extensions load, and are not called: README lists them."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from modules.backends.hooks import AfterCFGParams, DenoisedParams, DenoiserParams
 from modules.compat.runtime import runtime
 
 logger = logging.getLogger("extensions")
@@ -40,7 +43,20 @@ CALLBACK_NAMES = (
     "list_unets",
     "before_token_counter",
 )
-CALLED = ("app_started", "ui_settings", "ui_tabs", "before_ui")
+CALLED = (
+    "app_started",
+    "ui_settings",
+    "ui_tabs",
+    "before_ui",
+    "model_loaded",
+    "before_image_saved",
+    "image_saved",
+    "cfg_denoiser",
+    "cfg_denoised",
+    "cfg_after_cfg",
+    "infotext_pasted",
+    "script_unloaded",
+)
 
 
 @dataclass
@@ -58,31 +74,11 @@ class ExtraNoiseParams:
     xi: Any
 
 
-@dataclass
-class CFGDenoiserParams:
-    x: Any = None
-    image_cond: Any = None
-    sigma: Any = None
-    sampling_step: int = 0
-    total_sampling_steps: int = 0
-    text_cond: Any = None
-    text_uncond: Any = None
-    denoiser: Any = None
-
-
-@dataclass
-class CFGDenoisedParams:
-    x: Any = None
-    sampling_step: int = 0
-    total_sampling_steps: int = 0
-    inner_model: Any = None
-
-
-@dataclass
-class AfterCFGCallbackParams:
-    x: Any = None
-    sampling_step: int = 0
-    total_sampling_steps: int = 0
+# The guidance parameter objects are the backends' own (A1111's field names and positional order), so what a
+# callback changes is what the backend uses.
+CFGDenoiserParams = DenoiserParams
+CFGDenoisedParams = DenoisedParams
+AfterCFGCallbackParams = AfterCFGParams
 
 
 @dataclass

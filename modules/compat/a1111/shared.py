@@ -10,7 +10,9 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+from modules.compat.a1111.processing import current_request
 from modules.compat.runtime import application, runtime
+from modules.extension_settings import ExtensionSetting, choices_of
 
 logger = logging.getLogger("extensions")
 
@@ -73,19 +75,17 @@ def options_section(section: tuple[str, str], options: dict[str, OptionInfo]) ->
 
 
 class Options:
-    """``shared.opts``: Easel's settings by their A1111 names, then the extensions' settings."""
+    """``shared.opts``: Easel's settings by their A1111 names, then the extensions' settings (a running job sees its
+    request's overrides of them, as A1111 applies ``override_settings`` for the job)."""
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        easel = application().options
-        if name in type(easel).model_fields:
-            return getattr(easel, name)
-        state = runtime()
-        if name in state.option_values:
-            return state.option_values[name]
-        if name in state.option_infos:
-            return state.option_infos[name].default
+        app = application()
+        if name in type(app.options).model_fields:
+            return getattr(app.options, name)
+        if name in app.extension_settings:
+            return app.extension_settings.value(name, job_overrides())
         raise AttributeError(f"Easel's A1111 compatibility layer has no setting opts.{name}")
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -94,11 +94,9 @@ class Options:
     @property
     def data(self) -> dict[str, Any]:
         state = runtime()
-        values = {key: info.default for key, info in state.option_infos.items()}
-        values.update(state.option_values)
-        if state.application is not None:
-            values.update(state.application.options.model_dump())
-        return values
+        if state.application is None:
+            return {key: info.default for key, info in state.option_infos.items()}
+        return {**state.application.extension_settings.data(), **state.application.options.model_dump()}
 
     @property
     def data_labels(self) -> dict[str, OptionInfo]:
@@ -107,9 +105,7 @@ class Options:
     def add_option(self, key: str, info: OptionInfo) -> None:
         state = runtime()
         state.option_infos[key] = info
-        saved = saved_settings().get(key)
-        if saved is not None and key not in state.option_values:
-            state.option_values[key] = saved
+        application().extension_settings.add(setting_of(key, info))
         if info.onchange is not None:
             state.onchange.setdefault(key, []).append(info.onchange)
 
@@ -118,11 +114,11 @@ class Options:
 
     def set(self, key: str, value: Any, is_api: bool = False, run_callbacks: bool = True) -> bool:
         state = runtime()
-        if state.application is not None and key in type(state.application.options).model_fields:
-            state.application.update_options(**{key: value})
-        elif key in state.option_infos:
-            state.option_values[key] = value
-            save_extension_settings()
+        app = application()
+        if key in type(app.options).model_fields:
+            app.update_options(**{key: value})
+        elif key in app.extension_settings:
+            app.extension_settings.update({key: value})
         else:
             raise AttributeError(f"Easel's A1111 compatibility layer has no setting opts.{key}")
         if run_callbacks:
@@ -140,23 +136,57 @@ class Options:
             func()
 
     def save(self, filename: str | None = None) -> None:
-        save_extension_settings()
+        return None  # every change is saved when it is made
 
 
-def saved_settings() -> dict[str, Any]:
-    from modules.extensions.registry import read_config
+def job_overrides() -> dict[str, Any]:
+    """The running job's per-request values of extension settings (its ``override_settings``)."""
+    request = current_request()
+    return dict(request.extension_settings) if request is not None else {}
 
-    state = runtime()
-    return read_config(state.application.paths.config_file) if state.application is not None else {}
+
+def component_arguments(info: OptionInfo) -> dict[str, Any]:
+    arguments = info.component_args() if callable(info.component_args) else info.component_args
+    return dict(arguments) if isinstance(arguments, dict) else {}
 
 
-def save_extension_settings() -> None:
-    """Extensions' settings go into config.json beside Easel's (Easel's own save keeps unknown keys)."""
-    from modules.extensions.registry import update_config
+COMPONENT_KINDS = {
+    "Checkbox": "checkbox",
+    "Slider": "slider",
+    "Number": "number",
+    "Dropdown": "dropdown",
+    "Radio": "radio",
+    "CheckboxGroup": "multiselect",
+}
 
-    state = runtime()
-    if state.application is not None:
-        update_config(state.application.paths.config_file, dict(state.option_values))
+
+def setting_of(key: str, info: OptionInfo) -> ExtensionSetting:
+    """An OptionInfo as Easel's neutral description: the Gradio component class and its arguments give the kind,
+    choices and range; without a component, the default's type does (A1111 makes a checkbox for a bool, a number
+    for a number, else a textbox)."""
+    arguments = component_arguments(info)
+    name = getattr(info.component, "__name__", "") if info.component is not None else ""
+    if name in COMPONENT_KINDS:
+        kind = "multiselect" if arguments.get("multiselect") else COMPONENT_KINDS[name]
+    elif isinstance(info.default, bool):
+        kind = "checkbox"
+    elif isinstance(info.default, int | float):
+        kind = "number"
+    else:
+        kind = "text"
+    section = info.section[1] if info.section and len(info.section) > 1 and info.section[1] else "Extensions"
+    return ExtensionSetting(
+        key=key,
+        default=info.default,
+        label=str(info.label or key),
+        section=str(section),
+        kind=kind,
+        choices=choices_of(arguments.get("choices")),
+        minimum=arguments.get("minimum"),
+        maximum=arguments.get("maximum"),
+        step=arguments.get("step"),
+        infotext=info.infotext,
+    )
 
 
 class CommandLineOptions:
@@ -255,8 +285,11 @@ state = State()
 def loaded_model() -> Any:
     """``shared.sd_model``: the loaded checkpoint's basic attributes (None when none is loaded)."""
     model = application().models.current
-    if model is None:
-        return None
+    return None if model is None else model_view(model)
+
+
+def model_view(model: Any) -> Any:
+    """A loaded model's basic attributes as A1111's ``sd_model`` has them (``on_model_loaded`` gets this too)."""
     info = SimpleNamespace(
         title=model.info.title,
         name=model.info.name,

@@ -7,7 +7,16 @@ from typing import Any
 import gradio as gr
 
 
-class ToolButton(gr.Button):
+class GradioWidget:
+    """Renders with the Gradio class it extends: the browser picks a component by the class name, so a subclass
+    named ``FormRow`` must say "row" (as A1111's ``FormComponent.get_block_name`` does)."""
+
+    def get_block_name(self) -> str:
+        gradio_class = next(base for base in type(self).__mro__ if base.__module__.startswith("gradio."))
+        return gradio_class.__name__.lower()
+
+
+class ToolButton(GradioWidget, gr.Button):
     """A small button with an icon."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -15,37 +24,37 @@ class ToolButton(gr.Button):
         super().__init__(*args, elem_classes=["tool", *classes], **kwargs)
 
 
-class FormRow(gr.Row):
+class FormRow(GradioWidget, gr.Row):
     pass
 
 
-class FormColumn(gr.Column):
+class FormColumn(GradioWidget, gr.Column):
     pass
 
 
-class FormGroup(gr.Group):
+class FormGroup(GradioWidget, gr.Group):
     pass
 
 
-class FormHTML(gr.HTML):
+class FormHTML(GradioWidget, gr.HTML):
     pass
 
 
-class ResizeHandleRow(gr.Row):
+class ResizeHandleRow(GradioWidget, gr.Row):
     pass
 
 
-class DropdownMulti(gr.Dropdown):
+class DropdownMulti(GradioWidget, gr.Dropdown):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(multiselect=True, **kwargs)
 
 
-class DropdownEditable(gr.Dropdown):
+class DropdownEditable(GradioWidget, gr.Dropdown):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(allow_custom_value=True, **kwargs)
 
 
-class InputAccordion(gr.Checkbox):
+class InputAccordion(GradioWidget, gr.Checkbox):
     """A1111's accordion whose open state is a checkbox value: here a checkbox, usable as ``with`` block."""
 
     def __init__(self, value: bool, **kwargs: Any) -> None:

@@ -80,6 +80,34 @@ def apply_prompt_order(fields: Fields, value: Any, _values: Sequence[Any]) -> No
     fields["prompt"] = "".join(part + value[index] for index, part in enumerate(parts)) + prompt
 
 
+def set_override(name: str, boolean: bool = False) -> Apply:
+    """A1111's apply_override: the value goes to the request's ``override_settings`` (a bool axis reads "True")."""
+
+    def apply(fields: Fields, value: Any, _values: Sequence[Any]) -> None:
+        setting = str(value).strip().lower() == "true" if boolean else value
+        fields["override_settings"] = {**fields.get("override_settings", {}), name: setting}
+
+    return apply
+
+
+def boolean_choices(_context: ProcessingContext) -> list[str]:
+    return ["True", "False"]
+
+
+def rng_choices(_context: ProcessingContext) -> list[str]:
+    return ["GPU", "CPU", "NV"]
+
+
+VAE_SUFFIXES = (".safetensors", ".pt", ".ckpt")
+
+
+def vae_choices(context: ProcessingContext) -> list[str]:
+    """A1111's VAE axis: Automatic, None and the VAE files by name (the ``sd_vae`` values)."""
+    folder = context.paths.vae_dir
+    files = sorted(path.name for path in folder.rglob("*") if path.suffix in VAE_SUFFIXES) if folder.is_dir() else []
+    return ["Automatic", "None", *files]
+
+
 def apply_denoising(fields: Fields, value: Any, _values: Sequence[Any]) -> None:
     fields["denoising_strength"] = value
 
@@ -114,6 +142,14 @@ def checkpoint_choices(context: ProcessingContext) -> list[str]:
     return [info.title for info in context.models.registry.checkpoints()]
 
 
+def refiner_choices(context: ProcessingContext) -> list[str]:
+    """A1111: "None" (no refiner) and every checkpoint."""
+    return ["None", *checkpoint_choices(context)]
+
+
+NO_CHECKPOINT = (None, "", "None", "none")
+
+
 def upscaler_choices(context: ProcessingContext) -> list[str]:
     names = list(LATENT_UPSCALE_MODES)
     if context.postprocessor is not None:
@@ -133,52 +169,58 @@ def unsupported(label: str, kind: type = float, tab: bool | None = None, reason:
     return Axis(label, kind, None, tab=tab, reason=reason or "Easel does not have this setting")
 
 
-NO_VARIATION = "Easel has no variation seeds yet"
+# Settings Easel applies to the loaded model (Settings > Compute), not per request.
+LOAD_TIME = "Easel applies this setting to the loaded model (Settings > Compute), not per job"
 
 AXES: tuple[Axis, ...] = (
     Axis("Nothing", str, lambda fields, value, values: None),
     Axis("Seed", int, set_field("seed")),
-    unsupported("Var. seed", int, reason=NO_VARIATION),
-    unsupported("Var. strength", float, reason=NO_VARIATION),
+    Axis("Var. seed", int, set_field("subseed")),
+    Axis("Var. strength", float, set_field("subseed_strength")),
     Axis("Steps", int, set_field("steps")),
     Axis("Hires steps", int, set_field("hr_second_pass_steps"), tab=False),
     Axis("CFG Scale", float, set_field("cfg_scale")),
-    unsupported("Image CFG Scale", float, tab=True, reason="Easel has no instruct-pix2pix models"),
+    Axis("Image CFG Scale", float, set_field("image_cfg_scale"), tab=True),
     Axis("Prompt S/R", str, apply_prompt_replace, bare_label=True),
     Axis("Prompt order", permutations_of, apply_prompt_order),
     Axis("Sampler", str, set_field("sampler_name"), choices=sampler_choices, bare_label=True),
     Axis("Hires sampler", str, set_field("hr_sampler_name"), choices=sampler_choices, tab=False),
     Axis("Checkpoint name", str, set_field("checkpoint"), choices=checkpoint_choices),
-    unsupported("Negative Guidance minimum sigma"),
-    unsupported("Sigma Churn"),
-    unsupported("Sigma min"),
-    unsupported("Sigma max"),
-    unsupported("Sigma noise"),
+    Axis("Negative Guidance minimum sigma", float, set_override("s_min_uncond")),
+    Axis("Sigma Churn", float, set_field("s_churn")),
+    Axis("Sigma min", float, set_field("s_tmin")),
+    Axis("Sigma max", float, set_field("s_tmax")),
+    Axis("Sigma noise", float, set_field("s_noise")),
     Axis("Schedule type", str, set_field("scheduler"), choices=schedule_choices),
-    unsupported("Schedule min sigma"),
-    unsupported("Schedule max sigma"),
-    unsupported("Schedule rho"),
-    unsupported("Beta schedule alpha"),
-    unsupported("Beta schedule beta"),
-    unsupported("Eta"),
+    Axis("Schedule min sigma", float, set_override("sigma_min")),
+    Axis("Schedule max sigma", float, set_override("sigma_max")),
+    Axis("Schedule rho", float, set_override("rho")),
+    Axis("Beta schedule alpha", float, set_override("beta_dist_alpha")),
+    Axis("Beta schedule beta", float, set_override("beta_dist_beta")),
+    Axis("Eta", float, set_field("eta")),
     Axis("Clip skip", int, set_field("clip_skip")),
     Axis("Denoising", float, apply_denoising),
     Axis("Initial noise multiplier", float, set_field("initial_noise_multiplier")),
-    unsupported("Extra noise"),
+    Axis("Extra noise", float, set_override("img2img_extra_noise")),
     Axis("Hires upscaler", str, set_field("hr_upscaler"), choices=upscaler_choices, tab=False),
     unsupported("Cond. Image Mask Weight", tab=True),
-    unsupported("VAE", str, reason="the VAE is chosen per model in Settings, not per request"),
+    Axis("VAE", str, set_field("sd_vae"), choices=vae_choices),
     Axis("Styles", str, apply_styles, choices=style_choices),
-    unsupported("UniPC Order", int),
+    Axis("UniPC Order", int, set_override("uni_pc_order")),
     Axis("Face restore", str, apply_face_restore, bare_label=True),
-    unsupported("Token merging ratio"),
-    unsupported("Token merging ratio high-res"),
-    unsupported("Always discard next-to-last sigma", str),
-    unsupported("SGM noise multiplier", str),
-    unsupported("Refiner checkpoint", str, reason="Easel has no refiner"),
-    unsupported("Refiner switch at", reason="Easel has no refiner"),
-    unsupported("RNG source", str),
-    unsupported("FP8 mode", str),
+    unsupported("Token merging ratio", reason=LOAD_TIME),
+    unsupported("Token merging ratio high-res", reason=LOAD_TIME),
+    Axis(
+        "Always discard next-to-last sigma",
+        str,
+        set_override("always_discard_next_to_last_sigma", True),
+        choices=boolean_choices,
+    ),
+    Axis("SGM noise multiplier", str, set_override("sgm_noise_multiplier", True), choices=boolean_choices),
+    Axis("Refiner checkpoint", str, set_field("refiner_checkpoint"), choices=refiner_choices),
+    Axis("Refiner switch at", float, set_field("refiner_switch_at")),
+    Axis("RNG source", str, set_override("randn_source"), choices=rng_choices),
+    unsupported("FP8 mode", str, reason=LOAD_TIME),
     Axis("Size", str, apply_size),
 )
 
@@ -262,9 +304,11 @@ def confirm(axis: Axis, values: Sequence[Any], request: GenerationRequest, conte
                 resolve(value, "Automatic", context.backend.sampler_support())
             except SamplerError as error:
                 raise ScriptError(f"Unknown sampler: {value}") from error
-    elif axis.label == "Checkpoint name":
+    elif axis.label in ("Checkpoint name", "Refiner checkpoint"):
         known = checkpoint_choices(context)
         for value in values:
+            if axis.label == "Refiner checkpoint" and value in NO_CHECKPOINT:
+                continue
             try:
                 context.models.registry.find(value)
             except Exception as error:
