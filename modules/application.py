@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from modules.assembly import build_stack
 from modules.backends.base import Backend
 from modules.compute.options import OPTION_FIELDS, compute_settings_from
+from modules.controlnet.models import ControlNetLibrary
 from modules.extension_settings import ExtensionSettings
 from modules.extensions.registry import Extension
 from modules.generation import GenerationService
@@ -21,6 +22,7 @@ from modules.jobs.database import Database
 from modules.jobs.history import ImageHistory
 from modules.jobs.store import JobStore
 from modules.models.errors import ModelError
+from modules.models.hashing import HashCache
 from modules.models.registry import CheckpointRegistry
 from modules.models.service import ModelService
 from modules.networks.service import Networks
@@ -53,6 +55,7 @@ class Application:
     networks: Networks | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)
     scripts: ScriptCatalogue = field(default_factory=ScriptCatalogue)
+    controlnet: ControlNetLibrary | None = None  # ControlNet models (the ControlNet script and /controlnet/*)
     extensions: list[Extension] = field(default_factory=list)  # what the extension loader found (modules.compat)
     extension_settings: ExtensionSettings = field(default_factory=ExtensionSettings)  # opts.add_option's settings
     # Given by the composition root: extension UI tabs (each returns [(Blocks, title, elem_id)]) and how to
@@ -82,7 +85,17 @@ class Application:
         history = ImageHistory(database, paths.outputs_dir)
         pool = start_ray_pool(args, options) if getattr(args, "ray_address", None) else None
         service = GenerationService(context, JobStore(database), history, hold=hold_queue, runner=pool)
-        scripts = ScriptCatalogue(builtin_scripts(context, allow_code=getattr(args, "allow_code", False)))
+        controlnet = ControlNetLibrary(
+            [paths.controlnet_dir, *getattr(args, "controlnet_dir", [])],
+            HashCache(paths.cache_file),
+            paths.configs_dir,
+            cache_size=options.control_net_model_cache_size,
+            clip_vision_dir=paths.clip_vision_dir,
+        )
+        controlnet.refresh()
+        scripts = ScriptCatalogue(
+            builtin_scripts(context, allow_code=getattr(args, "allow_code", False), controlnet=controlnet)
+        )
         service.script_catalogue = scripts
         logger.info(
             "application ready data_dir=%s checkpoints=%d %s",
@@ -103,6 +116,7 @@ class Application:
             backends=backends,
             history=history,
             scripts=scripts,
+            controlnet=controlnet,
             extension_settings=ExtensionSettings(paths.config_file),
             workers=pool.describe if pool is not None else None,
         )

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--ckpt", type=Path, default=None, help="checkpoint to load at start (file or folder)")
     paths.add_argument("--ckpt-dir", type=Path, action="append", default=[], help="extra checkpoint folder")
     paths.add_argument("--lora-dir", type=Path, action="append", default=[], help="extra LoRA folder")
+    paths.add_argument("--controlnet-dir", type=Path, action="append", default=[], help="extra ControlNet model folder")
     paths.add_argument("--embeddings-dir", type=Path, action="append", default=[], help="extra embeddings folder")
     paths.add_argument("--vae-dir", type=Path, action="append", default=[], help="extra VAE folder")
     paths.add_argument("--vae-path", type=Path, default=None, help="VAE file to use (overrides the SD VAE setting)")

@@ -250,7 +250,7 @@ class GenerationService:
                 scripts = self._restored_scripts(stored)
             except ProcessingError as error:
                 return refusal(str(error))
-        if scripts is not None and (scripts.selected is not None or scripts.always_on):
+        if scripts is not None and (scripts.selected is not None or scripts.changed_always_on()):
             return refusal("scripts run in the Easel process only and cannot run on Ray workers (--ray-address)")
         return lambda: self.runner.run(job, request, self._slots.pop(job.id, None))  # type: ignore[union-attr]
 

@@ -100,6 +100,13 @@ class Options(BaseModel):
         description="Sampler backend: original (A1111's samplers and noise) or diffusers (its schedulers); "
         "empty: the --backend flag",
     )
+    # The ControlNet extension's settings (its names).
+    control_net_unit_count: int = Field(
+        3, ge=1, le=10, description="ControlNet: number of units (applies after a restart)"
+    )
+    control_net_model_cache_size: int = Field(
+        2, ge=1, le=10, description="ControlNet: models kept loaded (least recently used ones leave)"
+    )
     # A1111's "Sampler parameters" section (same names, defaults and meaning).
     randn_source: Literal["GPU", "CPU", "NV"] = Field(
         "GPU", description="Random number generator source (NV: NVIDIA's GPU noise on any device)"

@@ -55,6 +55,16 @@ class DataPaths:
         return self.models_dir / "VAE-approx"
 
     @property
+    def controlnet_dir(self) -> Path:
+        """ControlNet models (the extension's place); preprocessor weights in its ``annotators`` folder."""
+        return self.models_dir / "ControlNet"
+
+    @property
+    def clip_vision_dir(self) -> Path:
+        """CLIP vision encoders (transformers folders) for IP-Adapter units."""
+        return self.models_dir / "clip_vision"
+
+    @property
     def vae_dir(self) -> Path:
         return self.models_dir / "VAE"
 
@@ -108,5 +118,6 @@ class DataPaths:
 
     def ensure(self) -> None:
         """Create the folders a fresh install needs."""
-        for folder in (self.checkpoints_dir, self.lora_dir, self.vae_dir, self.embeddings_dir, self.outputs_dir):
+        folders = (self.checkpoints_dir, self.lora_dir, self.vae_dir, self.controlnet_dir, self.embeddings_dir)
+        for folder in (*folders, self.outputs_dir):
             folder.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from modules.api.auth import BasicAuth
+from modules.api.controlnet import controlnet_router
 from modules.api.errors import InternalErrorResponse, install_error_handlers
 from modules.api.images import ImageLimits
 from modules.api.limits import ApiLog, BodySizeLimit
@@ -154,6 +155,7 @@ def create_app(application: Application, options: ServerOptions, mount_ui: Mount
     if options.api:
         app.include_router(generation.router(), prefix=prefix)
         app.include_router(info_router(application, api_auth, generation.limits), prefix=prefix)
+        app.include_router(controlnet_router(application, api_auth, generation.limits), prefix=prefix)
     internal_auth = BasicAuth(logins=options.api_logins + options.gradio_logins, admin_user=options.admin_user)
     app.include_router(generation.internal_router(internal_auth), prefix=prefix)
     app.include_router(queue_router(application.service, internal_auth), prefix=prefix)

@@ -85,7 +85,7 @@ def test_features_not_built_answer_empty_lists(client: httpx.Client, route: str)
 def test_dict_routes(client: httpx.Client) -> None:
     assert client.get("/sdapi/v1/embeddings").json() == {"loaded": {}, "skipped": {}}
     scripts = client.get("/sdapi/v1/scripts").json()
-    assert scripts["txt2img"] == ["prompt matrix", "prompts from file or textbox", "x/y/z plot"]
+    assert scripts["txt2img"] == ["prompt matrix", "prompts from file or textbox", "x/y/z plot", "controlnet"]
     memory = client.get("/sdapi/v1/memory").json()
     assert set(memory["ram"]) == {"free", "used", "total"} and "cuda" in memory
     flags = client.get("/sdapi/v1/cmd-flags").json()

@@ -109,9 +109,13 @@ def test_scripts_and_script_info_shapes(client: httpx.Client) -> None:
         "prompts from file or textbox",
         "sd upscale",
         "x/y/z plot",
+        "controlnet",
     ]
     info = client.get("/sdapi/v1/script-info").json()
-    assert [entry["is_img2img"] for entry in info] == [False] * 3 + [True] * 7
+    assert [entry["is_img2img"] for entry in info] == [False] * 4 + [True] * 8
+    controlnet = next(entry for entry in info if entry["name"] == "controlnet" and not entry["is_img2img"])
+    assert controlnet["is_alwayson"] is True and len(controlnet["args"]) == 3
+    assert controlnet["args"][0]["value"]["module"] == "none" and controlnet["args"][0]["value"]["enabled"] is False
     xyz = next(entry for entry in info if entry["name"] == "x/y/z plot" and not entry["is_img2img"])
     assert xyz["is_alwayson"] is False and len(xyz["args"]) == 18
     first = xyz["args"][0]

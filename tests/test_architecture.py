@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "modules.prompts": 2,
     "modules.prompt_parser": 2,
     "modules.networks": 2,
+    "modules.controlnet": 2,  # ControlNet models, preprocessors and the residual UNet wrapper (both backends)
     "modules.postprocess": 2,
     # 3: processing (the run object and its stages)
     "modules.processing": 3,

@@ -179,6 +179,11 @@ def test_the_service_runs_as_many_jobs_as_the_runner_has_slots(tmp_path: Path) -
     scripted = service.submit(tiny_request(), owner="alice", scripts=BoundScripts(always_on=[(object(), {})]))
     with pytest.raises(ProcessingError, match="cannot run on Ray workers"):
         scripted.future.result(timeout=10)
+    # an always-on script left at its defaults (ControlNet with no unit enabled) does nothing: the job runs
+    idle_script = object()
+    idle = BoundScripts(always_on=[(idle_script, {"enabled": False})], defaults={id(idle_script): {"enabled": False}})
+    ran = service.submit(tiny_request(seed=4), owner="alice", scripts=idle).future.result(timeout=10)
+    assert ran.worker == "gate-4"
     service.shutdown()
     assert runner.closed
 

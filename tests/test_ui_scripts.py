@@ -71,8 +71,31 @@ def test_chosen_script_and_always_on_values_bind_by_name(application: Applicatio
     script, args = bound.selected
     assert script.title() == "X/Y/Z plot" and args["x_type"] == 4 and args["x_values"] == "2,3"
     assert args["y_type"] == 0 and args["draw_legend"] is True
-    assert [(s.title(), a) for s, a in bound.always_on] == [("Stamp", {"enabled": True})]
+    assert [(s.title(), a) for s, a in bound.always_on if s.title() != "ControlNet"] == [("Stamp", {"enabled": True})]
     assert widgets.bind({"script_name": "None"}).selected is None
+
+
+def test_controlnet_unit_widgets_bind_and_paste_as_one_unit(application: Application) -> None:
+    tab = application.scripts.tab(False)
+    with gr.Blocks():
+        controls = Controls("probe")
+        widgets = build_scripts(controls, tab)
+    prefix = "script:controlnet:unit_1:"
+    values = {f"{prefix}enabled": True, f"{prefix}module": "canny", f"{prefix}weight": 0.5, f"{prefix}image": None}
+    args = dict(next(a for s, a in widgets.bind(values).always_on if s.title() == "ControlNet"))
+    assert args["unit_1"].enabled and args["unit_1"].module == "canny" and args["unit_1"].weight == 0.5
+    assert not args["unit_0"].enabled
+    infotext = (
+        'a fox\nSteps: 3, Seed: 1, ControlNet 1: "Module: canny, Model: tiny [0123abcd], Weight: 0.5, '
+        "Resize Mode: Just Resize, Processor Res: 512, Threshold A: 100.0, Threshold B: 200.0, Guidance Start: 0.0, "
+        'Guidance End: 0.8, Pixel Perfect: False, Control Mode: My prompt is more important"'
+    )
+    pasted = widgets.pasted(infotext)
+    assert pasted[f"{prefix}enabled"] is True and pasted[f"{prefix}module"] == "canny"
+    assert pasted[f"{prefix}model"] == "tiny [0123abcd]" and pasted[f"{prefix}guidance_end"] == 0.8
+    assert pasted[f"{prefix}resize_mode"] == "Just Resize"
+    assert pasted[f"{prefix}control_mode"] == "My prompt is more important"
+    assert not any(key.startswith("script:controlnet:unit_0") for key in pasted)
 
 
 def test_xyz_values_dropdown_follows_the_axis(application: Application) -> None:

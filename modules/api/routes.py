@@ -108,7 +108,8 @@ class GenerationRoutes:
             raise ApiError(f"force_task_id {job_id!r} is already queued or running", status_code=409)
         moment = datetime.now()
         tab = self.application.scripts.tab(isinstance(body, Img2ImgBody))
-        scripts = bind_scripts(body, tab)
+        limits = self.limits()
+        scripts = bind_scripts(body, tab, lambda text, name: decode_image(text, limits, f"alwayson_scripts.{name}"))
         job = service.submit(translation.request, owner=caller.user, job_id=job_id, scripts=scripts)
         logger.info("api job submitted id=%s owner=%s", job.id, caller.user or "-")
         result = await wait_for_job(service, job, disconnected)  # a client gone before its job starts cancels it

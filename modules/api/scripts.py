@@ -7,27 +7,57 @@ arguments past a script's controls are ignored (A1111 slices them off)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from PIL import Image
 
 from modules.api.errors import ApiError
 from modules.api.models import GenerationBody
 from modules.processing.infotext import parse_infotext
 from modules.scripts.base import Script, Visibility
+from modules.scripts.controls import Control, Group, ImageInput
 from modules.scripts.runner import BoundScripts, ScriptCatalogue, ScriptNotFoundError, TabScripts
 
 SELECTABLE_AS_ALWAYS_ON = "Cannot have a selectable script in the always on scripts params"
 
 
+ImageDecoder = Callable[[str, str], Image.Image]  # (base64 text, field name) -> image, within the API's limits
+
+
+def group_images(control: Control, value: Any, decode: ImageDecoder | None, field: str) -> Any:
+    """A group argument's images (its ImageInput children, e.g. a ControlNet unit's ``image`` and ``mask``)
+    decoded with the API's image limits; ``{"image": {"image": ..., "mask": ...}}`` is read as both."""
+    if decode is None or not isinstance(control, Group) or not isinstance(value, Mapping):
+        return value
+    result = dict(value)
+    nested = result.get("image")
+    if isinstance(nested, Mapping):
+        result["image"] = nested.get("image")
+        result.setdefault("mask", nested.get("mask"))
+    for child in control.children:
+        item = result.get(child.name)
+        if isinstance(child, ImageInput) and isinstance(item, str) and item.strip():
+            result[child.name] = decode(item, f"{field}.{child.name}")
+    return result
+
+
 def script_arguments(
-    tab: TabScripts, script: Script, values: Any, from_infotext: Mapping[str, Any] | None = None
+    tab: TabScripts,
+    script: Script,
+    values: Any,
+    from_infotext: Mapping[str, Any] | None = None,
+    decode: ImageDecoder | None = None,
 ) -> dict[str, Any]:
     """The script's arguments: its defaults, then what the request's infotext gave (``from_infotext``), then the
-    positional values the client sent (those win)."""
+    positional values the client sent (those win); group arguments' images are decoded with ``decode``."""
     if not isinstance(values, Sequence) or isinstance(values, str):
         raise ApiError(f"{script.title()}: args must be a list (got {type(values).__name__})", 422)
     controls = tab.controls_of(script)
-    given = list(values)[: len(controls)]
+    given = [
+        group_images(control, value, decode, f"{script.api_name}.args[{index}]")
+        for index, (control, value) in enumerate(zip(controls, values, strict=False))
+    ]
     try:
         arguments = tab.arguments(script, given)
     except ValueError as error:
@@ -57,7 +87,7 @@ def find_script(tab: TabScripts, name: str, selectable: bool) -> Script:
         raise ApiError(str(error), 422) from error
 
 
-def bind_scripts(body: GenerationBody, tab: TabScripts) -> BoundScripts:
+def bind_scripts(body: GenerationBody, tab: TabScripts, decode: ImageDecoder | None = None) -> BoundScripts:
     """The job's scripts from the request body (every always-on script runs, with its defaults when not named).
     A request's ``infotext`` fills the arguments of controls it names (A1111's ``infotext_fields``); the client's
     own ``script_args`` / ``alwayson_scripts`` args win over it."""
@@ -80,7 +110,7 @@ def bind_scripts(body: GenerationBody, tab: TabScripts) -> BoundScripts:
             raise ApiError(f'alwayson_scripts.{name}: give {{"args": [...]}}', 422)
         if "args" in entry:
             pasted = infotext_arguments(tab, script, parameters)
-            given[id(script)] = script_arguments(tab, script, entry["args"], pasted)
+            given[id(script)] = script_arguments(tab, script, entry["args"], pasted, decode)
     return tab.bind(selected, given)
 
 

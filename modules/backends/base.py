@@ -16,6 +16,7 @@ from PIL import Image
 
 from modules.backends.hooks import DenoiserHooks
 from modules.compute import DeepCacheUNet
+from modules.controlnet.residuals import ControlPlan
 from modules.models.manager import LoadedModel, Task
 from modules.samplers import SamplerSupport
 
@@ -142,6 +143,7 @@ class GenerationPlan:
     # the refiner pass (``init_image`` = those latents) starts there without adding noise.
     denoising_end: float | None = None
     denoising_start: float | None = None
+    controlnet: tuple[ControlPlan, ...] = ()  # ControlNet units (modules/controlnet), applied by every backend
     # Listeners around each model call of guidance (A1111's on_cfg_denoiser ...); None or empty: none.
     denoiser_hooks: DenoiserHooks | None = field(default=None, compare=False)
 

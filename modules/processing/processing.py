@@ -310,6 +310,7 @@ def run_refiner_pass(
         denoising_end=None,
         output_latents=False,
         image_cfg_scale=None,
+        controlnet=(),  # the refiner is another family's model: ControlNet units act on the base pass
         edit_model=False,
     )
     with context.models.use(run.request.refiner_checkpoint, NetworkRequest((), (), run.request.sd_vae)) as scope:

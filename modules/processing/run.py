@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from modules.backends.base import Backend, GenerationPlan, NoiseSeeds, SamplingSettings
+from modules.controlnet.residuals import ControlPlan
 from modules.models.manager import LoadedModel, Task
 from modules.processing.hires import HiresPass
 from modules.processing.inputs import PreparedInputs
@@ -82,6 +83,7 @@ class GenerationRun:
     model: LoadedModel | None = None  # the first pass's model of the current batch (infotext: Model, Model hash)
     result: ProcessingResult = field(default_factory=ProcessingResult)
     script_state: dict[str, object] = field(default_factory=dict)  # scripts' own data for this job, by key
+    controlnet: tuple[ControlPlan, ...] = ()  # ControlNet units (set by the ControlNet script), for every pass
 
     # A1111's attribute names for what the request holds.
     @property
@@ -169,6 +171,7 @@ class GenerationRun:
             noise_multiplier=self.noise_multiplier,
             noise=self.noise_seeds(batch),
             sampling=self.sampling,
+            controlnet=self.controlnet,
         )
 
     def noise_seeds(self, batch: slice) -> NoiseSeeds:

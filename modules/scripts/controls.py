@@ -7,7 +7,7 @@ Each control has a ``name`` (the key of the script's arguments), a ``label`` (wh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,40 @@ class Info(Control):
     so positional API arguments line up; its value is ignored."""
 
     value: str = ""
+
+
+@dataclass(frozen=True)
+class ImageInput(Control):
+    """An image the user uploads (a PIL image, or None)."""
+
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class GroupAction:
+    """A button of a group: ``run`` gets the group's values by child name and returns an image to show (a
+    preview); a ValueError's message is shown to the user."""
+
+    name: str
+    label: str
+    run: Callable[[Mapping[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Group(Control):
+    """Several controls that make one argument: the script receives ``convert({child name: value})``. The UI shows
+    them together (one widget each, then the actions' buttons); ``pasted`` reads the group's infotext value back
+    into child values."""
+
+    children: tuple[Control, ...] = ()
+    actions: tuple[GroupAction, ...] = ()
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "value": {child.name: child.info()["value"] for child in self.children}}
+
+    def pasted(self, text: str) -> dict[str, Any]:
+        """Child values from the group's infotext entry (none by default)."""
+        return {}
 
 
 def default_arguments(controls: Sequence[Control]) -> dict[str, Any]:

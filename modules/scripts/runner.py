@@ -3,7 +3,8 @@
 The catalogue answers A1111's questions by name (``/scripts``, ``/script-info``, ``script_name``,
 ``alwayson_scripts``); a ``BoundScripts`` is the job's selection with each script's arguments by name, and is the
 ``ScriptHooks`` processing calls. A failing always-on hook is logged with the script's name, noted on the job and
-the script is left out for the rest of the job; a failing selectable script fails the job with its message.
+the script is left out for the rest of the job; a failing selectable script, or an always-on one that raises
+ScriptError (arguments it refuses, such as a missing ControlNet model), fails the job with its message.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ class TabScripts:
         given for it in ``always_on`` by ``id(script)``, else its defaults)."""
         given = always_on or {}
         active = [(script, dict(given.get(id(script)) or self.arguments(script))) for script in self.always_on]
-        return BoundScripts(selected=selected, always_on=active, is_img2img=self.is_img2img)
+        defaults = {id(script): self.arguments(script) for script in self.always_on}
+        return BoundScripts(selected=selected, always_on=active, is_img2img=self.is_img2img, defaults=defaults)
 
     def by_title(self, title: str) -> Script | None:
         return next((script for script in self.scripts if safe_title(script) == title), None)
@@ -169,6 +171,12 @@ class BoundScripts:
     always_on: list[tuple[Script, ScriptArgs]] = field(default_factory=list)
     is_img2img: bool = False
     failed: set[int] = field(default_factory=set, repr=False)
+    defaults: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)  # id(script) -> default arguments
+
+    def changed_always_on(self) -> list[Script]:
+        """The always-on scripts given arguments other than their defaults (an enabled ControlNet unit ...); a
+        script bound without known defaults counts as changed."""
+        return [script for script, args in self.always_on if self.defaults.get(id(script)) != dict(args)]
 
     def describe(self) -> dict[str, Any]:
         """The scripts by title with their arguments by name (what a restart needs: ``ScriptCatalogue.restore``)."""
@@ -210,6 +218,8 @@ class BoundScripts:
                 continue
             try:
                 getattr(script, hook)(run, args, *arguments)
+            except ScriptError as error:  # the script refuses the job's arguments: the job fails with its message
+                raise ProcessingError(f"{safe_title(script)}: {error}") from error
             except Exception as error:  # a script's own code: isolate it, the job goes on without it
                 self.failed.add(id(script))
                 title = safe_title(script)

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 NO_SCRIPT = "None"
 SCRIPT_FIELD = "script_name"
+GROUP_SEPARATOR = ":"
 
 
 def build_widget(control: script_controls.Control, elem_id: str) -> gr.components.Component:
@@ -53,6 +54,8 @@ def build_widget(control: script_controls.Control, elem_id: str) -> gr.component
         return gr.Textbox(value=control.value, label=label, lines=control.lines, elem_id=elem_id)
     if isinstance(control, script_controls.Info):
         return gr.Markdown(control.label, elem_id=elem_id)
+    if isinstance(control, script_controls.ImageInput):
+        return gr.Image(label=label, type="pil", image_mode="RGB", elem_id=elem_id, height=256)
     raise TypeError(f"no widget for script control {type(control).__name__}")
 
 
@@ -78,7 +81,15 @@ class ScriptWidgets:
     keys: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # id(script) -> (control name, field)
 
     def arguments(self, script: Script, values: Mapping[str, Any]) -> dict[str, Any]:
-        given = {name: values[key] for name, key in self.keys.get(id(script), []) if key in values}
+        given: dict[str, Any] = {}
+        for name, key in self.keys.get(id(script), []):
+            if key not in values:
+                continue
+            group, _, child = name.partition(GROUP_SEPARATOR)
+            if child:  # a group's child widget: the group's argument is a mapping of its children
+                given.setdefault(group, {})[child] = values[key]
+            else:
+                given[name] = values[key]
         infos = {c.name for c in self.tab.controls_of(script) if isinstance(c, script_controls.Info)}
         return self.tab.arguments(script, {name: value for name, value in given.items() if name not in infos})
 
@@ -89,8 +100,14 @@ class ScriptWidgets:
         fields: dict[str, Any] = {}
         for script in self.tab.scripts:
             for control in self.tab.controls_of(script):
-                if control.infotext and control.infotext in parsed:
-                    fields[f"script:{script.api_name}:{control.name}"] = widget_value(control, parsed[control.infotext])
+                if not (control.infotext and control.infotext in parsed):
+                    continue
+                key = f"script:{script.api_name}:{control.name}"
+                if isinstance(control, script_controls.Group):
+                    pasted = control.pasted(str(parsed[control.infotext]))
+                    fields.update({f"{key}{GROUP_SEPARATOR}{name}": value for name, value in pasted.items()})
+                else:
+                    fields[key] = widget_value(control, parsed[control.infotext])
         chosen = str(parsed.get("Script", ""))
         if any(script.title() == chosen for script in self.tab.selectable):
             fields[SCRIPT_FIELD] = chosen
@@ -113,6 +130,9 @@ def add_script_controls(
     keys = []
     own = script.build_ui(tab.is_img2img) if script.own_ui else None  # its own layout and events (A1111 scripts)
     for index, control in enumerate(tab.controls_of(script)):
+        if own is None and isinstance(control, script_controls.Group):
+            keys += add_group(controls, script, control, built)
+            continue
         key = f"script:{script.api_name}:{control.name}"
         elem_id = elem_id_of(controls.tab, script, control.name)
         widget = own[index] if own is not None else build_widget(control, elem_id)
@@ -123,6 +143,43 @@ def add_script_controls(
     widgets.keys[id(script)] = keys
     wire_dynamic_choices(tab, script, built)
     return list(built.values())
+
+
+def add_group(
+    controls: Controls, script: Script, group: script_controls.Group, built: dict[str, gr.components.Component]
+) -> list[tuple[str, str]]:
+    """A group's children in an accordion of their own; each child's key is ``group:child``."""
+    keys = []
+    with gr.Accordion(group.label, open=False, elem_id=elem_id_of(controls.tab, script, group.name)):
+        for child in group.children:
+            name = f"{group.name}{GROUP_SEPARATOR}{child.name}"
+            key = f"script:{script.api_name}:{name}"
+            widget = build_widget(child, elem_id_of(controls.tab, script, f"{group.name}_{child.name}"))
+            built[name] = widget
+            keys.append((name, key))
+            controls.add(key, widget, remember=False)
+        inputs = [built[f"{group.name}{GROUP_SEPARATOR}{child.name}"] for child in group.children]
+        for action in group.actions:
+            add_group_action(controls.tab, script, group, action, inputs)
+    return keys
+
+
+def add_group_action(
+    tab: str, script: Script, group: script_controls.Group, action: script_controls.GroupAction, inputs: list[Any]
+) -> None:
+    """A button that runs ``action`` on the group's current values and shows the image it returns."""
+    elem_id = elem_id_of(tab, script, f"{group.name}_{action.name}")
+    button = gr.Button(action.label, elem_id=f"{elem_id}_button", size="sm")
+    shown = gr.Image(label=action.label, interactive=False, elem_id=f"{elem_id}_image", height=256)
+    names = [child.name for child in group.children]
+
+    def run(*values: Any) -> Any:
+        try:
+            return action.run(dict(zip(names, values, strict=True)))
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
+
+    button.click(run, inputs=inputs, outputs=shown)
 
 
 def wire_dynamic_choices(tab: TabScripts, script: Script, built: Mapping[str, gr.components.Component]) -> None:

@@ -27,6 +27,14 @@ from modules.backends.diffusers_backend.schedulers import SUPPORT, build_schedul
 from modules.backends.hooks import DenoiserEvents, events_for
 from modules.backends.original.rng import ImageRNG, NoiseSource, RandnSource
 from modules.backends.previews import PreviewModels, render_preview
+from modules.controlnet.residuals import (
+    ActiveControl,
+    ControlError,
+    ControlledUNet,
+    activate,
+    controls_applied,
+    release,
+)
 from modules.models.manager import LoadedModel, Task
 from modules.models.vae_codec import decode_latents, encode_pixels
 from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
@@ -80,7 +88,8 @@ class DiffusersBackend:
                 noise_multiplier=plan.noise_multiplier,
             )
         }
-        unet = request_unet(model)
+        controls = self._controls(model, plan)
+        unet = ControlledUNet(model.pipeline.unet, controls, steps_run(plan)) if controls else request_unet(model)
         if unet is not model.pipeline.unet:
             components["unet"] = unet
         guidance: StepHook
@@ -100,6 +109,8 @@ class DiffusersBackend:
             components["unet"] = DenoiserCallbackUNet(inner, events, plan.batch_size, plan.cfg_scale, scheduler)
         pipeline = model.pipeline_view(plan.task, **components)
         arguments = self._common_arguments(pipeline, plan, progress, guidance, preview_models(model, progress), events)
+        if controls:
+            arguments["callback_on_step_end"].controlled = unet
         arguments.update(embeddings.as_kwargs())
         plain_txt2img = plan.task is Task.TXT2IMG and not (model.is_inpainting or model.is_pix2pix or model.is_refiner)
         if plain_txt2img:
@@ -114,10 +125,31 @@ class DiffusersBackend:
         elif plan.task is not Task.TXT2IMG or model.is_inpainting:
             arguments.update(self._inpaint_arguments(pipeline, plan))
         arguments.update(switch_arguments(pipeline, plan))
-        with torch.inference_mode():
-            output = pipeline(**arguments)
+        try:
+            with controls_applied(model.pipeline, unet if controls else None), torch.inference_mode():
+                output = pipeline(**arguments)
+        finally:
+            release(controls)
         # Easel decodes the latents itself, so every decode gets the upcast rule and the NaN check.
         return output.images if plan.output_latents else self.decode(model, output.images)
+
+    @staticmethod
+    def _controls(model: LoadedModel, plan: GenerationPlan) -> list[ActiveControl]:
+        """The plan's ControlNet units for this pass (DeepCache is not used with them: it skips the UNet blocks
+        that the residuals go into)."""
+        if not plan.controlnet:
+            return []
+        try:
+            return activate(
+                plan.controlnet,
+                model.pipeline.unet,
+                model.name,
+                plan.width,
+                plan.height,
+                plan.hires_base_steps is not None,
+            )
+        except ControlError as error:
+            raise BackendError(str(error)) from error
 
     def decode(self, model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
         pixels = decode_latents(model.pipeline.vae, latents)
@@ -294,6 +326,7 @@ class StepCallback:
         self.xl = xl
         self.guidance = guidance
         self.events = events  # A1111's sampling step for the on_cfg_* listeners
+        self.controlled: ControlledUNet | None = None  # the ControlNet wrapper, told which step comes next
 
     def __call__(self, pipeline: DiffusionPipeline, step: int, timestep: Any, tensors: dict) -> dict:
         done = step + 1
@@ -305,6 +338,8 @@ class StepCallback:
             method = getattr(self.control, "preview_method", "Approx cheap")
             preview = render_preview(method, tensors["latents"], self.xl, pipeline, self.previews)
         self.control.step_done(done, preview)
+        if self.controlled is not None:
+            self.controlled.step = done
         if self.control.interrupted or self.control.skipped:
             # diffusers' documented way to stop the denoising loop early; the current latents are decoded.
             pipeline._interrupt = True

@@ -62,6 +62,14 @@ from modules.backends.original.unet import (
     time_ids_of,
 )
 from modules.backends.preview import latents_to_preview
+from modules.controlnet.residuals import (
+    ActiveControl,
+    ControlError,
+    ControlledUNet,
+    activate,
+    controls_applied,
+    release,
+)
 from modules.models.manager import LoadedModel, Task
 from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
 from modules.samplers import SamplerSupport
@@ -150,11 +158,14 @@ class StepReporter:
     total: int
     xl: bool
     events: DenoiserEvents | None = None
+    controlled: ControlledUNet | None = None  # the ControlNet wrapper, told which step comes next
 
     def __call__(self, state: dict[str, Any]) -> None:
         done = int(state["i"]) + 1
         if self.events is not None:
             self.events.step_finished(int(state["i"]))
+        if self.controlled is not None:
+            self.controlled.step = done
         every = self.progress.preview_every_n_steps
         preview = None
         if every > 0 and done % every == 0 and done < self.total:
@@ -162,6 +173,17 @@ class StepReporter:
         self.progress.step_done(done, preview)
         if self.progress.interrupted or self.progress.skipped:
             raise _SamplingStoppedError(state["denoised"])
+
+
+def controls_of(model: LoadedModel, plan: GenerationPlan) -> list[ActiveControl]:
+    """The plan's ControlNet units for this pass (their residuals go through the UNet the denoiser calls)."""
+    if not plan.controlnet:
+        return []
+    try:
+        hires_pass = plan.hires_base_steps is not None
+        return activate(plan.controlnet, model.pipeline.unet, model.name, plan.width, plan.height, hires_pass)
+    except ControlError as error:
+        raise BackendError(str(error)) from error
 
 
 class OriginalBackend:
@@ -238,7 +260,13 @@ class OriginalBackend:
         self, model: LoadedModel, plan: GenerationPlan, progress: ProgressReporter
     ) -> list[Image.Image] | torch.Tensor:
         xl = is_sdxl(model)
-        unet = request_unet(model)  # DeepCache applies here too: its infotext key comes from the model's settings
+        controls = controls_of(model, plan)
+        controlled = (
+            ControlledUNet(model.pipeline.unet, controls, self.steps_run(plan), uncond_last=True) if controls else None
+        )
+        # DeepCache applies here too (its infotext key comes from the model's settings), not with ControlNet units:
+        # it skips the UNet blocks their residuals go into.
+        unet = controlled or request_unet(model)
         diffusion = DiffusionModel(
             unet=DiffusersUNet(unet),
             alphas_cumprod=alphas_cumprod_of(model),
@@ -248,8 +276,8 @@ class OriginalBackend:
         conditioning.time_ids = time_ids_of(model, plan.width, plan.height)
         conditioning.zero_negative = xl and all(prompt == "" for prompt in plan.negative_prompts)
         events = events_for(plan.denoiser_hooks, self.steps_run(plan))
-        reporter = StepReporter(progress, self.steps_run(plan), xl, events)
-        with torch.inference_mode():
+        reporter = StepReporter(progress, self.steps_run(plan), xl, events, controlled)
+        with controls_applied(model.pipeline, controlled), torch.inference_mode():
             sample = self._sampler_call(model, plan, diffusion, conditioning, xl, events)
             try:
                 result = sample(reporter)
@@ -259,6 +287,8 @@ class OriginalBackend:
                 latents = stopped.denoised
             except ValueError as error:  # what the sampling code refuses (AND with image guidance, a switch)
                 raise BackendError(str(error)) from error
+            finally:
+                release(controls)
             if plan.output_latents:
                 return latents
             return decode_latents(model.pipeline.vae, latents)

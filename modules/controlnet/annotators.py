@@ -1,0 +1,114 @@
+"""Model-based ControlNet preprocessors through controlnet-aux (a well-kept library of the annotators), with their
+weights in ``models/ControlNet/annotators`` under lllyasviel/Annotators' file names.
+
+Nothing is downloaded: a missing file is an error naming it, the folder and where it comes from. controlnet-aux
+reads the weights with ``torch.load``, whose default in the pinned torch is ``weights_only=True`` (tensors only,
+no code from the file); it is imported on first use (it takes seconds to import).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "https://huggingface.co/lllyasviel/Annotators"
+
+
+class AnnotatorError(ValueError):
+    """Weights absent or unreadable; the message names the file and the folder."""
+
+
+@dataclass(frozen=True)
+class Annotator:
+    """One model-based preprocessor: the extension's name, controlnet-aux's class, its weight files and the
+    keyword arguments of its call (thresholds map onto ``slider_keywords``)."""
+
+    name: str
+    detector: str
+    files: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    keywords: dict[str, Any] = field(default_factory=dict)
+    slider_keywords: tuple[str, ...] = ()
+    sliders: tuple[tuple[str, float, float, float, float], ...] = ()  # (label, default, min, max, step)
+
+
+ANNOTATORS: tuple[Annotator, ...] = (
+    Annotator("depth_midas", "MidasDetector", ("dpt_hybrid-midas-501f0c75.pt",), ("Depth",)),
+    Annotator("normal_bae", "NormalBaeDetector", ("scannet.pt",), ("NormalMap",)),
+    Annotator(
+        "openpose", "OpenposeDetector", ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"), ("OpenPose",)
+    ),
+    Annotator("lineart_realistic", "LineartDetector", ("sk_model.pth", "sk_model2.pth"), ("Lineart",)),
+    Annotator("lineart_anime", "LineartAnimeDetector", ("netG.pth",), ("Lineart",)),
+    Annotator("softedge_hed", "HEDdetector", ("ControlNetHED.pth",), ("SoftEdge",)),
+    Annotator("softedge_pidinet", "PidiNetDetector", ("table5_pidinet.pth",), ("SoftEdge",)),
+    Annotator(
+        "mlsd",
+        "MLSDdetector",
+        ("mlsd_large_512_fp32.pth",),
+        ("MLSD",),
+        slider_keywords=("thr_v", "thr_d"),
+        sliders=(("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01), ("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01)),
+    ),
+)
+
+
+class AnnotatorRunner:
+    """Runs annotators with the weights of ``folder``; keeps the last one loaded."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._loaded: tuple[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def missing(self, annotator: Annotator) -> list[str]:
+        return [name for name in annotator.files if not (self.folder / name).is_file()]
+
+    def run(
+        self, annotator: Annotator, image: np.ndarray, resolution: int, thresholds: tuple[float, float]
+    ) -> np.ndarray:
+        arguments = dict(annotator.keywords)
+        arguments.update(zip(annotator.slider_keywords, thresholds, strict=False))
+        with self._lock:
+            detector = self._detector(annotator)
+            result = detector(
+                Image.fromarray(image),
+                detect_resolution=resolution,
+                image_resolution=resolution,
+                output_type="pil",
+                **arguments,
+            )
+        return np.asarray(result.convert("RGB"))
+
+    def _detector(self, annotator: Annotator) -> Any:
+        missing = self.missing(annotator)
+        if missing:
+            raise AnnotatorError(
+                f"preprocessor {annotator.name} needs {', '.join(missing)} in {self.folder} (no download here: "
+                f"get the file from {SOURCE} and put it in that folder)"
+            )
+        if self._loaded is not None and self._loaded[0] == annotator.name:
+            return self._loaded[1]
+        self._loaded = None
+        logger.info("loading annotator name=%s folder=%s", annotator.name, self.folder)
+        detectors = importlib.import_module("controlnet_aux")
+        try:
+            detector = getattr(detectors, annotator.detector).from_pretrained(str(self.folder))
+        except Exception as error:  # the library reading a user's file: any failure means an unusable file
+            message = f"preprocessor {annotator.name}: cannot read its weights in {self.folder}: {error}"
+            raise AnnotatorError(message) from error
+        self._loaded = (annotator.name, detector)
+        return detector
+
+
+def find_annotator(name: str) -> Annotator | None:
+    return next((item for item in ANNOTATORS if item.name == name), None)

@@ -1,0 +1,83 @@
+"""The model-free ControlNet preprocessors: the extension's names, defaults and what each makes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modules.controlnet.preprocessors import (
+    PreprocessorError,
+    find_preprocessor,
+    pixel_perfect_resolution,
+    preprocessor_names,
+    run_preprocessor,
+)
+from modules.controlnet.units import ResizeMode
+
+
+def picture() -> Image.Image:
+    x = np.linspace(0, 255, 96, dtype=np.float32)
+    array = np.stack([np.tile(x, (64, 1)), np.tile(x[::-1], (64, 1)), np.full((64, 96), 80.0)], axis=2)
+    array[20:44, 30:60] = 255
+    return Image.fromarray(array.astype(np.uint8))
+
+
+def test_every_preprocessor_gives_an_rgb_map_at_the_processor_resolution() -> None:
+    assert preprocessor_names()[:3] == ["none", "invert", "canny"]
+    for name in preprocessor_names():
+        if find_preprocessor(name).annotator is not None:
+            continue
+        result = run_preprocessor(name, picture(), resolution=128)
+        has_resolution = find_preprocessor(name).resolution is not None
+        assert result.mode == "RGB" and result.size == ((192, 128) if has_resolution else (96, 64)), name
+
+
+def test_thresholds_act_and_minus_one_is_the_default() -> None:
+    image = picture()
+    default = np.asarray(run_preprocessor("threshold", image, 64))
+    assert np.array_equal(default, np.asarray(run_preprocessor("threshold", image, 64, threshold_a=127)))
+    assert not np.array_equal(default, np.asarray(run_preprocessor("threshold", image, 64, threshold_a=30)))
+    few = np.asarray(run_preprocessor("canny", image, 64, 200, 250)).sum()
+    many = np.asarray(run_preprocessor("canny", image, 64, 10, 20)).sum()
+    assert few < many
+    assert np.array_equal(np.asarray(run_preprocessor("invert", image)), 255 - np.asarray(image))
+    blurred = np.asarray(run_preprocessor("blur_gaussian", image, 64, threshold_a=4)).astype(int)
+    assert np.abs(np.diff(blurred, axis=1)).max() < np.abs(np.diff(np.asarray(image).astype(int), axis=1)).max()
+    assert run_preprocessor("tile_resample", image, threshold_a=2).size == (48, 32)
+    first = np.asarray(run_preprocessor("shuffle", image, 64, seed=1))
+    assert not np.array_equal(first, np.asarray(run_preprocessor("shuffle", image, 64, seed=2)))
+
+
+def test_pixel_perfect_and_unknown_names() -> None:
+    assert pixel_perfect_resolution((96, 64), (512, 512), ResizeMode.INNER_FIT) == 512
+    assert pixel_perfect_resolution((96, 64), (512, 512), ResizeMode.OUTER_FIT) == 341
+    assert find_preprocessor("t2ia_color_grid").name == "color"
+    with pytest.raises(PreprocessorError, match="unknown ControlNet preprocessor 'depth_zoe2'"):
+        run_preprocessor("depth_zoe2", picture())
+
+
+def test_a_model_based_preprocessor_without_its_weights_names_the_file_and_folder(tmp_path) -> None:
+    from modules.controlnet.annotators import AnnotatorRunner
+
+    runner = AnnotatorRunner(tmp_path / "annotators")
+    with pytest.raises(PreprocessorError, match=r"softedge_hed needs ControlNetHED.pth in .*annotators"):
+        run_preprocessor("softedge_hed", picture(), annotators=runner)
+    with pytest.raises(PreprocessorError, match=r"openpose needs body_pose_model.pth, hand_pose_model.pth"):
+        run_preprocessor("openpose", picture(), annotators=runner)
+    assert find_preprocessor("depth_midas").details()["model_free"] is False
+
+
+@pytest.mark.slow  # importing controlnet-aux takes seconds
+def test_hed_runs_through_controlnet_aux_with_weights_from_the_folder(tmp_path) -> None:
+    import torch
+    from controlnet_aux.hed import ControlNetHED_Apache2
+
+    from modules.controlnet.annotators import AnnotatorRunner
+
+    folder = tmp_path / "annotators"
+    folder.mkdir()
+    torch.manual_seed(0)
+    torch.save(ControlNetHED_Apache2().state_dict(), folder / "ControlNetHED.pth")
+    result = run_preprocessor("softedge_hed", picture(), resolution=64, annotators=AnnotatorRunner(folder))
+    assert result.mode == "RGB" and min(result.size) == 64
