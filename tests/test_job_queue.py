@@ -182,3 +182,20 @@ def test_an_older_queue_db_gets_the_scripts_column(tmp_path: Path) -> None:
     record, _request = store.claim_next()
     assert record.id == "old" and record.scripts is None
     assert store.add("new", "", tiny_request(), scripts='{"selected": null}').scripts == '{"selected": null}'
+
+
+def test_script_arguments_with_units_are_stored_as_plain_data():
+    """A ControlNet unit (a dataclass with enums and an image) is stored as its fields; read back, the script's own
+    conversion makes the same unit again."""
+    from PIL import Image
+
+    from modules.controlnet.units import ControlMode, ControlUnit, as_unit
+    from modules.jobs.codec import decode_value, encode_value
+
+    image = Image.new("RGB", (8, 8), (1, 2, 3))
+    unit = ControlUnit(enabled=True, model="tiny", weight=0.5, image=image, control_mode=ControlMode.CONTROL)
+    stored = decode_value(encode_value({"unit_0": unit}))["unit_0"]
+    assert stored["control_mode"] == "ControlNet is more important" and stored["weight"] == 0.5
+    back = as_unit(stored)
+    assert (back.enabled, back.model, back.control_mode) == (True, "tiny", ControlMode.CONTROL)
+    assert back.image.tobytes() == unit.image.tobytes()

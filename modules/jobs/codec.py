@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+from dataclasses import fields, is_dataclass
+from enum import Enum
 from typing import Any
 
 from PIL import Image
@@ -39,8 +41,14 @@ def decode_image(value: dict[str, str]) -> Image.Image:
 
 
 def _encode(value: Any) -> Any:
+    """Plain JSON data; PIL images as their PNG, an enum by its value and a dataclass (a script argument such as a
+    ControlNet unit) as the dict of its fields: read back as plain data, which the script's control converts."""
     if isinstance(value, Image.Image):
         return encode_image(value)
+    if isinstance(value, Enum):
+        return _encode(value.value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {item.name: _encode(getattr(value, item.name)) for item in fields(value)}
     if isinstance(value, dict):
         return {key: _encode(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
