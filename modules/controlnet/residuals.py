@@ -29,6 +29,7 @@ from PIL import Image, ImageOps
 
 from modules.controlnet.ip_adapter import IPAdapterWeights, ip_adapters_applied
 from modules.controlnet.models import family_name
+from modules.controlnet.placement import Placement, offload_after_pass, on_device_for_call, place, placement_of
 from modules.controlnet.units import ControlMode, HiresOption, ResizeMode
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class ActiveControl:
     hint: torch.Tensor  # (1, 3, H, W) on the ControlNet's device and dtype
     region: torch.Tensor | None = None  # (1, 1, H, W) in [0, 1]
     features: list[torch.Tensor] | None = None  # a T2I-Adapter's features (computed once per pass)
+    placement: Placement | None = None  # where its model runs (the UNet's offload policy, the unit's low VRAM)
 
 
 class ControlledUNet(torch.nn.Module):
@@ -268,13 +270,15 @@ class ControlledUNet(torch.nn.Module):
         arguments: dict[str, Any] = {"encoder_hidden_states": hidden.to(model.dtype), "return_dict": False}
         if added:
             arguments["added_cond_kwargs"] = added
-        down, mid = model(
-            sample[:, :channels].to(model.dtype),
-            timestep,
-            controlnet_cond=control.hint.expand(rows, -1, -1, -1),
-            conditioning_scale=plan.weight,
-            **arguments,
-        )
+        placement = control.placement or placement_of(model)
+        with on_device_for_call(model, placement, sample.device):
+            down, mid = model(
+                sample[:, :channels].to(model.dtype),
+                timestep,
+                controlnet_cond=control.hint.expand(rows, -1, -1, -1).to(sample.device),
+                conditioning_scale=plan.weight,
+                **arguments,
+            )
         scales = self.scales(plan, len(down) + 1)
         mask = self.cond_mask(plan, rows, sample)
         down = [
@@ -320,8 +324,10 @@ def activate(
     height: int,
     hires_pass: bool,
 ) -> list[ActiveControl]:
-    """The units that act in this pass, each model moved to the UNet's device and dtype, maps at the pass's size."""
+    """The units that act in this pass, maps at the pass's size on the UNet's execution device; each model follows
+    the UNet's offload policy (``placement``): moved there now, or (CALL) kept on the CPU between its calls."""
     active = []
+    unet_placement = placement_of(unet)
     for plan in plans:
         check_family(plan, unet, checkpoint)
         if not plan.acts_in(hires_pass):
@@ -330,12 +336,16 @@ def activate(
         if is_ip_adapter(model):
             active.append(ActiveControl(plan, torch.zeros(1), None))
             continue
-        if model.device != unet.device or model.dtype != unet.dtype:
-            model.to(unet.device, unet.dtype)
+        placement = unet_placement.for_unit(plan.low_vram)
+        place(model, placement.resting_device, placement.dtype)
         image = resize_control_image(plan.image, width, height, plan.resize_mode)
-        hint = control_tensor(image).to(model.device, model.dtype)
-        features = adapter_features(model, hint) if is_adapter(model) else None
-        active.append(ActiveControl(plan, hint, region_tensor(plan, width, height, hint.device), features))
+        hint = control_tensor(image).to(placement.device, placement.dtype)
+        features = None
+        if is_adapter(model):
+            with on_device_for_call(model, placement, placement.device):
+                features = adapter_features(model, hint)
+        region = region_tensor(plan, width, height, hint.device)
+        active.append(ActiveControl(plan, hint, region, features, placement))
     return active
 
 
@@ -369,9 +379,7 @@ def controls_applied(pipeline: Any, unet: ControlledUNet | None) -> Iterator[Non
 
 
 def release(controls: Sequence[ActiveControl]) -> None:
-    """Low VRAM units go back to the CPU after the pass."""
+    """Offloaded (``--medvram`` / ``--lowvram``) and low VRAM units go back to the CPU after the pass."""
     for control in controls:
-        if is_ip_adapter(control.plan.model):
-            continue
-        if control.plan.low_vram and control.plan.model.device.type != "cpu":
-            control.plan.model.to("cpu")
+        if control.placement is not None:
+            offload_after_pass(control.plan.model, control.placement)
