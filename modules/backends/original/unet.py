@@ -39,6 +39,8 @@ class DiffusersUNet:
         # diffusers' ModelMixin.device / .dtype walk every parameter: read them once per run, not per model call.
         self.dtype: torch.dtype = self.unet.dtype
         self.device: torch.device = self.unet.device
+        # a wrapper that reads which rows are the negative prompt's (ControlNet's cfg injection) says so
+        self.takes_row_marks: bool = bool(getattr(self.unet, "takes_row_marks", False))
         if self.time_ids is not None:
             self.time_ids = self.time_ids.to(self.device, self.dtype)
 
@@ -58,6 +60,7 @@ class DiffusersUNet:
             added = {"text_embeds": text[VECTOR].to(self.device, dtype), "time_ids": time_ids}
         else:
             hidden = text
+        marks = {"uncond_rows": cond.uncond} if cond.uncond is not None and self.takes_row_marks else {}
         with self._autocast():
             output = self.unet(
                 sample.to(dtype),
@@ -65,6 +68,7 @@ class DiffusersUNet:
                 encoder_hidden_states=hidden.to(self.device, dtype),
                 added_cond_kwargs=added,
                 return_dict=False,
+                **marks,
             )[0]
         return output.to(x.dtype)
 
