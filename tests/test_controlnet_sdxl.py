@@ -93,3 +93,59 @@ def test_a_controlnet_of_the_other_family_is_an_error_naming_both_models(context
     with pytest.raises(ProcessingError) as raised:
         generate(context, library, [unit(XL_NAME)], backend)
     assert f"ControlNet model {xl_title} is for" in str(raised.value) and "checkpoint tiny is" in str(raised.value)
+
+
+def test_the_diffusers_backend_equals_diffusers_sdxl_controlnet_pipeline(xl_context, library):
+    """Same embeddings and pooled embeddings (captured from the backend's UNet calls), same noise and scheduler."""
+    import torch
+    from diffusers import StableDiffusionXLControlNetPipeline
+
+    from modules.backends.base import GenerationPlan
+    from modules.backends.diffusers_backend.backend import initial_noise
+    from modules.backends.diffusers_backend.schedulers import build_scheduler
+    from modules.models.manager import Task
+
+    model = xl_context.models.ensure_loaded()
+    request = tiny_request(steps=2, cfg_scale=5.0)
+    calls: list[dict] = []
+    unet = model.pipeline.unet
+    hook = unet.register_forward_pre_hook(lambda _, args, kwargs: calls.append(kwargs), with_kwargs=True)
+    try:
+        catalogue = ScriptCatalogue([ControlNetScript(library, lambda: 1)])
+        tab = catalogue.tab(False)
+        script = tab.always_on[0]
+        bound = tab.bind(always_on={id(script): tab.arguments(script, [unit(XL_NAME, weight=0.8)])})
+        result = pixels(bound.execute(request, xl_context).images[0])
+    finally:
+        hook.remove()
+    hidden, pooled = calls[0]["encoder_hidden_states"], calls[0]["added_cond_kwargs"]["text_embeds"]
+    plan = GenerationPlan(Task.TXT2IMG, [request.prompt], [""], [request.seed], 2, 5.0, 64, 64, "Euler", "Automatic")
+    latents, _ = initial_noise(model.pipeline_view(Task.TXT2IMG), plan)
+    pipeline = model.pipeline
+    reference = StableDiffusionXLControlNetPipeline(
+        vae=pipeline.vae,
+        text_encoder=pipeline.text_encoder,
+        text_encoder_2=pipeline.text_encoder_2,
+        tokenizer=pipeline.tokenizer,
+        tokenizer_2=pipeline.tokenizer_2,
+        unet=unet,
+        controlnet=library.load(XL_NAME)[1],
+        scheduler=build_scheduler(model.scheduler_config, "Euler", "Automatic", noise_seed=request.seed),
+        add_watermarker=False,
+    )
+    reference.set_progress_bar_config(disable=True)
+    with torch.inference_mode():
+        expected = reference(
+            prompt_embeds=hidden[1:],
+            negative_prompt_embeds=hidden[:1],
+            pooled_prompt_embeds=pooled[1:],
+            negative_pooled_prompt_embeds=pooled[:1],
+            image=control_image(),
+            num_inference_steps=2,
+            guidance_scale=5.0,
+            latents=latents,
+            width=64,
+            height=64,
+            controlnet_conditioning_scale=0.8,
+        ).images[0]
+    assert np.array_equal(result, pixels(expected))
