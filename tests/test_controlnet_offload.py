@@ -141,3 +141,16 @@ def test_the_low_vram_option_moves_the_model_for_each_call_and_changes_nothing_e
     with MoveRecorder(model) as moves:
         generate(context, library, [unit()])
     assert moves.devices == []  # resident: no moves at all
+
+
+def test_the_execution_device_of_an_offloaded_module_is_the_hooks_device_not_its_weights():
+    from accelerate import cpu_offload_with_hook
+
+    from modules.devices import execution_device
+
+    plain = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    assert execution_device(plain) == torch.device("cpu")
+    offloaded = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    cpu_offload_with_hook(offloaded, execution_device=torch.device("cuda", 1))  # only hooked, never called here
+    assert next(offloaded.parameters()).device == torch.device("cpu")
+    assert execution_device(offloaded) == torch.device("cuda", 1)

@@ -21,6 +21,8 @@ from enum import Enum
 
 import torch
 
+from modules.devices import execution_device
+
 logger = logging.getLogger(__name__)
 
 CPU = torch.device("cpu")
@@ -56,13 +58,9 @@ def placement_of(unet: torch.nn.Module) -> Placement:
     hooks = [module._hf_hook for module in unet.modules() if hasattr(module, "_hf_hook")]
     if not hooks:
         return Placement(unet.device, unet.dtype, Residency.RESIDENT)
-    device = next((hook.execution_device for hook in hooks if getattr(hook, "execution_device", None) is not None), 0)
-    device = torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
-    if device.type == "cpu":
-        device = CPU  # "cpu:0" and "cpu" are one device
     sequential = any(getattr(hook, "offload", False) for hook in hooks)
     residency = Residency.CALL if sequential else Residency.PASS
-    return Placement(device, unet.dtype, residency)
+    return Placement(execution_device(unet), unet.dtype, residency)
 
 
 def place(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None = None) -> None:
