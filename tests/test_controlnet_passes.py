@@ -130,3 +130,19 @@ def test_the_original_backends_separate_negative_call_gets_no_control_with_contr
         assert all("mid_block_additional_residual" in call for call in prompt)
         assert all(("mid_block_additional_residual" in call) == negative_controlled for call in negative)
         assert len(control_calls) == (4 if negative_controlled else 2)
+
+
+def test_the_txt2img_unit_has_the_hires_fix_option_widget_and_its_value_reaches_the_unit(library):
+    from modules.controlnet.units import HiresOption
+
+    script = ControlNetScript(library, lambda: 1)
+    txt2img, img2img = script.ui(False)[0], script.ui(True)[0]
+    option = next(child for child in txt2img.children if child.name == "hr_option")
+    assert (option.label, option.value, tuple(option.choices)) == (
+        "Hires-Fix Option",
+        "Both",
+        ("Both", "Low res only", "High res only"),
+    )
+    assert "hr_option" not in {child.name for child in img2img.children}
+    values = {child.name: child.value for child in txt2img.children} | {"hr_option": "Low res only"}
+    assert txt2img.convert(values).hr_option is HiresOption.LOW_RES_ONLY
