@@ -111,6 +111,18 @@ class MemoryPolicy:
         )
 
 
+def execution_device(module: torch.nn.Module) -> torch.device:
+    """The device ``module`` computes on: under ``--medvram`` / ``--lowvram`` (accelerate's offload hooks) its
+    weights wait on the CPU or ``meta`` and the hooks name the device; otherwise its parameters' device."""
+    for part in module.modules():
+        device = getattr(getattr(part, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+            return torch.device("cpu") if device.type == "cpu" else device  # "cpu:0" is the CPU
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 def choose_device(use_cpu: list[str], device_id: int | None) -> torch.device:
     """CUDA when present unless ``--use-cpu all``; MPS on Apple machines; else the CPU."""
     if "all" in use_cpu or "sd" in use_cpu:

@@ -81,3 +81,41 @@ def test_hed_runs_through_controlnet_aux_with_weights_from_the_folder(tmp_path) 
     torch.save(ControlNetHED_Apache2().state_dict(), folder / "ControlNetHED.pth")
     result = run_preprocessor("softedge_hed", picture(), resolution=64, annotators=AnnotatorRunner(folder))
     assert result.mode == "RGB" and min(result.size) == 64
+
+
+def test_the_segmentation_preprocessor_without_its_folder_names_the_files_and_where_they_come_from(tmp_path) -> None:
+    from modules.controlnet.annotators import AnnotatorRunner
+    from modules.controlnet.preprocessors import control_type
+
+    runner = AnnotatorRunner(tmp_path / "annotators")
+    with pytest.raises(
+        PreprocessorError,
+        match=r"seg_upernet_ade20k needs upernet-convnext-small/config.json, .*model.safetensors in .*annotators "
+        r"\(no download here: get the file from https://huggingface.co/openmmlab/upernet-convnext-small",
+    ):
+        run_preprocessor("seg_upernet_ade20k", picture(), annotators=runner)
+    segmentation = control_type("Segmentation", ["control_v11p_sd15_seg [abcd1234]", "control_canny"])
+    assert segmentation["default_option"] == "seg_upernet_ade20k"
+    assert segmentation["model_list"] == ["None", "control_v11p_sd15_seg [abcd1234]"]
+
+
+@pytest.mark.slow  # importing transformers' UperNet and controlnet-aux's palette takes seconds
+def test_segmentation_runs_a_transformers_model_from_the_folder_in_the_ade20k_colours(tmp_path) -> None:
+    import torch
+    from controlnet_aux.util import ade_palette
+    from transformers import ConvNextConfig, SegformerImageProcessor, UperNetConfig, UperNetForSemanticSegmentation
+
+    from modules.controlnet.annotators import AnnotatorRunner
+
+    folder = tmp_path / "annotators" / "upernet-convnext-small"
+    torch.manual_seed(0)
+    backbone = ConvNextConfig(
+        hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], out_features=["stage1", "stage2", "stage3", "stage4"]
+    )
+    config = UperNetConfig(backbone_config=backbone, hidden_size=16, num_labels=150, use_auxiliary_head=False)
+    UperNetForSemanticSegmentation(config).save_pretrained(folder)
+    SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+    result = run_preprocessor("seg_upernet_ade20k", picture(), resolution=64, annotators=AnnotatorRunner(folder.parent))
+    colours = {tuple(colour) for colour in np.asarray(result).reshape(-1, 3)}
+    assert result.size == (96, 64)
+    assert len(colours) > 1 and colours <= {tuple(colour) for colour in ade_palette()}

@@ -21,6 +21,8 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 SOURCE = "https://huggingface.co/lllyasviel/Annotators"
+TRANSFORMERS_SEGMENTER = "transformers:AutoModelForSemanticSegmentation"
+UPERNET_FOLDER = "upernet-convnext-small"
 
 
 class AnnotatorError(ValueError):
@@ -39,6 +41,7 @@ class Annotator:
     keywords: dict[str, Any] = field(default_factory=dict)
     slider_keywords: tuple[str, ...] = ()
     sliders: tuple[tuple[str, float, float, float, float], ...] = ()  # (label, default, min, max, step)
+    source: str = SOURCE  # where its files come from (named in the missing-file message)
 
 
 ANNOTATORS: tuple[Annotator, ...] = (
@@ -58,6 +61,14 @@ ANNOTATORS: tuple[Annotator, ...] = (
         ("MLSD",),
         slider_keywords=("thr_v", "thr_d"),
         sliders=(("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01), ("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01)),
+    ),
+    # Through transformers (detector TRANSFORMERS_SEGMENTER): a transformers folder of the annotators folder.
+    Annotator(
+        "seg_upernet_ade20k",
+        TRANSFORMERS_SEGMENTER,
+        tuple(f"{UPERNET_FOLDER}/{name}" for name in ("config.json", "preprocessor_config.json", "model.safetensors")),
+        ("Segmentation",),
+        source=f"https://huggingface.co/openmmlab/{UPERNET_FOLDER} (the folder, weights as model.safetensors)",
     ),
 )
 
@@ -94,20 +105,27 @@ class AnnotatorRunner:
         if missing:
             raise AnnotatorError(
                 f"preprocessor {annotator.name} needs {', '.join(missing)} in {self.folder} (no download here: "
-                f"get the file from {SOURCE} and put it in that folder)"
+                f"get the file from {annotator.source} and put it in that folder)"
             )
         if self._loaded is not None and self._loaded[0] == annotator.name:
             return self._loaded[1]
         self._loaded = None
         logger.info("loading annotator name=%s folder=%s", annotator.name, self.folder)
-        detectors = importlib.import_module("controlnet_aux")
         try:
-            detector = getattr(detectors, annotator.detector).from_pretrained(str(self.folder))
+            detector = self._load(annotator)
         except Exception as error:  # the library reading a user's file: any failure means an unusable file
             message = f"preprocessor {annotator.name}: cannot read its weights in {self.folder}: {error}"
             raise AnnotatorError(message) from error
         self._loaded = (annotator.name, detector)
         return detector
+
+    def _load(self, annotator: Annotator) -> Any:
+        if annotator.detector == TRANSFORMERS_SEGMENTER:
+            from modules.controlnet.segmentation import SemanticSegmenter
+
+            return SemanticSegmenter(self.folder / Path(annotator.files[0]).parent)
+        detectors = importlib.import_module("controlnet_aux")
+        return getattr(detectors, annotator.detector).from_pretrained(str(self.folder))
 
 
 def find_annotator(name: str) -> Annotator | None:

@@ -188,6 +188,7 @@ CONTROL_TYPES: dict[str, tuple[str, ...]] = {
     "MLSD": ("mlsd",),
     "Scribble/Sketch": ("scribble", "sketch"),
     "SoftEdge": ("softedge", "hed", "pidi"),
+    "Segmentation": ("seg",),
     "Shuffle": ("shuffle",),
     "Tile/Blur": ("tile", "blur"),
     "T2I-Adapter": ("t2i", "t2ia", "adapter"),

@@ -29,6 +29,7 @@ from PIL import Image, ImageOps
 
 from modules.controlnet.ip_adapter import IPAdapterWeights, ip_adapters_applied
 from modules.controlnet.models import family_name
+from modules.controlnet.placement import Placement, offload_after_pass, on_device_for_call, place, placement_of
 from modules.controlnet.units import ControlMode, HiresOption, ResizeMode
 
 logger = logging.getLogger(__name__)
@@ -147,15 +148,18 @@ class ActiveControl:
     hint: torch.Tensor  # (1, 3, H, W) on the ControlNet's device and dtype
     region: torch.Tensor | None = None  # (1, 1, H, W) in [0, 1]
     features: list[torch.Tensor] | None = None  # a T2I-Adapter's features (computed once per pass)
+    placement: Placement | None = None  # where its model runs (the UNet's offload policy, the unit's low VRAM)
 
 
 class ControlledUNet(torch.nn.Module):
     """Wraps a UNet2DConditionModel; ``step`` (0-based) is advanced by the backend's step callback.
 
-    For cfg injection a batched call is read as two halves: diffusers puts the negative prompt's rows first, the
-    original backend (A1111's CFG denoiser) last (``uncond_last``). A call with an odd row count (no CFG, or
-    the original backend's separate cond / uncond calls for prompts of different lengths) gives the control to
-    every row."""
+    For cfg injection the negative prompt's rows get no control. Callers that know the rows say which they are
+    (``uncond_rows``: AND prompts, the original backend's guidance, including its separate cond / uncond calls);
+    otherwise a batched call is read as two halves: diffusers puts the negative prompt's rows first, A1111's CFG
+    denoiser last (``uncond_last``), and a call with an odd row count (no CFG) gives the control to every row."""
+
+    takes_row_marks = True  # forward() reads ``uncond_rows``
 
     def __init__(
         self, unet: torch.nn.Module, controls: Sequence[ActiveControl], total_steps: int, uncond_last: bool = False
@@ -185,23 +189,43 @@ class ControlledUNet(torch.nn.Module):
     def add_embedding(self) -> torch.nn.Module:
         return self.unet.add_embedding
 
-    def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor, **kwargs: Any):
-        down, mid = self.residuals(sample, timestep, encoder_hidden_states, kwargs.get("added_cond_kwargs"))
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: Any,
+        encoder_hidden_states: torch.Tensor,
+        uncond_rows: torch.Tensor | None = None,
+        **kwargs: Any,
+    ):
+        """``uncond_rows`` (per row, True for a negative prompt's row) comes from callers that know the rows (AND
+        prompts, the original backend's guidance); without it an even batch is read as two halves."""
+        uncond = self.uncond_of(sample, uncond_rows)
+        down, mid = self.residuals(sample, timestep, encoder_hidden_states, kwargs.get("added_cond_kwargs"), uncond)
         if down is not None:
             self.calls_with_control += 1
             kwargs = {**kwargs, "down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-        image_embeds = self.ip_image_embeds(sample)
+        image_embeds = self.ip_image_embeds(sample, uncond)
         if image_embeds:
             kwargs = {
                 **kwargs,
                 "added_cond_kwargs": {**(kwargs.get("added_cond_kwargs") or {}), "image_embeds": image_embeds},
             }
-        intrablock = self.adapter_residuals(sample)
+        intrablock = self.adapter_residuals(sample, uncond)
         if intrablock is not None:
             kwargs = {**kwargs, "down_intrablock_additional_residuals": intrablock}  # a new list: the UNet pops it
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **kwargs)
 
-    def ip_image_embeds(self, sample: torch.Tensor) -> list[torch.Tensor]:
+    def uncond_of(self, sample: torch.Tensor, uncond_rows: torch.Tensor | None) -> torch.Tensor | None:
+        """Per row, True for a negative prompt's row; None when every row is a prompt's (no CFG)."""
+        rows = sample.shape[0]
+        if uncond_rows is not None:
+            return uncond_rows.to(sample.device, torch.bool)
+        if rows % 2:
+            return None
+        first_half = torch.arange(rows, device=sample.device) < rows // 2
+        return ~first_half if self.uncond_last else first_half
+
+    def ip_image_embeds(self, sample: torch.Tensor, uncond: torch.Tensor | None) -> list[torch.Tensor]:
         """Each IP-Adapter unit's image embeddings for these rows (zeros for the negative prompt's rows, as
         diffusers does); a unit outside its guidance steps acts with scale 0 on this step."""
         units = [control for control in self.controls if control.plan.image_embeds is not None]
@@ -215,14 +239,12 @@ class ControlledUNet(torch.nn.Module):
         for control in units:
             embedding = control.plan.image_embeds.to(sample.device, self.unet.dtype)[:, None]  # (1, 1, D)
             rows_embeds = embedding.expand(rows, -1, -1).clone()
-            if rows % 2 == 0:
-                first_half = torch.arange(rows, device=sample.device) < rows // 2
-                uncond = ~first_half if self.uncond_last else first_half
+            if uncond is not None:
                 rows_embeds[uncond] = 0
             embeds.append(rows_embeds)
         return embeds
 
-    def adapter_residuals(self, sample: torch.Tensor) -> list[torch.Tensor] | None:
+    def adapter_residuals(self, sample: torch.Tensor, uncond: torch.Tensor | None) -> list[torch.Tensor] | None:
         """The T2I-Adapters' features of this step, summed (diffusers' ``down_intrablock_additional_residuals``)."""
         total: list[torch.Tensor] | None = None
         rows = sample.shape[0]
@@ -230,10 +252,12 @@ class ControlledUNet(torch.nn.Module):
             if control.features is None or not control.plan.keeps(self.step, self.total_steps):
                 continue
             plan = control.plan
+            if self.only_uncond(plan, uncond):
+                continue
             scales = [1.0] * len(control.features)
             if plan.control_mode is not ControlMode.BALANCED:
                 scales = list(ADAPTER_SOFT_SCALES[: len(control.features)])
-            mask = self.cond_mask(plan, rows, sample)
+            mask = self.cond_mask(plan, uncond, sample)
             features = [
                 self.scaled(feature.expand(rows, -1, -1, -1) * plan.weight, scale, mask, control.region)
                 for feature, scale in zip(control.features, scales, strict=False)
@@ -242,16 +266,16 @@ class ControlledUNet(torch.nn.Module):
         return total
 
     def residuals(
-        self, sample: torch.Tensor, timestep: Any, hidden: torch.Tensor, added: dict | None
+        self, sample: torch.Tensor, timestep: Any, hidden: torch.Tensor, added: dict | None, uncond: torch.Tensor | None
     ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
         total_down: list[torch.Tensor] | None = None
         total_mid: torch.Tensor | None = None
         for control in self.controls:
             if control.features is not None or control.plan.image_embeds is not None:
                 continue
-            if not control.plan.keeps(self.step, self.total_steps):
+            if not control.plan.keeps(self.step, self.total_steps) or self.only_uncond(control.plan, uncond):
                 continue
-            down, mid = self.unit_residuals(control, sample, timestep, hidden, added)
+            down, mid = self.unit_residuals(control, sample, timestep, hidden, added, uncond)
             if total_down is None:
                 total_down, total_mid = down, mid
             else:
@@ -260,7 +284,13 @@ class ControlledUNet(torch.nn.Module):
         return total_down, total_mid
 
     def unit_residuals(
-        self, control: ActiveControl, sample: torch.Tensor, timestep: Any, hidden: torch.Tensor, added: dict | None
+        self,
+        control: ActiveControl,
+        sample: torch.Tensor,
+        timestep: Any,
+        hidden: torch.Tensor,
+        added: dict | None,
+        uncond: torch.Tensor | None,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         model, plan = control.plan.model, control.plan
         rows = sample.shape[0]
@@ -268,15 +298,17 @@ class ControlledUNet(torch.nn.Module):
         arguments: dict[str, Any] = {"encoder_hidden_states": hidden.to(model.dtype), "return_dict": False}
         if added:
             arguments["added_cond_kwargs"] = added
-        down, mid = model(
-            sample[:, :channels].to(model.dtype),
-            timestep,
-            controlnet_cond=control.hint.expand(rows, -1, -1, -1),
-            conditioning_scale=plan.weight,
-            **arguments,
-        )
+        placement = control.placement or placement_of(model)
+        with on_device_for_call(model, placement, sample.device):
+            down, mid = model(
+                sample[:, :channels].to(model.dtype),
+                timestep,
+                controlnet_cond=control.hint.expand(rows, -1, -1, -1).to(sample.device),
+                conditioning_scale=plan.weight,
+                **arguments,
+            )
         scales = self.scales(plan, len(down) + 1)
-        mask = self.cond_mask(plan, rows, sample)
+        mask = self.cond_mask(plan, uncond, sample)
         down = [
             self.scaled(residual, scale, mask, control.region) for residual, scale in zip(down, scales, strict=False)
         ]
@@ -289,13 +321,17 @@ class ControlledUNet(torch.nn.Module):
         # The extension's soft injection: 13 scales for SD (12 down + mid), the first 10 of them for SDXL.
         return [SOFT_INJECTION_BASE ** float(12 - index) for index in range(count)]
 
-    def cond_mask(self, plan: ControlPlan, rows: int, sample: torch.Tensor) -> torch.Tensor | None:
-        if plan.control_mode is not ControlMode.CONTROL:
+    @staticmethod
+    def only_uncond(plan: ControlPlan, uncond: torch.Tensor | None) -> bool:
+        """A cfg-injection unit skips a call made of negative prompt rows only (the original backend's separate
+        uncond call), as the extension does."""
+        return plan.control_mode is ControlMode.CONTROL and uncond is not None and bool(uncond.all())
+
+    @staticmethod
+    def cond_mask(plan: ControlPlan, uncond: torch.Tensor | None, sample: torch.Tensor) -> torch.Tensor | None:
+        """cfg injection: 1 on the prompt rows, 0 on the negative prompt's (None: every row gets the control)."""
+        if plan.control_mode is not ControlMode.CONTROL or uncond is None:
             return None
-        if rows % 2:
-            return None  # no classifier-free guidance: every row is conditional
-        first_half = torch.arange(rows, device=sample.device) < rows // 2
-        uncond = ~first_half if self.uncond_last else first_half
         return (~uncond).to(sample.dtype)[:, None, None, None]
 
     @staticmethod
@@ -320,8 +356,10 @@ def activate(
     height: int,
     hires_pass: bool,
 ) -> list[ActiveControl]:
-    """The units that act in this pass, each model moved to the UNet's device and dtype, maps at the pass's size."""
+    """The units that act in this pass, maps at the pass's size on the UNet's execution device; each model follows
+    the UNet's offload policy (``placement``): moved there now, or (CALL) kept on the CPU between its calls."""
     active = []
+    unet_placement = placement_of(unet)
     for plan in plans:
         check_family(plan, unet, checkpoint)
         if not plan.acts_in(hires_pass):
@@ -330,12 +368,16 @@ def activate(
         if is_ip_adapter(model):
             active.append(ActiveControl(plan, torch.zeros(1), None))
             continue
-        if model.device != unet.device or model.dtype != unet.dtype:
-            model.to(unet.device, unet.dtype)
+        placement = unet_placement.for_unit(plan.low_vram)
+        place(model, placement.resting_device, placement.dtype)
         image = resize_control_image(plan.image, width, height, plan.resize_mode)
-        hint = control_tensor(image).to(model.device, model.dtype)
-        features = adapter_features(model, hint) if is_adapter(model) else None
-        active.append(ActiveControl(plan, hint, region_tensor(plan, width, height, hint.device), features))
+        hint = control_tensor(image).to(placement.device, placement.dtype)
+        features = None
+        if is_adapter(model):
+            with on_device_for_call(model, placement, placement.device):
+                features = adapter_features(model, hint)
+        region = region_tensor(plan, width, height, hint.device)
+        active.append(ActiveControl(plan, hint, region, features, placement))
     return active
 
 
@@ -369,9 +411,7 @@ def controls_applied(pipeline: Any, unet: ControlledUNet | None) -> Iterator[Non
 
 
 def release(controls: Sequence[ActiveControl]) -> None:
-    """Low VRAM units go back to the CPU after the pass."""
+    """Offloaded (``--medvram`` / ``--lowvram``) and low VRAM units go back to the CPU after the pass."""
     for control in controls:
-        if is_ip_adapter(control.plan.model):
-            continue
-        if control.plan.low_vram and control.plan.model.device.type != "cpu":
-            control.plan.model.to("cpu")
+        if control.placement is not None:
+            offload_after_pass(control.plan.model, control.placement)

@@ -62,6 +62,8 @@ class ComposableGuidanceUNet(torch.nn.Module):
         if added and "text_embeds" in added:
             arguments["added_cond_kwargs"] = expanded_added_conditions(added, negatives, flat_parts, image_of_part)
         arguments["return_dict"] = False
+        if getattr(self.unet, "takes_row_marks", False):  # the negative prompts' rows come first
+            arguments["uncond_rows"] = torch.arange(rows.shape[0], device=rows.device) < count
         prediction = self.unet(rows, timestep, encoder_hidden_states=embeds, **arguments)[0]
         uncond = prediction[:count]
         combined = uncond.clone()

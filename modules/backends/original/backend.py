@@ -70,6 +70,7 @@ from modules.controlnet.residuals import (
     controls_applied,
     release,
 )
+from modules.devices import execution_device
 from modules.models.manager import LoadedModel, Task
 from modules.prompts.conditioning import Emphasis, PromptConditioning, prompt_encoder_of
 from modules.samplers import SamplerSupport
@@ -267,12 +268,13 @@ class OriginalBackend:
         # DeepCache applies here too (its infotext key comes from the model's settings), not with ControlNet units:
         # it skips the UNet blocks their residuals go into.
         unet = controlled or request_unet(model)
+        unet_call = DiffusersUNet(unet)
         diffusion = DiffusionModel(
-            unet=DiffusersUNet(unet),
+            unet=unet_call,
             alphas_cumprod=alphas_cumprod_of(model),
             prediction=prediction_of(model),
         )
-        conditioning = self._conditioning(model, plan, unet.device)
+        conditioning = self._conditioning(model, plan, unet_call.device)
         conditioning.time_ids = time_ids_of(model, plan.width, plan.height)
         conditioning.zero_negative = xl and all(prompt == "" for prompt in plan.negative_prompts)
         events = events_for(plan.denoiser_hooks, self.steps_run(plan))
@@ -315,7 +317,7 @@ class OriginalBackend:
     def _noise(self, model: LoadedModel, plan: GenerationPlan, latent_shape: tuple[int, ...]) -> ImageRNG:
         settings, seeds = plan.sampling, plan.noise
         try:
-            source = NoiseSource(RandnSource(settings.randn_source), model.pipeline.unet.device)
+            source = NoiseSource(RandnSource(settings.randn_source), execution_device(model.pipeline.unet))
         except ValueError as error:
             raise BackendError(f"unknown RNG source {settings.randn_source!r}; use GPU, CPU or NV") from error
         return ImageRNG(

@@ -29,6 +29,7 @@ class ModelConditioning:
 
     text: Conditioning
     image: torch.Tensor | None = None
+    uncond: torch.Tensor | None = None  # per row: True for a negative prompt's row (what cfg injection reads)
 
 
 class GuidanceEvents(Protocol):
@@ -314,28 +315,40 @@ class CFGDenoiser:
         x_in = torch.cat([x, x, x])
         sigma_in = torch.cat([sigma, sigma, sigma])
         image_in = torch.cat([self.image_cond, self.image_cond, torch.zeros_like(self.image_cond)])
+        parts = x.shape[0]
+        marks = uncond_marks(3 * parts, parts)
         if token_length(cond_rows) == token_length(uncond):
             text = cat_conds([cond_rows, uncond, uncond])
             if self.batch_cond_uncond:
-                x_out = self.inner_model(x_in, sigma_in, ModelConditioning(text, image_in))
+                x_out = self.inner_model(x_in, sigma_in, ModelConditioning(text, image_in, marks))
             else:
-                parts = x.shape[0]
                 x_out = torch.cat(
                     [
                         self.inner_model(
                             x_in[start : start + parts],
                             sigma_in[start : start + parts],
-                            ModelConditioning(slice_cond(text, start, start + parts), image_in[start : start + parts]),
+                            ModelConditioning(
+                                slice_cond(text, start, start + parts),
+                                image_in[start : start + parts],
+                                marks[start : start + parts],
+                            ),
                         )
                         for start in range(0, x_in.shape[0], parts)
                     ]
                 )
         else:  # different token lengths: one call per row kind (A1111's code for this case fails)
-            parts = x.shape[0]
             texts = (cond_rows, uncond, uncond)
             x_out = torch.cat(
                 [
-                    self.inner_model(x, sigma, ModelConditioning(text, image_in[index * parts : (index + 1) * parts]))
+                    self.inner_model(
+                        x,
+                        sigma,
+                        ModelConditioning(
+                            text,
+                            image_in[index * parts : (index + 1) * parts],
+                            marks[index * parts : (index + 1) * parts],
+                        ),
+                    )
                     for index, text in enumerate(texts)
                 ]
             )
@@ -356,8 +369,10 @@ class CFGDenoiser:
         batch_size: int,
         skip_uncond: bool,
     ) -> torch.Tensor:
+        marks = uncond_marks(x_in.shape[0], row_count(rows))  # the cond rows (per AND part) come first
+
         def conditioning(text: Conditioning, start: int, stop: int) -> ModelConditioning:
-            return ModelConditioning(text, None if image_in is None else image_in[start:stop])
+            return ModelConditioning(text, None if image_in is None else image_in[start:stop], marks[start:stop])
 
         if token_length(rows) == token_length(uncond) or skip_uncond:
             cond_in = rows if skip_uncond else cat_conds([rows, uncond])
@@ -385,6 +400,11 @@ class CFGDenoiser:
             x_in[-uncond_rows:], sigma_in[-uncond_rows:], conditioning(uncond, total - uncond_rows, total)
         )
         return x_out
+
+
+def uncond_marks(total_rows: int, cond_rows: int) -> torch.Tensor:
+    """Per row of a guidance batch: True for the negative prompt's rows (after the ``cond_rows`` prompt rows)."""
+    return torch.arange(total_rows) >= cond_rows
 
 
 def combine_denoised(

@@ -19,6 +19,7 @@ import torch
 from modules.backends.base import BackendError
 from modules.backends.original.denoiser import ModelConditioning, Prediction
 from modules.backends.original.schedules import ldm_alphas_cumprod
+from modules.devices import execution_device
 from modules.models.manager import LoadedModel
 
 # Keys of the SDXL conditioning mapping (A1111's / sgm's names).
@@ -38,7 +39,9 @@ class DiffusersUNet:
     def __post_init__(self) -> None:
         # diffusers' ModelMixin.device / .dtype walk every parameter: read them once per run, not per model call.
         self.dtype: torch.dtype = self.unet.dtype
-        self.device: torch.device = self.unet.device
+        self.device: torch.device = execution_device(self.unet)  # not the CPU of an offloaded (--medvram) UNet
+        # a wrapper that reads which rows are the negative prompt's (ControlNet's cfg injection) says so
+        self.takes_row_marks: bool = bool(getattr(self.unet, "takes_row_marks", False))
         if self.time_ids is not None:
             self.time_ids = self.time_ids.to(self.device, self.dtype)
 
@@ -58,6 +61,7 @@ class DiffusersUNet:
             added = {"text_embeds": text[VECTOR].to(self.device, dtype), "time_ids": time_ids}
         else:
             hidden = text
+        marks = {"uncond_rows": cond.uncond} if cond.uncond is not None and self.takes_row_marks else {}
         with self._autocast():
             output = self.unet(
                 sample.to(dtype),
@@ -65,6 +69,7 @@ class DiffusersUNet:
                 encoder_hidden_states=hidden.to(self.device, dtype),
                 added_cond_kwargs=added,
                 return_dict=False,
+                **marks,
             )[0]
         return output.to(x.dtype)
 
@@ -126,7 +131,7 @@ def alphas_cumprod_of(model: LoadedModel) -> torch.Tensor:
         linear_end=float(config.get("beta_end", 0.012)),
         timesteps=int(config.get("num_train_timesteps", 1000)),
         zero_terminal_snr=bool(config.get("rescale_betas_zero_snr", False)),
-    ).to(model.pipeline.unet.device)
+    ).to(execution_device(model.pipeline.unet))
     return model.attachments.setdefault(ALPHAS_ATTACHMENT, alphas)
 
 

@@ -29,6 +29,7 @@ from modules.controlnet.units import (
     INFOTEXT_FIELDS,
     ControlMode,
     ControlUnit,
+    HiresOption,
     ResizeMode,
     UnitError,
     as_unit,
@@ -81,8 +82,11 @@ class UnitControl(Group):
         }
 
 
-def unit_children(models: Sequence[str]) -> tuple[Control, ...]:
-    """The unit's widgets, with the extension's labels and ranges."""
+def unit_children(models: Sequence[str], is_img2img: bool = False) -> tuple[Control, ...]:
+    """The unit's widgets, with the extension's labels and ranges (the hires-fix option in txt2img only)."""
+    options = tuple(option.value for option in HiresOption)
+    hires_option = Radio("hr_option", "Hires-Fix Option", value=HiresOption.BOTH.value, choices=options)
+    hires = () if is_img2img else (hires_option,)
     return (
         Checkbox("enabled", "Enable", value=False),
         Checkbox("pixel_perfect", "Pixel Perfect", value=False),
@@ -106,6 +110,7 @@ def unit_children(models: Sequence[str]) -> tuple[Control, ...]:
         Radio(
             "resize_mode", "Resize Mode", value=ResizeMode.INNER_FIT.value, choices=tuple(m.value for m in ResizeMode)
         ),
+        *hires,
     )
 
 
@@ -127,7 +132,7 @@ class ControlNetScript(Script):
         return Visibility.ALWAYS_ON
 
     def ui(self, is_img2img: bool) -> Sequence[Control]:
-        children = unit_children(self.library.titles())
+        children = unit_children(self.library.titles(), is_img2img)
         actions = (
             GroupAction("preview", "Preview preprocessor result", partial(preview, annotators=self.library.annotators)),
         )
