@@ -163,10 +163,13 @@ def test_flux_hires_fix_through_an_image_upscaler(flow_context) -> None:
 
 
 def test_weights_and_lora_tags_are_noted_not_silently_dropped(flow_context) -> None:
-    result = process(flux_request(prompt="a (red:1.4) fox <lora:nothing:1>"), flow_context)
+    result = process(flux_request(prompt="a (red:1.4) fox <lora:nothing:1> <hypernet:x:1>"), flow_context)
     notes = " ".join(result.notes)
     assert "prompt weights like (word:1.2) are not applied" in notes
-    assert "extra network tags are not applied" in notes
+    assert "LoRA not found: nothing" in notes
+    assert "extra network tags are not applied to this family (<hypernet:x>)" in notes
+    kandinsky = process(kandinsky_request(prompt="a fox <lora:nothing:1>"), flow_context)
+    assert "extra network tags are not applied to this family (<lora:nothing>)" in " ".join(kandinsky.notes)
 
 
 @pytest.mark.parametrize(

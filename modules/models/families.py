@@ -25,6 +25,12 @@ class PromptStyle(StrEnum):
     PLAIN = "plain"  # the pipeline's own encode_prompt; A1111 weights are removed from the text (see README)
 
 
+class LoraLoader(StrEnum):
+    NONE = "none"  # LoRA tags are noted as not applied
+    PATCHER = "patcher"  # Easel's weight patcher (modules/networks/patcher.py): A1111 / kohya / LyCORIS files
+    DIFFUSERS = "diffusers"  # the pipeline's load_lora_weights through peft, unloaded after each pass
+
+
 TASKS = ("txt2img", "img2img", "inpaint")
 T5_XXL_ENCODER_BILLIONS = 4.76
 
@@ -49,6 +55,7 @@ class ModelFamily:
     samplers: tuple[str, ...] | None = None  # None: every sampler of the backend
     backends: tuple[str, ...] = ("diffusers", "original")
     lora_formats: str = ""  # "" when Easel applies no LoRA to the family
+    lora_loader: LoraLoader = LoraLoader.NONE
     is_xl: bool = False  # SDXL's latent space and size conditioning (previews, "FP8 for SDXL", --medvram-sdxl)
     takes_safety_checker: bool = False  # SD 1.x / 2.x pipelines take (and are given no) safety checker
     packed_latents: bool = False  # FLUX.1 packs 2x2 latent patches into a sequence
@@ -133,7 +140,9 @@ SDXL_PIPELINES = MappingProxyType(
     }
 )
 KOHYA_LORA = "A1111 / kohya LoRA and LyCORIS (LoHa, LoKr, ...) through Easel's patcher"
-DIFFUSERS_LORA = "diffusers, kohya and BFL/ComfyUI LoRA files through diffusers' load_lora_weights (needs peft)"
+FLUX_LORA = "diffusers / PEFT, kohya, BFL / ComfyUI and XLabs LoRA files through diffusers' load_lora_weights"
+SD3_LORA = "diffusers / PEFT LoRA files (keys transformer.*, text_encoder*.*) through diffusers' load_lora_weights"
+IF_LORA = "diffusers / PEFT LoRA files for stage I (UNet and T5) through diffusers' load_lora_weights"
 
 FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
     {
@@ -155,6 +164,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 default_steps=20,
                 default_cfg=7.0,
                 lora_formats=KOHYA_LORA,
+                lora_loader=LoraLoader.PATCHER,
                 takes_safety_checker=True,
                 parameters=MappingProxyType({"unet": 0.86, "text encoders": 0.123, "vae": 0.084}),
             ),
@@ -174,6 +184,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 default_steps=20,
                 default_cfg=7.0,
                 lora_formats=KOHYA_LORA,
+                lora_loader=LoraLoader.PATCHER,
                 takes_safety_checker=True,
                 parameters=MappingProxyType({"unet": 0.866, "text encoders": 0.354, "vae": 0.084}),
             ),
@@ -194,6 +205,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 default_steps=20,
                 default_cfg=7.0,
                 lora_formats=KOHYA_LORA,
+                lora_loader=LoraLoader.PATCHER,
                 parameters=MappingProxyType({"unet": 2.567, "text encoders": 0.817, "vae": 0.084}),
             ),
             ModelFamily(
@@ -214,6 +226,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 default_steps=20,
                 default_cfg=7.0,
                 lora_formats=KOHYA_LORA,
+                lora_loader=LoraLoader.PATCHER,
                 parameters=MappingProxyType({"unet": 2.3, "text encoders": 0.695, "vae": 0.084}),
             ),
             ModelFamily(
@@ -240,6 +253,8 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 default_cfg=4.5,
                 samplers=("Euler",),
                 backends=("diffusers",),
+                lora_formats=SD3_LORA,
+                lora_loader=LoraLoader.DIFFUSERS,
                 t5_encoder="text_encoder_3",
                 t5_tokenizer="tokenizer_3",
                 t5_optional=True,
@@ -269,6 +284,8 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 default_cfg=3.5,
                 samplers=("Euler",),
                 backends=("diffusers",),
+                lora_formats=FLUX_LORA,
+                lora_loader=LoraLoader.DIFFUSERS,
                 packed_latents=True,
                 t5_encoder="text_encoder_2",
                 t5_tokenizer="tokenizer_2",
@@ -320,6 +337,8 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 # diffusers' IF pipelines never call scale_model_input: DDIM is the A1111 sampler that fits.
                 samplers=("DDIM",),
                 backends=("diffusers",),
+                lora_formats=IF_LORA,
+                lora_loader=LoraLoader.DIFFUSERS,
                 latent_output=False,
                 t5_encoder="text_encoder",
                 t5_tokenizer="tokenizer",
