@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from modules.models.detection import ModelArchitecture
 from modules.processing.infotext import parse_infotext
@@ -61,6 +62,34 @@ def test_what_if_refuses(if_context, request_fields, message) -> None:
         process(tiny_request(**{**IF_REQUEST, **request_fields}), if_context)
 
 
-def test_img2img_is_refused_with_the_tasks_if_offers(if_context) -> None:
-    with pytest.raises(ProcessingError, match="cannot run img2img in Easel; it offers txt2img"):
-        process(tiny_img2img(**IF_REQUEST), if_context)
+def init_image(seed: int = 3) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+
+
+@pytest.mark.slow
+def test_img2img_follows_the_init_image_with_the_denoising_strength(if_context) -> None:
+    init = init_image()
+    fields = {**IF_REQUEST, "init_image": init, "steps": 4, "seed": 7}
+    light = process(tiny_img2img(**fields, denoising_strength=0.25), if_context)
+    strong = process(tiny_img2img(**fields, denoising_strength=1.0), if_context)
+    assert light.images[0].size == (64, 64)
+    assert (
+        np.abs(pixels(light.images[0]) - pixels(init)).mean() < np.abs(pixels(strong.images[0]) - pixels(init)).mean()
+    )
+    batch = process(tiny_img2img(**{**fields, "seed": 6}, denoising_strength=0.6, batch_size=2), if_context)
+    single = process(tiny_img2img(**fields, denoising_strength=0.6), if_context)
+    assert np.abs(pixels(batch.images[1]) - pixels(single.images[0])).max() <= 1
+    assert str(parse_infotext(light.infotexts[0])["Denoising strength"]) == "0.25"
+    with pytest.raises(ProcessingError, match="runs no step"):
+        process(tiny_img2img(**fields, denoising_strength=0.2), if_context)
+
+
+@pytest.mark.slow
+def test_inpaint_changes_the_masked_half_more_than_the_kept_half(if_context) -> None:
+    init = init_image()
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    fields = {**IF_REQUEST, "init_image": init, "mask": mask, "steps": 4, "seed": 7, "denoising_strength": 1.0}
+    inpainted = pixels(process(tiny_img2img(**fields), if_context).images[0])
+    kept = np.abs(inpainted[:, 40:] - pixels(init)[:, 40:]).mean()
+    assert kept < np.abs(inpainted[:, :24] - pixels(init)[:, :24]).mean()

@@ -26,10 +26,12 @@ def write_lora(architecture: ModelArchitecture, folder: Path, name: str, seed: i
     from modules.tiny_model import build_tiny_pipeline
 
     pipeline = build_tiny_pipeline(architecture=architecture)
+    denoiser = "unet" if architecture is ModelArchitecture.DEEPFLOYD_IF else "transformer"
     torch.manual_seed(seed)
-    pipeline.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=TARGETS, init_lora_weights=False))
-    layers = {key: value * 20 for key, value in get_peft_model_state_dict(pipeline.transformer).items()}
-    type(pipeline).save_lora_weights(folder, transformer_lora_layers=layers, weight_name=f"{name}.safetensors")
+    module = getattr(pipeline, denoiser)
+    module.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=TARGETS, init_lora_weights=False))
+    layers = {key: value * 20 for key, value in get_peft_model_state_dict(module).items()}
+    type(pipeline).save_lora_weights(folder, **{f"{denoiser}_lora_layers": layers}, weight_name=f"{name}.safetensors")
     return folder / f"{name}.safetensors"
 
 
@@ -46,7 +48,7 @@ def lora_context(tmp_path_factory):
 
     paths = DataPaths.create(tmp_path_factory.mktemp("lora-data"))
     paths.ensure()
-    for architecture in (ModelArchitecture.FLUX, ModelArchitecture.SD3):
+    for architecture in (ModelArchitecture.FLUX, ModelArchitecture.SD3, ModelArchitecture.DEEPFLOYD_IF):
         write_diffusers(build_tiny_pipeline(architecture=architecture), paths.checkpoints_dir / architecture.value)
         write_lora(architecture, paths.lora_dir, f"{architecture.value}-style", seed=1)
     save_file(kohya_lora(), paths.lora_dir / "sd1-kohya.safetensors")  # an SD 1.x LoRA: nothing of it fits FLUX.1
@@ -59,6 +61,8 @@ def lora_context(tmp_path_factory):
 
 
 def family_request(checkpoint: str, **fields):
+    if checkpoint == "deepfloyd-if":  # stage I alone (no stage II folder is listed here)
+        return tiny_request(**{**FLOW_REQUEST, "checkpoint": checkpoint, "sampler_name": "DDIM", **fields})
     negative = {} if checkpoint == "flux" else {"negative_prompt": "blurry"}
     cfg = {"cfg_scale": 3.5} if checkpoint == "flux" else {}
     return tiny_request(
@@ -66,7 +70,10 @@ def family_request(checkpoint: str, **fields):
     )
 
 
-@pytest.mark.parametrize("checkpoint", ["flux", pytest.param("sd3", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "checkpoint",
+    ["flux", pytest.param("sd3", marks=pytest.mark.slow), pytest.param("deepfloyd-if", marks=pytest.mark.slow)],
+)
 def test_lora_changes_the_image_and_is_unloaded_after_the_pass(lora_context, checkpoint) -> None:
     plain = process(family_request(checkpoint, prompt="a fox"), lora_context)
     tagged = process(family_request(checkpoint, prompt=f"a fox <lora:{checkpoint}-style:1>"), lora_context)
@@ -79,7 +86,7 @@ def test_lora_changes_the_image_and_is_unloaded_after_the_pass(lora_context, che
     assert parsed["Lora hashes"].startswith(f"{checkpoint}-style: ")
     assert "Lora hashes" not in parse_infotext(plain.infotexts[0])
     assert not any("not applied" in note for note in tagged.notes)
-    assert not lora_context.models.current.pipeline.get_list_adapters().get("transformer")
+    assert not any(lora_context.models.current.pipeline.get_list_adapters().values())
 
 
 def test_flux_lora_weight_scales_the_change_and_missing_files_are_noted(lora_context) -> None:

@@ -69,6 +69,7 @@ class ModelFamily:
     # A cascade (DeepFloyd IF): the pipeline class of the next stage, found among the listed checkpoints and
     # loaded with the first, and how much it enlarges; None for single-stage families.
     next_stage: str | None = None
+    next_stage_pipelines: Mapping[str, str] = field(default_factory=dict)  # task -> the next stage's class
     stage_scale: int = 1
     stage_of: str | None = None  # a later stage of this family key (cannot run alone)
     parameters: Mapping[str, float] = field(default_factory=dict)  # component -> billions of parameters (full size)
@@ -323,7 +324,9 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 key="deepfloyd-if",
                 takes_safety_checker=True,
                 display_name="DeepFloyd IF",
-                pipelines=MappingProxyType({"txt2img": "IFPipeline"}),
+                pipelines=MappingProxyType(
+                    {"txt2img": "IFPipeline", "img2img": "IFImg2ImgPipeline", "inpaint": "IFInpaintingPipeline"}
+                ),
                 denoiser="unet",
                 text_encoders=("T5-XXL",),
                 latent_channels=3,  # pixel space: stage I makes 64x64 images, stage II 256x256
@@ -343,6 +346,13 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 t5_encoder="text_encoder",
                 t5_tokenizer="tokenizer",
                 next_stage="IFSuperResolutionPipeline",
+                next_stage_pipelines=MappingProxyType(
+                    {
+                        "txt2img": "IFSuperResolutionPipeline",
+                        "img2img": "IFImg2ImgSuperResolutionPipeline",
+                        "inpaint": "IFInpaintingSuperResolutionPipeline",
+                    }
+                ),
                 stage_scale=4,
                 parameters=MappingProxyType({"unet I-XL": 4.3, "unet II-L": 1.2, "text encoders": 4.76}),
             ),
@@ -392,6 +402,8 @@ PIPELINE_FAMILIES: Mapping[str, str] = MappingProxyType(
         "KandinskyV22Img2ImgCombinedPipeline": "kandinsky22",
         "KandinskyV22InpaintCombinedPipeline": "kandinsky22",
         "IFPipeline": "deepfloyd-if",
+        "IFImg2ImgPipeline": "deepfloyd-if",
+        "IFInpaintingPipeline": "deepfloyd-if",
         "IFSuperResolutionPipeline": "deepfloyd-if-ii",
     }
 )

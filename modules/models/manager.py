@@ -421,7 +421,11 @@ def log_t5_placement(pipeline: DiffusionPipeline, policy: MemoryPolicy) -> None:
 
 def family_task_pipeline(pipeline: DiffusionPipeline, model_family: ModelFamily, task: Task) -> DiffusionPipeline:
     """The family's pipeline class for ``task`` over the loaded pipeline's components (no weight is copied)."""
-    class_name = model_family.pipeline_class_name(task.value)
+    return pipeline_of_class(pipeline, model_family.pipeline_class_name(task.value))
+
+
+def pipeline_of_class(pipeline: DiffusionPipeline, class_name: str) -> DiffusionPipeline:
+    """The diffusers pipeline ``class_name`` over ``pipeline``'s components (``pipeline`` itself when of that class)."""
     if type(pipeline).__name__ == class_name:
         return pipeline
     pipeline_class = getattr(diffusers, class_name)
