@@ -51,6 +51,7 @@ class ModelArchitecture(StrEnum):
     SD3 = "sd3"
     FLUX = "flux"
     KANDINSKY22 = "kandinsky22"
+    KANDINSKY22_INPAINT = "kandinsky22-inpaint"
     DEEPFLOYD_IF = "deepfloyd-if"
     DEEPFLOYD_IF_II = "deepfloyd-if-ii"
 
@@ -87,6 +88,7 @@ CONFIG_NAMES = MappingProxyType(
         ModelArchitecture.SD3: "sd35-medium",
         ModelArchitecture.FLUX: "flux-dev",
         ModelArchitecture.KANDINSKY22: "kandinsky22",
+        ModelArchitecture.KANDINSKY22_INPAINT: "kandinsky22-inpaint",
         ModelArchitecture.DEEPFLOYD_IF: "deepfloyd-if",
         ModelArchitecture.DEEPFLOYD_IF_II: "deepfloyd-if-ii",
     }
@@ -105,6 +107,7 @@ FAMILY_KEYS = MappingProxyType(
         ModelArchitecture.SD3: "sd3",
         ModelArchitecture.FLUX: "flux",
         ModelArchitecture.KANDINSKY22: "kandinsky22",
+        ModelArchitecture.KANDINSKY22_INPAINT: "kandinsky22-inpaint",
         ModelArchitecture.DEEPFLOYD_IF: "deepfloyd-if",
         ModelArchitecture.DEEPFLOYD_IF_II: "deepfloyd-if-ii",
     }
@@ -123,6 +126,7 @@ DISPLAY_NAMES = MappingProxyType(
         ModelArchitecture.SD3: "Stable Diffusion 3.5",
         ModelArchitecture.FLUX: "FLUX.1",
         ModelArchitecture.KANDINSKY22: "Kandinsky 2.2",
+        ModelArchitecture.KANDINSKY22_INPAINT: "Kandinsky 2.2 inpainting decoder",
         ModelArchitecture.DEEPFLOYD_IF: "DeepFloyd IF",
         ModelArchitecture.DEEPFLOYD_IF_II: "DeepFloyd IF stage II",
     }

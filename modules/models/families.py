@@ -72,6 +72,12 @@ class ModelFamily:
     next_stage_pipelines: Mapping[str, str] = field(default_factory=dict)  # task -> the next stage's class
     stage_scale: int = 1
     stage_of: str | None = None  # a later stage of this family key (cannot run alone)
+    stage_role: str = "an upscaling stage"  # what a ``stage_of`` model is, for the refusal message
+    stage_parent: str = "stage I"  # which model of ``stage_of`` uses it
+    # task -> the pipeline class of a decoder folder listed beside the checkpoint that this task needs (Kandinsky
+    # 2.2 inpainting: the 9-channel inpainting decoder), loaded on the first job of the task; the task pipeline is
+    # the family's class of that task over the checkpoint's components with the decoder's in place.
+    task_decoders: Mapping[str, str] = field(default_factory=dict)
     parameters: Mapping[str, float] = field(default_factory=dict)  # component -> billions of parameters (full size)
 
     @property
@@ -100,7 +106,7 @@ class ModelFamily:
         if name is None and self.stage_of is not None:
             first = family(self.stage_of).display_name
             raise FamilyError(
-                f"{self.display_name} is an upscaling stage: load the {first} stage I model (it uses this)"
+                f"{self.display_name} is {self.stage_role}: load the {first} {self.stage_parent} model (it uses this)"
             )
         if name is None:
             offered = ", ".join(self.tasks)
@@ -299,9 +305,10 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                     {
                         "txt2img": "KandinskyV22CombinedPipeline",
                         "img2img": "KandinskyV22Img2ImgCombinedPipeline",
-                        # inpainting needs the separate 9-channel inpainting decoder, not loaded yet
+                        "inpaint": "KandinskyV22InpaintCombinedPipeline",
                     }
                 ),
+                task_decoders=MappingProxyType({"inpaint": "KandinskyV22InpaintPipeline"}),
                 denoiser="unet",
                 text_encoders=("CLIP ViT-bigG/14 (prior)",),
                 latent_channels=4,
@@ -319,6 +326,28 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 latent_output=False,
                 prior_guidance=True,
                 parameters=MappingProxyType({"unet": 1.22, "prior": 1.0, "text encoders": 1.3, "movq": 0.08}),
+            ),
+            ModelFamily(
+                key="kandinsky22-inpaint",
+                display_name="Kandinsky 2.2 inpainting decoder",
+                pipelines=MappingProxyType({}),
+                denoiser="unet",
+                text_encoders=(),
+                latent_channels=4,
+                vae_scale=1.0,
+                vae_shift=0.0,
+                guidance=Guidance.CFG,
+                prompt_style=PromptStyle.PLAIN,
+                default_size=768,
+                default_steps=50,
+                default_cfg=4.0,
+                samplers=("DDIM",),
+                backends=("diffusers",),
+                latent_output=False,
+                stage_of="kandinsky22",
+                stage_role="an inpainting decoder",
+                stage_parent="(prior and decoder)",
+                parameters=MappingProxyType({"unet": 1.22, "movq": 0.08}),
             ),
             ModelFamily(
                 key="deepfloyd-if",
@@ -401,6 +430,7 @@ PIPELINE_FAMILIES: Mapping[str, str] = MappingProxyType(
         "KandinskyV22CombinedPipeline": "kandinsky22",
         "KandinskyV22Img2ImgCombinedPipeline": "kandinsky22",
         "KandinskyV22InpaintCombinedPipeline": "kandinsky22",
+        "KandinskyV22InpaintPipeline": "kandinsky22-inpaint",
         "IFPipeline": "deepfloyd-if",
         "IFImg2ImgPipeline": "deepfloyd-if",
         "IFInpaintingPipeline": "deepfloyd-if",

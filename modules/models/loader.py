@@ -61,6 +61,7 @@ ARCHITECTURE_PIPELINES: MappingProxyType[ModelArchitecture, type[DiffusionPipeli
         ModelArchitecture.SD3: diffusers.StableDiffusion3Pipeline,
         ModelArchitecture.FLUX: diffusers.FluxPipeline,
         ModelArchitecture.KANDINSKY22: diffusers.KandinskyV22CombinedPipeline,
+        ModelArchitecture.KANDINSKY22_INPAINT: diffusers.KandinskyV22InpaintPipeline,
         ModelArchitecture.DEEPFLOYD_IF: diffusers.IFPipeline,
         ModelArchitecture.DEEPFLOYD_IF_II: diffusers.IFSuperResolutionPipeline,
     }
