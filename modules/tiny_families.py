@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from diffusers import (
     AutoencoderKL,
+    DDIMScheduler,
     DDPMScheduler,
     DiffusionPipeline,
     FlowMatchEulerDiscreteScheduler,
@@ -25,6 +26,7 @@ from diffusers import (
     PriorTransformer,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
+    StableDiffusionUpscalePipeline,
     UnCLIPScheduler,
     UNet2DConditionModel,
     VQModel,
@@ -367,6 +369,43 @@ def build_tiny_if_stage2(configs_dir: Path, model_family: ModelFamily, seed: int
     )
 
 
+def build_tiny_if_stage3(configs_dir: Path, model_family: ModelFamily, seed: int = 0) -> DiffusionPipeline:
+    """IF stage III, the SD x4 upscaler, at diffusers' test sizes: a 7-channel UNet (4 latent + 3 low-resolution
+    image channels, the noise level as class label) and a three-block VAE (x4)."""
+    torch.manual_seed(seed + 3)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=7,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TINY_WIDTH,
+        attention_head_dim=8,
+        use_linear_projection=True,
+        only_cross_attention=(True, True, False),
+        num_class_embeds=1000,  # the real upscaler's: noise levels up to max_noise_level
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[32, 32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        latent_channels=4,
+    )
+    return StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(tiny_clip_config()),
+        tokenizer=clip_tokenizer(configs_dir),
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(prediction_type="v_prediction"),
+        max_noise_level=350,
+    )
+
+
 BUILDERS = {
     "flux": build_tiny_flux,
     "sd3": build_tiny_sd3,
@@ -374,6 +413,7 @@ BUILDERS = {
     "kandinsky22-inpaint": build_tiny_kandinsky_inpaint,
     "deepfloyd-if": build_tiny_if,
     "deepfloyd-if-ii": build_tiny_if_stage2,
+    "deepfloyd-if-iii": build_tiny_if_stage3,
 }
 
 

@@ -93,3 +93,45 @@ def test_inpaint_changes_the_masked_half_more_than_the_kept_half(if_context) -> 
     inpainted = pixels(process(tiny_img2img(**fields), if_context).images[0])
     kept = np.abs(inpainted[:, 40:] - pixels(init)[:, 40:]).mean()
     assert kept < np.abs(inpainted[:, :24] - pixels(init)[:, :24]).mean()
+
+
+@pytest.fixture(scope="module")
+def if3_context(tmp_path_factory):
+    """Stages I, II and III (the SD x4 upscaler) listed together."""
+    from modules.backends.diffusers_backend import DiffusersBackend
+    from modules.models.service import ModelService
+    from modules.options import Options
+    from modules.paths import DataPaths
+    from modules.processing.processing import ProcessingContext
+    from modules.tiny_model import build_tiny_pipeline, write_diffusers
+    from tests.helpers import make_manager
+
+    paths = DataPaths.create(tmp_path_factory.mktemp("if3-data"))
+    paths.ensure()
+    stages = (
+        ("if-i", ModelArchitecture.DEEPFLOYD_IF),
+        ("if-ii", ModelArchitecture.DEEPFLOYD_IF_II),
+        ("if-iii", ModelArchitecture.DEEPFLOYD_IF_III),
+    )
+    for name, architecture in stages:
+        write_diffusers(build_tiny_pipeline(architecture=architecture), paths.checkpoints_dir / name)
+    return ProcessingContext(ModelService(make_manager(paths)), DiffusersBackend(), Options(), paths)
+
+
+@pytest.mark.slow
+def test_stage_three_enlarges_stage_two_four_times(if3_context) -> None:
+    fields = {**IF_REQUEST, "width": 128, "height": 128, "negative_prompt": "blurry"}
+    first = process(tiny_request(**fields, seed=3), if3_context)
+    assert [image.size for image in first.images] == [(128, 128)]
+    assert [type(stage).__name__ for stage in if3_context.models.current.stages] == [
+        "IFSuperResolutionPipeline",
+        "StableDiffusionUpscalePipeline",
+    ]
+    again = process(tiny_request(**fields, seed=3), if3_context)
+    other = process(tiny_request(**fields, seed=4), if3_context)
+    assert np.array_equal(pixels(first.images[0]), pixels(again.images[0]))
+    assert np.abs(pixels(first.images[0]) - pixels(other.images[0])).max() > 0
+    with pytest.raises(ProcessingError, match="multiples of 128"):
+        process(tiny_request(**IF_REQUEST), if3_context)
+    with pytest.raises(ProcessingError, match="upscaling stage: load the DeepFloyd IF stage I model"):
+        process(tiny_request(**{**IF_REQUEST, "checkpoint": "if-iii"}), if3_context)

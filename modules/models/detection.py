@@ -54,6 +54,7 @@ class ModelArchitecture(StrEnum):
     KANDINSKY22_INPAINT = "kandinsky22-inpaint"
     DEEPFLOYD_IF = "deepfloyd-if"
     DEEPFLOYD_IF_II = "deepfloyd-if-ii"
+    DEEPFLOYD_IF_III = "deepfloyd-if-iii"
 
     @property
     def family(self) -> ModelFamily:
@@ -91,6 +92,7 @@ CONFIG_NAMES = MappingProxyType(
         ModelArchitecture.KANDINSKY22_INPAINT: "kandinsky22-inpaint",
         ModelArchitecture.DEEPFLOYD_IF: "deepfloyd-if",
         ModelArchitecture.DEEPFLOYD_IF_II: "deepfloyd-if-ii",
+        ModelArchitecture.DEEPFLOYD_IF_III: "deepfloyd-if-iii",
     }
 )
 FAMILY_KEYS = MappingProxyType(
@@ -110,6 +112,7 @@ FAMILY_KEYS = MappingProxyType(
         ModelArchitecture.KANDINSKY22_INPAINT: "kandinsky22-inpaint",
         ModelArchitecture.DEEPFLOYD_IF: "deepfloyd-if",
         ModelArchitecture.DEEPFLOYD_IF_II: "deepfloyd-if-ii",
+        ModelArchitecture.DEEPFLOYD_IF_III: "deepfloyd-if-iii",
     }
 )
 DISPLAY_NAMES = MappingProxyType(
@@ -129,6 +132,7 @@ DISPLAY_NAMES = MappingProxyType(
         ModelArchitecture.KANDINSKY22_INPAINT: "Kandinsky 2.2 inpainting decoder",
         ModelArchitecture.DEEPFLOYD_IF: "DeepFloyd IF",
         ModelArchitecture.DEEPFLOYD_IF_II: "DeepFloyd IF stage II",
+        ModelArchitecture.DEEPFLOYD_IF_III: "DeepFloyd IF stage III (SD x4 upscaler)",
     }
 )
 # Cross-attention width of each family's UNet (the text encoder's hidden size) at the standard sizes.

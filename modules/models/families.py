@@ -70,6 +70,9 @@ class ModelFamily:
     # loaded with the first, and how much it enlarges; None for single-stage families.
     next_stage: str | None = None
     next_stage_pipelines: Mapping[str, str] = field(default_factory=dict)  # task -> the next stage's class
+    # An optional last stage (IF stage III: the SD x4 upscaler), loaded after the next stage when listed; it
+    # enlarges the next stage's images for every task.
+    optional_stage: str | None = None
     stage_scale: int = 1
     stage_of: str | None = None  # a later stage of this family key (cannot run alone)
     stage_role: str = "an upscaling stage"  # what a ``stage_of`` model is, for the refusal message
@@ -382,6 +385,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                         "inpaint": "IFInpaintingSuperResolutionPipeline",
                     }
                 ),
+                optional_stage="StableDiffusionUpscalePipeline",
                 stage_scale=4,
                 parameters=MappingProxyType({"unet I-XL": 4.3, "unet II-L": 1.2, "text encoders": 4.76}),
             ),
@@ -405,6 +409,26 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 latent_output=False,
                 stage_of="deepfloyd-if",
                 parameters=MappingProxyType({"unet": 1.2}),
+            ),
+            ModelFamily(
+                key="deepfloyd-if-iii",
+                display_name="DeepFloyd IF stage III (SD x4 upscaler)",
+                pipelines=MappingProxyType({}),
+                denoiser="unet",
+                text_encoders=("OpenCLIP ViT-H/14",),
+                latent_channels=4,
+                vae_scale=0.08333,
+                vae_shift=0.0,
+                guidance=Guidance.CFG,
+                prompt_style=PromptStyle.PLAIN,
+                default_size=1024,
+                default_steps=50,
+                default_cfg=4.0,
+                samplers=("DDIM",),
+                backends=("diffusers",),
+                latent_output=False,
+                stage_of="deepfloyd-if",
+                parameters=MappingProxyType({"unet": 0.47, "text encoders": 0.354, "vae": 0.084}),
             ),
         )
     }
@@ -435,6 +459,7 @@ PIPELINE_FAMILIES: Mapping[str, str] = MappingProxyType(
         "IFImg2ImgPipeline": "deepfloyd-if",
         "IFInpaintingPipeline": "deepfloyd-if",
         "IFSuperResolutionPipeline": "deepfloyd-if-ii",
+        "StableDiffusionUpscalePipeline": "deepfloyd-if-iii",
     }
 )
 

@@ -347,8 +347,15 @@ class ModelManager:
                 self.policy.apply(stage)
                 stage.set_progress_bar_config(disable=True)
                 logger.info("cascade stage loaded family=%s stage=%s", model_family.key, candidate.name)
-                return [stage]
+                return [stage, *self._load_optional_stage(model_family)]
         logger.warning("cascade stage missing family=%s wanted=%s", model_family.key, model_family.next_stage)
+        return []
+
+    def _load_optional_stage(self, model_family: ModelFamily) -> list[DiffusionPipeline]:
+        """The family's optional last stage (IF stage III), when a diffusers folder of its class is listed."""
+        for candidate in self.registry.checkpoints():
+            if candidate.kind == "diffusers" and folder_class_name(candidate.path) == model_family.optional_stage:
+                return [self._load_companion(candidate)]
         return []
 
     def _task_decoder_loaders(self, model_family: ModelFamily | None) -> dict[str, Callable[[], DiffusionPipeline]]:
@@ -357,15 +364,15 @@ class ModelManager:
         for task, class_name in (model_family.task_decoders if model_family else {}).items():
             for candidate in self.registry.checkpoints():
                 if candidate.kind == "diffusers" and folder_class_name(candidate.path) == class_name:
-                    loaders[task] = functools.cache(functools.partial(self._load_decoder, candidate))
+                    loaders[task] = functools.cache(functools.partial(self._load_companion, candidate))
                     break
         return loaders
 
-    def _load_decoder(self, info: CheckpointInfo) -> DiffusionPipeline:
+    def _load_companion(self, info: CheckpointInfo) -> DiffusionPipeline:
         decoder, _ = load_pipeline(info, self.configs_dir, torch_dtype=self.policy.dtype)
         self.policy.apply(decoder)
         decoder.set_progress_bar_config(disable=True)
-        logger.info("task decoder loaded name=%s", info.name)
+        logger.info("companion pipeline loaded name=%s", info.name)
         return decoder
 
     def _warm_up(self, model: LoadedModel) -> None:

@@ -32,6 +32,7 @@ from modules.prompts.plain import PlainPromptError, plain_prompt
 logger = logging.getLogger(__name__)
 
 LATER_STAGE_GUIDANCE = 4.0  # diffusers' default for IF stage II
+OPTIONAL_STAGE_NOISE_LEVEL = 100  # diffusers' IF guide: stage III (the SD x4 upscaler) at noise level 100
 
 
 def generate_cascade(model: LoadedModel, plan: GenerationPlan, progress: ProgressReporter) -> list[Image.Image]:
@@ -75,7 +76,10 @@ def generate_cascade(model: LoadedModel, plan: GenerationPlan, progress: Progres
         }
         if index:
             arguments["image"] = images
-        arguments.update(task_inputs(plan, index, width, height))
+        if type(stage).__name__ == family.optional_stage:
+            arguments["noise_level"] = OPTIONAL_STAGE_NOISE_LEVEL
+        else:
+            arguments.update(task_inputs(plan, index, width, height))
         accepted = inspect.signature(type(view).__call__).parameters
         with torch.inference_mode():
             images = view(**{name: value for name, value in arguments.items() if name in accepted}).images
@@ -83,7 +87,10 @@ def generate_cascade(model: LoadedModel, plan: GenerationPlan, progress: Progres
 
 
 def stage_for_task(stage: DiffusionPipeline, model_family: ModelFamily, task: Task) -> DiffusionPipeline:
-    """A later stage's pipeline of ``task`` (``IFSuperResolutionPipeline`` -> its img2img / inpainting variant)."""
+    """A later stage's pipeline of ``task`` (``IFSuperResolutionPipeline`` -> its img2img / inpainting variant); the
+    optional last stage (the SD x4 upscaler) enlarges the images of every task as they are."""
+    if type(stage).__name__ == model_family.optional_stage:
+        return stage
     class_name = model_family.next_stage_pipelines.get(task.value)
     if class_name is None:
         raise BackendError(f"{model_family.display_name}: the later stages cannot run {task.value}")
