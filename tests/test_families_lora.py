@@ -35,6 +35,25 @@ def write_lora(architecture: ModelArchitecture, folder: Path, name: str, seed: i
     return folder / f"{name}.safetensors"
 
 
+def kohya_flux_lora() -> dict[str, torch.Tensor]:
+    """A kohya (sd-scripts) FLUX.1 LoRA on the first double block's image attention output of the tiny transformer."""
+    from modules.tiny_model import build_tiny_pipeline
+
+    out, inner = (
+        build_tiny_pipeline(architecture=ModelArchitecture.FLUX)
+        .transformer.transformer_blocks[0]
+        .attn.to_out[0]
+        .weight.shape
+    )
+    generator = torch.Generator().manual_seed(4)
+    stem = "lora_unet_double_blocks_0_img_attn_proj"
+    return {
+        f"{stem}.lora_down.weight": torch.randn(4, inner, generator=generator),
+        f"{stem}.lora_up.weight": torch.randn(out, 4, generator=generator),
+        f"{stem}.alpha": torch.tensor(4.0),
+    }
+
+
 @pytest.fixture(scope="module")
 def lora_context(tmp_path_factory):
     from modules.backends.diffusers_backend import DiffusersBackend
@@ -51,6 +70,7 @@ def lora_context(tmp_path_factory):
     for architecture in (ModelArchitecture.FLUX, ModelArchitecture.SD3, ModelArchitecture.DEEPFLOYD_IF):
         write_diffusers(build_tiny_pipeline(architecture=architecture), paths.checkpoints_dir / architecture.value)
         write_lora(architecture, paths.lora_dir, f"{architecture.value}-style", seed=1)
+    save_file(kohya_flux_lora(), paths.lora_dir / "flux-kohya.safetensors")
     save_file(kohya_lora(), paths.lora_dir / "sd1-kohya.safetensors")  # an SD 1.x LoRA: nothing of it fits FLUX.1
     options = Options()
     manager = make_manager(paths)
@@ -106,3 +126,11 @@ def test_a_lora_of_another_family_is_refused_with_a_note_and_changes_nothing(lor
     assert "not applied: Incompatible keys detected: lora_te_text_model" in " ".join(wrong.notes)
     assert np.array_equal(pixels(wrong.images[0]), pixels(plain.images[0]))
     assert "Lora hashes" not in parse_infotext(wrong.infotexts[0])
+
+
+def test_a_kohya_flux_lora_is_converted_by_diffusers_and_applied(lora_context) -> None:
+    plain = process(family_request("flux", prompt="a fox"), lora_context)
+    tagged = process(family_request("flux", prompt="a fox <lora:flux-kohya:1>"), lora_context)
+    assert not any("not applied" in note for note in tagged.notes), tagged.notes
+    assert np.abs(pixels(tagged.images[0]) - pixels(plain.images[0])).max() > 0
+    assert parse_infotext(tagged.infotexts[0])["Lora hashes"].startswith("flux-kohya: ")
