@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from diffusers import (
     AutoencoderKL,
+    DDIMScheduler,
     DDPMScheduler,
     DiffusionPipeline,
     FlowMatchEulerDiscreteScheduler,
@@ -21,9 +22,11 @@ from diffusers import (
     IFPipeline,
     IFSuperResolutionPipeline,
     KandinskyV22CombinedPipeline,
+    KandinskyV22InpaintPipeline,
     PriorTransformer,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
+    StableDiffusionUpscalePipeline,
     UnCLIPScheduler,
     UNet2DConditionModel,
     VQModel,
@@ -212,8 +215,51 @@ def build_tiny_kandinsky(configs_dir: Path, model_family: ModelFamily, seed: int
     prior = PriorTransformer(num_attention_heads=2, attention_head_dim=12, embedding_dim=TINY_WIDTH, num_layers=1)
     with torch.no_grad():
         prior.clip_std.fill_(1.0)  # diffusers' test: a unit std, so the un-normalised embedding stays finite
-    unet = UNet2DConditionModel(
-        in_channels=4,
+    unet = tiny_kandinsky_unet(in_channels=4)
+    movq = tiny_movq()
+    return KandinskyV22CombinedPipeline(
+        unet=unet,
+        scheduler=kandinsky_scheduler(),
+        movq=movq,
+        prior_prior=prior,
+        prior_image_encoder=CLIPVisionModelWithProjection(vision_config),
+        prior_text_encoder=CLIPTextModelWithProjection(text_config),
+        prior_tokenizer=clip_tokenizer(configs_dir),
+        prior_scheduler=UnCLIPScheduler(
+            variance_type="fixed_small_log",
+            prediction_type="sample",
+            num_train_timesteps=1000,
+            clip_sample=True,
+            clip_sample_range=10.0,
+        ),
+        prior_image_processor=CLIPImageProcessor(crop_size=224, size=224, resample=3),
+    )
+
+
+def build_tiny_kandinsky_inpaint(configs_dir: Path, model_family: ModelFamily, seed: int = 0) -> DiffusionPipeline:
+    """Kandinsky 2.2's inpainting decoder folder (the hub's kandinsky-2-2-decoder-inpaint layout): a 9-channel
+    decoder UNet (latents, masked image latents, mask), its scheduler and MoVQ; the prior comes from the checkpoint."""
+    torch.manual_seed(seed + 2)
+    return KandinskyV22InpaintPipeline(
+        unet=tiny_kandinsky_unet(in_channels=9), scheduler=kandinsky_scheduler(), movq=tiny_movq()
+    )
+
+
+def kandinsky_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        prediction_type="epsilon",
+        variance_type="learned_range",
+    )
+
+
+def tiny_kandinsky_unet(in_channels: int) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        in_channels=in_channels,
         out_channels=8,
         addition_embed_type="image",
         down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
@@ -228,7 +274,10 @@ def build_tiny_kandinsky(configs_dir: Path, model_family: ModelFamily, seed: int
         resnet_time_scale_shift="scale_shift",
         class_embed_type=None,
     )
-    movq = VQModel(
+
+
+def tiny_movq() -> VQModel:
+    return VQModel(
         block_out_channels=[32, 64],
         down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
         in_channels=3,
@@ -240,31 +289,6 @@ def build_tiny_kandinsky(configs_dir: Path, model_family: ModelFamily, seed: int
         out_channels=3,
         up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
         vq_embed_dim=4,
-    )
-    return KandinskyV22CombinedPipeline(
-        unet=unet,
-        scheduler=DDPMScheduler(
-            num_train_timesteps=1000,
-            beta_schedule="linear",
-            beta_start=0.00085,
-            beta_end=0.012,
-            clip_sample=False,
-            prediction_type="epsilon",
-            variance_type="learned_range",
-        ),
-        movq=movq,
-        prior_prior=prior,
-        prior_image_encoder=CLIPVisionModelWithProjection(vision_config),
-        prior_text_encoder=CLIPTextModelWithProjection(text_config),
-        prior_tokenizer=clip_tokenizer(configs_dir),
-        prior_scheduler=UnCLIPScheduler(
-            variance_type="fixed_small_log",
-            prediction_type="sample",
-            num_train_timesteps=1000,
-            clip_sample=True,
-            clip_sample_range=10.0,
-        ),
-        prior_image_processor=CLIPImageProcessor(crop_size=224, size=224, resample=3),
     )
 
 
@@ -345,12 +369,51 @@ def build_tiny_if_stage2(configs_dir: Path, model_family: ModelFamily, seed: int
     )
 
 
+def build_tiny_if_stage3(configs_dir: Path, model_family: ModelFamily, seed: int = 0) -> DiffusionPipeline:
+    """IF stage III, the SD x4 upscaler, at diffusers' test sizes: a 7-channel UNet (4 latent + 3 low-resolution
+    image channels, the noise level as class label) and a three-block VAE (x4)."""
+    torch.manual_seed(seed + 3)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=7,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TINY_WIDTH,
+        attention_head_dim=8,
+        use_linear_projection=True,
+        only_cross_attention=(True, True, False),
+        num_class_embeds=1000,  # the real upscaler's: noise levels up to max_noise_level
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[32, 32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        up_block_types=["UpDecoderBlock2D"] * 3,
+        latent_channels=4,
+    )
+    return StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(tiny_clip_config()),
+        tokenizer=clip_tokenizer(configs_dir),
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(prediction_type="v_prediction"),
+        max_noise_level=350,
+    )
+
+
 BUILDERS = {
     "flux": build_tiny_flux,
     "sd3": build_tiny_sd3,
     "kandinsky22": build_tiny_kandinsky,
+    "kandinsky22-inpaint": build_tiny_kandinsky_inpaint,
     "deepfloyd-if": build_tiny_if,
     "deepfloyd-if-ii": build_tiny_if_stage2,
+    "deepfloyd-if-iii": build_tiny_if_stage3,
 }
 
 

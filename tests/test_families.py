@@ -163,10 +163,13 @@ def test_flux_hires_fix_through_an_image_upscaler(flow_context) -> None:
 
 
 def test_weights_and_lora_tags_are_noted_not_silently_dropped(flow_context) -> None:
-    result = process(flux_request(prompt="a (red:1.4) fox <lora:nothing:1>"), flow_context)
+    result = process(flux_request(prompt="a (red:1.4) fox <lora:nothing:1> <hypernet:x:1>"), flow_context)
     notes = " ".join(result.notes)
     assert "prompt weights like (word:1.2) are not applied" in notes
-    assert "extra network tags are not applied" in notes
+    assert "LoRA not found: nothing" in notes
+    assert "extra network tags are not applied to this family (<hypernet:x>)" in notes
+    kandinsky = process(kandinsky_request(prompt="a fox <lora:nothing:1>"), flow_context)
+    assert "extra network tags are not applied to this family (<lora:nothing>)" in " ".join(kandinsky.notes)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +188,7 @@ def test_img2img_and_inpaint_follow_the_init_image(flow_context, checkpoint) -> 
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (0, 0, 32, 64))
     if checkpoint == "kandinsky22":
-        with pytest.raises(ProcessingError, match=r"Kandinsky 2\.2 cannot run inpaint"):
+        with pytest.raises(ProcessingError, match=r"Kandinsky 2\.2 inpaint needs its inpaint decoder"):
             process(tiny_img2img(**fields, mask=mask), flow_context)
         return
     inpainted = process(tiny_img2img(**fields, mask=mask, denoising_strength=1.0), flow_context).images[0]

@@ -51,8 +51,10 @@ class ModelArchitecture(StrEnum):
     SD3 = "sd3"
     FLUX = "flux"
     KANDINSKY22 = "kandinsky22"
+    KANDINSKY22_INPAINT = "kandinsky22-inpaint"
     DEEPFLOYD_IF = "deepfloyd-if"
     DEEPFLOYD_IF_II = "deepfloyd-if-ii"
+    DEEPFLOYD_IF_III = "deepfloyd-if-iii"
 
     @property
     def family(self) -> ModelFamily:
@@ -87,8 +89,10 @@ CONFIG_NAMES = MappingProxyType(
         ModelArchitecture.SD3: "sd35-medium",
         ModelArchitecture.FLUX: "flux-dev",
         ModelArchitecture.KANDINSKY22: "kandinsky22",
+        ModelArchitecture.KANDINSKY22_INPAINT: "kandinsky22-inpaint",
         ModelArchitecture.DEEPFLOYD_IF: "deepfloyd-if",
         ModelArchitecture.DEEPFLOYD_IF_II: "deepfloyd-if-ii",
+        ModelArchitecture.DEEPFLOYD_IF_III: "deepfloyd-if-iii",
     }
 )
 FAMILY_KEYS = MappingProxyType(
@@ -105,8 +109,10 @@ FAMILY_KEYS = MappingProxyType(
         ModelArchitecture.SD3: "sd3",
         ModelArchitecture.FLUX: "flux",
         ModelArchitecture.KANDINSKY22: "kandinsky22",
+        ModelArchitecture.KANDINSKY22_INPAINT: "kandinsky22-inpaint",
         ModelArchitecture.DEEPFLOYD_IF: "deepfloyd-if",
         ModelArchitecture.DEEPFLOYD_IF_II: "deepfloyd-if-ii",
+        ModelArchitecture.DEEPFLOYD_IF_III: "deepfloyd-if-iii",
     }
 )
 DISPLAY_NAMES = MappingProxyType(
@@ -123,8 +129,10 @@ DISPLAY_NAMES = MappingProxyType(
         ModelArchitecture.SD3: "Stable Diffusion 3.5",
         ModelArchitecture.FLUX: "FLUX.1",
         ModelArchitecture.KANDINSKY22: "Kandinsky 2.2",
+        ModelArchitecture.KANDINSKY22_INPAINT: "Kandinsky 2.2 inpainting decoder",
         ModelArchitecture.DEEPFLOYD_IF: "DeepFloyd IF",
         ModelArchitecture.DEEPFLOYD_IF_II: "DeepFloyd IF stage II",
+        ModelArchitecture.DEEPFLOYD_IF_III: "DeepFloyd IF stage III (SD x4 upscaler)",
     }
 )
 # Cross-attention width of each family's UNet (the text encoder's hidden size) at the standard sizes.

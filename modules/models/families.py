@@ -25,6 +25,12 @@ class PromptStyle(StrEnum):
     PLAIN = "plain"  # the pipeline's own encode_prompt; A1111 weights are removed from the text (see README)
 
 
+class LoraLoader(StrEnum):
+    NONE = "none"  # LoRA tags are noted as not applied
+    PATCHER = "patcher"  # Easel's weight patcher (modules/networks/patcher.py): A1111 / kohya / LyCORIS files
+    DIFFUSERS = "diffusers"  # the pipeline's load_lora_weights through peft, unloaded after each pass
+
+
 TASKS = ("txt2img", "img2img", "inpaint")
 T5_XXL_ENCODER_BILLIONS = 4.76
 
@@ -49,6 +55,7 @@ class ModelFamily:
     samplers: tuple[str, ...] | None = None  # None: every sampler of the backend
     backends: tuple[str, ...] = ("diffusers", "original")
     lora_formats: str = ""  # "" when Easel applies no LoRA to the family
+    lora_loader: LoraLoader = LoraLoader.NONE
     is_xl: bool = False  # SDXL's latent space and size conditioning (previews, "FP8 for SDXL", --medvram-sdxl)
     takes_safety_checker: bool = False  # SD 1.x / 2.x pipelines take (and are given no) safety checker
     packed_latents: bool = False  # FLUX.1 packs 2x2 latent patches into a sequence
@@ -62,8 +69,18 @@ class ModelFamily:
     # A cascade (DeepFloyd IF): the pipeline class of the next stage, found among the listed checkpoints and
     # loaded with the first, and how much it enlarges; None for single-stage families.
     next_stage: str | None = None
+    next_stage_pipelines: Mapping[str, str] = field(default_factory=dict)  # task -> the next stage's class
+    # An optional last stage (IF stage III: the SD x4 upscaler), loaded after the next stage when listed; it
+    # enlarges the next stage's images for every task.
+    optional_stage: str | None = None
     stage_scale: int = 1
     stage_of: str | None = None  # a later stage of this family key (cannot run alone)
+    stage_role: str = "an upscaling stage"  # what a ``stage_of`` model is, for the refusal message
+    stage_parent: str = "stage I"  # which model of ``stage_of`` uses it
+    # task -> the pipeline class of a decoder folder listed beside the checkpoint that this task needs (Kandinsky
+    # 2.2 inpainting: the 9-channel inpainting decoder), loaded on the first job of the task; the task pipeline is
+    # the family's class of that task over the checkpoint's components with the decoder's in place.
+    task_decoders: Mapping[str, str] = field(default_factory=dict)
     parameters: Mapping[str, float] = field(default_factory=dict)  # component -> billions of parameters (full size)
 
     @property
@@ -92,7 +109,7 @@ class ModelFamily:
         if name is None and self.stage_of is not None:
             first = family(self.stage_of).display_name
             raise FamilyError(
-                f"{self.display_name} is an upscaling stage: load the {first} stage I model (it uses this)"
+                f"{self.display_name} is {self.stage_role}: load the {first} {self.stage_parent} model (it uses this)"
             )
         if name is None:
             offered = ", ".join(self.tasks)
@@ -133,7 +150,9 @@ SDXL_PIPELINES = MappingProxyType(
     }
 )
 KOHYA_LORA = "A1111 / kohya LoRA and LyCORIS (LoHa, LoKr, ...) through Easel's patcher"
-DIFFUSERS_LORA = "diffusers, kohya and BFL/ComfyUI LoRA files through diffusers' load_lora_weights (needs peft)"
+FLUX_LORA = "diffusers / PEFT, kohya, BFL / ComfyUI and XLabs LoRA files through diffusers' load_lora_weights"
+SD3_LORA = "diffusers / PEFT LoRA files (keys transformer.*, text_encoder*.*) through diffusers' load_lora_weights"
+IF_LORA = "diffusers / PEFT LoRA files for stage I (UNet and T5) through diffusers' load_lora_weights"
 
 FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
     {
@@ -155,6 +174,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 default_steps=20,
                 default_cfg=7.0,
                 lora_formats=KOHYA_LORA,
+                lora_loader=LoraLoader.PATCHER,
                 takes_safety_checker=True,
                 parameters=MappingProxyType({"unet": 0.86, "text encoders": 0.123, "vae": 0.084}),
             ),
@@ -174,6 +194,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 default_steps=20,
                 default_cfg=7.0,
                 lora_formats=KOHYA_LORA,
+                lora_loader=LoraLoader.PATCHER,
                 takes_safety_checker=True,
                 parameters=MappingProxyType({"unet": 0.866, "text encoders": 0.354, "vae": 0.084}),
             ),
@@ -194,6 +215,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 default_steps=20,
                 default_cfg=7.0,
                 lora_formats=KOHYA_LORA,
+                lora_loader=LoraLoader.PATCHER,
                 parameters=MappingProxyType({"unet": 2.567, "text encoders": 0.817, "vae": 0.084}),
             ),
             ModelFamily(
@@ -214,6 +236,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 default_steps=20,
                 default_cfg=7.0,
                 lora_formats=KOHYA_LORA,
+                lora_loader=LoraLoader.PATCHER,
                 parameters=MappingProxyType({"unet": 2.3, "text encoders": 0.695, "vae": 0.084}),
             ),
             ModelFamily(
@@ -240,6 +263,8 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 default_cfg=4.5,
                 samplers=("Euler",),
                 backends=("diffusers",),
+                lora_formats=SD3_LORA,
+                lora_loader=LoraLoader.DIFFUSERS,
                 t5_encoder="text_encoder_3",
                 t5_tokenizer="tokenizer_3",
                 t5_optional=True,
@@ -269,6 +294,8 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 default_cfg=3.5,
                 samplers=("Euler",),
                 backends=("diffusers",),
+                lora_formats=FLUX_LORA,
+                lora_loader=LoraLoader.DIFFUSERS,
                 packed_latents=True,
                 t5_encoder="text_encoder_2",
                 t5_tokenizer="tokenizer_2",
@@ -281,9 +308,10 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                     {
                         "txt2img": "KandinskyV22CombinedPipeline",
                         "img2img": "KandinskyV22Img2ImgCombinedPipeline",
-                        # inpainting needs the separate 9-channel inpainting decoder, not loaded yet
+                        "inpaint": "KandinskyV22InpaintCombinedPipeline",
                     }
                 ),
+                task_decoders=MappingProxyType({"inpaint": "KandinskyV22InpaintPipeline"}),
                 denoiser="unet",
                 text_encoders=("CLIP ViT-bigG/14 (prior)",),
                 latent_channels=4,
@@ -303,10 +331,34 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 parameters=MappingProxyType({"unet": 1.22, "prior": 1.0, "text encoders": 1.3, "movq": 0.08}),
             ),
             ModelFamily(
+                key="kandinsky22-inpaint",
+                display_name="Kandinsky 2.2 inpainting decoder",
+                pipelines=MappingProxyType({}),
+                denoiser="unet",
+                text_encoders=(),
+                latent_channels=4,
+                vae_scale=1.0,
+                vae_shift=0.0,
+                guidance=Guidance.CFG,
+                prompt_style=PromptStyle.PLAIN,
+                default_size=768,
+                default_steps=50,
+                default_cfg=4.0,
+                samplers=("DDIM",),
+                backends=("diffusers",),
+                latent_output=False,
+                stage_of="kandinsky22",
+                stage_role="an inpainting decoder",
+                stage_parent="(prior and decoder)",
+                parameters=MappingProxyType({"unet": 1.22, "movq": 0.08}),
+            ),
+            ModelFamily(
                 key="deepfloyd-if",
                 takes_safety_checker=True,
                 display_name="DeepFloyd IF",
-                pipelines=MappingProxyType({"txt2img": "IFPipeline"}),
+                pipelines=MappingProxyType(
+                    {"txt2img": "IFPipeline", "img2img": "IFImg2ImgPipeline", "inpaint": "IFInpaintingPipeline"}
+                ),
                 denoiser="unet",
                 text_encoders=("T5-XXL",),
                 latent_channels=3,  # pixel space: stage I makes 64x64 images, stage II 256x256
@@ -320,10 +372,20 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 # diffusers' IF pipelines never call scale_model_input: DDIM is the A1111 sampler that fits.
                 samplers=("DDIM",),
                 backends=("diffusers",),
+                lora_formats=IF_LORA,
+                lora_loader=LoraLoader.DIFFUSERS,
                 latent_output=False,
                 t5_encoder="text_encoder",
                 t5_tokenizer="tokenizer",
                 next_stage="IFSuperResolutionPipeline",
+                next_stage_pipelines=MappingProxyType(
+                    {
+                        "txt2img": "IFSuperResolutionPipeline",
+                        "img2img": "IFImg2ImgSuperResolutionPipeline",
+                        "inpaint": "IFInpaintingSuperResolutionPipeline",
+                    }
+                ),
+                optional_stage="StableDiffusionUpscalePipeline",
                 stage_scale=4,
                 parameters=MappingProxyType({"unet I-XL": 4.3, "unet II-L": 1.2, "text encoders": 4.76}),
             ),
@@ -347,6 +409,26 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 latent_output=False,
                 stage_of="deepfloyd-if",
                 parameters=MappingProxyType({"unet": 1.2}),
+            ),
+            ModelFamily(
+                key="deepfloyd-if-iii",
+                display_name="DeepFloyd IF stage III (SD x4 upscaler)",
+                pipelines=MappingProxyType({}),
+                denoiser="unet",
+                text_encoders=("OpenCLIP ViT-H/14",),
+                latent_channels=4,
+                vae_scale=0.08333,
+                vae_shift=0.0,
+                guidance=Guidance.CFG,
+                prompt_style=PromptStyle.PLAIN,
+                default_size=1024,
+                default_steps=50,
+                default_cfg=4.0,
+                samplers=("DDIM",),
+                backends=("diffusers",),
+                latent_output=False,
+                stage_of="deepfloyd-if",
+                parameters=MappingProxyType({"unet": 0.47, "text encoders": 0.354, "vae": 0.084}),
             ),
         )
     }
@@ -372,8 +454,12 @@ PIPELINE_FAMILIES: Mapping[str, str] = MappingProxyType(
         "KandinskyV22CombinedPipeline": "kandinsky22",
         "KandinskyV22Img2ImgCombinedPipeline": "kandinsky22",
         "KandinskyV22InpaintCombinedPipeline": "kandinsky22",
+        "KandinskyV22InpaintPipeline": "kandinsky22-inpaint",
         "IFPipeline": "deepfloyd-if",
+        "IFImg2ImgPipeline": "deepfloyd-if",
+        "IFInpaintingPipeline": "deepfloyd-if",
         "IFSuperResolutionPipeline": "deepfloyd-if-ii",
+        "StableDiffusionUpscalePipeline": "deepfloyd-if-iii",
     }
 )
 

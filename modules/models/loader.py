@@ -61,8 +61,10 @@ ARCHITECTURE_PIPELINES: MappingProxyType[ModelArchitecture, type[DiffusionPipeli
         ModelArchitecture.SD3: diffusers.StableDiffusion3Pipeline,
         ModelArchitecture.FLUX: diffusers.FluxPipeline,
         ModelArchitecture.KANDINSKY22: diffusers.KandinskyV22CombinedPipeline,
+        ModelArchitecture.KANDINSKY22_INPAINT: diffusers.KandinskyV22InpaintPipeline,
         ModelArchitecture.DEEPFLOYD_IF: diffusers.IFPipeline,
         ModelArchitecture.DEEPFLOYD_IF_II: diffusers.IFSuperResolutionPipeline,
+        ModelArchitecture.DEEPFLOYD_IF_III: diffusers.StableDiffusionUpscalePipeline,
     }
 )
 # The inpainting class of each text-to-image class, for a diffusers folder whose UNet takes 9 channels.

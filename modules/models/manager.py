@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import logging
@@ -22,7 +23,7 @@ from modules.compute import ComputeSettings, ComputeState, apply_backend_flags, 
 from modules.devices import MemoryPolicy, MemoryPreset
 from modules.models.detection import ModelArchitecture, read_key_shapes
 from modules.models.errors import CheckpointNotFoundError, ModelError
-from modules.models.families import ModelFamily, family, family_of_pipeline
+from modules.models.families import FamilyError, ModelFamily, family, family_of_pipeline
 from modules.models.loader import detect_single_file, folder_class_name, load_pipeline
 from modules.models.prediction import resolve_sd2_prediction
 from modules.models.registry import CheckpointInfo, CheckpointRegistry, sidecar_config_dir
@@ -52,6 +53,9 @@ class LoadedModel:
     compute: ComputeState | None = None  # the compute settings applied at load (modules/compute)
     # A cascade's later stages (DeepFloyd IF stage II), loaded with it; empty for other families.
     stages: list[DiffusionPipeline] = field(default_factory=list, repr=False)
+    # task -> a loader (run once, on the first job of the task) of the decoder folder that task needs (the
+    # family's ``task_decoders``: Kandinsky 2.2 inpainting); a task whose decoder folder is not listed is absent.
+    task_decoders: dict[str, Callable[[], DiffusionPipeline]] = field(default_factory=dict, repr=False)
     _task_pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict, repr=False)
 
     @property
@@ -117,7 +121,9 @@ class LoadedModel:
     def pipeline_for(self, task: Task) -> DiffusionPipeline:
         """The pipeline for a task, built once with ``from_pipe`` so that no weight is loaded twice."""
         if task not in self._task_pipelines:
-            if not self.family.uses_a1111_prompts:
+            if task.value in self.family.task_decoders:
+                pipeline = self._decoder_task_pipeline(task)
+            elif not self.family.uses_a1111_prompts:
                 pipeline = family_task_pipeline(self.pipeline, self.family, task)
             elif self.is_pix2pix or (self.is_refiner and task is not Task.INPAINT):
                 pipeline = self.pipeline  # its img2img pipeline serves txt2img too (see the diffusers backend)
@@ -131,6 +137,14 @@ class LoadedModel:
             pipeline.set_progress_bar_config(disable=True)
             self._task_pipelines[task] = pipeline
         return self._task_pipelines[task]
+
+    def _decoder_task_pipeline(self, task: Task) -> DiffusionPipeline:
+        """The family's pipeline of ``task`` over this model's components with the task's decoder folder's in place."""
+        loader = self.task_decoders.get(task.value)
+        if loader is None:
+            raise FamilyError(missing_decoder_message(self.family, task.value))
+        components = {**self.pipeline.components, **loader().components}
+        return pipeline_from_components(self.family.pipeline_class_name(task.value), components)
 
     def pipeline_view(self, task: Task, **overrides: Any) -> DiffusionPipeline:
         """A new pipeline object for one request over this model's components, with ``overrides`` (its own
@@ -316,6 +330,7 @@ class ModelManager:
             load_seconds=seconds,
             compute=compute,
             stages=self._load_next_stages(model_family),
+            task_decoders=self._task_decoder_loaders(model_family),
         )
         if self.compute.compiles and self.compute.warmup:
             self._warm_up(model)
@@ -332,9 +347,33 @@ class ModelManager:
                 self.policy.apply(stage)
                 stage.set_progress_bar_config(disable=True)
                 logger.info("cascade stage loaded family=%s stage=%s", model_family.key, candidate.name)
-                return [stage]
+                return [stage, *self._load_optional_stage(model_family)]
         logger.warning("cascade stage missing family=%s wanted=%s", model_family.key, model_family.next_stage)
         return []
+
+    def _load_optional_stage(self, model_family: ModelFamily) -> list[DiffusionPipeline]:
+        """The family's optional last stage (IF stage III), when a diffusers folder of its class is listed."""
+        for candidate in self.registry.checkpoints():
+            if candidate.kind == "diffusers" and folder_class_name(candidate.path) == model_family.optional_stage:
+                return [self._load_companion(candidate)]
+        return []
+
+    def _task_decoder_loaders(self, model_family: ModelFamily | None) -> dict[str, Callable[[], DiffusionPipeline]]:
+        """For each task decoder of the family, a loader of the first listed diffusers folder of its class."""
+        loaders: dict[str, Callable[[], DiffusionPipeline]] = {}
+        for task, class_name in (model_family.task_decoders if model_family else {}).items():
+            for candidate in self.registry.checkpoints():
+                if candidate.kind == "diffusers" and folder_class_name(candidate.path) == class_name:
+                    loaders[task] = functools.cache(functools.partial(self._load_companion, candidate))
+                    break
+        return loaders
+
+    def _load_companion(self, info: CheckpointInfo) -> DiffusionPipeline:
+        decoder, _ = load_pipeline(info, self.configs_dir, torch_dtype=self.policy.dtype)
+        self.policy.apply(decoder)
+        decoder.set_progress_bar_config(disable=True)
+        logger.info("companion pipeline loaded name=%s", info.name)
+        return decoder
 
     def _warm_up(self, model: LoadedModel) -> None:
         """Compilation happens here, while the checkpoint loads, not in the first job (logged per shape). A failed
@@ -421,14 +460,31 @@ def log_t5_placement(pipeline: DiffusionPipeline, policy: MemoryPolicy) -> None:
 
 def family_task_pipeline(pipeline: DiffusionPipeline, model_family: ModelFamily, task: Task) -> DiffusionPipeline:
     """The family's pipeline class for ``task`` over the loaded pipeline's components (no weight is copied)."""
-    class_name = model_family.pipeline_class_name(task.value)
+    return pipeline_of_class(pipeline, model_family.pipeline_class_name(task.value))
+
+
+def pipeline_of_class(pipeline: DiffusionPipeline, class_name: str) -> DiffusionPipeline:
+    """The diffusers pipeline ``class_name`` over ``pipeline``'s components (``pipeline`` itself when of that class)."""
     if type(pipeline).__name__ == class_name:
         return pipeline
+    return pipeline_from_components(class_name, pipeline.components)
+
+
+def pipeline_from_components(class_name: str, components: dict[str, Any]) -> DiffusionPipeline:
+    """The diffusers pipeline ``class_name`` over those of ``components`` it takes (no weight is copied)."""
     pipeline_class = getattr(diffusers, class_name)
     parameters = inspect.signature(pipeline_class.__init__).parameters
-    task_pipeline = pipeline_class(**{name: value for name, value in pipeline.components.items() if name in parameters})
+    task_pipeline = pipeline_class(**{name: value for name, value in components.items() if name in parameters})
     task_pipeline.set_progress_bar_config(disable=True)
     return task_pipeline
+
+
+def missing_decoder_message(model_family: ModelFamily, task: str) -> str:
+    class_name = model_family.task_decoders[task]
+    return (
+        f"{model_family.display_name} {task} needs its {task} decoder: put a diffusers folder saved by {class_name} "
+        "in the checkpoints folder"
+    )
 
 
 def warmup_size(native: int, dynamic: bool) -> tuple[int, int]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modules.models.families import LoraLoader
+from modules.networks.diffusers_lora import DiffusersLoraUse, loaded_loras
 from modules.networks.embeddings import Embedding, EmbeddingError, incompatibility, read_embedding, register_embeddings
 from modules.networks.lora import NetworkFile, NetworkFileError, load_network
 from modules.networks.patcher import ModuleTarget, NetworkUse, PatchReport, build_module_index, patched_weights
@@ -109,8 +111,12 @@ class Networks:
         with self._lock:
             applied = AppliedNetworks()
             if not model.family.uses_a1111_prompts:
-                self._note_unsupported(model, [*prompts, *negative_prompts], applied, vae)
-                yield applied
+                self._note_unsupported(model, prompts, negative_prompts, applied, vae)
+                if model.family.lora_loader is LoraLoader.DIFFUSERS:
+                    with self._diffusers_loras(model, prompts, applied):
+                        yield applied
+                else:
+                    yield applied
                 return
             self.apply_vae(model, applied, vae)
             self.prepare_embeddings(model, [*prompts, *negative_prompts], applied)
@@ -138,11 +144,23 @@ class Networks:
                 finally:
                     encoder.model_key = base_key
 
-    def _note_unsupported(self, model: Any, texts: Sequence[str], applied: AppliedNetworks, vae: str | None) -> None:
-        """A family outside Easel's SD networks (FLUX.1, SD 3.5): its LoRA tags, a chosen VAE file and SD
-        embeddings are not applied, and the notes say so (diffusers' own LoRA loader for these families needs
-        peft, which Easel does not install)."""
+    def _note_unsupported(
+        self,
+        model: Any,
+        prompts: Sequence[str],
+        negative_prompts: Sequence[str],
+        applied: AppliedNetworks,
+        vae: str | None,
+    ) -> None:
+        """A family outside Easel's SD networks (FLUX.1, SD 3.5, Kandinsky, IF): a chosen VAE file, SD embeddings
+        and the extra network tags nothing applies are not applied, and the notes say so. The prompt's LoRA tags of
+        a family that diffusers loads LoRA for are applied by ``_diffusers_loras`` instead."""
         name = model.family.display_name
+        texts = [*prompts, *negative_prompts]
+        if model.family.lora_loader is LoraLoader.DIFFUSERS and prompts:
+            texts = [*prompts[1:], *negative_prompts]  # the first prompt's tags apply (as for SD)
+            first = extract_extra_networks(prompts[0])[1]
+            texts.append(" ".join(f"<{tag.kind}:{tag.name}>" for tag in first if tag.kind not in LORA_TAG_KINDS))
         tags = [tag for text in texts for tag in extract_extra_networks(text)[1]]
         if tags:
             shown = ", ".join(f"<{tag.kind}:{tag.name}>" for tag in tags)
@@ -150,6 +168,33 @@ class Networks:
         choice = vae or self.vae_setting()
         if choice and choice not in (AUTOMATIC, "None"):
             applied.notes.append(f"{name}: VAE {choice} is not applied (SD VAE files do not fit this family)")
+
+    @contextmanager
+    def _diffusers_loras(self, model: Any, prompts: Sequence[str], applied: AppliedNetworks) -> Iterator[None]:
+        """The first prompt's LoRA tags through the pipeline's own LoRA loader (FLUX.1, SD 3.5, IF), for the pass."""
+        _, tags = extract_extra_networks(prompts[0] if prompts else "")
+        uses: list[tuple[DiffusersLoraUse, NetworkEntry]] = []
+        for tag in tags:
+            if tag.kind not in LORA_TAG_KINDS:
+                continue
+            entry = self.registry.find("lora", tag.name)
+            if entry is None:
+                applied.notes.append(f"LoRA not found: {tag.name} (looked in {self._lora_dirs_text()})")
+                continue
+            try:
+                te, unet, _ = parse_lora_tag(tag)
+            except ValueError as error:
+                applied.notes.append(f"LoRA {tag.name} not applied: {error}")
+                continue
+            uses.append((DiffusersLoraUse(entry.name, entry.path, te, unet), entry))
+        denoiser = model.family.denoiser
+        with loaded_loras(model.pipeline, [use for use, _ in uses], denoiser) as report:
+            applied.notes.extend(report.notes)
+            used = [(use, entry) for use, entry in uses if use.name in report.applied]
+            hashes = [f"{use.name}: {self.registry.lora_hash(entry)}" for use, entry in used]
+            if hashes:
+                applied.infotext["Lora hashes"] = ", ".join(hashes)
+            yield
 
     def _report(
         self, uses: list[tuple[NetworkUse, NetworkEntry]], report: PatchReport, applied: AppliedNetworks

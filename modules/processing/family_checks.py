@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from modules.backends.base import GenerationPlan
 from modules.models.families import FamilyError
-from modules.models.manager import LoadedModel
+from modules.models.manager import LoadedModel, missing_decoder_message
 from modules.processing.run import GenerationRun
 from modules.prompts.plain import PlainPromptError, plain_prompt
 
@@ -18,6 +18,10 @@ def check_family(run: GenerationRun, model: LoadedModel, plan: GenerationPlan) -
     model_family.check_backend(run.backend.name)
     model_family.check_sampler(run.sampler.name)
     model_family.pipeline_class_name(plan.task.value)
+    if plan.task.value in model_family.task_decoders and plan.task.value not in model.task_decoders:
+        raise FamilyError(missing_decoder_message(model_family, plan.task.value))
+    if plan.task.value in model_family.task_decoders and plan.denoising_strength < 1:
+        run.note(f"{name}: the {plan.task.value} decoder repaints from noise; the denoising strength is not applied")
     if not model_family.takes_negative_prompt and any(text.strip() for text in plan.negative_prompts):
         raise FamilyError(f"{name} takes no negative prompt (its guidance is distilled): clear the negative prompt")
     if not model_family.takes_clip_skip and plan.clip_skip > 1:

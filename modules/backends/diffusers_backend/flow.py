@@ -106,15 +106,17 @@ def task_arguments(plan: GenerationPlan) -> dict[str, Any]:
     if plan.task is Task.TXT2IMG:
         return {}
     init = plan.init_image  # one image, or one per batch image (the hires pass)
-    images = init if isinstance(init, list) else [init]
+    # One image per batch image: Kandinsky's decoders do not broadcast one image over a batch.
+    images = init if isinstance(init, list) else [init] * plan.batch_size
     if not all(isinstance(image, Image.Image) for image in images):
         raise BackendError("latent input (a latent hires pass) is not available for this family: use an image upscaler")
-    arguments: dict[str, Any] = {"image": init, "strength": plan.denoising_strength}
+    arguments: dict[str, Any] = {"image": images, "strength": plan.denoising_strength}
     if plan.exact_steps:
         total = max(plan.steps, int(plan.steps / min(plan.denoising_strength, 0.999)))
         arguments.update(num_inference_steps=total, strength=min(1.0, (plan.steps + 0.5) / total))
     if plan.task is Task.INPAINT:
-        arguments["mask_image"] = plan.mask if plan.mask is not None else Image.new("L", images[0].size, 255)
+        mask = plan.mask if plan.mask is not None else Image.new("L", images[0].size, 255)
+        arguments["mask_image"] = [mask] * len(images)
     return arguments
 
 
