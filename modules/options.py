@@ -17,19 +17,8 @@ logger = logging.getLogger(__name__)
 # with their infotext: PNG chunk, EXIF UserComment for JPEG/WEBP/AVIF, GIF comment).
 IMAGE_FORMAT_NAMES = ("png", "jpg", "jpeg", "webp", "avif", "gif")
 ReplaceAction = Literal["Replace", "Add number suffix"]
-# A1111's "Sampler parameters" settings: a request may override them (API override_settings), only for itself.
-SAMPLER_OPTION_NAMES: tuple[str, ...] = (
-    "randn_source",
-    "eta_noise_seed_delta",
-    "eta_ancestral",
-    "eta_ddim",
-    "s_churn",
-    "s_tmin",
-    "s_tmax",
-    "s_noise",
-    "always_discard_next_to_last_sigma",
-    "sgm_noise_multiplier",
-    "use_old_karras_scheduler_sigmas",
+# Those of A1111's sampler settings that have no request field of their own: they reach the backend as they are.
+SCHEDULE_AND_GUIDANCE_OPTION_NAMES: tuple[str, ...] = (
     "s_min_uncond",
     "s_min_uncond_all",
     "skip_early_cond",
@@ -43,6 +32,21 @@ SAMPLER_OPTION_NAMES: tuple[str, ...] = (
     "uni_pc_order",
     "uni_pc_lower_order_final",
     "img2img_extra_noise",
+)
+# A1111's "Sampler parameters" settings: a request may override them (API override_settings), only for itself.
+SAMPLER_OPTION_NAMES: tuple[str, ...] = (
+    "randn_source",
+    "eta_noise_seed_delta",
+    "eta_ancestral",
+    "eta_ddim",
+    "s_churn",
+    "s_tmin",
+    "s_tmax",
+    "s_noise",
+    "always_discard_next_to_last_sigma",
+    "sgm_noise_multiplier",
+    "use_old_karras_scheduler_sigmas",
+    *SCHEDULE_AND_GUIDANCE_OPTION_NAMES,
 )
 REPLACE_ACTIONS = get_args(ReplaceAction)
 

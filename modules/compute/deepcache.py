@@ -14,39 +14,24 @@ from typing import Any
 
 import torch
 
+from modules.compute.unet_wrapper import WrappedUNet
+
 SUPPORTED_ARGUMENTS = frozenset(
     {"timestep_cond", "cross_attention_kwargs", "added_cond_kwargs", "return_dict", "class_labels"}
 )
 
 
-class DeepCacheUNet(torch.nn.Module):
+class DeepCacheUNet(WrappedUNet):
     """A UNet2DConditionModel that reuses its deep features for ``interval - 1`` steps out of ``interval``."""
 
     def __init__(self, unet: torch.nn.Module, interval: int) -> None:
-        super().__init__()
+        super().__init__(unet)
         if interval < 1:
             raise ValueError("DeepCache interval must be at least 1")
-        self.unet = unet
         self.interval = interval
         self.calls = 0
         self.full_calls = 0
         self._deep: torch.Tensor | None = None
-
-    @property
-    def config(self) -> Any:
-        return self.unet.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def add_embedding(self) -> torch.nn.Module:
-        return self.unet.add_embedding
 
     def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor, **kwargs: Any):
         unsupported = {key for key, value in kwargs.items() if value is not None} - SUPPORTED_ARGUMENTS

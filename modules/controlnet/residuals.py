@@ -27,6 +27,7 @@ import torch
 from diffusers import T2IAdapter
 from PIL import Image, ImageOps
 
+from modules.compute.unet_wrapper import WrappedUNet
 from modules.controlnet.ip_adapter import IPAdapterWeights, ip_adapters_applied
 from modules.controlnet.models import family_name
 from modules.controlnet.placement import Placement, offload_after_pass, on_device_for_call, place, placement_of
@@ -151,7 +152,7 @@ class ActiveControl:
     placement: Placement | None = None  # where its model runs (the UNet's offload policy, the unit's low VRAM)
 
 
-class ControlledUNet(torch.nn.Module):
+class ControlledUNet(WrappedUNet):
     """Wraps a UNet2DConditionModel; ``step`` (0-based) is advanced by the backend's step callback.
 
     For cfg injection the negative prompt's rows get no control. Callers that know the rows say which they are
@@ -164,30 +165,13 @@ class ControlledUNet(torch.nn.Module):
     def __init__(
         self, unet: torch.nn.Module, controls: Sequence[ActiveControl], total_steps: int, uncond_last: bool = False
     ) -> None:
-        super().__init__()
-        self.unet = unet
+        super().__init__(unet)
         self.controls = list(controls)
         self.total_steps = max(1, total_steps)
         self.step = 0
         self.uncond_last = uncond_last
         self.calls_with_control = 0
         self.ip_processors: list[Any] = []  # the IP-Adapter attention processors of this pass (their scale)
-
-    @property
-    def config(self) -> Any:
-        return self.unet.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def add_embedding(self) -> torch.nn.Module:
-        return self.unet.add_embedding
 
     def forward(
         self,

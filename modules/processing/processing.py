@@ -18,7 +18,7 @@ from modules.backends.base import Backend, BackendError, GenerationPlan, Samplin
 from modules.models.families import FamilyError
 from modules.models.manager import Task
 from modules.models.service import ModelScope, ModelService, NetworkRequest
-from modules.options import Options
+from modules.options import SCHEDULE_AND_GUIDANCE_OPTION_NAMES, Options
 from modules.paths import DataPaths
 from modules.postprocess.service import Postprocessor
 from modules.processing import infotext as infotext_module
@@ -207,24 +207,6 @@ def start_run(
     return run
 
 
-# The sampler settings that go to the backend as they are (no request field of their own).
-PASSED_SAMPLER_OPTIONS: tuple[str, ...] = (
-    "s_min_uncond",
-    "s_min_uncond_all",
-    "skip_early_cond",
-    "sigma_min",
-    "sigma_max",
-    "rho",
-    "beta_dist_alpha",
-    "beta_dist_beta",
-    "uni_pc_variant",
-    "uni_pc_skip_type",
-    "uni_pc_order",
-    "uni_pc_lower_order_final",
-    "img2img_extra_noise",
-)
-
-
 def sampling_settings(request: GenerationRequest, options: Options) -> SamplingSettings:
     """A1111's sampler parameters for the request: its own eta / s_* fields, else the settings (which the request's
     ``override_settings`` may change for itself)."""
@@ -249,7 +231,7 @@ def sampling_settings(request: GenerationRequest, options: Options) -> SamplingS
         always_discard_next_to_last_sigma=settings.always_discard_next_to_last_sigma,
         sgm_noise_multiplier=settings.sgm_noise_multiplier,
         use_old_karras_scheduler_sigmas=settings.use_old_karras_scheduler_sigmas,
-        **{name: getattr(settings, name) for name in PASSED_SAMPLER_OPTIONS},
+        **{name: getattr(settings, name) for name in SCHEDULE_AND_GUIDANCE_OPTION_NAMES},
     )
 
 

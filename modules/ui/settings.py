@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from modules.application import Application
 from modules.backends.registry import backend_names
 from modules.extension_settings import ExtensionSetting
-from modules.options import IMAGE_FORMAT_NAMES, Options
+from modules.options import IMAGE_FORMAT_NAMES, SAMPLER_OPTION_NAMES, Options
 from modules.samplers import SCHEDULE_TYPES, sampler_names
 from modules.settings_policy import FOLDER_SETTING_PREFIX, SettingsRefusedError, settings_policy
 from modules.ui.messages import status_html
@@ -87,30 +87,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Sampler parameters",
         (
             "sd_sampling_backend",
-            "randn_source",
-            "eta_noise_seed_delta",
-            "eta_ancestral",
-            "eta_ddim",
-            "s_churn",
-            "s_tmin",
-            "s_tmax",
-            "s_noise",
-            "always_discard_next_to_last_sigma",
-            "sgm_noise_multiplier",
-            "use_old_karras_scheduler_sigmas",
-            "s_min_uncond",
-            "s_min_uncond_all",
-            "skip_early_cond",
-            "sigma_min",
-            "sigma_max",
-            "rho",
-            "beta_dist_alpha",
-            "beta_dist_beta",
-            "uni_pc_variant",
-            "uni_pc_skip_type",
-            "uni_pc_order",
-            "uni_pc_lower_order_final",
-            "img2img_extra_noise",
+            *SAMPLER_OPTION_NAMES,
         ),
     ),
     ("Live previews", ("live_previews_enable", "show_progress_type", "show_progress_every_n_steps")),

@@ -15,37 +15,21 @@ from typing import Any
 
 import torch
 
+from modules.compute.unet_wrapper import WrappedUNet
 from modules.prompts.conditioning import PromptConditioning, PromptEmbedding
 from modules.prompts.step_switching import PipelineEmbeddings
 
 
-class ComposableGuidanceUNet(torch.nn.Module):
+class ComposableGuidanceUNet(WrappedUNet):
     """Wraps a UNet2DConditionModel; ``step`` (1-based) is advanced by the step callback."""
 
     def __init__(
         self, unet: torch.nn.Module, positives: Sequence[PromptConditioning], negatives: Sequence[PromptConditioning]
     ) -> None:
-        super().__init__()
-        self.unet = unet
+        super().__init__(unet)
         self.positives = tuple(positives)
         self.negatives = tuple(negatives)
         self.step = 1
-
-    @property
-    def config(self) -> Any:
-        return self.unet.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def add_embedding(self) -> torch.nn.Module:
-        return self.unet.add_embedding
 
     def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor, **kwargs: Any):
         count = len(self.positives)

@@ -23,36 +23,20 @@ from typing import Any
 import torch
 
 from modules.backends.hooks import DenoiserEvents
+from modules.compute.unet_wrapper import WrappedUNet
 
 
-class DenoiserCallbackUNet(torch.nn.Module):
+class DenoiserCallbackUNet(WrappedUNet):
     """Wraps the request's UNet (the model's own, DeepCache's or the AND wrapper); ``batch`` images per call."""
 
     def __init__(
         self, unet: torch.nn.Module, events: DenoiserEvents, batch: int, cfg_scale: float, scheduler: Any
     ) -> None:
-        super().__init__()
-        self.unet = unet
+        super().__init__(unet)
         self.events = events
         self.batch = batch
         self.cfg_scale = cfg_scale
         self.scheduler = scheduler
-
-    @property
-    def config(self) -> Any:
-        return self.unet.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def add_embedding(self) -> torch.nn.Module:
-        return self.unet.add_embedding
 
     def sigma_rows(self, timestep: Any, rows: int, like: torch.Tensor) -> torch.Tensor:
         sigmas = getattr(self.scheduler, "sigmas", None)
