@@ -119,3 +119,65 @@ def test_segmentation_runs_a_transformers_model_from_the_folder_in_the_ade20k_co
     colours = {tuple(colour) for colour in np.asarray(result).reshape(-1, 3)}
     assert result.size == (96, 64)
     assert len(colours) > 1 and colours <= {tuple(colour) for colour in ade_palette()}
+
+
+def test_a_missing_annotator_file_is_downloaded_from_the_hub_into_the_folder(tmp_path, caplog) -> None:
+    import logging
+
+    from modules.controlnet.annotators import ANNOTATORS_REPO, AnnotatorRunner, find_annotator
+    from modules.hub.client import HubClient
+    from tests.hub_server import FakeRepo, serve_hub
+
+    served = {"body_pose_model.pth": b"body" * 300, "hand_pose_model.pth": b"hand" * 200, "facenet.pth": b"f" * 50}
+    folder = tmp_path / "annotators"
+    (folder).mkdir()
+    (folder / "facenet.pth").write_bytes(b"already here")  # only the missing files are fetched
+    openpose = find_annotator("openpose")
+    with serve_hub() as hub, caplog.at_level(logging.INFO, logger="modules.controlnet.annotators"):
+        hub.add(FakeRepo(ANNOTATORS_REPO, {**served, "sk_model.pth": b"other"}))
+        runner = AnnotatorRunner(folder, HubClient(endpoint=hub.url))
+        assert runner.missing(openpose) == ["body_pose_model.pth", "hand_pose_model.pth"]
+        runner.fetch_missing(openpose)
+    assert runner.missing(openpose) == []
+    assert (folder / "body_pose_model.pth").read_bytes() == served["body_pose_model.pth"]
+    assert (folder / "hand_pose_model.pth").read_bytes() == served["hand_pose_model.pth"]
+    assert (folder / "facenet.pth").read_bytes() == b"already here"
+    assert not (folder / "sk_model.pth").exists()
+    assert "annotator download done" in caplog.text and "2.0 KiB / 2.0 KiB (100%)" in caplog.text
+
+
+def test_with_the_hub_offline_a_missing_annotator_file_is_named_with_its_folder(tmp_path) -> None:
+    from modules.controlnet.annotators import AnnotatorRunner
+    from modules.hub.client import HubClient
+
+    # conftest keeps HF_HUB_OFFLINE=1 and no fake hub runs: huggingface_hub refuses the request
+    runner = AnnotatorRunner(tmp_path / "annotators", HubClient(endpoint="http://127.0.0.1:9"))
+    with pytest.raises(
+        PreprocessorError,
+        match=r"softedge_hed needs ControlNetHED.pth in .*annotators \(download from lllyasviel/Annotators failed: "
+        r".*get the file from https://huggingface.co/lllyasviel/Annotators and put it in that folder",
+    ):
+        run_preprocessor("softedge_hed", picture(), annotators=runner)
+    assert not (tmp_path / "annotators" / "ControlNetHED.pth").exists()
+
+
+@pytest.mark.slow  # importing controlnet-aux takes seconds
+def test_hed_downloaded_from_the_hub_then_runs(tmp_path) -> None:
+    import io
+
+    import torch
+    from controlnet_aux.hed import ControlNetHED_Apache2
+
+    from modules.controlnet.annotators import ANNOTATORS_REPO, AnnotatorRunner
+    from modules.hub.client import HubClient
+    from tests.hub_server import FakeRepo, serve_hub
+
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    torch.save(ControlNetHED_Apache2().state_dict(), buffer)
+    with serve_hub() as hub:
+        hub.add(FakeRepo(ANNOTATORS_REPO, {"ControlNetHED.pth": buffer.getvalue()}))
+        runner = AnnotatorRunner(tmp_path / "annotators", HubClient(endpoint=hub.url))
+        result = run_preprocessor("softedge_hed", picture(), resolution=64, annotators=runner)
+    assert result.mode == "RGB" and min(result.size) == 64
+    assert (tmp_path / "annotators" / "ControlNetHED.pth").read_bytes() == buffer.getvalue()

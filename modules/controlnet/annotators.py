@@ -1,9 +1,12 @@
 """Model-based ControlNet preprocessors through controlnet-aux (a well-kept library of the annotators), with their
 weights in ``models/ControlNet/annotators`` under lllyasviel/Annotators' file names.
 
-Nothing is downloaded: a missing file is an error naming it, the folder and where it comes from. controlnet-aux
-reads the weights with ``torch.load``, whose default in the pinned torch is ``weights_only=True`` (tensors only,
-no code from the file); it is imported on first use (it takes seconds to import).
+A missing file is downloaded from its Hugging Face repository (lllyasviel/Annotators) through Easel's hub
+downloader (modules.hub: progress logged with bytes done / total, staged then renamed into place) when the runner
+has a hub client; offline (HF_HUB_OFFLINE=1) or when the hub cannot be reached it is an error naming the file, the
+folder and where it comes from. controlnet-aux reads the weights with ``torch.load``, whose default in the
+pinned torch is ``weights_only=True`` (tensors only, no code from the file); it is imported on first use
+(it takes seconds to import).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +22,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from modules.hub.client import HubClient
+from modules.hub.downloads import DownloadJob, DownloadState, place_atomically, progress_class_for
+from modules.hub.errors import HubError
+
 logger = logging.getLogger(__name__)
 
-SOURCE = "https://huggingface.co/lllyasviel/Annotators"
+ANNOTATORS_REPO = "lllyasviel/Annotators"
+SOURCE = f"https://huggingface.co/{ANNOTATORS_REPO}"
+STAGING_FOLDER = ".download"  # hidden staging folder inside the annotators folder (same file system: one rename)
 TRANSFORMERS_SEGMENTER = "transformers:AutoModelForSemanticSegmentation"
 UPERNET_FOLDER = "upernet-convnext-small"
 
@@ -42,6 +52,7 @@ class Annotator:
     slider_keywords: tuple[str, ...] = ()
     sliders: tuple[tuple[str, float, float, float, float], ...] = ()  # (label, default, min, max, step)
     source: str = SOURCE  # where its files come from (named in the missing-file message)
+    repo_id: str = ANNOTATORS_REPO  # the hub repository its files are downloaded from ("" = no download)
 
 
 ANNOTATORS: tuple[Annotator, ...] = (
@@ -69,6 +80,7 @@ ANNOTATORS: tuple[Annotator, ...] = (
         tuple(f"{UPERNET_FOLDER}/{name}" for name in ("config.json", "preprocessor_config.json", "model.safetensors")),
         ("Segmentation",),
         source=f"https://huggingface.co/openmmlab/{UPERNET_FOLDER} (the folder, weights as model.safetensors)",
+        repo_id="",  # the repository holds pytorch_model.bin (a pickle), not model.safetensors: no download
     ),
 )
 
@@ -76,8 +88,9 @@ ANNOTATORS: tuple[Annotator, ...] = (
 class AnnotatorRunner:
     """Runs annotators with the weights of ``folder``; keeps the last one loaded."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, hub: HubClient | None = None) -> None:
         self.folder = Path(folder)
+        self.hub = hub  # None: never download (a missing file is only the error naming it)
         self._loaded: tuple[str, Any] | None = None
         self._lock = threading.Lock()
 
@@ -101,12 +114,7 @@ class AnnotatorRunner:
         return np.asarray(result.convert("RGB"))
 
     def _detector(self, annotator: Annotator) -> Any:
-        missing = self.missing(annotator)
-        if missing:
-            raise AnnotatorError(
-                f"preprocessor {annotator.name} needs {', '.join(missing)} in {self.folder} (no download here: "
-                f"get the file from {annotator.source} and put it in that folder)"
-            )
+        self.fetch_missing(annotator)
         if self._loaded is not None and self._loaded[0] == annotator.name:
             return self._loaded[1]
         self._loaded = None
@@ -119,6 +127,23 @@ class AnnotatorRunner:
         self._loaded = (annotator.name, detector)
         return detector
 
+    def fetch_missing(self, annotator: Annotator) -> None:
+        """Fetch the missing files from the annotator's repository, or raise the error naming files and folder."""
+        missing = self.missing(annotator)
+        if not missing:
+            return
+        why = "no download here"
+        if self.hub is not None and annotator.repo_id:
+            try:
+                download_files(self.hub, annotator.repo_id, missing, self.folder)
+                return
+            except HubError as error:
+                why = f"download from {annotator.repo_id} failed: {error}"
+        raise AnnotatorError(
+            f"preprocessor {annotator.name} needs {', '.join(missing)} in {self.folder} ({why}: "
+            f"get the file from {annotator.source} and put it in that folder)"
+        )
+
     def _load(self, annotator: Annotator) -> Any:
         if annotator.detector == TRANSFORMERS_SEGMENTER:
             from modules.controlnet.segmentation import SemanticSegmenter
@@ -126,6 +151,31 @@ class AnnotatorRunner:
             return SemanticSegmenter(self.folder / Path(annotator.files[0]).parent)
         detectors = importlib.import_module("controlnet_aux")
         return getattr(detectors, annotator.detector).from_pretrained(str(self.folder))
+
+
+def download_files(hub: HubClient, repo_id: str, names: list[str], folder: Path) -> DownloadJob:
+    """Download ``names`` of ``repo_id`` into ``folder`` with the Models tab's job (progress logged with bytes
+    done / total); each file is staged in a hidden folder and renamed into place only once complete."""
+    listing = hub.list_files(repo_id)
+    sizes = {item.path: item.size for item in listing.files}
+    absent = [name for name in names if name not in sizes]
+    if absent:
+        raise HubError(f"{repo_id} has no file {absent[0]!r}")
+    job = DownloadJob(repo_id, f"annotator {repo_id}: {', '.join(names)}", sum(sizes[name] for name in names))
+    job.state, job.started = DownloadState.RUNNING, time.monotonic()
+    progress_class = progress_class_for(job)
+    logger.info("annotator download start %s folder=%s", job.status().describe(), folder)
+    for name in names:
+        job.start_file(name)
+        staged = hub.download(
+            repo_id, name, listing.commit, local_dir=folder / STAGING_FOLDER, progress_class=progress_class
+        )
+        place_atomically(staged, folder / name)
+        job.finish_file(sizes[name])
+        logger.info("annotator download progress %s", job.status().describe())
+    job.end(DownloadState.DONE, f"saved to {folder}")
+    logger.info("annotator download done %s", job.status().describe())
+    return job
 
 
 def find_annotator(name: str) -> Annotator | None:

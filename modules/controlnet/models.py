@@ -25,6 +25,7 @@ from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
 from modules.controlnet.annotators import AnnotatorRunner
 from modules.controlnet.ip_adapter import ClipVisionLibrary, IPAdapterError, is_ip_adapter_file, load_ip_adapter
+from modules.hub.client import HubClient
 from modules.models.errors import ModelError
 from modules.models.hashing import HashCache
 from modules.models.safe_load import CHECKPOINT_SUFFIXES, load_state_dict, read_shapes
@@ -152,7 +153,7 @@ class ControlNetLibrary:
         self._models: list[ControlNetInfo] = []
         self._loaded: OrderedDict[Path, torch.nn.Module] = OrderedDict()
         self._lock = threading.Lock()
-        self.annotators = AnnotatorRunner(self.annotators_dir)  # model-based preprocessors' weights
+        self.annotators = AnnotatorRunner(self.annotators_dir, HubClient())  # model-based preprocessors' weights
         # IP-Adapters' image encoders (models/clip_vision beside models/ControlNet unless given)
         self.clip_vision = ClipVisionLibrary(clip_vision_dir or self.folders[0].parent / "clip_vision")
 
