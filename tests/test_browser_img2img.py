@@ -57,6 +57,27 @@ def wait_for_images(page, tab: str) -> None:
     assert error.count() == 0, error.inner_text()
 
 
+def load_into_editor(page, editor: str, image: Path, attempts: int = 3) -> None:
+    """Put ``image`` in the image editor and wait until it is on the canvas (the editor's history takes it: Undo is
+    enabled). On a loaded machine the editor sometimes drops a file given before its canvas is ready: give it
+    again then (painting on an editor without its image paints on nothing)."""
+    undo = page.locator(f"#{editor} button[aria-label=Undo]")
+    page.locator(f"#{editor} canvas").first.wait_for(state="attached", timeout=60_000)
+    for _ in range(attempts):
+        page.locator(f"#{editor} input[type=file]").set_input_files(image)
+        try:
+            undo.wait_for(state="visible", timeout=5_000)
+            page.wait_for_function(
+                "selector => !document.querySelector(selector).disabled",
+                arg=f"#{editor} button[aria-label=Undo]",
+                timeout=20_000,
+            )
+            return
+        except Exception:  # Playwright's TimeoutError: the file was dropped, give it again
+            continue
+    raise AssertionError(f"the image editor #{editor} never showed the uploaded image")
+
+
 def paint_stroke(page, editor: str) -> None:
     """A horizontal stroke through the middle of the editor's canvas with its default (red) brush."""
     box = page.locator(f"#{editor} canvas").first.bounding_box()
@@ -75,9 +96,7 @@ def test_sketch_batch_and_send_to_extras(served: tuple[str, Path], tmp_path: Pat
     with browser_page(url, height=1200) as page:
         page.get_by_role("tab", name="img2img").click()
         page.get_by_role("tab", name="Sketch").click()
-        page.locator("#img2img_sketch input[type=file]").set_input_files(tmp_path / "green.png")
-        # the editor's history takes the image once it is on the canvas: painting earlier paints on nothing
-        expect(page.locator("#img2img_sketch button[aria-label=Undo]")).to_be_enabled(timeout=60_000)
+        load_into_editor(page, "img2img_sketch", tmp_path / "green.png")
         page.wait_for_timeout(500)
         paint_stroke(page, "img2img_sketch")
         page.wait_for_timeout(1000)
