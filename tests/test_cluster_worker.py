@@ -3,6 +3,7 @@ The real cluster is tests/test_ray_cluster.py (slow)."""
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def test_deferred_files_replayed_here_are_the_files_processing_writes(context, t
     recorded = process(request, replace(context, paths=deferred, saver=saver))
     assert files_under(deferred.outputs_dir) == {} and not deferred.params_file.exists()
     assert [order.method for order in saver.orders] == ["save_image", "save_image", "save_grid", "write_params"]
+    pickle.dumps(saver.orders)  # what a worker sends back: plain data (no run, no listeners, no locks)
     replay(saver.orders, recorded)
     assert [path.relative_to(deferred.data_dir) for path in recorded.saved_paths] == [
         path.relative_to(at_once.data_dir) for path in written.saved_paths

@@ -58,6 +58,7 @@ class SaveOrder:
 
 
 PENDING_NAME = "pending-save"
+LOCAL_ONLY = frozenset({"listeners", "subject"})  # save arguments that cannot leave the worker's process
 
 
 @dataclass
@@ -67,7 +68,11 @@ class DeferredSaver:
     orders: list[SaveOrder] = field(default_factory=list)
 
     def _record(self, method: str, *args: Any, **kwargs: Any) -> None:
-        self.orders.append(SaveOrder(method, args, kwargs))
+        # The image-saved listeners and their subject (the run, with its locks) stay in the process that made the
+        # image: the orders cross to the Easel process as plain data, and the extensions' image-saved callbacks
+        # are not called for a worker's images (scripts do not run on workers either).
+        kept = {key: value for key, value in kwargs.items() if key not in LOCAL_ONLY}
+        self.orders.append(SaveOrder(method, args, kept))
 
     def save_image(self, image: Image.Image, folder: Path, seed: int | None, infotext: str | None, **kw: Any) -> Path:
         self._record("save_image", image, folder, seed, infotext, **kw)
