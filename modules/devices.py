@@ -77,19 +77,19 @@ class MemoryPolicy:
             return MemoryPreset.MEDVRAM
         return self.preset
 
-    def apply(self, pipeline) -> None:
-        """Move a freshly loaded pipeline to its device and apply the offload and attention choices."""
+    def apply(self, pipeline, cpu_components: tuple[str, ...] = ()) -> None:
+        """Move a freshly loaded pipeline to its device and apply the offload and attention choices.
+
+        ``cpu_components`` (the text encoders of a family with T5, under --medvram / --lowvram) stay in CPU RAM,
+        outside the offload hooks: they are taken off the pipeline while diffusers installs its hooks and put back
+        after, and the caller encodes prompts on the CPU with them."""
         if self.vae_dtype != self.dtype and getattr(pipeline, "vae", None) is not None:
             pipeline.vae.to(dtype=self.vae_dtype)
         preset = self.preset_for(pipeline)
         if preset is not MemoryPreset.NONE and not self.has_accelerator:
             logger.info("memory preset=%s changes nothing on the CPU", preset.value)
-        if self.has_accelerator and preset is MemoryPreset.MEDVRAM:
-            pipeline.enable_model_cpu_offload(device=self.device)
-            pipeline.vae.enable_slicing()
-        elif self.has_accelerator and preset is MemoryPreset.LOWVRAM:
-            pipeline.enable_sequential_cpu_offload(device=self.device)
-            pipeline.vae.enable_tiling()
+        if self.has_accelerator and preset is not MemoryPreset.NONE:
+            offload(pipeline, preset, self.device, cpu_components)
         else:
             pipeline.to(self.device)
         self._apply_attention(pipeline)
@@ -109,6 +109,26 @@ class MemoryPolicy:
             f"device={self.device} dtype={str(self.dtype).removeprefix('torch.')} "
             f"preset={self.preset.value} attention={self.attention.value}"
         )
+
+
+def offload(pipeline, preset: MemoryPreset, device: torch.device, cpu_components: tuple[str, ...] = ()) -> None:
+    """diffusers' model offload (--medvram) or sequential offload (--lowvram) onto ``device``, with
+    ``cpu_components`` left in CPU RAM outside the hooks: taken off the pipeline while diffusers installs its hooks
+    (it hooks every component it holds), then registered again."""
+    held = {name: getattr(pipeline, name) for name in cpu_components if getattr(pipeline, name, None) is not None}
+    pipeline.register_modules(**dict.fromkeys(held))
+    vae = getattr(pipeline, "vae", None)  # pixel-space (IF) and MoVQ (Kandinsky) pipelines have none
+    if preset is MemoryPreset.MEDVRAM:
+        pipeline.enable_model_cpu_offload(device=device)
+        if vae is not None:
+            vae.enable_slicing()
+    else:
+        pipeline.enable_sequential_cpu_offload(device=device)
+        if vae is not None:
+            vae.enable_tiling()
+    pipeline.register_modules(**held)
+    if held:
+        logger.info("kept on the cpu components=%s preset=%s", ",".join(held), preset.value)
 
 
 def execution_device(module: torch.nn.Module) -> torch.device:

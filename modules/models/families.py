@@ -62,6 +62,13 @@ class ModelFamily:
     t5_encoder: str | None = None  # the component name of the T5 encoder, and of its tokenizer
     t5_tokenizer: str | None = None
     t5_optional: bool = False  # the pipeline runs without T5 (--no-t5 saves its memory)
+    # The names under which the pipeline's ``encode_prompt`` results go back into its call (None: a result the
+    # call does not take); Easel encodes the prompts itself for these families, so that the text encoders can
+    # run on the CPU (--medvram / --lowvram) and a cascade encodes once for every stage. Empty: the pipeline
+    # encodes its prompts itself.
+    prompt_embedding_names: tuple[str | None, ...] = ()
+    # A later stage that takes the first stage's prompt embeddings: its own text encoder is not loaded.
+    shares_first_stage_text: bool = False
     own_scheduler: bool = False  # the pipeline keeps its own scheduler (flow matching); else the catalogue's
     latent_output: bool = True  # Easel decodes the latents with the VAE; False: the pipeline returns images
     single_file: bool = False  # single-file checkpoints with a config folder in configs/
@@ -268,6 +275,12 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 t5_encoder="text_encoder_3",
                 t5_tokenizer="tokenizer_3",
                 t5_optional=True,
+                prompt_embedding_names=(
+                    "prompt_embeds",
+                    "negative_prompt_embeds",
+                    "pooled_prompt_embeds",
+                    "negative_pooled_prompt_embeds",
+                ),
                 # SD 3.5 Large; Medium has a 2.5 B transformer.
                 parameters=MappingProxyType({"transformer": 8.1, "text encoders": 5.58, "vae": 0.084}),
             ),
@@ -299,6 +312,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 packed_latents=True,
                 t5_encoder="text_encoder_2",
                 t5_tokenizer="tokenizer_2",
+                prompt_embedding_names=("prompt_embeds", "pooled_prompt_embeds", None),  # None: text_ids
                 parameters=MappingProxyType({"transformer": 11.9, "text encoders": 4.88, "vae": 0.084}),
             ),
             ModelFamily(
@@ -377,6 +391,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 latent_output=False,
                 t5_encoder="text_encoder",
                 t5_tokenizer="tokenizer",
+                prompt_embedding_names=("prompt_embeds", "negative_prompt_embeds"),
                 next_stage="IFSuperResolutionPipeline",
                 next_stage_pipelines=MappingProxyType(
                     {
@@ -408,6 +423,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                 backends=("diffusers",),
                 latent_output=False,
                 stage_of="deepfloyd-if",
+                shares_first_stage_text=True,  # diffusers' IF guide: stage II takes stage I's T5 embeddings
                 parameters=MappingProxyType({"unet": 1.2}),
             ),
             ModelFamily(
@@ -480,14 +496,21 @@ def family_of_pipeline(class_name: str) -> ModelFamily | None:
 def memory_estimate(model_family: ModelFamily, bytes_per_parameter: float = 2.0) -> dict[str, float]:
     """Peak accelerator memory for the weights in GiB, computed from parameter counts (activations excluded):
     everything resident (no flag), --medvram (diffusers' model offload: one component on the GPU at a time, so
-    the largest one), and without T5 where the family can (--no-t5)."""
+    the largest one; a family with T5 keeps its text encoders on the CPU, so the largest other one), and without
+    T5 where the family can (--no-t5)."""
     sizes = {name: count * 1e9 * bytes_per_parameter / 2**30 for name, count in model_family.parameters.items()}
-    estimate = {"resident": sum(sizes.values()), "medvram": max(sizes.values(), default=0.0)}
+    on_device = {name: size for name, size in sizes.items() if not text_on_cpu(model_family, name)}
+    estimate = {"resident": sum(sizes.values()), "medvram": max(on_device.values(), default=0.0)}
     if model_family.t5_optional:
         estimate["resident without T5"] = (
             estimate["resident"] - model_family.t5_billions * 1e9 * bytes_per_parameter / 2**30
         )
     return estimate
+
+
+def text_on_cpu(model_family: ModelFamily, component: str) -> bool:
+    """Whether ``component`` (a key of ``parameters``) stays on the CPU under --medvram / --lowvram."""
+    return component == "text encoders" and model_family.t5_encoder is not None
 
 
 def weights_gib(model_family: ModelFamily, bytes_per_parameter: float) -> float:

@@ -210,6 +210,8 @@ def load_diffusers_folder(
     extra = safety_kwargs_for(model_family)
     if without_t5 and model_family.t5_optional:
         extra.update({model_family.t5_encoder: None, model_family.t5_tokenizer: None})
+    if model_family.shares_first_stage_text:
+        extra.update(text_encoder=None, tokenizer=None)  # IF stage II: stage I's T5 encodes for it
     if model_family.uses_a1111_prompts:
         unet_config = read_json(folder / "unet" / "config.json")
         pipeline_class = pipeline_class_from_index(folder, unet_config.get("in_channels"))

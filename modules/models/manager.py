@@ -56,6 +56,9 @@ class LoadedModel:
     # task -> a loader (run once, on the first job of the task) of the decoder folder that task needs (the
     # family's ``task_decoders``: Kandinsky 2.2 inpainting); a task whose decoder folder is not listed is absent.
     task_decoders: dict[str, Callable[[], DiffusionPipeline]] = field(default_factory=dict, repr=False)
+    # Where Easel encodes the prompts of a family that it encodes itself (``prompt_embedding_names``): the CPU
+    # when --medvram / --lowvram keep its text encoders there, else None (the pipeline's execution device).
+    text_device: torch.device | None = None
     _task_pipelines: dict[Task, DiffusionPipeline] = field(default_factory=dict, repr=False)
 
     @property
@@ -304,10 +307,11 @@ class ModelManager:
         pipeline, architecture = load_pipeline(
             info, self.configs_dir, torch_dtype=self.policy.dtype, without_t5=self.without_t5
         )
-        self.policy.apply(pipeline)
-        log_t5_placement(pipeline, self.policy)
-        pipeline.set_progress_bar_config(disable=True)
         model_family = architecture.family if architecture else family_of_pipeline(type(pipeline).__name__)
+        kept_on_cpu = cpu_text_encoders(pipeline, model_family, self.policy)
+        self.policy.apply(pipeline, kept_on_cpu)
+        log_t5_placement(pipeline, self.policy, kept_on_cpu)
+        pipeline.set_progress_bar_config(disable=True)
         compute = prepare_pipeline(pipeline, self.compute, bool(model_family and model_family.is_xl))
         seconds = time.perf_counter() - started
         sha256 = self.registry.hash_of(info)
@@ -331,6 +335,7 @@ class ModelManager:
             compute=compute,
             stages=self._load_next_stages(model_family),
             task_decoders=self._task_decoder_loaders(model_family),
+            text_device=torch.device("cpu") if kept_on_cpu else None,
         )
         if self.compute.compiles and self.compute.warmup:
             self._warm_up(model)
@@ -442,19 +447,36 @@ def pipeline_view(pipeline: DiffusionPipeline, **overrides: Any) -> DiffusionPip
     return view
 
 
-def log_t5_placement(pipeline: DiffusionPipeline, policy: MemoryPolicy) -> None:
-    """Where a family's T5 encoder lives: with --medvram diffusers' model offload keeps it in CPU RAM and moves
-    it to the GPU only while it encodes; with --lowvram it streams layer by layer. 8-bit T5 needs bitsandbytes,
-    which Easel does not install, so no 8-bit mode is offered."""
+def cpu_text_encoders(
+    pipeline: DiffusionPipeline, model_family: ModelFamily | None, policy: MemoryPolicy
+) -> tuple[str, ...]:
+    """The text encoders that stay in CPU RAM: those of a family with T5 (T5-XXL alone is 8.9 GiB in fp16) under
+    --medvram / --lowvram, where Easel encodes the prompts on the CPU and moves the embeddings to the GPU; none
+    otherwise, or when the T5 encoder is not loaded (SD 3.5 with --no-t5)."""
+    if model_family is None or not model_family.prompt_embedding_names or model_family.t5_encoder is None:
+        return ()
+    if policy.preset_for(pipeline) is MemoryPreset.NONE or getattr(pipeline, model_family.t5_encoder, None) is None:
+        return ()
+    return tuple(
+        name
+        for name, component in pipeline.components.items()
+        if name.startswith("text_encoder") and isinstance(component, torch.nn.Module)
+    )
+
+
+def log_t5_placement(pipeline: DiffusionPipeline, policy: MemoryPolicy, kept_on_cpu: tuple[str, ...]) -> None:
+    """Where a family's T5 encoder lives: on the device with every other component (no flag), or in CPU RAM with
+    the other text encoders under --medvram / --lowvram (``cpu_text_encoders``). No 8-bit mode is offered:
+    bitsandbytes needs CUDA and is not among Easel's requirements."""
     model_family = family_of_pipeline(type(pipeline).__name__)
     if model_family is None or model_family.t5_encoder is None:
         return
     present = getattr(pipeline, model_family.t5_encoder, None) is not None
     logger.info(
-        "t5 encoder family=%s present=%s placement=%s eight_bit=unavailable(bitsandbytes not installed)",
+        "t5 encoder family=%s present=%s placement=%s",
         model_family.key,
         present,
-        policy.preset_for(pipeline).value if policy.has_accelerator else "cpu",
+        "cpu" if kept_on_cpu or not policy.has_accelerator else str(policy.device),
     )
 
 

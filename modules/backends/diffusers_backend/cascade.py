@@ -25,6 +25,7 @@ from PIL import Image
 
 from modules.backends.base import BackendError, GenerationPlan, ProgressReporter
 from modules.backends.diffusers_backend.schedulers import build_scheduler
+from modules.backends.diffusers_backend.text_encoding import encode_prompts, without_text_encoders
 from modules.models.families import ModelFamily
 from modules.models.manager import LoadedModel, Task, pipeline_of_class, pipeline_view
 from modules.prompts.plain import PlainPromptError, plain_prompt
@@ -49,6 +50,8 @@ def generate_cascade(model: LoadedModel, plan: GenerationPlan, progress: Progres
     except PlainPromptError as error:
         raise BackendError(f"{family.display_name}: {error}") from error
     stages = [model.pipeline_for(plan.task), *(stage_for_task(stage, family, plan.task) for stage in model.stages)]
+    with torch.inference_mode():  # once for every IF stage (stage II loads no T5 of its own)
+        embeddings = encode_prompts(stages[0], family, prompts, negatives, model.text_device, stages[0].unet)
     images: Any = None
     for index, stage in enumerate(stages):
         if index and (progress.interrupted or progress.skipped):
@@ -58,12 +61,13 @@ def generate_cascade(model: LoadedModel, plan: GenerationPlan, progress: Progres
         # diffusers' IF pipelines read ``config.variance_type``, which only DDPM declares; this request's own
         # scheduler predicts no variance, so it says so and the pipeline drops the UNet's variance channels.
         scheduler.register_to_config(variance_type="fixed_small")
-        view = pipeline_view(stage, scheduler=scheduler)
+        optional = type(stage).__name__ == family.optional_stage  # stage III encodes its prompt with its own CLIP
+        view = pipeline_view(stage, scheduler=scheduler, **({} if optional else without_text_encoders(stage)))
         size = scale // family.stage_scale**index
         height, width = plan.height // size, plan.width // size
+        text = {"prompt": prompts, "negative_prompt": negatives} if optional else embeddings
         arguments: dict[str, Any] = {
-            "prompt": prompts,
-            "negative_prompt": negatives,
+            **text,
             "num_inference_steps": plan.steps,
             "guidance_scale": plan.cfg_scale if index == 0 else LATER_STAGE_GUIDANCE,
             "height": height,
@@ -76,7 +80,7 @@ def generate_cascade(model: LoadedModel, plan: GenerationPlan, progress: Progres
         }
         if index:
             arguments["image"] = images
-        if type(stage).__name__ == family.optional_stage:
+        if optional:
             arguments["noise_level"] = OPTIONAL_STAGE_NOISE_LEVEL
         else:
             arguments.update(task_inputs(plan, index, width, height))

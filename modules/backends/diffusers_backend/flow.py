@@ -19,6 +19,7 @@ from PIL import Image
 
 from modules.backends.base import BackendError, GenerationPlan, MaskedContent, ProgressReporter
 from modules.backends.diffusers_backend.schedulers import build_scheduler
+from modules.backends.diffusers_backend.text_encoding import encode_prompts, without_text_encoders
 from modules.backends.previews import render_preview
 from modules.models.manager import LoadedModel, Task
 from modules.prompts.plain import PlainPromptError, plain_prompt
@@ -44,7 +45,10 @@ def generate_flow(
         scheduler = build_scheduler(
             model.scheduler_config, plan.sampler_name, plan.schedule_type, noise_seed=plan.seeds[0]
         )
-    pipeline = model.pipeline_view(plan.task, scheduler=scheduler)
+    task_pipeline = model.pipeline_for(plan.task)
+    encodes = bool(family.prompt_embedding_names)
+    overrides = without_text_encoders(task_pipeline) if encodes else {}
+    pipeline = model.pipeline_view(plan.task, scheduler=scheduler, **overrides)
     arguments = prompt_arguments(model, plan)
     arguments.update(
         num_inference_steps=plan.steps,
@@ -58,6 +62,10 @@ def generate_flow(
     )
     arguments.update(task_arguments(plan))
     with torch.inference_mode():
+        if encodes:
+            prompts, negatives = arguments.pop("prompt"), arguments.pop("negative_prompt", None)
+            denoiser = getattr(task_pipeline, family.denoiser)
+            arguments.update(encode_prompts(task_pipeline, family, prompts, negatives, model.text_device, denoiser))
         if family.prior_guidance:
             pipeline, arguments = pipeline.decoder_pipe, prior_embeddings(pipeline, arguments, plan)
         accepted = inspect.signature(type(pipeline).__call__).parameters
