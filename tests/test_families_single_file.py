@@ -1,17 +1,15 @@
-"""SD 3.5 single files in the layout Stability AI and ComfyUI ship, loaded offline with a config folder; FLUX.1
-single files refused with the reason."""
+"""SD 3.5 single files in the layout Stability AI and ComfyUI ship, loaded offline with a config folder (FLUX.1
+single files: tests/test_flux_single_file.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from modules.backends.diffusers_backend import DiffusersBackend
 from modules.devices import MemoryPolicy
 from modules.models.detection import ModelArchitecture, detect_architecture, read_key_shapes
-from modules.models.errors import UnsupportedModelError
 from modules.models.hashing import HashCache
 from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry
@@ -73,13 +71,6 @@ def test_sd3_file_without_t5_loads_without_it(tmp_path, tiny_configs, sd3_pipeli
     result = process(tiny_request(checkpoint="no-t5.safetensors", sampler_name="Euler", steps=2), context)
     assert result.images[0].size == (64, 64)
     assert context.models.current.pipeline.text_encoder_3 is None
-
-
-def test_flux_single_file_is_refused_with_the_reason(tmp_path) -> None:
-    path = tmp_path / "flux1-dev.safetensors"
-    save_file({"model.diffusion_model.double_blocks.0.img_attn.qkv.weight": torch.zeros(3, 1)}, str(path))
-    with pytest.raises(UnsupportedModelError, match=r"Easel loads FLUX\.1 from diffusers folders"):
-        detect_architecture(read_key_shapes(path))
 
 
 @pytest.mark.slow
