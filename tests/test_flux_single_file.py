@@ -158,6 +158,8 @@ def test_all_in_one_checkpoint_loads_every_weight_from_the_file(tmp_path, tiny_c
     assert loaded.family.key == "flux" and loaded.architecture is ModelArchitecture.FLUX
     assert_same_weights(flux_pipeline, loaded.pipeline, COMPONENTS)
     assert loaded.pipeline.tokenizer_2("a cat").input_ids == flux_pipeline.tokenizer_2("a cat").input_ids
+    # diffusers' single-file T5 loader leaves T5 in training mode (dropout on): the loader sets every model to eval
+    assert not any(getattr(loaded.pipeline, name).training for name in COMPONENTS)
 
 
 def test_transformer_only_file_takes_the_rest_from_the_listed_flux_folder(tmp_path, tiny_configs, flux_pipeline):

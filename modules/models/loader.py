@@ -309,6 +309,12 @@ def safety_kwargs_for(model_family: ModelFamily | None) -> dict[str, object]:
 
 def prepare_pipeline(pipeline: DiffusionPipeline) -> None:
     pipeline.set_progress_bar_config(disable=True)
+    # Inference mode for every model: diffusers 0.42.1's single-file T5 loader (create_diffusers_t5_model_from_
+    # checkpoint, used for SD 3.5 and FLUX.1 files) leaves T5 in training mode, where its dropout (0.1 in T5-XXL's
+    # config) makes every prompt encoding random.
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
     if getattr(pipeline, "safety_checker", None) is not None:
         pipeline.safety_checker = None
 
