@@ -18,6 +18,7 @@ from modules.models.errors import CheckpointLoadError, UnsupportedModelError
 from modules.models.flux_keys import convert_flux_transformer
 from modules.models.flux_single_file import load_flux_transformer
 from modules.models.hashing import HashCache
+from modules.models.inventory import checkpoint_rows
 from modules.models.manager import ModelManager
 from modules.models.registry import CheckpointRegistry
 from modules.models.service import ModelService
@@ -154,6 +155,9 @@ def test_all_in_one_checkpoint_loads_every_weight_from_the_file(tmp_path, tiny_c
     path = write_flux_checkpoint(flux_pipeline, context.paths.checkpoints_dir / "flux-aio.safetensors", vae_prefix)
     context.models.registry.refresh()
     assert detect_architecture(read_key_shapes(path)) is ModelArchitecture.FLUX
+    assert {row.name: row.architecture for row in checkpoint_rows(context.models.registry)} == {
+        "flux-aio": "FLUX.1 dev"
+    }
     loaded = context.models.manager.load("flux-aio.safetensors")
     assert loaded.family.key == "flux" and loaded.architecture is ModelArchitecture.FLUX
     assert_same_weights(flux_pipeline, loaded.pipeline, COMPONENTS)
@@ -171,6 +175,8 @@ def test_transformer_only_file_takes_the_rest_from_the_listed_flux_folder(tmp_pa
     folder_pipeline = build_tiny_pipeline(architecture=ModelArchitecture.FLUX, seed=9)  # other weights
     folder_pipeline.save_pretrained(checkpoints / "FLUX.1-dev")
     context.models.registry.refresh()
+    rows = {row.name: row.architecture for row in checkpoint_rows(context.models.registry)}
+    assert rows["flux1-dev"] == "FLUX.1 dev (transformer only: VAE and text encoders from a FLUX.1 diffusers folder)"
     loaded = context.models.manager.load("flux1-dev.safetensors").pipeline
     assert_same_weights(flux_pipeline, loaded, ("transformer",))
     assert_same_weights(folder_pipeline, loaded, ("vae", "text_encoder", "text_encoder_2"))
@@ -188,6 +194,7 @@ def test_schnell_file_gets_the_schnell_config_and_schedule(tmp_path, tiny_config
     write_flux_transformer_file(schnell, checkpoints / "flux1-schnell.safetensors", prefix="model.diffusion_model.")
     flux_pipeline.save_pretrained(checkpoints / "FLUX.1-dev")  # a dev folder supplies the encoders and the VAE
     context.models.registry.refresh()
+    assert checkpoint_rows(context.models.registry)[-1].architecture.startswith("FLUX.1 schnell (transformer only")
     loaded = context.models.manager.load("flux1-schnell.safetensors").pipeline
     assert not loaded.transformer.config.guidance_embeds
     assert loaded.scheduler.config.shift == 1.0 and not loaded.scheduler.config.use_dynamic_shifting
@@ -255,3 +262,57 @@ def test_wrong_width_names_both_widths(tmp_path, tiny_configs, flux_pipeline) ->
     path = save(wide, tmp_path / "wide.safetensors")
     with pytest.raises(CheckpointLoadError, match="width 64, flux1-dev describes width 32"):
         load_flux_transformer(path, tiny_configs / "flux1-dev", torch.float32)
+
+
+@pytest.mark.parametrize("config_name", ["flux1-dev", "flux1-schnell"])
+def test_full_size_flux_configs_build_and_their_layout_picks_them(config_name: str) -> None:
+    """configs/ holds the real sizes: the transformer builds (on the meta device, no memory) with FLUX.1's 11.9 B
+    parameters, and a file of its BFL layout is detected, given that folder and converts at its width."""
+    import json
+
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+
+    from modules.models.loader import config_name_for
+    from modules.paths import INSTALL_DIR
+    from tests.flux_single_file import transformer_to_bfl
+
+    folder = INSTALL_DIR / "configs" / config_name
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    with init_empty_weights():
+        transformer = FluxTransformer2DModel.from_config(config)
+    assert 11.8e9 < sum(parameter.numel() for parameter in transformer.parameters()) < 12.0e9
+    state = transformer.state_dict()
+    bfl = transformer_to_bfl(state, config["num_layers"], config["num_single_layers"])
+    shapes = {key: tuple(value.shape) for key, value in bfl.items()}
+    assert detect_architecture(shapes) is ModelArchitecture.FLUX
+    assert config_name_for(ModelArchitecture.FLUX, shapes) == config_name
+    converted = convert_flux_transformer(bfl)  # the width read from the file: 3072
+    assert {key: value.shape for key, value in converted.items()} == {key: value.shape for key, value in state.items()}
+    assert json.loads((folder / "model_index.json").read_text())["_class_name"] == "FluxPipeline"
+
+
+def test_full_size_flux_components_match_the_family_parameter_counts() -> None:
+    """configs/flux1-dev's VAE and text encoders build (meta device) at FLUX.1's sizes: the family's memory figures
+    (README) come from these counts."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from modules.models.families import family
+    from modules.paths import INSTALL_DIR
+
+    folder = INSTALL_DIR / "configs" / "flux1-dev"
+    with init_empty_weights():
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+        clip = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
+        t5 = T5EncoderModel(T5Config.from_pretrained(folder / "text_encoder_2"))
+
+    def billions(model: torch.nn.Module) -> float:
+        return sum(parameter.numel() for parameter in model.parameters()) / 1e9
+
+    expected = family("flux").parameters
+    assert billions(vae) == pytest.approx(expected["vae"], rel=0.02)
+    shared = t5.shared.weight.numel() / 1e9  # the encoder's token embedding is the shared one, untied on meta
+    assert billions(clip) + billions(t5) - shared == pytest.approx(expected["text encoders"], rel=0.02)
+    assert vae.config.latent_channels == 16 and vae.config.scaling_factor == family("flux").vae_scale

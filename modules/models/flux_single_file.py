@@ -63,6 +63,17 @@ def flux_config_name(shapes: Mapping[str, tuple[int, ...]]) -> str:
     return DEV_CONFIG if has_guidance(shapes) else SCHNELL_CONFIG
 
 
+def describe_flux_file(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    """The Models tab's line: the variant, and where a transformer-only file's other parts come from."""
+    variant = "dev" if has_guidance(shapes) else "schnell"
+    missing = [COMPONENT_NAMES[name] for name in COMPONENT_NAMES if name not in components_in_file(shapes)]
+    if not missing:
+        return f"FLUX.1 {variant}"
+    if len(missing) == len(COMPONENT_NAMES):
+        return f"FLUX.1 {variant} (transformer only: VAE and text encoders from a FLUX.1 diffusers folder)"
+    return f"FLUX.1 {variant} ({', '.join(missing)} from a FLUX.1 diffusers folder)"
+
+
 def components_in_file(shapes: Mapping[str, tuple[int, ...]]) -> tuple[str, ...]:
     present = {
         "vae": any(key.startswith(VAE_PREFIXES) for key in shapes),
