@@ -80,12 +80,16 @@ def write_flux_transformer_file(pipeline: FluxPipeline, out: Path, prefix: str =
     return save({prefix + key: value for key, value in bfl_transformer(pipeline.transformer).items()}, out)
 
 
-def write_flux_checkpoint(pipeline: FluxPipeline, out: Path, vae_prefix: str = "vae.") -> Path:
-    """ComfyUI's all-in-one checkpoint: the transformer, the VAE and both text encoders in one file."""
+def write_flux_checkpoint(
+    pipeline: FluxPipeline, out: Path, vae_prefix: str = "vae.", encoders: tuple[str, ...] = ("clip_l", "t5xxl")
+) -> Path:
+    """ComfyUI's all-in-one checkpoint: the transformer, the VAE and the text ``encoders`` (both) in one file."""
     tensors = {COMFY_PREFIX + key: value for key, value in bfl_transformer(pipeline.transformer).items()}
     vae = convert_vae(pipeline.vae.state_dict(), dict(pipeline.vae.config))
     tensors.update({vae_prefix + key.removeprefix("first_stage_model."): value for key, value in vae.items()})
     for name, encoder in {"clip_l": pipeline.text_encoder, "t5xxl": pipeline.text_encoder_2}.items():
+        if name not in encoders:
+            continue
         for key, value in encoder.state_dict().items():
             key = with_text_model_prefix(key) if name == "clip_l" else key
             tensors[f"text_encoders.{name}.transformer.{key}"] = value

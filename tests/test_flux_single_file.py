@@ -184,6 +184,37 @@ def test_transformer_only_file_takes_the_rest_from_the_listed_flux_folder(tmp_pa
     assert result.images[0].size == (64, 64)
 
 
+def test_file_with_some_parts_takes_only_the_missing_ones_from_the_folder(tmp_path, tiny_configs, flux_pipeline):
+    from modules.tiny_model import build_tiny_pipeline
+
+    context = context_over(tmp_path, tiny_configs)
+    checkpoints = context.paths.checkpoints_dir
+    write_flux_checkpoint(flux_pipeline, checkpoints / "flux-no-t5.safetensors", encoders=("clip_l",))
+    folder_pipeline = build_tiny_pipeline(architecture=ModelArchitecture.FLUX, seed=9)
+    folder_pipeline.save_pretrained(checkpoints / "FLUX.1-dev")
+    context.models.registry.refresh()
+    rows = {row.name: row.architecture for row in checkpoint_rows(context.models.registry)}
+    assert rows["flux-no-t5"] == "FLUX.1 dev (T5-XXL text encoder from a FLUX.1 diffusers folder)"
+    loaded = context.models.manager.load("flux-no-t5.safetensors").pipeline
+    assert_same_weights(flux_pipeline, loaded, ("transformer", "vae", "text_encoder"))
+    assert_same_weights(folder_pipeline, loaded, ("text_encoder_2",))
+
+
+def test_tiny_file_against_the_full_size_config_is_refused_before_unloading(tmp_path, flux_pipeline) -> None:
+    from modules.paths import INSTALL_DIR
+
+    context = context_over(tmp_path, INSTALL_DIR / "configs")
+    checkpoints = context.paths.checkpoints_dir
+    write_flux_checkpoint(flux_pipeline, checkpoints / "flux-aio.safetensors")
+    write_config_folder(flux_pipeline, checkpoints / "flux-aio.config")  # the tiny sizes for this one
+    write_flux_checkpoint(flux_pipeline, checkpoints / "tiny-no-sidecar.safetensors")
+    context.models.registry.refresh()
+    current = context.models.manager.load("flux-aio.safetensors")
+    with pytest.raises(CheckpointLoadError, match="transformer of width 32, flux1-dev describes width 3072"):
+        context.models.manager.load("tiny-no-sidecar.safetensors")
+    assert context.models.manager.current is current and context.models.manager.disk_loads == 1
+
+
 def test_schnell_file_gets_the_schnell_config_and_schedule(tmp_path, tiny_configs, flux_pipeline) -> None:
     schnell = tiny_schnell(flux_pipeline)
     configs = tmp_path / "configs"

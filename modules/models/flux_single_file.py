@@ -26,7 +26,8 @@ from safetensors import safe_open
 
 from modules.models.errors import CheckpointLoadError, UnsupportedModelError
 from modules.models.families import family_of_pipeline
-from modules.models.flux_keys import convert_flux_transformer, has_guidance, transformer_keys, transformer_width
+from modules.models.flux_keys import WIDTH_KEY, convert_flux_transformer, has_guidance, transformer_keys
+from modules.models.safe_load import read_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ def plan_sources(
             f"{path.name} is a FLUX.1 pickle file: Easel loads FLUX.1 single files from .safetensors only "
             "(the ones Black Forest Labs and ComfyUI share)"
         )
+    check_width(path, shapes, config_dir)
     in_file = components_in_file(shapes)
     missing = tuple(name for name in COMPONENT_NAMES if name not in in_file)
     base_folder = next((folder for folder in folders if folder_family_key(folder) == "flux"), None)
@@ -110,6 +112,24 @@ def plan_sources(
                 f"ships with Easel) and no FLUX.1 or SD 3.5 diffusers folder is listed to take it from; {DOWNLOAD_HINT}"
             )
     return FluxSources(path, config_dir, in_file, missing, base_folder if missing else None, t5_tokenizer)
+
+
+def config_width(config_dir: Path) -> int:
+    """The transformer width a config folder describes (24 heads of 128 in FLUX.1)."""
+    config = FluxTransformer2DModel.load_config(config_dir, subfolder="transformer", local_files_only=True)
+    return int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+
+
+def check_width(path: Path, shapes: Mapping[str, tuple[int, ...]], config_dir: Path) -> None:
+    """A transformer of another width than its config folder's cannot load (from the header: nothing is read)."""
+    width_keys = [key for key, bfl in transformer_keys(shapes).items() if bfl == WIDTH_KEY]
+    file_width = int(shapes[width_keys[0]][0]) if width_keys else None
+    width = config_width(config_dir)
+    if file_width != width:
+        raise CheckpointLoadError(
+            f"{path.name} is a FLUX.1 transformer of width {file_width}, {config_dir.name} describes width {width}; "
+            "a model of non-standard size needs a <name>.config folder beside it"
+        )
 
 
 def folder_family_key(folder: Path) -> str | None:
@@ -185,7 +205,8 @@ def load_base_components(sources: FluxSources, torch_dtype: torch.dtype) -> dict
 def load_flux_transformer(path: Path, config_dir: Path, torch_dtype: torch.dtype) -> FluxTransformer2DModel:
     """The file's transformer weights, converted and loaded strictly into the config folder's transformer."""
     config = FluxTransformer2DModel.load_config(config_dir, subfolder="transformer", local_files_only=True)
-    width = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+    check_width(path, read_shapes(path), config_dir)
+    width = config_width(config_dir)
     # Copied out of the file's memory map: a tensor left there sits at the file's (8-byte) alignment, and kernels then
     # round differently from the same weights in their own aligned memory (as every other loader gives them).
     with safe_open(str(path), framework="pt") as handle:
@@ -193,12 +214,6 @@ def load_flux_transformer(path: Path, config_dir: Path, torch_dtype: torch.dtype
             bfl: handle.get_tensor(key).to(torch_dtype, copy=True)
             for key, bfl in transformer_keys(handle.keys()).items()
         }
-    file_width = transformer_width(tensors)
-    if file_width != width:
-        raise CheckpointLoadError(
-            f"{path.name} is a FLUX.1 transformer of width {file_width}, {config_dir.name} describes width {width}; "
-            "a model of non-standard size needs a <name>.config folder beside it"
-        )
     state = convert_flux_transformer(tensors, inner_dim=width)
     with init_empty_weights():
         transformer = FluxTransformer2DModel.from_config(config)
