@@ -61,8 +61,8 @@ def test_sd3_single_file_generates_as_its_diffusers_folder(tmp_path, tiny_config
     request = {"sampler_name": "Euler", "steps": 2, "negative_prompt": "blurry", "seed": 3}
     from_file = process(tiny_request(checkpoint="sd35-tiny.safetensors", **request), context).images[0]
     from_folder = process(tiny_request(checkpoint="sd35-folder", **request), context).images[0]
-    difference = np.abs(pixels(from_file) - pixels(from_folder))
-    assert difference.max() <= 3 and difference.mean() < 0.5  # the same weights; float rounding only
+    # the same weights, every model in eval mode (diffusers' single-file T5 comes in train mode: dropout): bit for bit
+    assert np.array_equal(pixels(from_file), pixels(from_folder))
 
 
 def test_sd3_file_without_t5_loads_without_it(tmp_path, tiny_configs, sd3_pipeline) -> None:
