@@ -99,14 +99,19 @@ def test_shapes_come_from_the_safetensors_header(tmp_path: Path) -> None:
     assert read_key_shapes(path) == {"a.weight": (3, 4, 1, 1), "b": (5,)}
 
 
-def test_flux_layout_is_unsupported_and_named() -> None:
-    flux = {
-        "double_blocks.0.img_attn.norm.key_norm.scale": (128,),
-        "img_in.weight": (3072, 64),
-        "guidance_in.in_layer.weight": (3072, 256),
+@pytest.mark.parametrize("prefix", ["", "model.diffusion_model."], ids=["bfl", "comfyui"])
+def test_flux_layout_is_detected_and_its_guidance_picks_dev_or_schnell(prefix: str) -> None:
+    from modules.models.loader import config_name_for
+
+    schnell = {
+        f"{prefix}double_blocks.0.img_attn.qkv.weight": (9216, 3072),
+        f"{prefix}double_blocks.0.img_attn.norm.key_norm.scale": (128,),
+        f"{prefix}img_in.weight": (3072, 64),
     }
-    with pytest.raises(UnsupportedModelError, match="flux"):
-        detect_architecture(flux)
+    dev = {**schnell, f"{prefix}guidance_in.in_layer.weight": (3072, 256)}
+    assert detect_architecture(schnell) is detect_architecture(dev) is ModelArchitecture.FLUX
+    assert config_name_for(ModelArchitecture.FLUX, dev) == "flux1-dev"
+    assert config_name_for(ModelArchitecture.FLUX, schnell) == "flux1-schnell"
 
 
 def test_sd3_layout_is_unsupported() -> None:

@@ -3,7 +3,8 @@
 Supported: SD 1.x, SD 1.x inpainting (9-channel UNet), instruct-pix2pix (8-channel SD 1.x UNet), SD 2.x
 (the keys do not say whether a 2.x model predicts v or epsilon: it is detected as 768-v here and the loader
 decides with one tiny UNet forward pass, see ``prediction``), SD 2.x inpainting, SDXL base, SDXL inpainting
-and the SDXL refiner (OpenCLIP-G as its only text encoder). Everything else raises UnsupportedModelError;
+and the SDXL refiner (OpenCLIP-G as its only text encoder), Stable Diffusion 3.5 and FLUX.1 (BFL / ComfyUI
+layouts, with or without the VAE and text encoders). Everything else raises UnsupportedModelError;
 diffusers' ``infer_diffusers_model_type`` is asked only to name what a foreign checkpoint is.
 """
 
@@ -34,7 +35,7 @@ SD3_BLOCK_KEY = "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"
 FLUX_BLOCK_KEYS = ("model.diffusion_model.double_blocks.0.img_attn.qkv.weight", "double_blocks.0.img_attn.qkv.weight")
 SUPPORTED_TEXT = (
     "supported are SD 1.x (and its inpainting and instruct-pix2pix models), SD 2.x (and inpainting), "
-    "SDXL base, SDXL inpainting, the SDXL refiner and Stable Diffusion 3.5"
+    "SDXL base, SDXL inpainting, the SDXL refiner, Stable Diffusion 3.5 and FLUX.1 (dev / schnell)"
 )
 
 
@@ -87,7 +88,7 @@ CONFIG_NAMES = MappingProxyType(
         ModelArchitecture.SDXL_INPAINT: "sdxl-inpainting",
         ModelArchitecture.SDXL_REFINER: "sdxl-refiner",
         ModelArchitecture.SD3: "sd35-medium",
-        ModelArchitecture.FLUX: "flux-dev",
+        ModelArchitecture.FLUX: "flux1-dev",
         ModelArchitecture.KANDINSKY22: "kandinsky22",
         ModelArchitecture.KANDINSKY22_INPAINT: "kandinsky22-inpaint",
         ModelArchitecture.DEEPFLOYD_IF: "deepfloyd-if",
@@ -186,10 +187,7 @@ def detect_layout(shapes: Mapping[str, tuple[int, ...]]) -> ModelArchitecture:
     if SD3_BLOCK_KEY in shapes:
         return ModelArchitecture.SD3
     if any(key in shapes for key in FLUX_BLOCK_KEYS):
-        raise UnsupportedModelError(
-            "a FLUX.1 single file: Easel loads FLUX.1 from diffusers folders (download one in the Models tab); "
-            "diffusers' converter of FLUX single files assumes the full-size model"
-        )
+        return ModelArchitecture.FLUX  # dev or schnell: the loader picks the config folder (loader.config_name_for)
     if unet_input is None:
         raise UnsupportedModelError(
             f"not a Stable Diffusion UNet checkpoint ({describe_foreign(shapes)}); {SUPPORTED_TEXT}"

@@ -286,6 +286,7 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
             ),
             ModelFamily(
                 key="flux",
+                single_file=True,
                 own_scheduler=True,
                 display_name="FLUX.1",
                 pipelines=MappingProxyType(

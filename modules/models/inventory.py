@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from modules.models.detection import ModelArchitecture, detect_architecture, detect_layout, read_key_shapes
 from modules.models.errors import ModelError
 from modules.models.families import ModelFamily
+from modules.models.flux_single_file import describe_flux_file
 from modules.models.loader import architecture_from_unet_config, folder_family, read_json
 from modules.models.prediction import CACHE_SECTION
 from modules.models.registry import CheckpointInfo, CheckpointRegistry, sidecar_config_dir
@@ -38,7 +39,10 @@ def describe_architecture(info: CheckpointInfo, prediction: str | None = None) -
             return "sidecar config"
         if info.path.suffix.lower() != ".safetensors":
             return "known once loaded (pickle file)"
-        architecture = detect_architecture(read_key_shapes(info.path))
+        shapes = read_key_shapes(info.path)
+        architecture = detect_architecture(shapes)
+        if architecture is ModelArchitecture.FLUX:
+            return describe_flux_file(shapes)
         if architecture is ModelArchitecture.SD2_V and prediction != "v_prediction":
             return ModelArchitecture.SD2.display_name if prediction == "epsilon" else "SD 2.x (epsilon or v: on load)"
         return architecture.display_name

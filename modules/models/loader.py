@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -40,6 +41,7 @@ from modules.models.errors import (
     UnsupportedModelError,
 )
 from modules.models.families import PIPELINE_FAMILIES, ModelFamily, family_of_pipeline
+from modules.models.flux_single_file import FluxSources, flux_config_name, load_flux_single_file, plan_sources
 from modules.models.registry import CheckpointInfo, is_diffusers_folder, sidecar_config_dir
 
 logger = logging.getLogger(__name__)
@@ -90,16 +92,21 @@ LOAD_FAILURES = (
 
 
 def load_pipeline(
-    info: CheckpointInfo, configs_dir: Path, torch_dtype: torch.dtype = torch.float32, without_t5: bool = False
+    info: CheckpointInfo,
+    configs_dir: Path,
+    torch_dtype: torch.dtype = torch.float32,
+    without_t5: bool = False,
+    folders: Sequence[Path] = (),
 ) -> tuple[DiffusionPipeline, ModelArchitecture | None]:
     """Load a listed checkpoint; the architecture is None for a non-standard model described by a sidecar.
-    ``without_t5`` (--no-t5) leaves out the T5 encoder of a family that runs without it (SD 3.5)."""
+    ``without_t5`` (--no-t5) leaves out the T5 encoder of a family that runs without it (SD 3.5). ``folders``: the
+    listed diffusers folders, which supply what a FLUX.1 single file lacks (its VAE, text encoders, T5 tokenizer)."""
     if not info.path.exists():
         raise CheckpointNotFoundError(f"checkpoint {info.path} no longer exists; refresh the checkpoint list")
     if info.kind == "diffusers":
         pipeline, architecture = load_diffusers_folder(info.path, torch_dtype, without_t5)
     else:
-        pipeline, architecture = load_single_file(info.path, configs_dir, torch_dtype)
+        pipeline, architecture = load_single_file(info.path, configs_dir, torch_dtype, folders)
     prepare_pipeline(pipeline)
     logger.info(
         "checkpoint loaded path=%s kind=%s architecture=%s pipeline=%s dtype=%s",
@@ -113,10 +120,12 @@ def load_pipeline(
 
 
 def load_single_file(
-    path: Path, configs_dir: Path, torch_dtype: torch.dtype
+    path: Path, configs_dir: Path, torch_dtype: torch.dtype, folders: Sequence[Path] = ()
 ) -> tuple[DiffusionPipeline, ModelArchitecture | None]:
     shapes = read_key_shapes(path)  # raises Corrupt/UnsafeCheckpointError before diffusers sees the file
     sidecar = sidecar_config_dir(path)
+    if is_flux_file(shapes):
+        return load_flux_file(path, shapes, configs_dir, torch_dtype, folders), ModelArchitecture.FLUX
     if is_diffusers_folder(sidecar):
         architecture = detect_or_none(shapes)
         config_dir = sidecar
@@ -137,6 +146,38 @@ def load_single_file(
         raise CheckpointLoadError(f"could not load {path} with config {config_dir.name}: {reason(error)}") from error
     check_all_weights_loaded(pipeline, path)
     return pipeline, architecture
+
+
+def is_flux_file(shapes: dict[str, tuple[int, ...]]) -> bool:
+    try:
+        return detect_layout(shapes) is ModelArchitecture.FLUX
+    except UnsupportedModelError:
+        return False
+
+
+def flux_sources(
+    path: Path, shapes: dict[str, tuple[int, ...]], configs_dir: Path, folders: Sequence[Path]
+) -> FluxSources:
+    """A FLUX.1 file's config folder (its ``<stem>.config`` sidecar, else configs/flux1-dev or flux1-schnell) and the
+    listed folders that supply what it lacks; refuses before anything is loaded."""
+    sidecar = sidecar_config_dir(path)
+    config_dir = sidecar if is_diffusers_folder(sidecar) else configs_dir / flux_config_name(shapes)
+    if not is_diffusers_folder(config_dir):
+        raise CheckpointLoadError(f"model config folder {config_dir} is missing; reinstall configs/")
+    return plan_sources(path, shapes, config_dir, folders)
+
+
+def load_flux_file(
+    path: Path, shapes: dict[str, tuple[int, ...]], configs_dir: Path, torch_dtype: torch.dtype, folders: Sequence[Path]
+) -> DiffusionPipeline:
+    sources = flux_sources(path, shapes, configs_dir, folders)
+    try:
+        pipeline = load_flux_single_file(sources, torch_dtype)
+    except LOAD_FAILURES as error:
+        config = sources.config_dir.name
+        raise CheckpointLoadError(f"could not load {path} with config {config}: {reason(error)}") from error
+    check_all_weights_loaded(pipeline, path)
+    return pipeline
 
 
 T5_IN_FILE_KEY = "text_encoders.t5xxl.transformer.shared.weight"
@@ -161,6 +202,17 @@ def single_file_t5_kwargs(
     return {str(model_family.t5_encoder): None, str(model_family.t5_tokenizer): None}
 
 
+def precheck_single_file(
+    path: Path, shapes: dict[str, tuple[int, ...]], configs_dir: Path, folders: Sequence[Path]
+) -> None:
+    """The checks a load would fail on first (architecture, config folder, a FLUX.1 file's missing parts), made
+    from the header alone, so that the current model stays loaded when they fail."""
+    if is_flux_file(shapes):
+        flux_sources(path, shapes, configs_dir, folders)
+    elif not sidecar_config_dir(path).is_dir():
+        detect_single_file(shapes, configs_dir)
+
+
 def detect_single_file(shapes: dict[str, tuple[int, ...]], configs_dir: Path) -> tuple[ModelArchitecture, Path]:
     """The architecture from the key layout and its config folder, which must match the model's size: configs/
     holds the standard sizes (tests pass folders of tiny ones)."""
@@ -180,7 +232,10 @@ SD35_LARGE_CAPTION_WIDTH = 2432  # SD 3.5 Large's caption projection (Medium: 15
 
 
 def config_name_for(architecture: ModelArchitecture, shapes: dict[str, tuple[int, ...]]) -> str:
-    """The configs/ folder of a detected architecture; SD 3.5 Large and Medium differ in the transformer's width."""
+    """The configs/ folder of a detected architecture; SD 3.5 Large and Medium differ in the transformer's width,
+    FLUX.1 dev and schnell in the guidance embedder."""
+    if architecture is ModelArchitecture.FLUX:
+        return flux_config_name(shapes)
     context = shapes.get(SD3_CONTEXT_KEY)
     if architecture is ModelArchitecture.SD3 and context is not None and context[0] == SD35_LARGE_CAPTION_WIDTH:
         return "sd35-large"
@@ -256,6 +311,12 @@ def safety_kwargs_for(model_family: ModelFamily | None) -> dict[str, object]:
 
 def prepare_pipeline(pipeline: DiffusionPipeline) -> None:
     pipeline.set_progress_bar_config(disable=True)
+    # Inference mode for every model: diffusers 0.42.1's single-file T5 loader (create_diffusers_t5_model_from_
+    # checkpoint, used for SD 3.5 and FLUX.1 files) leaves T5 in training mode, where its dropout (0.1 in T5-XXL's
+    # config) makes every prompt encoding random.
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
     if getattr(pipeline, "safety_checker", None) is not None:
         pipeline.safety_checker = None
 

@@ -24,7 +24,7 @@ from modules.devices import MemoryPolicy, MemoryPreset
 from modules.models.detection import ModelArchitecture, read_key_shapes
 from modules.models.errors import CheckpointNotFoundError, ModelError
 from modules.models.families import FamilyError, ModelFamily, family, family_of_pipeline
-from modules.models.loader import detect_single_file, folder_class_name, load_pipeline
+from modules.models.loader import folder_class_name, load_pipeline, precheck_single_file
 from modules.models.prediction import resolve_sd2_prediction
 from modules.models.registry import CheckpointInfo, CheckpointRegistry, sidecar_config_dir
 
@@ -296,16 +296,21 @@ class ModelManager:
     def _precheck(self, info: CheckpointInfo) -> None:
         """Cheap checks (header and architecture) before the current model is freed."""
         if info.kind == "single-file" and info.path.suffix == ".safetensors":
-            sidecar = info.path.with_suffix(".config")
-            shapes = read_key_shapes(info.path)
-            if not sidecar.is_dir():
-                detect_single_file(shapes, self.configs_dir)
+            precheck_single_file(info.path, read_key_shapes(info.path), self.configs_dir, self.diffusers_folders())
+
+    def diffusers_folders(self) -> list[Path]:
+        """The listed diffusers folders (they supply what a FLUX.1 single file lacks)."""
+        return [info.path for info in self.registry.checkpoints() if info.kind == "diffusers"]
 
     def _load_fresh(self, info: CheckpointInfo) -> LoadedModel:
         self.disk_loads += 1
         started = time.perf_counter()
         pipeline, architecture = load_pipeline(
-            info, self.configs_dir, torch_dtype=self.policy.dtype, without_t5=self.without_t5
+            info,
+            self.configs_dir,
+            torch_dtype=self.policy.dtype,
+            without_t5=self.without_t5,
+            folders=self.diffusers_folders() if info.kind != "diffusers" else (),
         )
         model_family = architecture.family if architecture else family_of_pipeline(type(pipeline).__name__)
         kept_on_cpu = cpu_text_encoders(pipeline, model_family, self.policy)
