@@ -154,3 +154,5 @@ def test_a_pasted_sampler_the_family_does_not_run_is_refused_with_its_message(
     assert any("diffusers backend only" in warning for warning in warnings)
     assert applicable_fields(family("sd1"), pasted) == (pasted, [])
     assert applicable_fields(family("flux"), {"sampler_name": "Euler"}) == ({"sampler_name": "Euler"}, [])
+    kandinsky, messages = applicable_fields(family("kandinsky22"), pasted)
+    assert kandinsky == {"prompt": "a fox"} and len(messages) == 2  # the sampler's schedule type goes with it

@@ -148,8 +148,9 @@ def family_control_updates(
 
 def applicable_fields(model_family: ModelFamily | None, fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The pasted infotext fields the family can take, and the family's refusal for each sampler or backend left
-    out (its control keeps its value, as A1111's paste does with an unknown sampler). A schedule type is left out
-    without a message where the family keeps its own schedule (it could not act)."""
+    out (its control keeps its value, as A1111's paste does with an unknown sampler; the refused sampler's schedule
+    type is left out with it). A schedule type is left out without a message where the family keeps its own
+    schedule (it could not act)."""
     taken = dict(fields)
     if model_family is None:
         return taken, []
@@ -158,10 +159,11 @@ def applicable_fields(model_family: ModelFamily | None, fields: Mapping[str, Any
     if backend and backend not in model_family.backends:
         taken.pop("sampling_backend")
         messages.append(refusal(model_family.check_backend, backend))
-    for name in ("sampler_name", "hr_sampler_name"):
+    for name, schedule_name in (("sampler_name", "scheduler"), ("hr_sampler_name", "hr_scheduler")):
         sampler = taken.get(name)
         if sampler and sampler != USE_SAME_SAMPLER and model_family.samplers and sampler not in model_family.samplers:
             taken.pop(name)
+            taken.pop(schedule_name, None)  # the refused sampler's schedule type goes with it
             messages.append(refusal(model_family.check_sampler, sampler))
     if model_family.own_scheduler:
         for name in ("scheduler", "hr_scheduler"):
