@@ -119,10 +119,11 @@ def dropdown_options(page: Any, elem_id: str) -> list[str]:
     """The options a dropdown lists now (opened, read, closed again)."""
     box = page.locator(f"#{elem_id} input")
     box.click()
-    options = page.get_by_role("option")
+    options = page.locator(f"#{elem_id} [role=option]")
     options.first.wait_for(timeout=10_000)
-    texts = [text.strip() for text in options.all_inner_texts()]
+    texts = [text.split("\n")[-1].strip() for text in options.all_inner_texts()]  # after the selected one's ✓
     box.press("Escape")
+    options.first.wait_for(state="hidden", timeout=10_000)
     return texts
 
 

@@ -17,7 +17,6 @@ from modules.models.detection import ModelArchitecture
 from tests.browser_support import (
     GENERATION_SECONDS,
     browser_page,
-    choose,
     dropdown_options,
     running_webui,
     screenshot,
@@ -90,10 +89,21 @@ def small_job(page: Any) -> None:
     set_number(page, "txt2img_steps", 2)
 
 
-def switch_to(page: Any, checkpoint: str, sampler: str) -> None:
-    """Choose ``checkpoint`` in the top bar; the sampler dropdown follows its family."""
-    choose(page, "setting_sd_model_checkpoint", checkpoint)
-    expect()(page.locator("#setting_sd_model_checkpoint input")).to_have_value(checkpoint, timeout=GENERATION_MS)
+def switch_to(page: Any, checkpoint: str, sampler: str | None) -> None:
+    """Choose ``checkpoint`` in the top bar; the sampler dropdown follows its family: ``sampler`` only (None: an SD
+    model, every sampler)."""
+    title = re.compile(rf"^{re.escape(checkpoint)}( \[[0-9a-f]+\])?$")  # a loaded checkpoint's title has its hash
+    box = page.locator("#setting_sd_model_checkpoint input")
+    box.click()
+    box.fill(checkpoint)
+    listed = re.compile(rf"{re.escape(checkpoint)}( \[[0-9a-f]+\])?$")  # after the selected one's ✓
+    page.locator("#setting_sd_model_checkpoint [role=option]").filter(has_text=listed).first.click()
+    expect()(box).to_have_value(title, timeout=GENERATION_MS)
+    note = page.locator("#txt2img_sampling")
+    if sampler is None:
+        expect()(note).not_to_contain_text("only", timeout=30_000)
+        return
+    expect()(note).to_contain_text(f"runs with {sampler} only", timeout=30_000)
     expect()(page.locator("#txt2img_sampling input")).to_have_value(sampler, timeout=30_000)
 
 
@@ -137,6 +147,7 @@ def test_sd35_offers_euler_and_refuses_clip_skip(families_server: tuple[str, Pat
         assert_last_image(data_dir, (64, 64), "Sampler: Euler", "Model: sd3")
 
         expect()(page.locator("#txt2img_clip_skip")).to_contain_text("CLIP skip does not apply")
+        expect()(page.locator("#setting_CLIP_stop_at_last_layers")).to_contain_text("CLIP skip does not apply")
         set_number(page, "txt2img_clip_skip", 2)
         page.click("#txt2img_generate")
         expect()(page.locator("#txt2img_status")).to_contain_text(
@@ -145,7 +156,8 @@ def test_sd35_offers_euler_and_refuses_clip_skip(families_server: tuple[str, Pat
         set_number(page, "txt2img_clip_skip", 1)
 
         # back to SD: every sampler again, the choice (Euler) kept
-        switch_to(page, "a-tiny-sd", "Euler")
+        switch_to(page, "a-tiny-sd", None)
+        expect()(page.locator("#txt2img_sampling input")).to_have_value("Euler")
         assert len(dropdown_options(page, "txt2img_sampling")) > 10
 
 

@@ -104,7 +104,7 @@ def test_kandinsky_and_if_list_ddim_with_its_schedules(follow_handlers: dict[str
         assert updates["img2img_sampling"]["choices"] == ["DDIM"] and updates["img2img_sampling"]["value"] == "DDIM"
         assert updates["img2img_scheduler"]["choices"] == [AUTOMATIC, "Uniform"]
         assert updates["img2img_scheduler"]["value"] == AUTOMATIC
-        assert updates["img2img_neg_prompt"]["placeholder"] is None  # they take a negative prompt
+        assert updates["img2img_neg_prompt"]["placeholder"] == ""  # they take a negative prompt
 
 
 def test_back_to_sd_lists_everything_and_keeps_the_choices(
@@ -124,7 +124,8 @@ def test_back_to_sd_lists_everything_and_keeps_the_choices(
     assert updates["txt2img_sampling"]["choices"] == sampler_names(supports["diffusers"])
     assert updates["txt2img_sampling"]["value"] == "Euler"  # still applies: kept
     assert "Karras" in updates["txt2img_scheduler"]["choices"]
-    assert updates["txt2img_neg_prompt"]["placeholder"] is None and updates["txt2img_clip_skip"]["info"] is None
+    assert updates["txt2img_neg_prompt"]["placeholder"] == "" and updates["txt2img_clip_skip"]["info"] == ""
+    assert updates["txt2img_sampling"]["info"] == "" and updates["txt2img_scheduler"]["info"] == ""
     # the user's own SD choices stay as they are
     kept = follow(follow_handlers, "txt2img", "tiny-sd", **SD_VALUES)
     assert (kept["txt2img_sampling"]["value"], kept["txt2img_scheduler"]["value"]) == ("DPM++ 2M", "Karras")
@@ -156,3 +157,12 @@ def test_a_pasted_sampler_the_family_does_not_run_is_refused_with_its_message(
     assert applicable_fields(family("flux"), {"sampler_name": "Euler"}) == ({"sampler_name": "Euler"}, [])
     kandinsky, messages = applicable_fields(family("kandinsky22"), pasted)
     assert kandinsky == {"prompt": "a fox"} and len(messages) == 2  # the sampler's schedule type goes with it
+
+
+def test_the_clip_skip_quicksetting_says_it_does_not_apply(family_application: Application) -> None:
+    blocks = create_ui(family_application)
+    functions = [function.fn for function in blocks.fns.values()]
+    notes = [function for function in functions if getattr(function, "__name__", "") == "clip_skip_note"]
+    assert len(notes) == 1
+    assert "CLIP skip does not apply to Kandinsky 2.2" in notes[0]("kandinsky22")["info"]
+    assert notes[0]("tiny-sd")["info"] == ""

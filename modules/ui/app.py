@@ -23,7 +23,7 @@ from modules.ui.common import GenerationTab, UiContext, backend_supports, fields
 from modules.ui.extensions_tab import create_extensions_tab
 from modules.ui.extra_networks import create_extra_networks_tab
 from modules.ui.extras import ExtrasTab, create_extras_tab
-from modules.ui.family_controls import FAMILY_INPUTS, FAMILY_OUTPUTS, family_control_updates
+from modules.ui.family_controls import FAMILY_INPUTS, FAMILY_OUTPUTS, clip_skip_update, family_control_updates
 from modules.ui.history_tab import create_history_tab, link_to_extras
 from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
 from modules.ui.models_tab import create_models_tab
@@ -380,6 +380,14 @@ def wire_family_controls(
     bar's checkpoint (the one their jobs use): at page load and whenever its value changes (a switch, or the bar
     following a model another client loaded while nothing was chosen)."""
     supports = backend_supports(application)
+    quick: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
+    clip_skip = top_bar.quicksettings.get("CLIP_stop_at_last_layers")
+    if clip_skip is not None:  # the Clip skip quicksetting says it too
+
+        def clip_skip_note(checkpoint: str | None) -> Any:
+            return clip_skip_update(application.checkpoint_family(checkpoint))
+
+        gr.on([blocks.load, top_bar.checkpoint.change], clip_skip_note, top_bar.checkpoint, clip_skip, **quick)
     for tab in tabs:
         components = tab.controls.components
         inputs = [name for name in FAMILY_INPUTS if name in components]
@@ -397,8 +405,7 @@ def wire_family_controls(
             follow_family,
             inputs=[top_bar.checkpoint, *(components[name] for name in inputs)],
             outputs=[components[name] for name in outputs],
-            show_progress="hidden",
-            api_visibility="private",
+            **quick,
         )
 
 

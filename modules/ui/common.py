@@ -559,7 +559,9 @@ def wire_paste_and_clear(context: UiContext, controls: Controls, prompt: PromptA
         return fill_controls(controls, fields_for_family(context.application, chosen, fields))
 
     boxes = [controls.components["prompt"], controls.components["negative_prompt"]]
-    prompt.paste.click(paste, inputs=[boxes[0], *checkpoint], outputs=pasted, **QUICK)
+    # queued (unlike the other quick events): gr.Warning reaches the page from queued events only
+    quick_queued = {**QUICK, "queue": True}
+    prompt.paste.click(paste, inputs=[boxes[0], *checkpoint], outputs=pasted, **quick_queued)
     prompt.clear.click(
         None,
         inputs=boxes,

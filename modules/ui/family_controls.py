@@ -24,6 +24,8 @@ HIRES_SAMPLING_FIELDS = ("hr_sampler_name", "hr_scheduler")
 # The control names a family change updates (those a tab has); the first ones are read as well as written.
 FAMILY_INPUTS = (*SAMPLING_FIELDS, *HIRES_SAMPLING_FIELDS)
 FAMILY_OUTPUTS = (*FAMILY_INPUTS, "negative_prompt", "clip_skip")
+# An empty info / placeholder: the page drops it (None in an update would leave the last family's text in place).
+NO_NOTE = ""
 
 
 def safe_schedule_types(sampler: str, support: SamplerSupport | None = None) -> list[str]:
@@ -56,15 +58,15 @@ def family_schedules(model_family: ModelFamily | None, sampler: str, support: Sa
     return safe_schedule_types(sampler, support)
 
 
-def sampler_note(model_family: ModelFamily | None) -> str | None:
+def sampler_note(model_family: ModelFamily | None) -> str:
     if model_family is None or model_family.samplers is None:
-        return None
+        return NO_NOTE
     return f"{model_family.display_name} runs with {' / '.join(model_family.samplers)} only"
 
 
-def schedule_note(model_family: ModelFamily | None) -> str | None:
+def schedule_note(model_family: ModelFamily | None) -> str:
     if model_family is None or not model_family.own_scheduler:
-        return None
+        return NO_NOTE
     return f"{model_family.display_name} keeps its own flow-matching schedule"
 
 
@@ -109,14 +111,14 @@ def hires_updates(
 
 def negative_prompt_update(model_family: ModelFamily | None) -> dict[str, Any]:
     if model_family is None or model_family.takes_negative_prompt:
-        return gr.update(placeholder=None, info=None)
+        return gr.update(placeholder=NO_NOTE, info=NO_NOTE)
     text = f"{model_family.display_name} takes no negative prompt (its guidance is distilled)"
     return gr.update(placeholder=text, info=f"{text}: leave it empty")
 
 
 def clip_skip_update(model_family: ModelFamily | None) -> dict[str, Any]:
     if model_family is None or model_family.takes_clip_skip:
-        return gr.update(info=None)
+        return gr.update(info=NO_NOTE)
     name = model_family.display_name
     return gr.update(info=f"CLIP skip does not apply to {name} (its pipeline encodes the prompt): keep it at 1")
 
