@@ -22,7 +22,9 @@ from modules.jobs.database import Database
 from modules.jobs.history import ImageHistory
 from modules.jobs.store import JobStore
 from modules.models.errors import ModelError
+from modules.models.families import ModelFamily
 from modules.models.hashing import HashCache
+from modules.models.inventory import checkpoint_family
 from modules.models.registry import CheckpointRegistry
 from modules.models.service import ModelService
 from modules.networks.service import Networks
@@ -189,6 +191,22 @@ class Application:
             return self.registry.find(wanted).title
         except ModelError:
             return None
+
+    def checkpoint_family(self, title: str | None) -> ModelFamily | None:
+        """The model family of the checkpoint a job naming ``title`` runs on (None: the loaded one, else the start
+        one): the loaded model's, else read from the file's header or model_index.json (nothing loads); None when
+        it cannot be told (an unknown name, a pickle file not loaded yet)."""
+        wanted = title or self.current_title()
+        if not wanted:
+            return None
+        try:
+            info = self.registry.find(wanted)
+        except ModelError:
+            return None
+        loaded = self.models.current
+        if loaded is not None and loaded.info.path == info.path:
+            return loaded.family
+        return checkpoint_family(info)
 
     def update_options(self, **changes: object) -> None:
         """Validate, apply and persist settings changes (invalid values raise, nothing is half-applied)."""

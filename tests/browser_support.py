@@ -115,6 +115,18 @@ def choose(page: Any, elem_id: str, value: str) -> None:
     page.get_by_role("option", name=value, exact=True).click()
 
 
+def dropdown_options(page: Any, elem_id: str) -> list[str]:
+    """The options a dropdown lists now (opened, read, closed again)."""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    options = page.locator(f"#{elem_id} [role=option]")
+    options.first.wait_for(timeout=10_000)
+    texts = [text.split("\n")[-1].strip() for text in options.all_inner_texts()]  # after the selected one's ✓
+    box.press("Escape")
+    options.first.wait_for(state="hidden", timeout=10_000)
+    return texts
+
+
 def add_tiny_checkpoint(tiny_pipeline: Any, checkpoints_dir: Path, staging: Path) -> None:
     """Write the single file (with its config folder) aside, then move it in, so no scan sees half a file."""
     from modules.models.checkpoint_writer import write_single_file

@@ -109,3 +109,42 @@ def test_sd_models_reads_no_weights(flux_server) -> None:
     before = flux_server.application.models.current
     flux_server.client().get("/sdapi/v1/sd-models")
     assert flux_server.application.models.current is before
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "sampler"),
+    [("kandinsky22", "DDIM"), ("deepfloyd-if", "DDIM"), ("sd3", "Euler"), ("flux", "Euler"), ("tiny-sd", "Euler")],
+)
+def test_a_request_naming_no_sampler_gets_the_family_s_first(flux_server, checkpoint: str, sampler: str) -> None:
+    """No sampler_name and no sampler_index: a family with its own samplers runs its first (an SD model gets A1111's
+    API default, Euler)."""
+    body = {key: value for key, value in FLUX_JOB.items() if key != "sampler_name"}
+    body["override_settings"] = {"sd_model_checkpoint": checkpoint}
+    response = flux_server.client().post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 200, response.text
+    infotext = json.loads(response.json()["info"])["infotexts"][0]
+    assert f"Sampler: {sampler}," in infotext and f"Model: {checkpoint}" in infotext
+
+
+def test_no_sampler_follows_the_default_checkpoint_s_family(flux_server) -> None:
+    """Without an override the request runs on the checkpoint setting's model: its family gives the sampler."""
+    application = flux_server.application
+    previous = application.options.sd_model_checkpoint
+    application.update_options(sd_model_checkpoint="kandinsky22")
+    try:
+        body = {key: value for key, value in FLUX_JOB.items() if key != "sampler_name"}
+        response = flux_server.client().post("/sdapi/v1/txt2img", json=body)
+    finally:
+        application.update_options(sd_model_checkpoint=previous)
+    assert response.status_code == 200, response.text
+    infotext = json.loads(response.json()["info"])["infotexts"][0]
+    assert "Sampler: DDIM," in infotext and "Model: kandinsky22" in infotext
+
+
+@pytest.mark.parametrize("named", [{"sampler_name": "Euler"}, {"sampler_index": "Euler"}])
+def test_an_explicit_sampler_the_family_does_not_run_is_refused(flux_server, named: dict) -> None:
+    body = {key: value for key, value in FLUX_JOB.items() if key != "sampler_name"}
+    body.update(named, override_settings={"sd_model_checkpoint": "kandinsky22"})
+    response = flux_server.client().post("/sdapi/v1/txt2img", json=body)
+    assert 400 <= response.status_code < 500
+    assert "Kandinsky 2.2 runs with the DDIM sampler only" in response.text

@@ -92,6 +92,7 @@ class GenerationRoutes:
             application.active_backend().sampler_support(),
             {name: backend.sampler_support() for name, backend in application.backends.items()},
             application.extension_settings,
+            application.checkpoint_family,
         )
 
     async def run_generation(

@@ -18,6 +18,7 @@ from modules.api.images import ImageLimits, decode_image
 from modules.api.models import GenerationBody, Img2ImgBody, Txt2ImgBody
 from modules.extension_settings import ExtensionSettings, infotext_overrides
 from modules.models.errors import CheckpointNotFoundError
+from modules.models.families import ModelFamily
 from modules.models.registry import CheckpointRegistry
 from modules.options import SAMPLER_OPTION_NAMES, Options
 from modules.processing.infotext import infotext_to_request_fields, parse_infotext
@@ -25,6 +26,8 @@ from modules.processing.requests import GenerationRequest, Img2ImgRequest, Maske
 from modules.samplers import AUTOMATIC, SamplerError, SamplerSupport, resolve
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_SAMPLER = "Euler"  # A1111's API default (sampler_index)
 
 # override_settings values that ask for nothing.
 NEUTRAL_OVERRIDES: Mapping[str, tuple[Any, ...]] = {
@@ -58,6 +61,8 @@ class TranslationContext:
     support: SamplerSupport | None = None  # the samplers of the backend a request gets by default
     supports: Mapping[str, SamplerSupport] = field(default_factory=dict)  # every backend's, by name
     extension_settings: ExtensionSettings | None = None  # settings extensions added (override_settings may set them)
+    # the model family of a checkpoint title (None: the one a request without a choice gets); None when unknown
+    family_of: Callable[[str | None], ModelFamily | None] | None = None
 
     def support_for(self, backend: str | None) -> SamplerSupport | None:
         """The samplers of ``backend`` (None: the default one); an unknown name is a 400."""
@@ -66,6 +71,12 @@ class TranslationContext:
         if self.supports and backend not in self.supports:
             raise BadInputError(f"unknown sampler backend {backend!r}; choose one of: {', '.join(self.supports)}")
         return self.supports.get(backend, self.support)
+
+    def default_sampler(self, checkpoint: str | None) -> str:
+        """The sampler of a request that names none: the first of the checkpoint's family's own samplers (FLUX.1 and
+        SD 3.5: Euler; Kandinsky 2.2 and DeepFloyd IF: DDIM), else A1111's API default, Euler."""
+        model_family = self.family_of(checkpoint) if self.family_of is not None else None
+        return model_family.samplers[0] if model_family is not None and model_family.samplers else DEFAULT_SAMPLER
 
     def checkpoint_for_request(self) -> str | None:
         """The setting's checkpoint (not whatever an earlier override left loaded); None when it is not found."""
@@ -204,10 +215,14 @@ def apply_overrides(
     return unsupported
 
 
-def sampler_of(body: GenerationBody, support: SamplerSupport | None = None) -> tuple[str, str]:
+def sampler_of(
+    body: GenerationBody, support: SamplerSupport | None = None, default: str = DEFAULT_SAMPLER
+) -> tuple[str, str]:
     """(sampler, schedule) as the client asked, checked now (against the backend's samplers) so that a bad name is a
-    400 before queueing."""
-    name = body.sampler_name or body.sampler_index or "Euler"
+    400 before queueing. A body that names no sampler (no ``sampler_name``, ``sampler_index`` not given) gets
+    ``default``."""
+    index = body.sampler_index if "sampler_index" in body.model_fields_set else ""
+    name = body.sampler_name or index or default
     scheduler = body.scheduler or AUTOMATIC
     try:
         resolve(name, scheduler, support)
@@ -241,10 +256,10 @@ def build_fields(
     body, infotext_extra = apply_infotext(body)
     overrides = dict(body.override_settings or {})
     backend = str(overrides.get("sd_sampling_backend") or infotext_extra.get("sampling_backend") or "") or None
-    sampler_name, scheduler = sampler_of(body, context.support_for(backend))
+    support = context.support_for(backend)
     fields = common_fields(body, context.options)
     fields["checkpoint"] = context.checkpoint_for_request()
-    fields.update(sampler_name=sampler_name, scheduler=scheduler, **passed_fields(body, request_class))
+    fields.update(passed_fields(body, request_class))
     if isinstance(body, Txt2ImgBody) and body.enable_hr and body.denoising_strength is not None:
         fields["denoising_strength"] = body.denoising_strength
     if backend is not None:
@@ -261,6 +276,9 @@ def build_fields(
         fields, overrides, context.options, context.registry, request_class.model_fields, context.extension_settings
     )
     fields["extra"] = {"unsupported_fields": unsupported} if unsupported else {}
+    # after the overrides: the sampler a body leaves out follows the family of the checkpoint it runs on
+    sampler_name, scheduler = sampler_of(body, support, context.default_sampler(fields["checkpoint"]))
+    fields.update(sampler_name=sampler_name, scheduler=scheduler)
     return fields, unsupported, sampler_name, scheduler
 
 

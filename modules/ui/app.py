@@ -19,10 +19,11 @@ from modules.extensions.registry import page_assets
 from modules.processing.infotext import InfotextTooLongError
 from modules.prompts.styles import StyleDatabase
 from modules.ui import checkpoints, handlers
-from modules.ui.common import GenerationTab, UiContext, fill_controls
+from modules.ui.common import GenerationTab, UiContext, backend_supports, fields_for_family, fill_controls
 from modules.ui.extensions_tab import create_extensions_tab
 from modules.ui.extra_networks import create_extra_networks_tab
 from modules.ui.extras import ExtrasTab, create_extras_tab
+from modules.ui.family_controls import FAMILY_INPUTS, FAMILY_OUTPUTS, clip_skip_update, family_control_updates
 from modules.ui.history_tab import create_history_tab, link_to_extras
 from modules.ui.img2img import create_img2img_tab, create_inpaint_tab
 from modules.ui.models_tab import create_models_tab
@@ -195,7 +196,14 @@ def pasted_fields(text: str, styles: StyleDatabase | None, listeners: Sequence[P
     return {name: value for name, value in fields.items() if name in SENT_FIELDS}
 
 
+def chosen_checkpoint(target: GenerationTab) -> list[gr.components.Component]:
+    """The top bar's checkpoint as an input of the target tab's events (its family limits what a paste sets)."""
+    checkpoint = target.controls.components.get("checkpoint")
+    return [checkpoint] if checkpoint is not None else []
+
+
 def link_gallery(
+    application: Application,
     source: GenerationTab,
     target: GenerationTab,
     button: gr.Button,
@@ -206,7 +214,7 @@ def link_gallery(
 ) -> None:
     """ "Send to": the selected image and its parameters go to the target tab, which is shown."""
 
-    def send(gallery: list[Any] | None, state: dict[str, Any] | None) -> dict[Any, Any]:
+    def send(gallery: list[Any] | None, state: dict[str, Any] | None, checkpoint: str | None = None) -> dict[Any, Any]:
         image = selected_image(gallery, state)
         if image is None:
             gr.Warning("Nothing to send: generate an image first.")
@@ -217,12 +225,12 @@ def link_gallery(
         return {
             **target.image_updates(image_value(target, image)),
             tabs: gr.Tabs(selected=target_id),
-            **fill_controls(target.controls, fields),
+            **fill_controls(target.controls, fields_for_family(application, checkpoint, fields)),
         }
 
     button.click(
         send,
-        inputs=[source.panel.gallery, source.panel.state],
+        inputs=[source.panel.gallery, source.panel.state, *chosen_checkpoint(target)],
         outputs=[*target.image_outputs(), tabs, *sent_outputs(target)],
         show_progress="hidden",
         api_visibility="private",
@@ -249,6 +257,7 @@ def link_extras(source: GenerationTab, extras: ExtrasTab, tabs: gr.Tabs) -> None
 
 
 def link_png_info(
+    application: Application,
     png_info: PngInfoTab,
     target: GenerationTab,
     button: gr.Button,
@@ -259,8 +268,9 @@ def link_png_info(
 ) -> None:
     with_image = target.image is not None
 
-    def send(image: Image.Image | None, text: str) -> dict[Any, Any]:
+    def send(image: Image.Image | None, text: str, checkpoint: str | None = None) -> dict[Any, Any]:
         fields = {**pasted_fields(text or "", styles, listeners), **pasted_script_fields(target, text or "")}
+        fields = fields_for_family(application, checkpoint, fields)
         updates: dict[Any, Any] = {tabs: gr.Tabs(selected=target_id), **fill_controls(target.controls, fields)}
         if with_image and image is not None:
             updates |= target.image_updates(image_value(target, image))
@@ -269,7 +279,7 @@ def link_png_info(
     outputs = [tabs, *sent_outputs(target), *(target.image_outputs() if with_image else [])]
     button.click(
         send,
-        inputs=[png_info.image, png_info.infotext],
+        inputs=[png_info.image, png_info.infotext, *chosen_checkpoint(target)],
         outputs=outputs,
         show_progress="hidden",
         api_visibility="private",
@@ -330,17 +340,22 @@ def create_ui(application: Application, warnings: Sequence[str] = ()) -> gr.Bloc
                 create_system_info_tab(application)
         pasted = application.infotext_pasted
         for source in (txt2img, img2img, inpaint):
-            link_gallery(source, img2img, source.panel.send_to_img2img, tabs, "img2img", context.styles, pasted)
-            link_gallery(source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint", context.styles, pasted)
+            link_gallery(
+                application, source, img2img, source.panel.send_to_img2img, tabs, "img2img", context.styles, pasted
+            )
+            link_gallery(
+                application, source, inpaint, source.panel.send_to_inpaint, tabs, "inpaint", context.styles, pasted
+            )
             link_extras(source, extras, tabs)
-        link_png_info(png_info, txt2img, png_info.send_to_txt2img, tabs, "txt2img", context.styles, pasted)
-        link_png_info(png_info, img2img, png_info.send_to_img2img, tabs, "img2img", context.styles, pasted)
+        link_png_info(application, png_info, txt2img, png_info.send_to_txt2img, tabs, "txt2img", context.styles, pasted)
+        link_png_info(application, png_info, img2img, png_info.send_to_img2img, tabs, "img2img", context.styles, pasted)
         for target, tab_id in ((txt2img, "txt2img"), (img2img, "img2img")):
             button = getattr(history.png_info, f"send_to_{tab_id}")
-            link_png_info(history.png_info, target, button, tabs, tab_id, context.styles, pasted)
+            link_png_info(application, history.png_info, target, button, tabs, tab_id, context.styles, pasted)
         link_to_extras(blocks, history, tabs)
         wire_page_options(application, blocks, top_bar, carrier, apply_settings, (txt2img, img2img, inpaint))
         wire_edit_model_controls(application, blocks, top_bar, img2img)
+        wire_family_controls(application, blocks, top_bar, (txt2img, img2img, inpaint))
         wire_localization(blocks, application.paths, application.options)
     return blocks
 
@@ -356,6 +371,42 @@ def wire_edit_model_controls(application: Application, blocks: gr.Blocks, top_ba
 
     for event in (blocks.load, top_bar.checkpoint.change):
         event(visibility, inputs=top_bar.checkpoint, outputs=slider, show_progress="hidden", api_visibility="private")
+
+
+def wire_family_controls(
+    application: Application, blocks: gr.Blocks, top_bar: TopBar, tabs: Sequence[GenerationTab]
+) -> None:
+    """The tabs' sampler, schedule type, negative prompt and CLIP skip controls follow the model family of the top
+    bar's checkpoint (the one their jobs use): at page load and whenever its value changes (a switch, or the bar
+    following a model another client loaded while nothing was chosen)."""
+    supports = backend_supports(application)
+    quick: dict[str, Any] = {"show_progress": "hidden", "api_visibility": "private"}
+    clip_skip = top_bar.quicksettings.get("CLIP_stop_at_last_layers")
+    if clip_skip is not None:  # the Clip skip quicksetting says it too
+
+        def clip_skip_note(checkpoint: str | None) -> Any:
+            return clip_skip_update(application.checkpoint_family(checkpoint))
+
+        gr.on([blocks.load, top_bar.checkpoint.change], clip_skip_note, top_bar.checkpoint, clip_skip, **quick)
+    for tab in tabs:
+        components = tab.controls.components
+        inputs = [name for name in FAMILY_INPUTS if name in components]
+        outputs = [name for name in FAMILY_OUTPUTS if name in components]
+
+        def follow_family(
+            checkpoint: str | None, *values: Any, inputs: list[str] = inputs, outputs: list[str] = outputs
+        ) -> list[Any]:
+            model_family = application.checkpoint_family(checkpoint)
+            updates = family_control_updates(model_family, dict(zip(inputs, values, strict=True)), outputs, supports)
+            return [updates.get(name, gr.skip()) for name in outputs]
+
+        gr.on(
+            [blocks.load, top_bar.checkpoint.change],
+            follow_family,
+            inputs=[top_bar.checkpoint, *(components[name] for name in inputs)],
+            outputs=[components[name] for name in outputs],
+            **quick,
+        )
 
 
 def wire_page_options(

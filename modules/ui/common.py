@@ -14,10 +14,11 @@ from modules.application import Application
 from modules.processing.infotext import override_pairs
 from modules.processing.requests import Img2ImgRequest, Txt2ImgRequest
 from modules.prompts.styles import StyleDatabase
-from modules.samplers import SCHEDULE_TYPES, SamplerError, SamplerSupport, sampler_names, schedule_types_for
+from modules.samplers import SamplerSupport, sampler_names
 from modules.scripts.runner import BoundScripts
 from modules.ui import handlers
 from modules.ui.extra_networks import build_tab_networks
+from modules.ui.family_controls import applicable_fields, safe_schedule_types, sampling_updates
 from modules.ui.img2img_batch import BatchJob, stream_batch
 from modules.ui.messages import error_message, status_html
 from modules.ui.prompt_tools import TokenCounter, with_pasted_styles
@@ -149,20 +150,40 @@ def backend_supports(application: Application) -> dict[str, SamplerSupport]:
     return {name: backend.sampler_support() for name, backend in backends.items()}
 
 
-def update_sampler_choices(
-    backend: str, sampler: str, schedule: str, supports: Mapping[str, SamplerSupport]
+def sampler_choices_for_backend(
+    context: UiContext,
+    supports: Mapping[str, SamplerSupport],
+    backend: str,
+    sampler: str,
+    schedule: str,
+    checkpoint: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The sampler and schedule dropdowns for the chosen backend (a sampler it lacks becomes its first one)."""
-    support = supports.get(backend)
-    offered = sampler_names(support)
-    sampler = sampler if sampler in offered else offered[0]
-    return gr.update(choices=offered, value=sampler), update_schedule_choices(sampler, schedule, support)
+    """The sampler and schedule dropdowns for the chosen backend and the checkpoint's family (a sampler that does
+    not apply becomes the first one offered)."""
+    model_family = context.application.checkpoint_family(checkpoint)
+    updates = sampling_updates(model_family, backend, sampler, schedule, supports)
+    return updates["sampler_name"], updates["scheduler"]
 
 
-def update_schedule_for_backend(
-    sampler: str, schedule: str, backend: str, supports: Mapping[str, SamplerSupport]
+def schedule_choices_for_sampler(
+    context: UiContext,
+    supports: Mapping[str, SamplerSupport],
+    sampler: str,
+    schedule: str,
+    backend: str,
+    checkpoint: str | None = None,
 ) -> dict[str, Any]:
-    return update_schedule_choices(sampler, schedule, supports.get(backend))
+    model_family = context.application.checkpoint_family(checkpoint)
+    return sampling_updates(model_family, backend, sampler, schedule, supports)["scheduler"]
+
+
+def fields_for_family(application: Application, checkpoint: str | None, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Pasted infotext fields less the sampler / backend the checkpoint's family does not run, whose refusal is
+    shown as a warning (the control keeps its value)."""
+    taken, messages = applicable_fields(application.checkpoint_family(checkpoint), fields)
+    for message in dict.fromkeys(messages):
+        gr.Warning(f"Not pasted: {message}")
+    return taken
 
 
 def build_sampling_controls(context: UiContext, controls: Controls) -> None:
@@ -213,16 +234,18 @@ def build_sampling_controls(context: UiContext, controls: Controls) -> None:
     add_checkbox(context, controls, "restore_faces", "Restore faces", False)
     build_override_settings(context, controls)
     components = controls.components
+    # the top bar's checkpoint (absent in a page without it): its family limits the choices
+    checkpoint = [context.checkpoint] if context.checkpoint is not None else []
     components["sampler_name"].change(
-        functools.partial(update_schedule_for_backend, supports=supports),
-        inputs=[components["sampler_name"], components["scheduler"], components["sampling_backend"]],
+        functools.partial(schedule_choices_for_sampler, context, supports),
+        inputs=[components["sampler_name"], components["scheduler"], components["sampling_backend"], *checkpoint],
         outputs=components["scheduler"],
         show_progress="hidden",
         queue=False,
     )
     components["sampling_backend"].change(
-        functools.partial(update_sampler_choices, supports=supports),
-        inputs=[components["sampling_backend"], components["sampler_name"], components["scheduler"]],
+        functools.partial(sampler_choices_for_backend, context, supports),
+        inputs=[components["sampling_backend"], components["sampler_name"], components["scheduler"], *checkpoint],
         outputs=[components["sampler_name"], components["scheduler"]],
         show_progress="hidden",
         queue=False,
@@ -268,18 +291,6 @@ def add_slider(
 def add_checkbox(context: UiContext, controls: Controls, name: str, label: str, default: bool) -> gr.Checkbox:
     value = bool(context.initial(controls.tab, label, default))
     return controls.add(name, gr.Checkbox(value=value, label=label, elem_id=f"{controls.tab}_{name}"))
-
-
-def safe_schedule_types(sampler: str, support: SamplerSupport | None = None) -> list[str]:
-    try:
-        return schedule_types_for(sampler, support)
-    except SamplerError:
-        return list(SCHEDULE_TYPES)
-
-
-def update_schedule_choices(sampler: str, schedule: str, support: SamplerSupport | None = None) -> dict[str, Any]:
-    choices = safe_schedule_types(sampler, support)
-    return gr.update(choices=choices, value=schedule if schedule in choices else choices[0])
 
 
 @dataclass
@@ -541,12 +552,16 @@ def wire_paste_and_clear(context: UiContext, controls: Controls, prompt: PromptA
     """↙ reads an infotext from the prompt box into every control it names; 🗑️ empties both prompt boxes after
     the browser's confirmation (as A1111's confirm_clear_prompt)."""
     pasted = [component for name, component in controls.components.items() if name != "checkpoint"]
+    checkpoint = [controls.components["checkpoint"]] if "checkpoint" in controls.components else []
 
-    def paste(text: str) -> dict[Any, Any]:
-        return fill_controls(controls, {k: v for k, v in pasted_values(context, text).items() if k != "checkpoint"})
+    def paste(text: str, chosen: str | None = None) -> dict[Any, Any]:
+        fields = {k: v for k, v in pasted_values(context, text).items() if k != "checkpoint"}
+        return fill_controls(controls, fields_for_family(context.application, chosen, fields))
 
     boxes = [controls.components["prompt"], controls.components["negative_prompt"]]
-    prompt.paste.click(paste, inputs=boxes[0], outputs=pasted, **QUICK)
+    # queued (unlike the other quick events): gr.Warning reaches the page from queued events only
+    quick_queued = {**QUICK, "queue": True}
+    prompt.paste.click(paste, inputs=[boxes[0], *checkpoint], outputs=pasted, **quick_queued)
     prompt.clear.click(
         None,
         inputs=boxes,
