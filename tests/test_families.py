@@ -144,6 +144,11 @@ def test_sd3_negative_prompt_changes_the_image_and_flux_refuses_one(flow_context
     [
         ({"clip_skip": 2}, "CLIP skip does not apply to FLUX.1"),
         ({"sampler_name": "DPM++ 2M"}, "FLUX.1 runs with the Euler sampler only"),
+        ({"scheduler": "Karras"}, "schedule type Karras does not apply"),
+        ({"scheduler": "karras"}, "schedule type Karras does not apply"),
+        ({"sampler_name": "Euler Karras"}, "schedule type Karras does not apply"),
+        ({"enable_hr": True, "hr_upscaler": "Lanczos", "hr_sampler_name": "DPM++ 2M"}, "Euler sampler only"),
+        ({"enable_hr": True, "hr_upscaler": "Lanczos", "hr_scheduler": "Karras"}, "schedule type Karras"),
         ({"sampling_backend": "original"}, "diffusers backend only"),
         ({"prompt": "a [cat:dog:0.5]"}, "prompt editing"),
         ({"enable_hr": True, "hr_upscaler": "Latent", "hr_scale": 2}, "Latent hires upscaler is not available"),

@@ -5,10 +5,11 @@ not branched on by name."""
 from __future__ import annotations
 
 from modules.backends.base import GenerationPlan
-from modules.models.families import FamilyError
+from modules.models.families import FamilyError, ModelFamily
 from modules.models.manager import LoadedModel, missing_decoder_message
 from modules.processing.run import GenerationRun
 from modules.prompts.plain import PlainPromptError, plain_prompt
+from modules.samplers import AUTOMATIC, normalize_schedule_type, split_sampler_name
 
 
 def check_family(run: GenerationRun, model: LoadedModel, plan: GenerationPlan) -> None:
@@ -17,6 +18,14 @@ def check_family(run: GenerationRun, model: LoadedModel, plan: GenerationPlan) -
     name = model_family.display_name
     model_family.check_backend(run.backend.name)
     model_family.check_sampler(run.sampler.name)
+    request = run.request
+    check_schedule(model_family, asked_schedule(request.sampler_name, request.scheduler))
+    if run.hires is not None:
+        model_family.check_sampler(run.hires.sampler_name)
+        hires_sampler = getattr(request, "hr_sampler_name", None) or request.sampler_name
+        check_schedule(
+            model_family, asked_schedule(hires_sampler, getattr(request, "hr_scheduler", None) or request.scheduler)
+        )
     model_family.pipeline_class_name(plan.task.value)
     if plan.task.value in model_family.task_decoders and plan.task.value not in model.task_decoders:
         raise FamilyError(missing_decoder_message(model_family, plan.task.value))
@@ -41,3 +50,19 @@ def check_family(run: GenerationRun, model: LoadedModel, plan: GenerationPlan) -
         raise FamilyError(f"{name}: {error}") from error
     if model_family.next_stage is not None and not model.stages:
         run.note(f"{name}: no {model_family.next_stage} checkpoint is listed; the images are stage I's")
+
+
+def asked_schedule(sampler_name: str, schedule_type: str) -> str:
+    """The schedule type a request asks for (not what Automatic resolves to): its schedule field, else the schedule
+    of an A1111 combined sampler name ("Euler Karras")."""
+    asked = normalize_schedule_type(schedule_type)
+    return split_sampler_name(sampler_name)[1] or asked if asked == AUTOMATIC else asked
+
+
+def check_schedule(model_family: ModelFamily, schedule_type: str) -> None:
+    """A family whose pipeline keeps its own (flow-matching) schedule takes no schedule type but Automatic."""
+    if model_family.own_scheduler and schedule_type != AUTOMATIC:
+        raise FamilyError(
+            f"{model_family.display_name} keeps its own flow-matching schedule: schedule type {schedule_type} does "
+            f"not apply; choose {AUTOMATIC}"
+        )
