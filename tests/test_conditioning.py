@@ -178,18 +178,22 @@ def test_schedule_switches_embeddings_at_the_right_step(encoder: PromptEncoder) 
     conditioning = encoder.encode_conditioning("a [cat:dog:3]", steps=10)
     assert conditioning.switch_steps() == [3] and not conditioning.is_static
     cat, dog = encoder.encode("a cat").embeds, encoder.encode("a dog").embeds
-    for step in range(1, 11):
+    # at_step takes A1111's 0-based model call (reconstruct_cond_batch: first entry with step <= end_at_step):
+    # calls 0-3 of 10 get "a cat", calls 4-9 "a dog".
+    for step in range(10):
         ((embedding, weight),) = conditioning.at_step(step)
         assert weight == 1.0
         assert torch.equal(embedding.embeds, cat if step <= 3 else dog), step
 
 
-def test_alternation_flips_every_step(encoder: PromptEncoder) -> None:
+def test_alternation_flips_every_step_after_the_first_two(encoder: PromptEncoder) -> None:
     conditioning = encoder.encode_conditioning("a [cat|dog]", steps=6)
     cat, dog = encoder.encode("a cat").embeds, encoder.encode("a dog").embeds
-    observed = [conditioning.at_step(step)[0][0].embeds for step in range(1, 7)]
-    assert [torch.equal(embeds, cat) for embeds in observed] == [True, False, True, False, True, False]
-    assert all(torch.equal(embeds, dog) for embeds in observed[1::2])
+    # A1111's schedule is [[1, cat], [2, dog], ... [6, dog]]; its 0-based model calls 0 and 1 both take the first
+    # entry (step <= 1), so the 6 calls get cat, cat, dog, cat, dog, cat (entry 6 is never reached).
+    observed = [conditioning.at_step(step)[0][0].embeds for step in range(6)]
+    assert [torch.equal(embeds, cat) for embeds in observed] == [True, True, False, True, False, True]
+    assert all(torch.equal(embeds, dog) for embeds in observed[2::2])
 
 
 def test_and_parts_with_weights_and_alignment(encoder: PromptEncoder) -> None:

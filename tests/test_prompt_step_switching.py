@@ -20,7 +20,7 @@ def run_and_record(pipeline, schedule: ScheduledEmbeddings, steps: int, guidance
     handle = pipeline.unet.register_forward_pre_hook(record, with_kwargs=True)
     try:
         pipeline(
-            **schedule.at_step(1).as_kwargs(),
+            **schedule.at_step(0).as_kwargs(),
             num_inference_steps=steps,
             height=64,
             width=64,
@@ -57,19 +57,25 @@ def test_prompt_editing_switches_at_the_right_step(euler_pipeline, encoder: Prom
     seen = run_and_record(euler_pipeline, schedule, steps=4, guidance_scale=7.0)
     cat, dog, blurry = (encoder.encode(text).embeds for text in ("a cat", "a dog", "blurry"))
     assert len(seen) == 4
-    for step, hidden in enumerate(seen, start=1):
+    # A1111 (reconstruct_cond_batch): 0-based model call `step` takes the first entry with step <= end_at_step;
+    # the schedule is [[2, "a cat"], [4, "a dog"]], so calls 0, 1 and 2 get "a cat" and only call 3 "a dog".
+    for step, hidden in enumerate(seen):
         assert hidden.shape == (2, 77, 32)
         torch.testing.assert_close(hidden[0:1], blurry)
         torch.testing.assert_close(hidden[1:2], cat if step <= 2 else dog, msg=f"step {step}")
 
 
-def test_alternation_flips_every_step_without_guidance(euler_pipeline, encoder: PromptEncoder) -> None:
+def test_alternation_flips_every_step_after_the_first_two_without_guidance(
+    euler_pipeline, encoder: PromptEncoder
+) -> None:
     positive = encoder.encode_conditioning("a [cat|dog]", steps=4)
     schedule = ScheduledEmbeddings([positive], None)
     seen = run_and_record(euler_pipeline, schedule, steps=4, guidance_scale=1.0)
     cat, dog = encoder.encode("a cat").embeds, encoder.encode("a dog").embeds
-    assert [torch.equal(hidden, cat) for hidden in seen] == [True, False, True, False]
-    assert all(torch.equal(hidden, dog) for hidden in seen[1::2])
+    # A1111's schedule is [[1, cat], [2, dog], [3, cat], [4, dog]] and its 0-based model call `step` takes the first
+    # entry with step <= end_at_step: calls 0 and 1 both get "cat" (entry 1), then dog, cat.
+    assert [torch.equal(hidden, cat) for hidden in seen] == [True, True, False, True]
+    assert torch.equal(seen[2], dog)
 
 
 def test_and_prompts_are_refused_with_a_clear_error(encoder: PromptEncoder) -> None:

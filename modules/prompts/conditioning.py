@@ -80,7 +80,8 @@ class PromptEmbedding:
 
 @dataclass(frozen=True)
 class ScheduledEmbedding:
-    """The embedding in force up to and including ``end_at_step`` (1-based step numbers)."""
+    """The embedding in force up to and including ``end_at_step``: A1111's 0-based model call ``step`` takes the
+    first entry with ``step <= end_at_step`` (so ``[a:b:10]`` feeds ``a`` to calls 0-10)."""
 
     end_at_step: int
     embedding: PromptEmbedding
@@ -94,7 +95,7 @@ class SubPromptConditioning:
     schedule: tuple[ScheduledEmbedding, ...]
 
     def at_step(self, step: int) -> PromptEmbedding:
-        """The embedding for 1-based sampling step ``step`` (the last one past the end)."""
+        """The embedding for 0-based model call ``step`` (the last one past the end)."""
         for entry in self.schedule:
             if step <= entry.end_at_step:
                 return entry.embedding
@@ -123,12 +124,12 @@ class PromptConditioning:
         return len(self.sub_prompts) > 1 or self.sub_prompts[0].weight != 1.0
 
     def switch_steps(self) -> list[int]:
-        """1-based steps after which some embedding changes (the step itself still uses the old one)."""
+        """Model calls after which some embedding changes: call ``s`` still uses the old one, ``s + 1`` the new."""
         ends = {entry.end_at_step for part in self.sub_prompts for entry in part.schedule[:-1]}
         return sorted(ends)
 
     def at_step(self, step: int) -> list[tuple[PromptEmbedding, float]]:
-        """``(embedding, weight)`` per AND part for 1-based sampling step ``step``."""
+        """``(embedding, weight)`` per AND part for 0-based model call ``step`` (A1111's CFG wrapper count)."""
         return [(part.at_step(step), part.weight) for part in self.sub_prompts]
 
 

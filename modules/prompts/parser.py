@@ -483,7 +483,8 @@ def extract_extra_networks(prompt: str) -> tuple[str, list[ExtraNetworkTag]]:
 
 @dataclass(frozen=True)
 class ScheduledText:
-    """The text in force up to and including ``end_at_step`` (1-based step numbers)."""
+    """The text in force up to and including ``end_at_step`` (A1111's numbers: the 0-based model call ``step`` takes
+    the first entry with ``step <= end_at_step``)."""
 
     end_at_step: int
     text: str

@@ -59,8 +59,11 @@ class ScheduledEmbeddings:
     """Embeddings for every sampling step of a batch; also a ``callback_on_step_end`` for diffusers.
 
     ``positives`` and ``negatives`` hold one conditioning per image of the batch, in batch order,
-    already aligned to one chunk count (``PromptEncoder.align``). Step numbers are 1-based:
-    ``a [b:3]`` uses ``a`` for steps 1-3.
+    already aligned to one chunk count (``PromptEncoder.align``). Steps are A1111's: the 0-based model call
+    ``step`` takes the first schedule entry with ``step <= end_at_step`` (``reconstruct_cond_batch``), so
+    ``a [b:3]`` uses ``a`` for calls 0-3 and ``b`` from call 4, as on the original backend. diffusers calls
+    ``callback_on_step_end`` once per loop iteration, which is once per model call (Heun's two calls per step
+    are two iterations there), so the callback's ``step_index`` counts what A1111's CFG wrapper counts.
     """
 
     def __init__(self, positives: Sequence[PromptConditioning], negatives: Sequence[PromptConditioning] | None) -> None:
@@ -77,11 +80,11 @@ class ScheduledEmbeddings:
     @property
     def tensor_inputs(self) -> list[str]:
         """What to pass as ``callback_on_step_end_tensor_inputs``."""
-        has_pooled = self.at_step(1).pooled_prompt_embeds is not None
+        has_pooled = self.at_step(0).pooled_prompt_embeds is not None
         return ["prompt_embeds", "add_text_embeds"] if has_pooled else ["prompt_embeds"]
 
     def at_step(self, step: int) -> PipelineEmbeddings:
-        """The pipeline's embedding arguments for 1-based step ``step``."""
+        """The pipeline's embedding arguments for 0-based model call ``step``."""
         embeds, pooled = _stack([item.at_step(step)[0][0] for item in self.positives])
         if self.negatives is None:
             return PipelineEmbeddings(embeds, None, pooled, None)
@@ -89,10 +92,10 @@ class ScheduledEmbeddings:
         return PipelineEmbeddings(embeds, negative_embeds, pooled, negative_pooled)
 
     def __call__(self, pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
-        """After 0-based ``step_index`` the next step is number ``step_index + 2``; switch if it changes."""
-        if step_index + 1 not in self.switch_steps:
+        """After 0-based call ``step_index`` the next call is ``step_index + 1``; switch if its embedding changes."""
+        if step_index not in self.switch_steps:
             return {}
-        embeddings = self.at_step(step_index + 2)
+        embeddings = self.at_step(step_index + 1)
         current = callback_kwargs["prompt_embeds"]
         guided = embeddings.negative_prompt_embeds is not None and current.shape[0] == 2 * len(self.positives)
         outputs: dict[str, torch.Tensor] = {}
@@ -106,5 +109,5 @@ class ScheduledEmbeddings:
             if guided and embeddings.negative_pooled_prompt_embeds is not None:
                 pooled = torch.cat([embeddings.negative_pooled_prompt_embeds, pooled])
             outputs["add_text_embeds"] = pooled.to(callback_kwargs["add_text_embeds"].device)
-        logger.debug("prompt schedule switched step=%d", step_index + 2)
+        logger.debug("prompt schedule switched step=%d", step_index + 1)
         return outputs

@@ -101,7 +101,7 @@ class DiffusersBackend:
             embeddings = guidance.initial_embeddings()
         else:
             guidance = ScheduledEmbeddings(positives, negatives)
-            embeddings = guidance.at_step(1)
+            embeddings = guidance.at_step(0)
         events = events_for(plan.denoiser_hooks, steps_run(plan))
         if events is not None:
             inner = components.get("unet", unet)

@@ -21,7 +21,8 @@ from modules.prompts.step_switching import PipelineEmbeddings
 
 
 class ComposableGuidanceUNet(WrappedUNet):
-    """Wraps a UNet2DConditionModel; ``step`` (1-based) is advanced by the step callback."""
+    """Wraps a UNet2DConditionModel; ``step`` (the 0-based model call, A1111's count) is advanced by the step
+    callback."""
 
     def __init__(
         self, unet: torch.nn.Module, positives: Sequence[PromptConditioning], negatives: Sequence[PromptConditioning]
@@ -29,7 +30,7 @@ class ComposableGuidanceUNet(WrappedUNet):
         super().__init__(unet)
         self.positives = tuple(positives)
         self.negatives = tuple(negatives)
-        self.step = 1
+        self.step = 0
 
     def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor, **kwargs: Any):
         count = len(self.positives)
@@ -93,8 +94,8 @@ class ComposableGuidance:
 
     def initial_embeddings(self) -> PipelineEmbeddings:
         """Embeddings of the right shapes for the pipeline's own checks (the wrapper uses its own)."""
-        first = [conditioning.at_step(1)[0][0] for conditioning in self.wrapper.positives]
-        negative = [conditioning.at_step(1)[0][0] for conditioning in self.wrapper.negatives]
+        first = [conditioning.at_step(0)[0][0] for conditioning in self.wrapper.positives]
+        negative = [conditioning.at_step(0)[0][0] for conditioning in self.wrapper.negatives]
         pooled = first[0].pooled is not None
         return PipelineEmbeddings(
             prompt_embeds=torch.cat([item.embeds for item in first]),
@@ -104,5 +105,6 @@ class ComposableGuidance:
         )
 
     def __call__(self, pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
-        self.wrapper.step = step_index + 2
+        """After 0-based call ``step_index`` the wrapper's next call is ``step_index + 1``."""
+        self.wrapper.step = step_index + 1
         return {}

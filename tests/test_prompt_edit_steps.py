@@ -1,0 +1,110 @@
+"""Prompt editing and alternation feed the UNet the embedding A1111 feeds it, call by call, on both backends.
+
+A1111 (``CFGDenoiser.forward`` -> ``reconstruct_multicond_batch(cond, self.step)``): ``self.step`` is 0 at the
+first model call and grows by one per call; the call takes the first schedule entry with
+``step <= end_at_step``. So ``[a:b:0.5]`` at 20 steps (end_at_step 10) feeds ``a`` to calls 0-10 and ``b`` to
+calls 11-19, and ``[a|b]`` (schedule ``[[1, a], [2, b], [3, a], ...]``) feeds a, a, b, a, b, ... The expected
+sequences below are written out from that rule; each test also runs the same request on the other backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from modules.backends.diffusers_backend import DiffusersBackend
+from modules.backends.original.backend import OriginalBackend
+from modules.processing.processing import ProcessingContext, process
+from modules.prompts.conditioning import prompt_encoder_of
+from tests.helpers import tiny_request
+
+CAT, DOG, HAT, NEGATIVE = "a cat", "a dog", "a hat", "blurry"
+C, D = (CAT,), (DOG,)
+
+
+def a1111_calls(schedule: list[tuple[int, tuple[str, ...]]], calls: int) -> list[tuple[str, ...]]:
+    """A1111's pick for each 0-based model call: the first entry with ``call <= end_at_step`` (else the last)."""
+    return [next((texts for end, texts in schedule if call <= end), schedule[-1][1]) for call in range(calls)]
+
+
+def with_backend(context: ProcessingContext, backend: object) -> ProcessingContext:
+    return ProcessingContext(
+        models=context.models,
+        backend=backend,  # type: ignore[arg-type]
+        options=context.options,
+        paths=context.paths,
+        postprocessor=context.postprocessor,
+    )
+
+
+@contextmanager
+def fed_prompts(context: ProcessingContext) -> Iterator[list[tuple[str, ...]]]:
+    """Per UNet call, the prompt texts of its rows other than the negative prompt (in row order), found by
+    comparing each row of ``encoder_hidden_states`` with the encoded texts (a forward pre-hook, not a mock)."""
+    model = context.models.ensure_loaded()
+    encoder = prompt_encoder_of(model)
+    known = {text: encoder.encode(text).embeds[0] for text in (CAT, DOG, HAT, NEGATIVE)}
+    seen: list[tuple[str, ...]] = []
+
+    def name(row: torch.Tensor) -> str:
+        matches = [text for text, embeds in known.items() if torch.allclose(row, embeds, atol=1e-5, rtol=0)]
+        assert len(matches) == 1, f"a UNet row matches {matches or 'no known prompt'}"
+        return matches[0]
+
+    def record(module, args, kwargs) -> None:
+        hidden = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+        names = [name(row.float()) for row in hidden]
+        assert names.count(NEGATIVE) == 1, f"expected one negative row per call, got {names}"
+        seen.append(tuple(text for text in names if text != NEGATIVE))
+
+    handle = model.pipeline.unet.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def both_backends(context: ProcessingContext, **fields) -> dict[str, list[tuple[str, ...]]]:
+    """The per-call prompt sequence of the same request on each backend."""
+    sequences = {}
+    for backend in (DiffusersBackend(), OriginalBackend()):
+        with fed_prompts(context) as seen:
+            process(tiny_request(negative_prompt=NEGATIVE, **fields), with_backend(context, backend))
+        sequences[backend.name] = list(seen)
+    return sequences
+
+
+@pytest.mark.parametrize(
+    ("prompt", "sampler", "steps", "expected"),
+    [
+        ("a [cat:dog:0.5]", "Euler", 4, [C, C, C, D]),  # end_at_step int(0.5 * 4) = 2
+        ("a [cat:dog:0.5]", "Euler", 5, [C, C, C, D, D]),  # int(2.5) = 2
+        ("a [cat:dog:0.5]", "Euler", 20, [C] * 11 + [D] * 9),  # end_at_step 10: calls 0-10
+        ("a [cat:dog:2]", "Heun", 4, [C, C, C, D, D, D, D]),  # 7 model calls; A1111 counts calls, not steps
+        ("a [cat|dog]", "Euler", 4, [C, C, D, C]),  # [[1, cat], [2, dog], [3, cat], [4, dog]]
+    ],
+)
+def test_each_model_call_gets_a1111_s_embedding(context, prompt, sampler, steps, expected) -> None:
+    sequences = both_backends(context, prompt=prompt, sampler_name=sampler, steps=steps)
+    assert sequences["diffusers"] == expected
+    assert sequences["original"] == expected
+
+
+def test_and_parts_switch_at_a1111_s_step(context) -> None:
+    sequences = both_backends(context, prompt="a [cat:dog:0.5] AND a hat", steps=4, cfg_scale=7.0)
+    expected = a1111_calls([(2, (CAT, HAT)), (4, (DOG, HAT))], 4)
+    assert expected == [(CAT, HAT)] * 3 + [(DOG, HAT)]
+    assert sequences["diffusers"] == sequences["original"] == expected
+
+
+def test_the_hires_pass_switches_at_a1111_s_step(hires_context) -> None:
+    # A1111: "1.5" is half the hires steps (end_at_step (1.5 - 1) * 4 = 2 in the hires pass); the first pass's
+    # schedule clamps it to its last step, so the first pass is all "a cat". The hires pass counts from call 0.
+    fields = {"enable_hr": True, "hr_scale": 1.5, "hr_second_pass_steps": 4, "denoising_strength": 0.6}
+    sequences = both_backends(hires_context, prompt="a [cat:dog:1.5]", steps=4, **fields)
+    expected = [C] * 4 + a1111_calls([(2, C), (4, D)], 4)
+    assert expected == [C] * 4 + [C, C, C, D]
+    assert sequences["diffusers"] == sequences["original"] == expected
