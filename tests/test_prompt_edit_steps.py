@@ -17,9 +17,14 @@ import torch
 
 from modules.backends.diffusers_backend import DiffusersBackend
 from modules.backends.original.backend import OriginalBackend
+from modules.models.detection import ModelArchitecture
+from modules.models.service import ModelService
+from modules.options import Options
+from modules.paths import DataPaths
 from modules.processing.processing import ProcessingContext, process
 from modules.prompts.conditioning import prompt_encoder_of
-from tests.helpers import tiny_request
+from modules.tiny_model import build_tiny_pipeline, write_diffusers
+from tests.helpers import make_manager, tiny_request
 
 CAT, DOG, HAT, NEGATIVE = "a cat", "a dog", "a hat", "blurry"
 C, D = (CAT,), (DOG,)
@@ -46,19 +51,25 @@ def fed_prompts(context: ProcessingContext) -> Iterator[list[tuple[str, ...]]]:
     comparing each row of ``encoder_hidden_states`` with the encoded texts (a forward pre-hook, not a mock)."""
     model = context.models.ensure_loaded()
     encoder = prompt_encoder_of(model)
-    known = {text: encoder.encode(text).embeds[0] for text in (CAT, DOG, HAT, NEGATIVE)}
+    encoded = {text: encoder.encode(text) for text in (CAT, DOG, HAT, NEGATIVE)}
     seen: list[tuple[str, ...]] = []
 
-    def name(row: torch.Tensor) -> str:
-        matches = [text for text, embeds in known.items() if torch.allclose(row, embeds, atol=1e-5, rtol=0)]
-        assert len(matches) == 1, f"a UNet row matches {matches or 'no known prompt'}"
-        return matches[0]
+    def names(rows: torch.Tensor, pooled: bool) -> list[str]:
+        found = []
+        for row in rows.float():
+            known = {text: (item.pooled if pooled else item.embeds)[0] for text, item in encoded.items()}
+            matches = [text for text, value in known.items() if torch.allclose(row, value, atol=1e-5, rtol=0)]
+            assert len(matches) == 1, f"a UNet row matches {matches or 'no known prompt'} (pooled: {pooled})"
+            found.extend(matches)
+        return found
 
     def record(module, args, kwargs) -> None:
-        hidden = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
-        names = [name(row.float()) for row in hidden]
-        assert names.count(NEGATIVE) == 1, f"expected one negative row per call, got {names}"
-        seen.append(tuple(text for text in names if text != NEGATIVE))
+        rows = names(kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None), pooled=False)
+        assert rows.count(NEGATIVE) == 1, f"expected one negative row per call, got {rows}"
+        added = kwargs.get("added_cond_kwargs") or {}
+        if "text_embeds" in added:  # SDXL: the pooled embeddings switch with the hidden states
+            assert names(added["text_embeds"], pooled=True) == rows
+        seen.append(tuple(text for text in rows if text != NEGATIVE))
 
     handle = model.pipeline.unet.register_forward_pre_hook(record, with_kwargs=True)
     try:
@@ -107,4 +118,26 @@ def test_the_hires_pass_switches_at_a1111_s_step(hires_context) -> None:
     sequences = both_backends(hires_context, prompt="a [cat:dog:1.5]", steps=4, **fields)
     expected = [C] * 4 + a1111_calls([(2, C), (4, D)], 4)
     assert expected == [C] * 4 + [C, C, C, D]
+    assert sequences["diffusers"] == sequences["original"] == expected
+
+
+@pytest.fixture(scope="module")
+def xl_context(tmp_path_factory) -> ProcessingContext:
+    paths = DataPaths.create(tmp_path_factory.mktemp("data-xl"))
+    paths.ensure()
+    write_diffusers(build_tiny_pipeline(architecture=ModelArchitecture.SDXL), paths.checkpoints_dir / "tiny_xl")
+    return ProcessingContext(
+        models=ModelService(make_manager(paths)), backend=DiffusersBackend(), options=Options(), paths=paths
+    )
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("a [cat:dog:0.5]", [C, C, C, D]),
+        ("a [cat:dog:0.5] AND a hat", [(CAT, HAT)] * 3 + [(DOG, HAT)]),
+    ],
+)
+def test_sdxl_hidden_states_and_pooled_embeddings_switch_at_a1111_s_step(xl_context, prompt, expected) -> None:
+    sequences = both_backends(xl_context, prompt=prompt, steps=4)
     assert sequences["diffusers"] == sequences["original"] == expected
