@@ -24,7 +24,7 @@ from modules.paths import DataPaths
 from modules.processing.processing import ProcessingContext, process
 from modules.prompts.conditioning import prompt_encoder_of
 from modules.tiny_model import build_tiny_pipeline, write_diffusers
-from tests.helpers import make_manager, tiny_request
+from tests.helpers import make_manager, tiny_img2img, tiny_request
 
 CAT, DOG, HAT, NEGATIVE = "a cat", "a dog", "a hat", "blurry"
 C, D = (CAT,), (DOG,)
@@ -78,12 +78,12 @@ def fed_prompts(context: ProcessingContext) -> Iterator[list[tuple[str, ...]]]:
         handle.remove()
 
 
-def both_backends(context: ProcessingContext, **fields) -> dict[str, list[tuple[str, ...]]]:
+def both_backends(context: ProcessingContext, make_request=tiny_request, **fields) -> dict[str, list[tuple[str, ...]]]:
     """The per-call prompt sequence of the same request on each backend."""
     sequences = {}
     for backend in (DiffusersBackend(), OriginalBackend()):
         with fed_prompts(context) as seen:
-            process(tiny_request(negative_prompt=NEGATIVE, **fields), with_backend(context, backend))
+            process(make_request(negative_prompt=NEGATIVE, **fields), with_backend(context, backend))
         sequences[backend.name] = list(seen)
     return sequences
 
@@ -94,7 +94,9 @@ def both_backends(context: ProcessingContext, **fields) -> dict[str, list[tuple[
         ("a [cat:dog:0.5]", "Euler", 4, [C, C, C, D]),  # end_at_step int(0.5 * 4) = 2
         ("a [cat:dog:0.5]", "Euler", 5, [C, C, C, D, D]),  # int(2.5) = 2
         ("a [cat:dog:0.5]", "Euler", 20, [C] * 11 + [D] * 9),  # end_at_step 10: calls 0-10
-        ("a [cat:dog:2]", "Heun", 4, [C, C, C, D, D, D, D]),  # 7 model calls; A1111 counts calls, not steps
+        # 7 model calls: A1111 counts calls, not steps. An integer `when`: A1111 also builds a second-order sampler's
+        # schedule on 2 * steps (SamplerData.total_steps), which Easel does not, so a fraction would differ there.
+        ("a [cat:dog:2]", "Heun", 4, [C, C, C, D, D, D, D]),
         ("a [cat|dog]", "Euler", 4, [C, C, D, C]),  # [[1, cat], [2, dog], [3, cat], [4, dog]]
     ],
 )
@@ -109,6 +111,16 @@ def test_and_parts_switch_at_a1111_s_step(context) -> None:
     expected = a1111_calls([(2, (CAT, HAT)), (4, (DOG, HAT))], 4)
     assert expected == [(CAT, HAT)] * 3 + [(DOG, HAT)]
     assert sequences["diffusers"] == sequences["original"] == expected
+
+
+def test_img2img_schedules_over_the_requested_steps(context) -> None:
+    # A1111 schedules img2img over p.steps (end_at_step int(0.25 * 8) = 2) and runs t_enc + 1 = 5 calls from
+    # call 0; the diffusers backend runs int(8 * 0.5) = 4 calls and feeds them the same schedule.
+    sequences = both_backends(context, tiny_img2img, prompt="a [cat:dog:0.25]", steps=8, denoising_strength=0.5)
+    expected = a1111_calls([(2, C), (8, D)], 5)
+    assert expected == [C, C, C, D, D]
+    assert sequences["original"] == expected
+    assert sequences["diffusers"] == expected[:4]
 
 
 def test_the_hires_pass_switches_at_a1111_s_step(hires_context) -> None:
