@@ -92,6 +92,8 @@ class MemoryPolicy:
             offload(pipeline, preset, self.device, cpu_components)
         else:
             pipeline.to(self.device)
+        if self.device.type == "cpu":
+            align_cpu_weights(pipeline)
         self._apply_attention(pipeline)
 
     def _apply_attention(self, pipeline) -> None:
@@ -129,6 +131,26 @@ def offload(pipeline, preset: MemoryPreset, device: torch.device, cpu_components
     pipeline.register_modules(**held)
     if held:
         logger.info("kept on the cpu components=%s preset=%s", ",".join(held), preset.value)
+
+
+CPU_ALIGNMENT = 64  # bytes: PyTorch's CPU allocator starts every new tensor on a 64-byte boundary
+
+
+def align_cpu_weights(pipeline) -> None:
+    """Copies the CPU weights that do not start on a 64-byte boundary into fresh memory.
+
+    Weights memory-mapped from a safetensors file start wherever the file puts them, and CPU matmul kernels round
+    differently for data that is not aligned: the same weights from a single file and from a diffusers folder
+    gave images one level apart. Aligned, a model computes the same whatever file it came from."""
+    copied = 0
+    for component in pipeline.components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for tensor in (*component.parameters(), *component.buffers()):
+            if tensor.device.type == "cpu" and tensor.data_ptr() % CPU_ALIGNMENT:
+                tensor.data = tensor.data.clone()
+                copied += 1
+    logger.debug("cpu weights aligned copied=%d", copied)
 
 
 def execution_device(module: torch.nn.Module) -> torch.device:

@@ -8,6 +8,7 @@ one-block VAE. The CLIP tokenizer is the real one kept in configs/; T5 needs a s
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ from diffusers import (
     UNet2DConditionModel,
     VQModel,
 )
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import (
     CLIPImageProcessor,
     CLIPTextConfig,
@@ -49,6 +50,7 @@ from modules.models.families import ModelFamily
 
 TINY_WIDTH = 32
 T5_VOCAB = 64
+METASPACE = "\u2581"  # sentencepiece's word marker
 SD3_CLIP_G_WIDTH = 48
 SD3_T5_WIDTH = 96
 TRAINING_TEXT = (
@@ -60,17 +62,28 @@ TRAINING_TEXT = (
 
 
 def train_t5_tokenizer(vocab_size: int = T5_VOCAB) -> T5Tokenizer:
-    """A T5 tokenizer (Unigram with Metaspace pre-tokenizer, as T5's sentencepiece model) trained offline on a few
-    sentences: pad 0, eos 1, unk 2, as T5's own."""
-    tokenizer = Tokenizer(models.Unigram())
+    """A T5 tokenizer (Unigram with Metaspace pre-tokenizer, as T5's sentencepiece model) over a fixed vocabulary
+    made from a few sentences: pad 0, eos 1, unk 2, as T5's own. The vocabulary is built, not trained: the
+    ``tokenizers`` Unigram trainer orders equal pieces differently from run to run, which made two tiny pipelines
+    built alike tokenize differently."""
+    tokenizer = Tokenizer(models.Unigram(t5_vocabulary(vocab_size), unk_id=2, byte_fallback=False))
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
-    )
-    tokenizer.train_from_iterator(TRAINING_TEXT * 4, trainer)
     return T5Tokenizer(tokenizer_object=tokenizer, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0)
+
+
+def t5_vocabulary(vocab_size: int) -> list[tuple[str, float]]:
+    """The special pieces, every character of the text (and the word marker), then whole words by frequency
+    (ties by spelling); a word scores higher than its letters, so known words stay one piece."""
+    special = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    text = " ".join(TRAINING_TEXT)
+    characters = sorted({*text.replace(" ", ""), METASPACE})
+    words = Counter(f"{METASPACE}{word}" for word in text.split())
+    ranked = sorted(words, key=lambda word: (-words[word], word))
+    pieces = special + [(character, -10.0) for character in characters]
+    pieces += [(word, -1.0 - index / 100) for index, word in enumerate(ranked)]
+    return pieces[:vocab_size]
 
 
 def tiny_clip_config(width: int = TINY_WIDTH) -> CLIPTextConfig:
