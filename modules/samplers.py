@@ -61,24 +61,32 @@ class SamplerInfo:
     default_schedule: str
     parameters: tuple[str, ...] = ()
     a1111: bool = True  # False for samplers A1111 does not have (named so in the UI's notes)
+    # A1111's "second_order" option (sd_samplers_kdiffusion): about two model calls per step, so A1111 builds the
+    # prompt schedule on twice the steps (SamplerData.total_steps).
+    second_order: bool = False
+
+    def total_steps(self, steps: int) -> int:
+        """A1111's ``SamplerData.total_steps``: the steps its prompt schedule is built on (twice ``steps`` for a
+        second-order sampler)."""
+        return steps * 2 if self.second_order else steps
 
 
 SAMPLERS: tuple[SamplerInfo, ...] = (
     SamplerInfo("DPM++ 2M", ("k_dpmpp_2m",), "Karras"),
-    SamplerInfo("DPM++ SDE", ("k_dpmpp_sde",), "Karras", ANCESTRAL_PARAMETERS),
+    SamplerInfo("DPM++ SDE", ("k_dpmpp_sde",), "Karras", ANCESTRAL_PARAMETERS, second_order=True),
     SamplerInfo("DPM++ 2M SDE", ("k_dpmpp_2m_sde",), "Exponential", ANCESTRAL_PARAMETERS),
     SamplerInfo("DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",), "Exponential", ANCESTRAL_PARAMETERS),
-    SamplerInfo("DPM++ 2S a", ("k_dpmpp_2s_a",), "Karras", ANCESTRAL_PARAMETERS),
+    SamplerInfo("DPM++ 2S a", ("k_dpmpp_2s_a",), "Karras", ANCESTRAL_PARAMETERS, second_order=True),
     SamplerInfo("DPM++ 3M SDE", ("k_dpmpp_3m_sde",), "Exponential", ANCESTRAL_PARAMETERS),
     SamplerInfo("Euler a", ("k_euler_a", "k_euler_ancestral"), "Uniform", ANCESTRAL_PARAMETERS),
     SamplerInfo("Euler", ("k_euler",), "Uniform", CHURN_PARAMETERS),
     SamplerInfo("LMS", ("k_lms",), "Uniform"),
-    SamplerInfo("Heun", ("k_heun",), "Uniform", CHURN_PARAMETERS),
-    SamplerInfo("DPM2", ("k_dpm_2",), "Karras", CHURN_PARAMETERS),
-    SamplerInfo("DPM2 a", ("k_dpm_2_a",), "Karras", ANCESTRAL_PARAMETERS),
+    SamplerInfo("Heun", ("k_heun",), "Uniform", CHURN_PARAMETERS, second_order=True),
+    SamplerInfo("DPM2", ("k_dpm_2",), "Karras", CHURN_PARAMETERS, second_order=True),
+    SamplerInfo("DPM2 a", ("k_dpm_2_a",), "Karras", ANCESTRAL_PARAMETERS, second_order=True),
     SamplerInfo("DPM fast", ("k_dpm_fast",), "Uniform", ANCESTRAL_PARAMETERS),
     SamplerInfo("DPM adaptive", ("k_dpm_ad",), "Uniform", ("eta",)),
-    SamplerInfo("Restart", ("restart",), "Karras"),
+    SamplerInfo("Restart", ("restart",), "Karras", second_order=True),
     SamplerInfo("DDIM", ("ddim",), "Uniform", ("eta",)),
     SamplerInfo("DDIM CFG++", ("ddim_cfgpp",), "Uniform", ("eta",)),
     SamplerInfo("PLMS", ("plms",), "Uniform"),
@@ -119,6 +127,15 @@ def split_sampler_name(name: str) -> tuple[SamplerInfo, str | None]:
         if key.endswith(suffix) and key[: -len(suffix)] in _SAMPLER_LOOKUP:
             return _SAMPLER_LOOKUP[key[: -len(suffix)]], label
     raise _unknown_sampler(name, None)
+
+
+def prompt_schedule_steps(sampler_name: str, steps: int) -> int:
+    """The steps A1111 builds a pass's prompt schedule on (``setup_conds``): the sampler's ``total_steps``, or
+    ``steps`` for a name the catalogue does not know (A1111: no sampler config)."""
+    try:
+        return find_sampler(sampler_name).total_steps(steps)
+    except SamplerError:
+        return steps
 
 
 def find_sampler(name: str) -> SamplerInfo:

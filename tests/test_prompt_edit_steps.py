@@ -3,7 +3,10 @@
 A1111 (``CFGDenoiser.forward`` -> ``reconstruct_multicond_batch(cond, self.step)``): ``self.step`` is 0 at the
 first model call and grows by one per call; the call takes the first schedule entry with
 ``step <= end_at_step``. So ``[a:b:0.5]`` at 20 steps (end_at_step 10) feeds ``a`` to calls 0-10 and ``b`` to
-calls 11-19, and ``[a|b]`` (schedule ``[[1, a], [2, b], [3, a], ...]``) feeds a, a, b, a, b, ... The expected
+calls 11-19, and ``[a|b]`` (schedule ``[[1, a], [2, b], [3, a], ...]``) feeds a, a, b, a, b, ... A second-order
+sampler (``second_order`` in A1111's sampler list: Heun, DPM2, DPM2 a, DPM++ 2S a, DPM++ SDE, Restart) has its
+schedule built on ``steps * 2`` (``SamplerData.total_steps`` in ``setup_conds``), the hires pass's likewise
+(``calculate_hr_conds``, whose base steps are the first pass's doubled ``firstpass_steps``). The expected
 sequences below are written out from that rule; each test also runs the same request on the other backend.
 """
 
@@ -94,9 +97,13 @@ def both_backends(context: ProcessingContext, make_request=tiny_request, **field
         ("a [cat:dog:0.5]", "Euler", 4, [C, C, C, D]),  # end_at_step int(0.5 * 4) = 2
         ("a [cat:dog:0.5]", "Euler", 5, [C, C, C, D, D]),  # int(2.5) = 2
         ("a [cat:dog:0.5]", "Euler", 20, [C] * 11 + [D] * 9),  # end_at_step 10: calls 0-10
-        # 7 model calls: A1111 counts calls, not steps. An integer `when`: A1111 also builds a second-order sampler's
-        # schedule on 2 * steps (SamplerData.total_steps), which Easel does not, so a fraction would differ there.
-        ("a [cat:dog:2]", "Heun", 4, [C, C, C, D, D, D, D]),
+        # 7 model calls: A1111 counts calls, not steps, and builds a second-order sampler's schedule on 2 * 4 = 8
+        # steps: end_at_step int(0.5 * 8) = 4 (calls 0-4), not int(0.5 * 4) = 2.
+        ("a [cat:dog:0.5]", "Heun", 4, [C] * 5 + [D] * 2),
+        ("a [cat:dog:2]", "Heun", 4, [C, C, C, D, D, D, D]),  # an integer `when` is a call number either way
+        ("a [cat:dog:0.25]", "DPM2", 4, [C] * 3 + [D] * 4),  # int(0.25 * 8) = 2 (on plain steps: 1)
+        ("a [cat:dog:0.25]", "DPM++ SDE", 4, [C] * 3 + [D] * 4),
+        ("a [cat:dog:0.5]", "DPM++ 2M", 4, [C, C, C, D]),  # not second-order: the schedule spans 4 steps
         ("a [cat|dog]", "Euler", 4, [C, C, D, C]),  # [[1, cat], [2, dog], [3, cat], [4, dog]]
     ],
 )
@@ -130,6 +137,26 @@ def test_the_hires_pass_switches_at_a1111_s_step(hires_context) -> None:
     sequences = both_backends(hires_context, prompt="a [cat:dog:1.5]", steps=4, **fields)
     expected = [C] * 4 + a1111_calls([(2, C), (4, D)], 4)
     assert expected == [C] * 4 + [C, C, C, D]
+    assert sequences["diffusers"] == sequences["original"] == expected
+
+
+@pytest.mark.parametrize(
+    ("prompt", "sampler", "hires_sampler", "expected"),
+    [
+        # The Heun hires pass (4 steps, 7 calls) reads "1.5" against 2 * 4 = 8 steps: end_at_step (1.5 - 1) * 8 = 4.
+        ("a [cat:dog:1.5]", "Euler", "Heun", [C] * 4 + a1111_calls([(4, C), (8, D)], 7)),
+        # A Heun first pass (7 calls) has A1111's firstpass_steps 8: "6" ends at call 6 there (all "a cat"), and the
+        # hires pass's integer offset is 8, so 6 - 8 < 1 gives "a dog" from its first call.
+        ("a [cat:dog:6]", "Heun", "Euler", a1111_calls([(6, C), (8, D)], 7) + [D] * 4),
+    ],
+)
+def test_the_hires_schedule_doubles_for_second_order_samplers(
+    hires_context, prompt, sampler, hires_sampler, expected
+) -> None:
+    fields = {"enable_hr": True, "hr_scale": 1.5, "hr_second_pass_steps": 4, "denoising_strength": 0.6}
+    sequences = both_backends(
+        hires_context, prompt=prompt, steps=4, sampler_name=sampler, hr_sampler_name=hires_sampler, **fields
+    )
     assert sequences["diffusers"] == sequences["original"] == expected
 
 

@@ -15,6 +15,7 @@ from diffusers import StableDiffusionPipeline
 from modules import samplers
 from modules.backends.diffusers_backend import schedulers
 from modules.backends.diffusers_backend.schedulers import SUPPORT, build_scheduler
+from modules.backends.original import catalogue as original_catalogue
 from modules.models.manager import pipeline_view
 from modules.samplers import SamplerError, find_sampler, infotext_schedule, resolve
 
@@ -270,6 +271,18 @@ def test_automatic_defaults_follow_a1111() -> None:
         assert defaults[name] == "Exponential"
     for name in ("Euler a", "Euler", "LMS", "Heun", "DDIM", "PLMS", "UniPC"):
         assert defaults[name] == "Uniform"
+
+
+def test_second_order_samplers_follow_a1111() -> None:
+    # A1111 v1.10.1 sd_samplers_kdiffusion: the entries with "second_order": True.
+    expected = {"DPM++ SDE", "DPM++ 2S a", "Heun", "DPM2", "DPM2 a", "Restart"}
+    assert {spec.name for spec in samplers.SAMPLERS if spec.second_order} == expected
+    # The original backend's own sampler table agrees (its CFG wrapper's total_steps reads it).
+    assert {spec.name for spec in original_catalogue.SAMPLERS if spec.second_order} == expected
+    assert samplers.prompt_schedule_steps("k_heun", 20) == 40
+    assert samplers.prompt_schedule_steps("DPM2 a Karras", 7) == 14
+    assert samplers.prompt_schedule_steps("DPM++ 2M", 20) == 20
+    assert samplers.prompt_schedule_steps("not a sampler", 20) == 20  # A1111: no sampler config, plain steps
 
 
 def test_unknown_sampler_names_the_valid_ones() -> None:

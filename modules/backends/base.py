@@ -18,7 +18,7 @@ from modules.backends.hooks import DenoiserHooks
 from modules.compute import DeepCacheUNet
 from modules.controlnet.residuals import ControlPlan
 from modules.models.manager import LoadedModel, Task
-from modules.samplers import SamplerSupport
+from modules.samplers import SamplerSupport, prompt_schedule_steps
 
 
 class BackendError(ValueError):
@@ -130,7 +130,9 @@ class GenerationPlan:
     masked_content: MaskedContent = MaskedContent.ORIGINAL
     output_latents: bool = False
     emphasis: str = "Original"
-    hires_base_steps: int | None = None  # set on a hires second pass: prompt schedules span both passes
+    # Set on a hires second pass: prompt schedules span both passes. A1111's ``firstpass_steps``: the first pass's
+    # ``prompt_steps`` (twice its steps for a second-order first-pass sampler).
+    hires_base_steps: int | None = None
     # img2img that runs exactly ``steps`` denoising steps at ``denoising_strength`` (A1111's hires pass and its
     # img2img_fix_steps option); otherwise each backend applies its own img2img step rule.
     exact_steps: bool = False
@@ -150,6 +152,12 @@ class GenerationPlan:
     @property
     def batch_size(self) -> int:
         return len(self.seeds)
+
+    @property
+    def prompt_steps(self) -> int:
+        """The steps this pass's prompt schedule is built on: A1111's ``total_steps`` of the sampler (``setup_conds``
+        and, for the hires pass, ``calculate_hr_conds``), twice ``steps`` for a second-order sampler such as Heun."""
+        return prompt_schedule_steps(self.sampler_name, self.steps)
 
 
 class Backend(Protocol):

@@ -64,7 +64,9 @@ def second_pass_plan(
     init: list[Image.Image] | torch.Tensor,
 ) -> GenerationPlan:
     """A1111's hires pass: img2img of the upscaled first pass that runs exactly ``hires.steps`` steps at the
-    denoising strength (its schedule has int(steps / strength) levels), with prompt schedules spanning both."""
+    denoising strength (its schedule has int(steps / strength) levels), with prompt schedules spanning both: A1111
+    reads ``when`` against the first pass's schedule steps and the hires pass's own (each doubled for a
+    second-order sampler)."""
     return dataclasses.replace(
         first_plan,
         task=Task.IMG2IMG,
@@ -78,7 +80,7 @@ def second_pass_plan(
         init_image=init,
         denoising_strength=denoising_strength,
         output_latents=False,
-        hires_base_steps=first_plan.steps,
+        hires_base_steps=first_plan.prompt_steps,
         exact_steps=True,
         noise_multiplier=1.0,
     )

@@ -161,10 +161,11 @@ class DiffusersBackend:
         """A1111 prompt semantics (weights, unlimited length, BREAK, prompt editing, AND); one entry per image."""
         encoder = prompt_encoder_of(model)
         # A1111: a hires pass reads the schedule with the base steps and its own step count; img2img schedules over
-        # the requested steps (``p.steps``), not the int(steps * strength) that run, as the original backend does.
+        # the requested steps (``p.steps``), not the int(steps * strength) that run, as the original backend does;
+        # a second-order sampler's schedule spans twice the steps (``plan.prompt_steps``).
         # A refiner switch keeps the steps of its own part (the refiner's part starts counting at its first call).
         switched = plan.denoising_start is not None or plan.denoising_end is not None
-        steps = steps_run(plan) if switched else plan.steps
+        steps = steps_run(plan) if switched else plan.prompt_steps
         base_steps, hires_steps = (plan.hires_base_steps, steps) if plan.hires_base_steps else (steps, None)
         emphasis = Emphasis(plan.emphasis)
         positives, negatives = [], []

@@ -300,9 +300,11 @@ class OriginalBackend:
             return decode_latents(model.pipeline.vae, latents)
 
     def _conditioning(self, model: LoadedModel, plan: GenerationPlan, device: torch.device) -> BatchConditioning:
-        """A1111 prompt semantics from Easel's encoder; a hires pass schedules over both passes' steps."""
+        """A1111 prompt semantics from Easel's encoder; a hires pass schedules over both passes' steps. The steps
+        are A1111's schedule steps (``plan.prompt_steps``: doubled for a second-order sampler)."""
         encoder = prompt_encoder_of(model)
-        base_steps, hires_steps = (plan.hires_base_steps, plan.steps) if plan.hires_base_steps else (plan.steps, None)
+        steps = plan.prompt_steps
+        base_steps, hires_steps = (plan.hires_base_steps, steps) if plan.hires_base_steps else (steps, None)
         emphasis = Emphasis(plan.emphasis)
 
         def encode(prompt: str, split_and: bool) -> PromptConditioning:
