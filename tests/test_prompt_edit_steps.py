@@ -180,3 +180,42 @@ def xl_context(tmp_path_factory) -> ProcessingContext:
 def test_sdxl_hidden_states_and_pooled_embeddings_switch_at_a1111_s_step(xl_context, prompt, expected) -> None:
     sequences = both_backends(xl_context, prompt=prompt, steps=4)
     assert sequences["diffusers"] == sequences["original"] == expected
+
+
+@pytest.mark.parametrize(
+    ("sampler", "expected", "diffusers_calls"),
+    [
+        ("Euler", a1111_calls([(2, C), (4, D)], 4), [0, 1, 2, 3]),  # end_at_step int(0.5 * 4) = 2
+        # end_at_step int(0.5 * 8) = 4 over A1111's 7 calls. diffusers' Heun timesteps are [999, 666, 666, 333, 333,
+        # 0, 0]: the base part runs the three at or above the cutoff 500 (calls 0-2), the refiner's part starts at
+        # index 2 again (diffusers' odd count below the cutoff for a second-order scheduler), so call 2 runs twice.
+        ("Heun", a1111_calls([(4, C), (8, D)], 7), [0, 1, 2, 2, 3, 4, 5, 6]),
+    ],
+)
+def test_the_refiner_part_counts_on_in_one_schedule(xl_context, sampler, expected, diffusers_calls) -> None:
+    # A1111 builds one schedule over all the steps and its CFG wrapper counts on across the refiner switch (one
+    # sampler call). The checkpoint as its own refiner keeps one UNet to record; Easel still runs two parts.
+    sequences = both_backends(
+        xl_context,
+        prompt="a [cat:dog:0.5]",
+        steps=4,
+        sampler_name=sampler,
+        refiner_checkpoint="tiny_xl",
+        refiner_switch_at=0.5,
+    )
+    assert sequences["original"] == expected
+    assert sequences["diffusers"] == [expected[call] for call in diffusers_calls]
+
+
+def test_the_refiner_part_counts_on_with_and(xl_context) -> None:
+    # The AND path (ComposableGuidanceUNet) starts the refiner's part at the base part's call count too.
+    sequences = both_backends(
+        xl_context,
+        prompt="a [cat:dog:0.5] AND a hat",
+        steps=4,
+        cfg_scale=7.0,
+        sampler_name="Euler",
+        refiner_checkpoint="tiny_xl",
+        refiner_switch_at=0.5,
+    )
+    assert sequences["diffusers"] == sequences["original"] == [(CAT, HAT)] * 3 + [(DOG, HAT)]

@@ -64,15 +64,22 @@ class ScheduledEmbeddings:
     ``a [b:3]`` uses ``a`` for calls 0-3 and ``b`` from call 4, as on the original backend. diffusers calls
     ``callback_on_step_end`` once per loop iteration, which is once per model call (Heun's two calls per step
     are two iterations there), so the callback's ``step_index`` counts what A1111's CFG wrapper counts.
+    ``first_call`` is A1111's count at the pipeline call's first model call (a refiner's part: the base part's calls).
     """
 
-    def __init__(self, positives: Sequence[PromptConditioning], negatives: Sequence[PromptConditioning] | None) -> None:
+    def __init__(
+        self,
+        positives: Sequence[PromptConditioning],
+        negatives: Sequence[PromptConditioning] | None,
+        first_call: int = 0,
+    ) -> None:
         if not positives or (negatives is not None and len(negatives) != len(positives)):
             raise ValueError("need one positive (and one negative, if any) conditioning per image")
         for conditioning in (*positives, *(negatives or ())):
             _single_part(conditioning)
         self.positives = tuple(positives)
         self.negatives = tuple(negatives) if negatives is not None else None
+        self.first_call = first_call
         self.switch_steps = sorted(
             {step for item in (*self.positives, *(self.negatives or ())) for step in item.switch_steps()}
         )
@@ -92,10 +99,12 @@ class ScheduledEmbeddings:
         return PipelineEmbeddings(embeds, negative_embeds, pooled, negative_pooled)
 
     def __call__(self, pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
-        """After 0-based call ``step_index`` the next call is ``step_index + 1``; switch if its embedding changes."""
-        if step_index not in self.switch_steps:
+        """After the pipeline's 0-based call ``step_index`` (A1111's call ``first_call + step_index``) comes the
+        next one; switch if its embedding changes."""
+        call = self.first_call + step_index
+        if call not in self.switch_steps:
             return {}
-        embeddings = self.at_step(step_index + 1)
+        embeddings = self.at_step(call + 1)
         current = callback_kwargs["prompt_embeds"]
         guided = embeddings.negative_prompt_embeds is not None and current.shape[0] == 2 * len(self.positives)
         outputs: dict[str, torch.Tensor] = {}
@@ -109,5 +118,5 @@ class ScheduledEmbeddings:
             if guided and embeddings.negative_pooled_prompt_embeds is not None:
                 pooled = torch.cat([embeddings.negative_pooled_prompt_embeds, pooled])
             outputs["add_text_embeds"] = pooled.to(callback_kwargs["add_text_embeds"].device)
-        logger.debug("prompt schedule switched step=%d", step_index + 1)
+        logger.debug("prompt schedule switched step=%d", call + 1)
         return outputs

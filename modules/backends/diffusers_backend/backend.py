@@ -88,6 +88,7 @@ class DiffusersBackend:
                 noise_multiplier=plan.noise_multiplier,
             )
         }
+        first_call = calls_before_switch(model.scheduler_config, plan)
         controls = self._controls(model, plan)
         unet = ControlledUNet(model.pipeline.unet, controls, steps_run(plan)) if controls else request_unet(model)
         if unet is not model.pipeline.unet:
@@ -96,12 +97,12 @@ class DiffusersBackend:
         if any(conditioning.is_composable for conditioning in positives):
             if plan.cfg_scale <= 1:
                 raise BackendError("AND prompts need classifier-free guidance: set CFG scale above 1")
-            components["unet"] = ComposableGuidanceUNet(unet, positives, negatives)
+            components["unet"] = ComposableGuidanceUNet(unet, positives, negatives, first_call)
             guidance = ComposableGuidance(components["unet"])
             embeddings = guidance.initial_embeddings()
         else:
-            guidance = ScheduledEmbeddings(positives, negatives)
-            embeddings = guidance.at_step(0)
+            guidance = ScheduledEmbeddings(positives, negatives, first_call)
+            embeddings = guidance.at_step(first_call)
         events = events_for(plan.denoiser_hooks, steps_run(plan))
         if events is not None:
             inner = components.get("unet", unet)
@@ -162,10 +163,9 @@ class DiffusersBackend:
         encoder = prompt_encoder_of(model)
         # A1111: a hires pass reads the schedule with the base steps and its own step count; img2img schedules over
         # the requested steps (``p.steps``), not the int(steps * strength) that run, as the original backend does;
-        # a second-order sampler's schedule spans twice the steps (``plan.prompt_steps``).
-        # A refiner switch keeps the steps of its own part (the refiner's part starts counting at its first call).
-        switched = plan.denoising_start is not None or plan.denoising_end is not None
-        steps = steps_run(plan) if switched else plan.prompt_steps
+        # a second-order sampler's schedule spans twice the steps (``plan.prompt_steps``). Both parts of a refiner
+        # switch read one schedule over all the steps (the refiner's part counts on from the base part's calls).
+        steps = plan.prompt_steps
         base_steps, hires_steps = (plan.hires_base_steps, steps) if plan.hires_base_steps else (steps, None)
         emphasis = Emphasis(plan.emphasis)
         positives, negatives = [], []
@@ -370,6 +370,32 @@ def steps_run(plan: GenerationPlan) -> int:
     else:
         total = max(1, min(int(plan.steps * plan.denoising_strength), plan.steps))
     return total if plan.denoising_end is None else max(1, round(total * plan.denoising_end))
+
+
+def calls_before_switch(scheduler_config: Any, plan: GenerationPlan) -> int:
+    """The refiner's part (``denoising_start``): A1111's count of its first model call, 0 for any other pass.
+
+    A1111's one sampler call counts on across the switch. The refiner's part here starts at index ``t_start`` of the
+    scheduler's timesteps (one model call each; a second-order scheduler lists a step's second timestep again),
+    found as diffusers' ``get_timesteps`` does: the timesteps below ``round(T - denoising_start * T)``, one more for a
+    second-order scheduler when that count is even, taken from the end. An img2img base began ``skip`` timesteps in
+    (from its strength), so the refiner's first call is A1111's call ``t_start - skip``; when diffusers cuts a
+    second-order step in the middle, the refiner repeats the base part's last call and gets its embedding again.
+    Written by hand: diffusers computes ``t_start`` only inside the pipeline call, after its first embeddings."""
+    if plan.denoising_start is None:
+        return 0
+    scheduler = build_scheduler(scheduler_config, plan.sampler_name, plan.schedule_type)
+    base = img2img_steps(plan)  # the steps both parts set, and the base's strength (a txt2img base: 1)
+    total = int(base["num_inference_steps"])
+    scheduler.set_timesteps(total)
+    timesteps = scheduler.timesteps
+    skip = max(total - min(int(total * base["strength"]), total), 0) * scheduler.order
+    train_steps = scheduler.config.num_train_timesteps
+    cutoff = round(train_steps - plan.denoising_start * train_steps)
+    refined = int((timesteps < cutoff).sum())
+    if scheduler.order == 2 and refined % 2 == 0:
+        refined += 1
+    return max(len(timesteps) - refined - skip, 0)
 
 
 def img2img_steps(plan: GenerationPlan) -> dict[str, Any]:

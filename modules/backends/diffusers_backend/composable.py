@@ -22,15 +22,21 @@ from modules.prompts.step_switching import PipelineEmbeddings
 
 class ComposableGuidanceUNet(WrappedUNet):
     """Wraps a UNet2DConditionModel; ``step`` (the 0-based model call, A1111's count) is advanced by the step
-    callback."""
+    callback. ``first_call``: A1111's count at the pipeline call's first model call (a refiner's part: the base
+    part's calls)."""
 
     def __init__(
-        self, unet: torch.nn.Module, positives: Sequence[PromptConditioning], negatives: Sequence[PromptConditioning]
+        self,
+        unet: torch.nn.Module,
+        positives: Sequence[PromptConditioning],
+        negatives: Sequence[PromptConditioning],
+        first_call: int = 0,
     ) -> None:
         super().__init__(unet)
         self.positives = tuple(positives)
         self.negatives = tuple(negatives)
-        self.step = 0
+        self.first_call = first_call
+        self.step = first_call
 
     def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor, **kwargs: Any):
         count = len(self.positives)
@@ -105,6 +111,7 @@ class ComposableGuidance:
         )
 
     def __call__(self, pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
-        """After 0-based call ``step_index`` the wrapper's next call is ``step_index + 1``."""
-        self.wrapper.step = step_index + 1
+        """After the pipeline's 0-based call ``step_index`` the wrapper's next call is A1111's
+        ``first_call + step_index + 1``."""
+        self.wrapper.step = self.wrapper.first_call + step_index + 1
         return {}
