@@ -130,15 +130,27 @@ def convert_flux_transformer(
     return out
 
 
+def renamed(
+    take: Callable[[str], torch.Tensor],
+    source: str,
+    target: str,
+    linears: Mapping[str, str],
+    norms: Mapping[str, str],
+) -> dict[str, torch.Tensor]:
+    """A block's linear layers (weight and bias) and norm scales under their diffusers names."""
+    out = {
+        f"{target}{diffusers_name}.{kind}": take(f"{source}{name}.{kind}")
+        for name, diffusers_name in linears.items()
+        for kind in PARAMETERS
+    }
+    out.update({f"{target}{diffusers_name}": take(f"{source}{name}") for name, diffusers_name in norms.items()})
+    return out
+
+
 def convert_double_block(take: Callable[[str], torch.Tensor], index: int) -> dict[str, torch.Tensor]:
     """One double-stream block (separate image and text streams): renames and the q/k/v thirds (copied)."""
     source, target = f"double_blocks.{index}.", f"transformer_blocks.{index}."
-    out: dict[str, torch.Tensor] = {}
-    for name, diffusers_name in DOUBLE_LINEARS.items():
-        for kind in PARAMETERS:
-            out[f"{target}{diffusers_name}.{kind}"] = take(f"{source}{name}.{kind}")
-    for name, diffusers_name in DOUBLE_NORMS.items():
-        out[f"{target}{diffusers_name}"] = take(f"{source}{name}")
+    out = renamed(take, source, target, DOUBLE_LINEARS, DOUBLE_NORMS)
     for name, projections in DOUBLE_QKV.items():
         for kind in PARAMETERS:
             for projection, part in zip(projections, take(f"{source}{name}.{kind}").chunk(3, dim=0), strict=True):
@@ -149,12 +161,7 @@ def convert_double_block(take: Callable[[str], torch.Tensor], index: int) -> dic
 def convert_single_block(take: Callable[[str], torch.Tensor], index: int, width: int) -> dict[str, torch.Tensor]:
     """One single-stream block: ``linear1`` fuses q, k, v (``width`` rows each) and the MLP input (the rest)."""
     source, target = f"single_blocks.{index}.", f"single_transformer_blocks.{index}."
-    out: dict[str, torch.Tensor] = {}
-    for name, diffusers_name in SINGLE_LINEARS.items():
-        for kind in PARAMETERS:
-            out[f"{target}{diffusers_name}.{kind}"] = take(f"{source}{name}.{kind}")
-    for name, diffusers_name in SINGLE_NORMS.items():
-        out[f"{target}{diffusers_name}"] = take(f"{source}{name}")
+    out = renamed(take, source, target, SINGLE_LINEARS, SINGLE_NORMS)
     for kind in PARAMETERS:
         fused = take(f"{source}linear1.{kind}")
         mlp_rows = fused.shape[0] - 3 * width
