@@ -157,6 +157,12 @@ def on_cfg_after_cfg(params):
         params.x = torch.zeros_like(params.x)
 
 
+def on_image_grid(params):
+    record("image_grid", len(params.imgs), params.cols, params.rows)
+    if shared.opts.test_ext_grid_one_column:
+        params.cols, params.rows = 1, len(params.imgs)
+
+
 def on_infotext_pasted(infotext, params):
     params["Test pasted"] = "yes"
     record("infotext_pasted", params.get("Steps"))
@@ -169,6 +175,7 @@ def on_script_unloaded():
 def on_ui_settings():
     section = ("test-ext", "Test extension")
     shared.opts.add_option("test_ext_zero_guidance", shared.OptionInfo(False, "Zero guidance", section=section))
+    shared.opts.add_option("test_ext_grid_one_column", shared.OptionInfo(False, "One-column grids", section=section))
 
 
 script_callbacks.on_model_loaded(on_model_loaded)
@@ -177,6 +184,7 @@ script_callbacks.on_image_saved(on_image_saved)
 script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
 script_callbacks.on_cfg_denoised(on_cfg_denoised)
 script_callbacks.on_cfg_after_cfg(on_cfg_after_cfg)
+script_callbacks.on_image_grid(on_image_grid)
 script_callbacks.on_infotext_pasted(on_infotext_pasted)
 script_callbacks.on_script_unloaded(on_script_unloaded)
 script_callbacks.on_ui_settings(on_ui_settings)

@@ -313,3 +313,23 @@ def test_image_saved_callbacks_see_a_scripts_grid(loaded):
     result = application.service.submit(tiny_request(prompt="a grid fox"), scripts=bound).future.result()
     saved = callback_calls(folder, "before_image_saved")
     assert result.grid_path is not None and saved == [["before_image_saved", result.grid_path.name, "a grid fox", 128]]
+
+
+def test_on_image_grid_can_change_the_grid_layout(loaded):
+    """A callback setting cols=1 (rows = the image count) gives a one-column grid of the job's images."""
+    application, folder = loaded
+    from modules.compat.a1111 import shared
+
+    callback_calls(folder)
+    request = tiny_request(batch_size=4, steps=1, save_images=False)
+    default = application.service.submit(request).future.result()
+    assert default.grid.size == (128, 128)
+    assert callback_calls(folder, "image_grid") == [["image_grid", 4, 2, 2]]
+    shared.opts.test_ext_grid_one_column = True
+    try:
+        single = application.service.submit(request).future.result()
+    finally:
+        shared.opts.test_ext_grid_one_column = False
+    assert single.grid.size == (64, 256)
+    for index, image in enumerate(single.images):
+        assert np.array_equal(pixels(single.grid.crop((0, 64 * index, 64, 64 * (index + 1)))), pixels(image))

@@ -1,7 +1,7 @@
 """A1111's callbacks at the places A1111 calls them: each is one listener on the Easel object that owns that stage
-(the model manager, the saving functions, the guidance of both backends, PNG Info, the restart), registered once
-when extensions are attached. A listener runs the extensions' callbacks of its kind (each isolated: one that raises
-is logged and the others run) with A1111's parameter objects."""
+(the model manager, the saving functions, the grid layout, the guidance of both backends, PNG Info, the restart),
+registered once when extensions are attached. A listener runs the extensions' callbacks of its kind (each isolated:
+one that raises is logged and the others run) with A1111's parameter objects."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from modules.compat.adapter import view_of
 from modules.models.manager import LoadedModel
 from modules.processing.requests import GenerationRequest
 from modules.processing.run import GenerationRun
-from modules.processing.saving import ImageSaveEvent
+from modules.processing.saving import GridLayout, ImageSaveEvent
 
 
 def model_loaded(model: LoadedModel) -> None:
@@ -57,6 +57,11 @@ def cfg_after_cfg(params: AfterCFGParams) -> None:
     script_callbacks.run_callbacks("cfg_after_cfg", params)
 
 
+def image_grid(layout: GridLayout) -> None:
+    """``on_image_grid(params)`` before a grid is laid out: the callbacks may change ``imgs``, ``cols`` and ``rows``."""
+    script_callbacks.run_callbacks("image_grid", layout)
+
+
 def guidance_wanted() -> bool:
     """Whether a guidance callback is registered now (extensions may add them in a hook and remove them later)."""
     return any(script_callbacks.registered(kind) for kind in ("cfg_denoiser", "cfg_denoised", "cfg_after_cfg"))
@@ -72,6 +77,7 @@ def connect(application: Application) -> None:
     listeners = application.service.context.listeners
     listeners.saving.before.append(before_image_saved)
     listeners.saving.after.append(image_saved)
+    listeners.grid.append(image_grid)
     denoiser = listeners.denoiser
     denoiser.before.append(cfg_denoiser)
     denoiser.denoised.append(cfg_denoised)

@@ -545,7 +545,7 @@ def save_grid_if_wanted(run: GenerationRun, context: ProcessingContext) -> None:
     options = context.options
     if len(result.images) < 2 or not run.request.save_grid or not (options.return_grid or options.grid_save):
         return
-    result.grid = saving.make_grid(result.images)
+    result.grid = saving.make_grid(result.images, listeners=context.listeners.grid)
     if options.grid_save:
         folder = output_folder(context, run, grid=True)
         result.grid_path = context.saver.save_grid(

@@ -5,7 +5,9 @@ built), ``on_ui_settings`` (when extensions are loaded, so their settings exist 
 ``on_ui_tabs`` (each returned tab is added to the UI), ``on_before_ui``, ``on_model_loaded`` (each checkpoint that
 becomes the loaded one), ``on_before_image_saved`` / ``on_image_saved`` (every image and grid saved),
 ``on_cfg_denoiser`` / ``on_cfg_denoised`` / ``on_cfg_after_cfg`` (each model call of guidance, both backends),
-``on_infotext_pasted`` (PNG Info, API and UI), ``on_script_unloaded`` (before Apply and restart). The others are
+``on_image_grid`` (before each grid is laid out: a job's, Loopback's, ``images.image_grid``; a changed ``imgs`` /
+``cols`` / ``rows`` is drawn), ``on_infotext_pasted`` (PNG Info, API and UI), ``on_script_unloaded`` (before Apply
+and restart). The others are
 accepted so extensions load, and are not called: README lists them."""
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from modules.backends.hooks import AfterCFGParams, DenoisedParams, DenoiserParams
 from modules.compat.runtime import runtime
+from modules.processing.saving import GridLayout
 
 logger = logging.getLogger("extensions")
 
@@ -54,6 +57,7 @@ CALLED = (
     "cfg_denoiser",
     "cfg_denoised",
     "cfg_after_cfg",
+    "image_grid",
     "infotext_pasted",
     "script_unloaded",
 )
@@ -79,18 +83,13 @@ class ExtraNoiseParams:
 CFGDenoiserParams = DenoiserParams
 CFGDenoisedParams = DenoisedParams
 AfterCFGCallbackParams = AfterCFGParams
+# The grid layout is the saving code's own (A1111's fields imgs, cols, rows), so a changed layout is the one drawn.
+ImageGridLoopParams = GridLayout
 
 
 @dataclass
 class UiTrainTabParams:
     txt2img_preview_params: Any = None
-
-
-@dataclass
-class ImageGridLoopParams:
-    imgs: Any = None
-    cols: int = 0
-    rows: int = 0
 
 
 @dataclass
