@@ -31,6 +31,7 @@ from modules.networks.service import Networks
 from modules.options import Options
 from modules.paths import DataPaths
 from modules.postprocess.service import Postprocessor
+from modules.processing.extras import Extras
 from modules.scripts.builtin import builtin_scripts
 from modules.scripts.runner import ScriptCatalogue
 
@@ -125,6 +126,10 @@ class Application:
         if pool is not None:
             pool.resolve_checkpoint = application.checkpoint_for
         return application
+
+    def extras(self) -> Extras:
+        """The Extras operation with this application's postprocessor, settings, data folder and save listeners."""
+        return Extras(self.postprocessor, self.options, self.paths.data_dir, self.service.context.listeners.saving)
 
     def checkpoint_for(self, name: str | None) -> tuple[str, str] | None:
         """(title, path) of the checkpoint a job needs: ``name`` (a per-request checkpoint), else the current one;

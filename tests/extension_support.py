@@ -132,7 +132,8 @@ def on_model_loaded(sd_model):
 def on_before_image_saved(params):
     params.pnginfo["test_ext"] = "before"
     params.pnginfo["parameters"] += ", Saved by: test-ext"
-    record("before_image_saved", os.path.basename(params.filename), params.p.prompt, params.image.size[0])
+    prompt = params.p.prompt if params.p is not None else None  # Extras saves have no p, as in A1111
+    record("before_image_saved", os.path.basename(params.filename), prompt, params.image.size[0])
 
 
 def on_image_saved(params):

@@ -333,3 +333,24 @@ def test_on_image_grid_can_change_the_grid_layout(loaded):
     assert single.grid.size == (64, 256)
     for index, image in enumerate(single.images):
         assert np.array_equal(pixels(single.grid.crop((0, 64 * index, 64, 64 * (index + 1)))), pixels(image))
+
+
+def test_extras_saves_fire_the_image_saved_callbacks(loaded):
+    """Extras saves go through the same listeners (A1111's postprocessing saves with images.save_image, p None)."""
+    application, folder = loaded
+    from modules.processing.extras import ExtrasRequest, sources_from_images
+
+    callback_calls(folder)
+    source = Image.new("RGB", (32, 24), (200, 30, 30))
+    source.info["parameters"] = "a red square\nSteps: 3, Sampler: Euler, Seed: 5, Size: 32x24"
+    request = ExtrasRequest(upscaling_resize=2, extras_upscaler_1="Lanczos")
+    result = application.extras().run(request, sources_from_images([source]))
+    [saved] = result.saved_paths
+    assert callback_calls(folder) == [
+        ["before_image_saved", saved.name, None, 64],
+        ["image_saved", saved.name, True, "before"],
+    ]
+    with Image.open(saved) as image:
+        assert image.info["test_ext"] == "before"
+        assert image.info["parameters"].endswith("Size: 32x24, Saved by: test-ext")
+        assert image.info["extras"] == "Postprocess upscale by: 2, Postprocess upscaler: Lanczos"

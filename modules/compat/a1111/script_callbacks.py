@@ -3,7 +3,7 @@
 Called by Easel (``CALLED``; the wiring is ``modules.compat.callbacks``): ``on_app_started`` (after the server app is
 built), ``on_ui_settings`` (when extensions are loaded, so their settings exist for the API and the scripts),
 ``on_ui_tabs`` (each returned tab is added to the UI), ``on_before_ui``, ``on_model_loaded`` (each checkpoint that
-becomes the loaded one), ``on_before_image_saved`` / ``on_image_saved`` (every image and grid saved),
+becomes the loaded one), ``on_before_image_saved`` / ``on_image_saved`` (every image and grid saved, Extras' too),
 ``on_cfg_denoiser`` / ``on_cfg_denoised`` / ``on_cfg_after_cfg`` (each model call of guidance, both backends),
 ``on_image_grid`` (before each grid is laid out: a job's, Loopback's, ``images.image_grid``; a changed ``imgs`` /
 ``cols`` / ``rows`` is drawn), ``on_infotext_pasted`` (PNG Info, API and UI), ``on_script_unloaded`` (before Apply
