@@ -164,6 +164,12 @@ def on_image_grid(params):
         params.cols, params.rows = 1, len(params.imgs)
 
 
+def on_extra_noise(params):
+    record("extra_noise", rows(params.noise), rows(params.x), rows(params.xi))
+    if shared.opts.test_ext_zero_extra_noise:
+        params.noise = torch.zeros_like(params.noise)
+
+
 def on_infotext_pasted(infotext, params):
     params["Test pasted"] = "yes"
     record("infotext_pasted", params.get("Steps"))
@@ -176,6 +182,7 @@ def on_script_unloaded():
 def on_ui_settings():
     section = ("test-ext", "Test extension")
     shared.opts.add_option("test_ext_zero_guidance", shared.OptionInfo(False, "Zero guidance", section=section))
+    shared.opts.add_option("test_ext_zero_extra_noise", shared.OptionInfo(False, "Zero extra noise", section=section))
     shared.opts.add_option("test_ext_grid_one_column", shared.OptionInfo(False, "One-column grids", section=section))
 
 
@@ -186,6 +193,7 @@ script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
 script_callbacks.on_cfg_denoised(on_cfg_denoised)
 script_callbacks.on_cfg_after_cfg(on_cfg_after_cfg)
 script_callbacks.on_image_grid(on_image_grid)
+script_callbacks.on_extra_noise(on_extra_noise)
 script_callbacks.on_infotext_pasted(on_infotext_pasted)
 script_callbacks.on_script_unloaded(on_script_unloaded)
 script_callbacks.on_ui_settings(on_ui_settings)

@@ -20,7 +20,7 @@ from modules.compat.importer import compat_import
 from modules.processing.infotext import parse_infotext
 from modules.tiny_model import write_diffusers
 from tests.extension_support import write_broken_extensions, write_test_extension
-from tests.helpers import pixels, tiny_request
+from tests.helpers import pixels, tiny_img2img, tiny_request
 
 
 @pytest.fixture(scope="module")
@@ -354,3 +354,25 @@ def test_extras_saves_fire_the_image_saved_callbacks(loaded):
         assert image.info["test_ext"] == "before"
         assert image.info["parameters"].endswith("Size: 32x24, Saved by: test-ext")
         assert image.info["extras"] == "Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
+
+
+def test_on_extra_noise_can_replace_the_extra_noise(loaded):
+    """The original backend's img2img extra noise: the callback sees (noise, x, xi); zeroing the noise gives the
+    image made without extra noise."""
+    application, folder = loaded
+    from modules.compat.a1111 import shared
+
+    def image(extra: float) -> np.ndarray:
+        request = tiny_img2img(seed=3, sampling_backend="original", override_settings={"img2img_extra_noise": extra})
+        return pixels(application.service.submit(request).future.result().images[0])
+
+    callback_calls(folder)
+    plain, noisy = image(0.0), image(0.5)
+    assert callback_calls(folder, "extra_noise") == [["extra_noise", [1, 4, 8, 8], [1, 4, 8, 8], [1, 4, 8, 8]]]
+    assert not np.array_equal(plain, noisy)
+    shared.opts.test_ext_zero_extra_noise = True
+    try:
+        zeroed = image(0.5)
+    finally:
+        shared.opts.test_ext_zero_extra_noise = False
+    assert np.array_equal(zeroed, plain)

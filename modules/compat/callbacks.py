@@ -1,14 +1,14 @@
 """A1111's callbacks at the places A1111 calls them: each is one listener on the Easel object that owns that stage
-(the model manager, the saving functions, the grid layout, the guidance of both backends, PNG Info, the restart),
-registered once when extensions are attached. A listener runs the extensions' callbacks of its kind (each isolated:
-one that raises is logged and the others run) with A1111's parameter objects."""
+(the model manager, the saving functions, the grid layout, the guidance of both backends, the extra noise, PNG Info,
+the restart), registered once when extensions are attached. A listener runs the extensions' callbacks of its kind
+(each isolated: one that raises is logged and the others run) with A1111's parameter objects."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from modules.application import Application
-from modules.backends.hooks import AfterCFGParams, DenoisedParams, DenoiserParams
+from modules.backends.hooks import AfterCFGParams, DenoisedParams, DenoiserParams, ExtraNoiseParams
 from modules.compat.a1111 import script_callbacks, shared
 from modules.compat.a1111.processing import processing_for
 from modules.compat.adapter import view_of
@@ -62,6 +62,11 @@ def image_grid(layout: GridLayout) -> None:
     script_callbacks.run_callbacks("image_grid", layout)
 
 
+def extra_noise(params: ExtraNoiseParams) -> None:
+    """``on_extra_noise(params)`` before img2img's extra noise is added: the callbacks may replace ``noise``."""
+    script_callbacks.run_callbacks("extra_noise", params)
+
+
 def guidance_wanted() -> bool:
     """Whether a guidance callback is registered now (extensions may add them in a hook and remove them later)."""
     return any(script_callbacks.registered(kind) for kind in ("cfg_denoiser", "cfg_denoised", "cfg_after_cfg"))
@@ -78,6 +83,7 @@ def connect(application: Application) -> None:
     listeners.saving.before.append(before_image_saved)
     listeners.saving.after.append(image_saved)
     listeners.grid.append(image_grid)
+    listeners.extra_noise.append(extra_noise)
     denoiser = listeners.denoiser
     denoiser.before.append(cfg_denoiser)
     denoiser.denoised.append(cfg_denoised)

@@ -315,6 +315,8 @@ def run_pass(
     control.begin_image(run.iteration, run.n_iter, run.backend.steps_run(plan))
     if context.listeners.denoiser:
         plan = replace(plan, denoiser_hooks=context.listeners.denoiser)
+    if context.listeners.extra_noise:
+        plan = replace(plan, extra_noise_listeners=tuple(context.listeners.extra_noise))
     images = run.backend.generate(scope.model, plan, control)
     run.extra_generation_params.update(control.take_infotext())
     return images

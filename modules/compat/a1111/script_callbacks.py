@@ -5,9 +5,9 @@ built), ``on_ui_settings`` (when extensions are loaded, so their settings exist 
 ``on_ui_tabs`` (each returned tab is added to the UI), ``on_before_ui``, ``on_model_loaded`` (each checkpoint that
 becomes the loaded one), ``on_before_image_saved`` / ``on_image_saved`` (every image and grid saved, Extras' too),
 ``on_cfg_denoiser`` / ``on_cfg_denoised`` / ``on_cfg_after_cfg`` (each model call of guidance, both backends),
-``on_image_grid`` (before each grid is laid out: a job's, Loopback's, ``images.image_grid``; a changed ``imgs`` /
-``cols`` / ``rows`` is drawn), ``on_infotext_pasted`` (PNG Info, API and UI), ``on_script_unloaded`` (before Apply
-and restart). The others are
+``on_extra_noise`` (the original backend's img2img extra noise; a replaced ``noise`` is added), ``on_image_grid``
+(before each grid is laid out: a job's, Loopback's, ``images.image_grid``; a changed ``imgs`` / ``cols`` / ``rows`` is
+drawn), ``on_infotext_pasted`` (PNG Info, API and UI), ``on_script_unloaded`` (before Apply and restart). The others are
 accepted so extensions load, and are not called: README lists them."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modules.backends.hooks import AfterCFGParams, DenoisedParams, DenoiserParams
+from modules.backends.hooks import ExtraNoiseParams as ExtraNoiseParams  # (noise, x, xi): a replaced noise is added
 from modules.compat.runtime import runtime
 from modules.processing.saving import GridLayout
 
@@ -58,6 +59,7 @@ CALLED = (
     "cfg_denoised",
     "cfg_after_cfg",
     "image_grid",
+    "extra_noise",
     "infotext_pasted",
     "script_unloaded",
 )
@@ -71,15 +73,8 @@ class ImageSaveParams:
     pnginfo: dict[str, Any]
 
 
-@dataclass
-class ExtraNoiseParams:
-    noise: Any
-    x: Any
-    xi: Any
-
-
-# The guidance parameter objects are the backends' own (A1111's field names and positional order), so what a
-# callback changes is what the backend uses.
+# The guidance and extra noise parameter objects are the backends' own (A1111's field names and positional order),
+# so what a callback changes is what the backend uses.
 CFGDenoiserParams = DenoiserParams
 CFGDenoisedParams = DenoisedParams
 AfterCFGCallbackParams = AfterCFGParams
