@@ -42,6 +42,17 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class TokenCountInput:
+    """What a prompt box's token counter is about to count (A1111's BeforeTokenCounterParams, in its order): the
+    prompt, the steps (for prompt editing), the selected styles, and whether it is the positive prompt's counter."""
+
+    prompt: str = ""
+    steps: int = 0
+    styles: list[str] = field(default_factory=list)
+    is_positive: bool = True
+
+
+@dataclass
 class Application:
     """Long-lived state, explicit: built once, handed to the UI and the API."""
 
@@ -69,6 +80,8 @@ class Application:
     # parameters), and the scripts about to be unloaded (before Apply and restart).
     infotext_pasted: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
     before_restart: list[Callable[[], None]] = field(default_factory=list)
+    # The UI's token counter about to count (they may change what is counted).
+    before_token_counter: list[Callable[[TokenCountInput], None]] = field(default_factory=list)
     # With --ray-address: the Ray workers as last seen (node, device, loaded checkpoint, memory); None without.
     workers: Callable[[], list[WorkerInfo]] | None = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

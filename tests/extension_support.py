@@ -170,6 +170,12 @@ def on_extra_noise(params):
         params.noise = torch.zeros_like(params.noise)
 
 
+def on_before_token_counter(params):
+    record("before_token_counter", params.prompt, params.steps, params.styles, params.is_positive)
+    if shared.opts.test_ext_count_twice:
+        params.prompt = f"{params.prompt} {params.prompt}"
+
+
 def on_infotext_pasted(infotext, params):
     params["Test pasted"] = "yes"
     record("infotext_pasted", params.get("Steps"))
@@ -183,6 +189,7 @@ def on_ui_settings():
     section = ("test-ext", "Test extension")
     shared.opts.add_option("test_ext_zero_guidance", shared.OptionInfo(False, "Zero guidance", section=section))
     shared.opts.add_option("test_ext_zero_extra_noise", shared.OptionInfo(False, "Zero extra noise", section=section))
+    shared.opts.add_option("test_ext_count_twice", shared.OptionInfo(False, "Count prompts twice", section=section))
     shared.opts.add_option("test_ext_grid_one_column", shared.OptionInfo(False, "One-column grids", section=section))
 
 
@@ -194,6 +201,7 @@ script_callbacks.on_cfg_denoised(on_cfg_denoised)
 script_callbacks.on_cfg_after_cfg(on_cfg_after_cfg)
 script_callbacks.on_image_grid(on_image_grid)
 script_callbacks.on_extra_noise(on_extra_noise)
+script_callbacks.on_before_token_counter(on_before_token_counter)
 script_callbacks.on_infotext_pasted(on_infotext_pasted)
 script_callbacks.on_script_unloaded(on_script_unloaded)
 script_callbacks.on_ui_settings(on_ui_settings)

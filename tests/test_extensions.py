@@ -376,3 +376,34 @@ def test_on_extra_noise_can_replace_the_extra_noise(loaded):
     finally:
         shared.opts.test_ext_zero_extra_noise = False
     assert np.array_equal(zeroed, plain)
+
+
+def test_on_before_token_counter_changes_what_the_ui_counts(loaded):
+    """The UI's counter handlers hand (prompt, steps, styles, is_positive) to the callback and count what it
+    leaves: a callback doubling the prompt doubles the count."""
+    application, folder = loaded
+    from modules.compat.a1111 import shared
+    from modules.ui.app import create_ui
+
+    blocks = create_ui(application)
+    by_id = {block.elem_id: block for block in blocks.blocks.values() if getattr(block, "elem_id", None)}
+    handlers = {}
+    for fn in blocks.fns.values():
+        for output in fn.outputs:
+            if output.elem_id in ("txt2img_token_counter", "txt2img_negative_token_counter"):
+                handlers[output.elem_id] = fn.fn
+    count, count_negative = handlers["txt2img_token_counter"], handlers["txt2img_negative_token_counter"]
+    assert by_id["txt2img_token_counter"].value == "0/75"
+    callback_calls(folder)
+    assert count("a red fox", 12, ["Oil"]) == "3/75"
+    assert count_negative("blurry", 12, []) == "1/75"
+    assert callback_calls(folder) == [
+        ["before_token_counter", "a red fox", 12, ["Oil"], True],
+        ["before_token_counter", "blurry", 12, [], False],
+    ]
+    shared.opts.test_ext_count_twice = True
+    try:
+        assert count("a red fox", 12, []) == "6/75"
+    finally:
+        shared.opts.test_ext_count_twice = False
+    callback_calls(folder)
