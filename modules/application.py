@@ -31,6 +31,7 @@ from modules.networks.service import Networks
 from modules.options import Options
 from modules.paths import DataPaths
 from modules.postprocess.service import Postprocessor
+from modules.processing.extras import Extras
 from modules.scripts.builtin import builtin_scripts
 from modules.scripts.runner import ScriptCatalogue
 
@@ -38,6 +39,17 @@ if TYPE_CHECKING:
     from modules.cluster.worker import WorkerInfo
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenCountInput:
+    """What a prompt box's token counter is about to count (A1111's BeforeTokenCounterParams, in its order): the
+    prompt, the steps (for prompt editing), the selected styles, and whether it is the positive prompt's counter."""
+
+    prompt: str = ""
+    steps: int = 0
+    styles: list[str] = field(default_factory=list)
+    is_positive: bool = True
 
 
 @dataclass
@@ -68,6 +80,8 @@ class Application:
     # parameters), and the scripts about to be unloaded (before Apply and restart).
     infotext_pasted: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
     before_restart: list[Callable[[], None]] = field(default_factory=list)
+    # The UI's token counter about to count (they may change what is counted).
+    before_token_counter: list[Callable[[TokenCountInput], None]] = field(default_factory=list)
     # With --ray-address: the Ray workers as last seen (node, device, loaded checkpoint, memory); None without.
     workers: Callable[[], list[WorkerInfo]] | None = None
     _options_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -125,6 +139,10 @@ class Application:
         if pool is not None:
             pool.resolve_checkpoint = application.checkpoint_for
         return application
+
+    def extras(self) -> Extras:
+        """The Extras operation with this application's postprocessor, settings, data folder and save listeners."""
+        return Extras(self.postprocessor, self.options, self.paths.data_dir, self.service.context.listeners.saving)
 
     def checkpoint_for(self, name: str | None) -> tuple[str, str] | None:
         """(title, path) of the checkpoint a job needs: ``name`` (a per-request checkpoint), else the current one;

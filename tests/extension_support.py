@@ -132,7 +132,8 @@ def on_model_loaded(sd_model):
 def on_before_image_saved(params):
     params.pnginfo["test_ext"] = "before"
     params.pnginfo["parameters"] += ", Saved by: test-ext"
-    record("before_image_saved", os.path.basename(params.filename), params.p.prompt, params.image.size[0])
+    prompt = params.p.prompt if params.p is not None else None  # Extras saves have no p, as in A1111
+    record("before_image_saved", os.path.basename(params.filename), prompt, params.image.size[0])
 
 
 def on_image_saved(params):
@@ -157,6 +158,24 @@ def on_cfg_after_cfg(params):
         params.x = torch.zeros_like(params.x)
 
 
+def on_image_grid(params):
+    record("image_grid", len(params.imgs), params.cols, params.rows)
+    if shared.opts.test_ext_grid_one_column:
+        params.cols, params.rows = 1, len(params.imgs)
+
+
+def on_extra_noise(params):
+    record("extra_noise", rows(params.noise), rows(params.x), rows(params.xi))
+    if shared.opts.test_ext_zero_extra_noise:
+        params.noise = torch.zeros_like(params.noise)
+
+
+def on_before_token_counter(params):
+    record("before_token_counter", params.prompt, params.steps, params.styles, params.is_positive)
+    if shared.opts.test_ext_count_twice:
+        params.prompt = f"{params.prompt} {params.prompt}"
+
+
 def on_infotext_pasted(infotext, params):
     params["Test pasted"] = "yes"
     record("infotext_pasted", params.get("Steps"))
@@ -169,6 +188,9 @@ def on_script_unloaded():
 def on_ui_settings():
     section = ("test-ext", "Test extension")
     shared.opts.add_option("test_ext_zero_guidance", shared.OptionInfo(False, "Zero guidance", section=section))
+    shared.opts.add_option("test_ext_zero_extra_noise", shared.OptionInfo(False, "Zero extra noise", section=section))
+    shared.opts.add_option("test_ext_count_twice", shared.OptionInfo(False, "Count prompts twice", section=section))
+    shared.opts.add_option("test_ext_grid_one_column", shared.OptionInfo(False, "One-column grids", section=section))
 
 
 script_callbacks.on_model_loaded(on_model_loaded)
@@ -177,6 +199,9 @@ script_callbacks.on_image_saved(on_image_saved)
 script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
 script_callbacks.on_cfg_denoised(on_cfg_denoised)
 script_callbacks.on_cfg_after_cfg(on_cfg_after_cfg)
+script_callbacks.on_image_grid(on_image_grid)
+script_callbacks.on_extra_noise(on_extra_noise)
+script_callbacks.on_before_token_counter(on_before_token_counter)
 script_callbacks.on_infotext_pasted(on_infotext_pasted)
 script_callbacks.on_script_unloaded(on_script_unloaded)
 script_callbacks.on_ui_settings(on_ui_settings)

@@ -20,7 +20,7 @@ from modules.compat.importer import compat_import
 from modules.processing.infotext import parse_infotext
 from modules.tiny_model import write_diffusers
 from tests.extension_support import write_broken_extensions, write_test_extension
-from tests.helpers import pixels, tiny_request
+from tests.helpers import pixels, tiny_img2img, tiny_request
 
 
 @pytest.fixture(scope="module")
@@ -313,3 +313,97 @@ def test_image_saved_callbacks_see_a_scripts_grid(loaded):
     result = application.service.submit(tiny_request(prompt="a grid fox"), scripts=bound).future.result()
     saved = callback_calls(folder, "before_image_saved")
     assert result.grid_path is not None and saved == [["before_image_saved", result.grid_path.name, "a grid fox", 128]]
+
+
+def test_on_image_grid_can_change_the_grid_layout(loaded):
+    """A callback setting cols=1 (rows = the image count) gives a one-column grid of the job's images."""
+    application, folder = loaded
+    from modules.compat.a1111 import shared
+
+    callback_calls(folder)
+    request = tiny_request(batch_size=4, steps=1, save_images=False)
+    default = application.service.submit(request).future.result()
+    assert default.grid.size == (128, 128)
+    assert callback_calls(folder, "image_grid") == [["image_grid", 4, 2, 2]]
+    shared.opts.test_ext_grid_one_column = True
+    try:
+        single = application.service.submit(request).future.result()
+    finally:
+        shared.opts.test_ext_grid_one_column = False
+    assert single.grid.size == (64, 256)
+    for index, image in enumerate(single.images):
+        assert np.array_equal(pixels(single.grid.crop((0, 64 * index, 64, 64 * (index + 1)))), pixels(image))
+
+
+def test_extras_saves_fire_the_image_saved_callbacks(loaded):
+    """Extras saves go through the same listeners (A1111's postprocessing saves with images.save_image, p None)."""
+    application, folder = loaded
+    from modules.processing.extras import ExtrasRequest, sources_from_images
+
+    callback_calls(folder)
+    source = Image.new("RGB", (32, 24), (200, 30, 30))
+    source.info["parameters"] = "a red square\nSteps: 3, Sampler: Euler, Seed: 5, Size: 32x24"
+    request = ExtrasRequest(upscaling_resize=2, extras_upscaler_1="Lanczos")
+    result = application.extras().run(request, sources_from_images([source]))
+    [saved] = result.saved_paths
+    assert callback_calls(folder) == [
+        ["before_image_saved", saved.name, None, 64],
+        ["image_saved", saved.name, True, "before"],
+    ]
+    with Image.open(saved) as image:
+        assert image.info["test_ext"] == "before"
+        assert image.info["parameters"].endswith("Size: 32x24, Saved by: test-ext")
+        assert image.info["extras"] == "Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
+
+
+def test_on_extra_noise_can_replace_the_extra_noise(loaded):
+    """The original backend's img2img extra noise: the callback sees (noise, x, xi); zeroing the noise gives the
+    image made without extra noise."""
+    application, folder = loaded
+    from modules.compat.a1111 import shared
+
+    def image(extra: float) -> np.ndarray:
+        request = tiny_img2img(seed=3, sampling_backend="original", override_settings={"img2img_extra_noise": extra})
+        return pixels(application.service.submit(request).future.result().images[0])
+
+    callback_calls(folder)
+    plain, noisy = image(0.0), image(0.5)
+    assert callback_calls(folder, "extra_noise") == [["extra_noise", [1, 4, 8, 8], [1, 4, 8, 8], [1, 4, 8, 8]]]
+    assert not np.array_equal(plain, noisy)
+    shared.opts.test_ext_zero_extra_noise = True
+    try:
+        zeroed = image(0.5)
+    finally:
+        shared.opts.test_ext_zero_extra_noise = False
+    assert np.array_equal(zeroed, plain)
+
+
+def test_on_before_token_counter_changes_what_the_ui_counts(loaded):
+    """The UI's counter handlers hand (prompt, steps, styles, is_positive) to the callback and count what it
+    leaves: a callback doubling the prompt doubles the count."""
+    application, folder = loaded
+    from modules.compat.a1111 import shared
+    from modules.ui.app import create_ui
+
+    blocks = create_ui(application)
+    by_id = {block.elem_id: block for block in blocks.blocks.values() if getattr(block, "elem_id", None)}
+    handlers = {}
+    for fn in blocks.fns.values():
+        for output in fn.outputs:
+            if output.elem_id in ("txt2img_token_counter", "txt2img_negative_token_counter"):
+                handlers[output.elem_id] = fn.fn
+    count, count_negative = handlers["txt2img_token_counter"], handlers["txt2img_negative_token_counter"]
+    assert by_id["txt2img_token_counter"].value == "0/75"
+    callback_calls(folder)
+    assert count("a red fox", 12, ["Oil"]) == "3/75"
+    assert count_negative("blurry", 12, []) == "1/75"
+    assert callback_calls(folder) == [
+        ["before_token_counter", "a red fox", 12, ["Oil"], True],
+        ["before_token_counter", "blurry", 12, [], False],
+    ]
+    shared.opts.test_ext_count_twice = True
+    try:
+        assert count("a red fox", 12, []) == "6/75"
+    finally:
+        shared.opts.test_ext_count_twice = False
+    callback_calls(folder)

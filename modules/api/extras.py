@@ -28,11 +28,11 @@ from modules.application import Application
 from modules.postprocess.upscalers import UpscalerNotFoundError, UpscalerUnsupportedError
 from modules.processing.extras import (
     NO_UPSCALER,
-    Extras,
     ExtrasError,
     ExtrasOutput,
     ExtrasRequest,
     ExtrasResult,
+    extras_pnginfo,
     plan_upscale,
     save_keywords,
     sources_from_images,
@@ -74,7 +74,7 @@ def encode_output(output: ExtrasOutput) -> str:
     """Base64 PNG with the source's "parameters" and the extras chunks, as the Extras tab saves them."""
     assert output.image is not None, "the API keeps result images"
     buffer = io.BytesIO()
-    output.image.save(buffer, format="PNG", **save_keywords("PNG", output))
+    output.image.save(buffer, format="PNG", **save_keywords("PNG", extras_pnginfo(output)))
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -92,7 +92,7 @@ class ExtrasRoutes:
 
     def __init__(self, application: Application) -> None:
         self.application = application
-        self.extras = Extras(application.postprocessor, application.options, application.paths.data_dir)
+        self.extras = application.extras()
 
     def run(self, images: Sequence[Image.Image], body: ExtrasBody) -> ExtrasResult:
         try:

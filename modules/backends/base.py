@@ -14,7 +14,7 @@ from typing import Protocol
 import torch
 from PIL import Image
 
-from modules.backends.hooks import DenoiserHooks
+from modules.backends.hooks import DenoiserHooks, ExtraNoiseListener
 from modules.compute import DeepCacheUNet
 from modules.controlnet.residuals import ControlPlan
 from modules.models.manager import LoadedModel, Task
@@ -148,6 +148,8 @@ class GenerationPlan:
     controlnet: tuple[ControlPlan, ...] = ()  # ControlNet units (modules/controlnet), applied by every backend
     # Listeners around each model call of guidance (A1111's on_cfg_denoiser ...); None or empty: none.
     denoiser_hooks: DenoiserHooks | None = field(default=None, compare=False)
+    # Listeners of img2img's extra noise (A1111's on_extra_noise; the original backend, which has the setting).
+    extra_noise_listeners: tuple[ExtraNoiseListener, ...] = field(default=(), compare=False)
 
     @property
     def batch_size(self) -> int:

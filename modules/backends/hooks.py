@@ -1,5 +1,5 @@
 """Listeners around each model call of classifier-free guidance (A1111's ``on_cfg_denoiser``, ``on_cfg_denoised``,
-``on_cfg_after_cfg``), for both backends.
+``on_cfg_after_cfg``), for both backends; and around img2img's extra noise (A1111's ``on_extra_noise``).
 
 The parameter objects have A1111's field names (``CFGDenoiserParams``, ``CFGDenoisedParams``,
 ``AfterCFGCallbackParams``); a listener may replace their tensors and the backend uses what it finds there. The rows
@@ -10,7 +10,7 @@ are in A1111's order: every image's cond rows, then the uncond rows. ``sampling_
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,36 @@ class DenoiserEvents:
 
     def denoiser_params(self, **fields: Any) -> DenoiserParams:
         return DenoiserParams(sampling_step=self.sampling_step, total_sampling_steps=self.total_steps, **fields)
+
+
+@dataclass
+class ExtraNoiseParams:
+    """img2img's extra noise (A1111's ExtraNoiseParams): ``noise`` about to be added (times the "Extra noise"
+    setting) to ``xi``, the noised init latents ``x``; a listener may replace ``noise``."""
+
+    noise: torch.Tensor
+    x: torch.Tensor
+    xi: torch.Tensor
+
+
+ExtraNoiseListener = Callable[[ExtraNoiseParams], None]
+
+
+def extra_noise_hook(
+    listeners: Sequence[ExtraNoiseListener],
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """The sampling code's extra noise hook: the listeners see (noise, x, xi) and the noise they leave is added;
+    None when nobody listens."""
+    if not listeners:
+        return None
+
+    def hook(noise: torch.Tensor, x: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        params = ExtraNoiseParams(noise, x, xi)
+        for listener in listeners:
+            listener(params)
+        return params.noise
+
+    return hook
 
 
 def events_for(hooks: DenoiserHooks | None, total_steps: int) -> DenoiserEvents | None:

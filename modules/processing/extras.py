@@ -204,10 +204,17 @@ def combined_infotext(parameters: str | None, postprocessing: str) -> str:
 class Extras:
     """Runs Extras with the application's postprocessor and settings; saves where the settings say."""
 
-    def __init__(self, postprocessor: Postprocessor, options: Options, data_dir: Path) -> None:
+    def __init__(
+        self,
+        postprocessor: Postprocessor,
+        options: Options,
+        data_dir: Path,
+        listeners: saving.SaveListeners | None = None,
+    ) -> None:
         self.postprocessor = postprocessor
         self.options = options
         self.data_dir = data_dir
+        self.listeners = listeners or saving.SaveListeners()  # around each save, as A1111's images.save_image
 
     def process_image(self, image: Image.Image, request: ExtrasRequest) -> tuple[Image.Image, dict[str, object]]:
         """Upscale (and blend upscaler 2), then GFPGAN, then CodeFormer (A1111's order); returns the image and keys."""
@@ -293,29 +300,45 @@ class Extras:
         """``NNNNN.ext``, or the source's name for named inputs (``name-NNNN.ext`` when taken: never overwrite).
 
         No date subfolder, as A1111 saves extras. Written here rather than with saving.save_image, which writes
-        one text chunk; the extras need the source's "parameters" plus their own chunks."""
+        one text chunk; the extras need the source's "parameters" plus their own chunks. The save listeners
+        (A1111's on_before_image_saved / on_image_saved, with no p) see it as A1111's save_image shows them: a
+        before listener may change the image, the file name and the texts."""
         extension = self.options.samples_format.lower().lstrip(".")
         format_name = saving.pillow_format(extension)
         path = folder / f"{output.name}.{extension}" if output.name else None
         if path is None or path.exists():
             path = saving.free_file_name(folder, output.name or "", "", extension)
-        prepared = saving.prepare_for_format(image, format_name)
-        options = save_keywords(format_name, output)
+        event = saving.ImageSaveEvent(image, None, str(path), extras_pnginfo(output))
+        for listener in self.listeners.before:
+            listener(event)
+        path = Path(event.filename)
+        prepared = saving.prepare_for_format(event.image, format_name)
+        options = save_keywords(format_name, event.pnginfo)
         saving.write_file_atomic(path, lambda file: prepared.save(file, format=format_name, **options))
         logger.info("extras image saved path=%s", path)
+        for listener in self.listeners.after:
+            listener(event)
         return path
 
 
-def save_keywords(format_name: str, output: ExtrasOutput) -> dict[str, object]:
-    """PNG: "parameters" (the source's) plus the extras chunks; JPEG/WEBP: the combined text in EXIF."""
-    if format_name != "PNG":
-        return {"quality": saving.JPEG_QUALITY, "exif": build_user_comment_exif(output.infotext)}
-    png_info = PngImagePlugin.PngInfo()
-    if output.parameters:
-        png_info.add_text("parameters", output.parameters)
+def extras_pnginfo(output: ExtrasOutput) -> dict[str, str]:
+    """The texts an Extras result is saved with: the source's "parameters" and the extras chunks."""
+    texts = {"parameters": output.parameters} if output.parameters else {}
     if output.postprocessing:
-        for chunk in EXTRAS_TEXT_CHUNKS:
-            png_info.add_text(chunk, output.postprocessing)
+        texts.update(dict.fromkeys(EXTRAS_TEXT_CHUNKS, output.postprocessing))
+    return texts
+
+
+def save_keywords(format_name: str, pnginfo: Mapping[str, object]) -> dict[str, object]:
+    """PNG: every text as a chunk ("parameters", the extras chunks, any a listener added); JPEG/WEBP: the source
+    infotext with the extras parameters, in EXIF."""
+    if format_name != "PNG":
+        parameters, postprocessing = pnginfo.get("parameters"), pnginfo.get(EXTRAS_TEXT_CHUNKS[0])
+        text = combined_infotext(None if parameters is None else str(parameters), str(postprocessing or ""))
+        return {"quality": saving.JPEG_QUALITY, "exif": build_user_comment_exif(text)}
+    png_info = PngImagePlugin.PngInfo()
+    for key, value in pnginfo.items():
+        png_info.add_text(str(key), str(value))
     return {"pnginfo": png_info}
 
 

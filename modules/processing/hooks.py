@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
 
-from modules.backends.hooks import DenoiserHooks
-from modules.processing.saving import SaveListeners
+from modules.backends.hooks import DenoiserHooks, ExtraNoiseListener
+from modules.processing.saving import GridListener, SaveListeners
 
 if TYPE_CHECKING:
     from modules.processing.run import GenerationRun, ProcessingResult
@@ -53,8 +53,11 @@ class ScriptHooks(Protocol):
 
 @dataclass
 class ProcessingListeners:
-    """Listeners of every job (registered once by the A1111 extension adapter): around each image save and around
-    each model call of guidance. Empty: nothing is called."""
+    """Listeners of every job (registered once by the A1111 extension adapter): around each image save, around
+    each model call of guidance, before each grid is laid out and at img2img's extra noise. Empty: nothing is
+    called."""
 
     saving: SaveListeners = field(default_factory=SaveListeners)
+    grid: list[GridListener] = field(default_factory=list)
     denoiser: DenoiserHooks = field(default_factory=DenoiserHooks)
+    extra_noise: list[ExtraNoiseListener] = field(default_factory=list)

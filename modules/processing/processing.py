@@ -315,6 +315,8 @@ def run_pass(
     control.begin_image(run.iteration, run.n_iter, run.backend.steps_run(plan))
     if context.listeners.denoiser:
         plan = replace(plan, denoiser_hooks=context.listeners.denoiser)
+    if context.listeners.extra_noise:
+        plan = replace(plan, extra_noise_listeners=tuple(context.listeners.extra_noise))
     images = run.backend.generate(scope.model, plan, control)
     run.extra_generation_params.update(control.take_infotext())
     return images
@@ -545,7 +547,7 @@ def save_grid_if_wanted(run: GenerationRun, context: ProcessingContext) -> None:
     options = context.options
     if len(result.images) < 2 or not run.request.save_grid or not (options.return_grid or options.grid_save):
         return
-    result.grid = saving.make_grid(result.images)
+    result.grid = saving.make_grid(result.images, listeners=context.listeners.grid)
     if options.grid_save:
         folder = output_folder(context, run, grid=True)
         result.grid_path = context.saver.save_grid(

@@ -511,16 +511,37 @@ def grid_rows(count: int) -> int:
     return max(1, min(count, round(math.sqrt(count))))
 
 
-def make_grid(images: Sequence[Image.Image], rows: int | None = None) -> Image.Image:
-    """Images in rows of ``ceil(count / rows)``, each centred in a cell of the largest size, white background."""
+@dataclass
+class GridLayout:
+    """A grid's images and shape before they are pasted (A1111's ImageGridLoopParams): a listener may change the
+    images, the columns and the rows, and the grid is laid out by what it leaves."""
+
+    imgs: list[Image.Image] = field(default_factory=list)
+    cols: int = 0
+    rows: int = 0
+
+
+GridListener = Callable[[GridLayout], None]
+
+
+def make_grid(
+    images: Sequence[Image.Image], rows: int | None = None, listeners: Sequence[GridListener] = ()
+) -> Image.Image:
+    """Images in rows of ``ceil(count / rows)``, each centred in a cell of the largest size, white background.
+
+    ``listeners`` (A1111's on_image_grid) see the layout before it is drawn and may change it; as in A1111 the cell
+    size stays that of the images handed in."""
     if not images:
         raise ValueError("make_grid needs at least one image")
     row_count = grid_rows(len(images)) if rows is None else max(1, min(rows, len(images)))
-    columns = math.ceil(len(images) / row_count)
+    layout = GridLayout(list(images), math.ceil(len(images) / row_count), row_count)
+    for listener in listeners:
+        listener(layout)
+    columns, row_count = max(1, int(layout.cols)), max(1, int(layout.rows))
     cell_width = max(image.width for image in images)
     cell_height = max(image.height for image in images)
     grid = Image.new("RGB", (columns * cell_width, row_count * cell_height), GRID_BACKGROUND)
-    for index, image in enumerate(images):
+    for index, image in enumerate(layout.imgs):
         left = index % columns * cell_width + (cell_width - image.width) // 2
         top = index // columns * cell_height + (cell_height - image.height) // 2
         grid.paste(image.convert("RGB"), (left, top))

@@ -53,7 +53,8 @@ class UiContext:
     def __post_init__(self) -> None:
         paths = self.application.paths
         self.styles = StyleDatabase.load(paths.styles_file)
-        self.token_counter = TokenCounter(self.application.models, paths.configs_dir / "sd15" / "tokenizer")
+        tokenizer_dir = paths.configs_dir / "sd15" / "tokenizer"
+        self.token_counter = TokenCounter(self.application.models, tokenizer_dir, self.application.before_token_counter)
 
     def initial(self, tab: str, label: str, default: object) -> object:
         return self.ui_config.get(ui_key(tab, label), default)

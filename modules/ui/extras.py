@@ -232,7 +232,7 @@ class ExtrasTab:
 
 
 def create_extras_tab(application: Application) -> ExtrasTab:
-    extras = Extras(application.postprocessor, application.options, application.paths.data_dir)
+    extras = application.extras()
     folders = settings_policy(application)
     components: dict[str, Any] = {}
     mode, resize_mode = gr.State(SINGLE_IMAGE), gr.State(RESIZE_BY)

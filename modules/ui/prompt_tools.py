@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modules.application import TokenCountInput
 from modules.models.service import ModelService
 from modules.processing.requests import MAX_PROMPT_CHARS
 from modules.prompts.conditioning import PromptEncoder, TextEncoderPart, prompt_encoder_of
@@ -25,9 +26,15 @@ class TokenCounter:
 
     The fallback tokenizer is read on first use (not at import) and kept."""
 
-    def __init__(self, models: ModelService | None, tokenizer_dir: Path) -> None:
+    def __init__(
+        self,
+        models: ModelService | None,
+        tokenizer_dir: Path,
+        listeners: Sequence[Callable[[TokenCountInput], None]] = (),
+    ) -> None:
         self.models = models
         self.tokenizer_dir = tokenizer_dir
+        self.listeners = listeners  # before each count (A1111's on_before_token_counter); they may change it
         self._fallback: PromptEncoder | None = None
         self._lock = threading.Lock()
 
@@ -57,13 +64,24 @@ def token_counter_text(used: int, limit: int) -> str:
     return f"{used}/{limit}"
 
 
-def count_text(counter: TokenCounter, prompt: str | None, steps: float | None) -> str:
+def count_text(
+    counter: TokenCounter,
+    prompt: str | None,
+    steps: float | None,
+    styles: Sequence[str] | None = None,
+    is_positive: bool = True,
+) -> str:
     """The counter's text for a prompt box; a prompt that cannot be counted shows "?/75" and is logged; one over
-    the prompt length cap is not tokenized (generating refuses it with a message)."""
-    if prompt and len(prompt) > MAX_PROMPT_CHARS:
-        return f"over {MAX_PROMPT_CHARS} characters"
+    the prompt length cap is not tokenized (generating refuses it with a message). The counter's listeners see
+    the prompt, steps, selected styles and which box first, and what they leave is counted (A1111's order)."""
     try:
-        return token_counter_text(*counter.count(prompt or "", int(steps or 20)))
+        query = TokenCountInput(prompt or "", int(steps or 20), list(styles or []), is_positive)
+        for listener in counter.listeners:
+            listener(query)
+        prompt, steps = str(query.prompt or ""), int(query.steps or 20)
+        if len(prompt) > MAX_PROMPT_CHARS:
+            return f"over {MAX_PROMPT_CHARS} characters"
+        return token_counter_text(*counter.count(prompt, steps))
     except Exception:  # the UI boundary: a counter must never break typing
         logger.exception("token count failed")
         return "?/75"

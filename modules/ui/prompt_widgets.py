@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -109,24 +109,32 @@ def outcome_updates(editor: StyleEditor, styles: gr.Dropdown, outcome: StyleOutc
 
 
 def wire_counters(context: UiContext, controls: Controls, tools: PromptTools) -> None:
-    """Recount on every change of a prompt box; "always_last" drops the keystrokes a count is still busy with."""
+    """Recount on every change of a prompt box; "always_last" drops the keystrokes a count is still busy with. The
+    steps and the selected styles go with the text (A1111's counter hands them to on_before_token_counter)."""
     steps = controls.components.get("steps")
     inputs_of = {
-        tools.prompt_counter: controls.components["prompt"],
-        tools.negative_counter: controls.components["negative_prompt"],
+        tools.prompt_counter: (controls.components["prompt"], True),
+        tools.negative_counter: (controls.components["negative_prompt"], False),
     }
-
-    def count(text: str, steps_value: float | None = 20) -> str:
-        return prompt_tools.count_text(context.token_counter, text, steps_value)
-
-    for counter, box in inputs_of.items():
+    for counter, (box, is_positive) in inputs_of.items():
         box.change(
-            count,
-            inputs=[box, steps] if steps is not None else [box],
+            counting(context, is_positive, steps is not None),
+            inputs=[box, steps, tools.styles] if steps is not None else [box, tools.styles],
             outputs=counter,
             trigger_mode="always_last",
             **QUICK,
         )
+
+
+def counting(context: UiContext, is_positive: bool, with_steps: bool) -> Callable[..., str]:
+    """The handler of one prompt box's counter: (text, steps, styles), or (text, styles) where the tab has no
+    steps."""
+
+    def count(text: str, *values: Any) -> str:
+        steps_value, styles = (values[0], values[1]) if with_steps else (20, values[0])
+        return prompt_tools.count_text(context.token_counter, text, steps_value, styles, is_positive)
+
+    return count
 
 
 def wire_styles(context: UiContext, controls: Controls, tools: PromptTools) -> None:

@@ -23,7 +23,7 @@ from modules.backends.base import (
     SamplingSettings,
     request_unet,
 )
-from modules.backends.hooks import DenoiserEvents, events_for
+from modules.backends.hooks import DenoiserEvents, events_for, extra_noise_hook
 from modules.backends.original import catalogue
 from modules.backends.original.conditioning import BatchConditioning
 from modules.backends.original.images import (
@@ -393,6 +393,7 @@ class OriginalBackend:
             img2img_fix_steps=plan.exact_steps,
             initial_noise_multiplier=plan.noise_multiplier,
             extra_noise=plan.sampling.img2img_extra_noise,
+            extra_noise_hook=extra_noise_hook(plan.extra_noise_listeners),
             callback=callback,
             denoising_start=plan.denoising_start,
             **switch,

@@ -37,6 +37,9 @@ from modules.backends.original.schedules import (
     ddim_timesteps,
 )
 
+# img2img's extra noise hook (noise, x, xi) -> the noise to add (the adapter runs A1111's on_extra_noise in it).
+ExtraNoiseHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 @dataclass
 class DiffusionModel:
@@ -245,6 +248,7 @@ def sample_img2img(
     img2img_fix_steps: bool = False,
     initial_noise_multiplier: float = 1.0,
     extra_noise: float = 0.0,
+    extra_noise_hook: ExtraNoiseHook | None = None,
     schedule: str | None = None,
     schedule_options: ScheduleOptions | None = None,
     parameters: SamplerParameters | None = None,
@@ -260,7 +264,8 @@ def sample_img2img(
 
     The noise is ``rng.next()`` (its first call: the initial noise with variation seed and resize) times
     ``initial_noise_multiplier`` (A1111's setting, infotext "Noise multiplier"); ``extra_noise`` is A1111's
-    ``img2img_extra_noise`` (infotext "Extra noise"). With an inpainting blend in ``guidance`` the result is
+    ``img2img_extra_noise`` (infotext "Extra noise"); ``extra_noise_hook(noise, x, xi)`` (A1111's on_extra_noise)
+    returns the extra noise to add. With an inpainting blend in ``guidance`` the result is
     blended with ``init_latent`` once more at the end, as A1111 does.
     """
     schedule_options = schedule_options or ScheduleOptions()
@@ -280,7 +285,7 @@ def sample_img2img(
         alpha = model.alphas_cumprod[timesteps[t_enc]]
         xi = init_latent * torch.sqrt(alpha) + noise * torch.sqrt(1 - alpha)
         if extra_noise > 0:
-            xi = xi + noise * extra_noise * torch.sqrt(alpha)
+            xi = with_extra_noise(xi, noise, init_latent, extra_noise * torch.sqrt(alpha), extra_noise_hook)
         cfg = run.cfg(None, total)
         kwargs = run.kwargs(xi, None)
         if "is_img2img" in inspect.signature(run.sampler.function).parameters:
@@ -294,7 +299,7 @@ def sample_img2img(
         return _continue_after_switch(run, table, total, sigmas, sigma_sched, init_latent, denoising_start)
     xi = init_latent + noise * sigma_sched[0]
     if extra_noise > 0:
-        xi = xi + noise * extra_noise
+        xi = with_extra_noise(xi, noise, init_latent, extra_noise, extra_noise_hook)
     if denoising_end is not None:
         cut = sigma_sched[: switch_index(sigma_sched, run.timestep_table(), denoising_end) + 1]
         cfg = run.cfg(table, total)
@@ -310,6 +315,20 @@ def sample_img2img(
     else:
         latents = run.sampler.function(cfg, xi, sigma_sched, callback=callback, **kwargs)
     return run.finish(_final_blend(guidance, latents), cfg)
+
+
+def with_extra_noise(
+    xi: torch.Tensor,
+    noise: torch.Tensor,
+    init_latent: torch.Tensor,
+    scale: float | torch.Tensor,
+    hook: ExtraNoiseHook | None,
+) -> torch.Tensor:
+    """A1111's extra noise: the hook sees (noise, x, xi) and gives the noise to use, then ``noise * scale`` is added
+    to ``xi``."""
+    if hook is not None:
+        noise = hook(noise, init_latent, xi)
+    return xi + noise * scale
 
 
 def _continue_after_switch(

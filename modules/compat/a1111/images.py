@@ -59,4 +59,5 @@ def save_image(
 
 
 def image_grid(imgs: list[Image.Image], batch_size: int = 1, rows: int | None = None) -> Image.Image:
-    return saving.make_grid(imgs, rows)
+    """A1111's grid; ``on_image_grid`` callbacks may change its layout."""
+    return saving.make_grid(imgs, rows, listeners=application().service.context.listeners.grid)

@@ -3,20 +3,26 @@
 Called by Easel (``CALLED``; the wiring is ``modules.compat.callbacks``): ``on_app_started`` (after the server app is
 built), ``on_ui_settings`` (when extensions are loaded, so their settings exist for the API and the scripts),
 ``on_ui_tabs`` (each returned tab is added to the UI), ``on_before_ui``, ``on_model_loaded`` (each checkpoint that
-becomes the loaded one), ``on_before_image_saved`` / ``on_image_saved`` (every image and grid saved),
+becomes the loaded one), ``on_before_image_saved`` / ``on_image_saved`` (every image and grid saved, Extras' too),
 ``on_cfg_denoiser`` / ``on_cfg_denoised`` / ``on_cfg_after_cfg`` (each model call of guidance, both backends),
-``on_infotext_pasted`` (PNG Info, API and UI), ``on_script_unloaded`` (before Apply and restart). The others are
-accepted so extensions load, and are not called: README lists them."""
+``on_extra_noise`` (the original backend's img2img extra noise; a replaced ``noise`` is added), ``on_image_grid``
+(before each grid is laid out: a job's, Loopback's, ``images.image_grid``; a changed ``imgs`` / ``cols`` / ``rows`` is
+drawn), ``on_infotext_pasted`` (PNG Info, API and UI), ``on_script_unloaded`` (before Apply and restart),
+``on_before_token_counter`` (the UI's token counters; the changed prompt and steps are counted). The others are accepted
+so extensions load, and are not called: README lists them."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from modules.application import TokenCountInput
 from modules.backends.hooks import AfterCFGParams, DenoisedParams, DenoiserParams
+from modules.backends.hooks import ExtraNoiseParams as ExtraNoiseParams  # (noise, x, xi): a replaced noise is added
 from modules.compat.runtime import runtime
+from modules.processing.saving import GridLayout
 
 logger = logging.getLogger("extensions")
 
@@ -54,6 +60,9 @@ CALLED = (
     "cfg_denoiser",
     "cfg_denoised",
     "cfg_after_cfg",
+    "image_grid",
+    "extra_noise",
+    "before_token_counter",
     "infotext_pasted",
     "script_unloaded",
 )
@@ -67,38 +76,18 @@ class ImageSaveParams:
     pnginfo: dict[str, Any]
 
 
-@dataclass
-class ExtraNoiseParams:
-    noise: Any
-    x: Any
-    xi: Any
-
-
-# The guidance parameter objects are the backends' own (A1111's field names and positional order), so what a
-# callback changes is what the backend uses.
+# The guidance, extra noise, grid and token counter parameter objects are Easel's own (A1111's field names and
+# positional order), so what a callback changes is what Easel uses.
 CFGDenoiserParams = DenoiserParams
 CFGDenoisedParams = DenoisedParams
 AfterCFGCallbackParams = AfterCFGParams
+ImageGridLoopParams = GridLayout
+BeforeTokenCounterParams = TokenCountInput
 
 
 @dataclass
 class UiTrainTabParams:
     txt2img_preview_params: Any = None
-
-
-@dataclass
-class ImageGridLoopParams:
-    imgs: Any = None
-    cols: int = 0
-    rows: int = 0
-
-
-@dataclass
-class BeforeTokenCounterParams:
-    prompt: str = ""
-    steps: int = 0
-    styles: list[str] = field(default_factory=list)
-    is_positive: bool = True
 
 
 def add_callback(kind: str, callback: Callable[..., Any], name: str | None = None) -> None:

@@ -56,6 +56,7 @@ class Loopback(Script):
         extra = {"Final denoising strength": final, "Denoising curve": curve}
         result = ProcessingResult()
         grids = []
+        grid_listeners = job.context.listeners.grid  # on_image_grid, as A1111's images.image_grid
         for batch in range(request.n_iter):
             image, seed, strength = request.init_image, request.seed + batch, request.denoising_strength
             history = []
@@ -80,10 +81,10 @@ class Loopback(Script):
             for image, step_result in history:
                 add_loop_image(result, image, step_result, extra)
             if len(history) > 1:
-                grids.append(saving.make_grid([image for image, _ in history], rows=1))
+                grids.append(saving.make_grid([image for image, _ in history], rows=1, listeners=grid_listeners))
         result.interrupted = job.control.interrupted
         if grids:
-            grid = grids[0] if len(grids) == 1 else saving.make_grid(grids, rows=len(grids))
+            grid = grids[0] if len(grids) == 1 else saving.make_grid(grids, rows=len(grids), listeners=grid_listeners)
             text = result.infotexts[0]
             result.grid_path = job.save_grid(grid, text, request)
             result.images.insert(0, grid)
