@@ -63,6 +63,7 @@ def attach(application: Application, prepared: Prepared) -> list[Script]:
     started = time.monotonic()
     args, extensions = prepared.args, prepared.extensions
     CURRENT.application, CURRENT.args, CURRENT.extensions = application, args, extensions
+    script_callbacks.clear_callbacks()  # a new application: the last one's callbacks are not its
     application.extensions = extensions
     folders = [extension.path for extension in extensions]
     importer.install_finder(folders)

@@ -90,6 +90,11 @@ class UiTrainTabParams:
     txt2img_preview_params: Any = None
 
 
+def clear_callbacks() -> None:
+    """Forget every registered callback (A1111 does this before it loads the scripts again)."""
+    runtime().callbacks.clear()
+
+
 def add_callback(kind: str, callback: Callable[..., Any], name: str | None = None) -> None:
     origin = runtime().loading_file or getattr(callback, "__module__", "") or "unknown"
     runtime().callbacks.setdefault(kind, []).append((callback, name or origin))
