@@ -462,6 +462,11 @@ def cpu_text_encoders(
         return ()
     if policy.preset_for(pipeline) is MemoryPreset.NONE or getattr(pipeline, model_family.t5_encoder, None) is None:
         return ()
+    return text_encoder_names(pipeline)
+
+
+def text_encoder_names(pipeline: DiffusionPipeline) -> tuple[str, ...]:
+    """The pipeline's loaded text encoders (``text_encoder``, ``text_encoder_2`` ...)."""
     return tuple(
         name
         for name, component in pipeline.components.items()

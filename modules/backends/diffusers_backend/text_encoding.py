@@ -18,12 +18,7 @@ from diffusers import DiffusionPipeline
 
 from modules.devices import execution_device
 from modules.models.families import ModelFamily
-
-TEXT_ENCODER_PREFIX = "text_encoder"
-
-
-def text_encoder_names(pipeline: DiffusionPipeline) -> tuple[str, ...]:
-    return tuple(name for name in pipeline.components if name.startswith(TEXT_ENCODER_PREFIX))
+from modules.models.manager import text_encoder_names
 
 
 def without_text_encoders(pipeline: DiffusionPipeline) -> dict[str, None]:
